@@ -1,0 +1,78 @@
+"""Health of the parts the site depends on, each checked with a short timeout."""
+
+import sqlite3
+from pathlib import Path
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.db import connection
+
+
+def database_check() -> dict:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+        return {"ok": True, "vendor": connection.vendor}
+    except Exception as exc:
+        return {"ok": False, "error": str(exc)[:300]}
+
+
+def broker_check() -> dict:
+    url = settings.CELERY_BROKER_URL
+    timeout = settings.HEALTHZ_TIMEOUT
+    try:
+        if url.startswith(("redis://", "rediss://")):
+            import redis
+
+            client = redis.Redis.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+            client.ping()
+            return {"ok": True, "kind": "redis"}
+        if url.startswith("sqla+sqlite:///"):
+            path = Path(url.removeprefix("sqla+sqlite:///"))
+            conn = sqlite3.connect(str(path), timeout=timeout)
+            try:
+                conn.execute("SELECT 1")
+            finally:
+                conn.close()
+            return {"ok": True, "kind": "embedded (SQLite)"}
+        return {"ok": None, "kind": urlparse(url).scheme, "detail": "not checked"}
+    except Exception as exc:
+        return {"ok": False, "error": str(exc)[:300]}
+
+
+def worker_check(*, broker_ok: bool) -> dict:
+    if not broker_ok:
+        return {"ok": False, "detail": "broker down"}
+    from allthepatents.celery import app
+
+    try:
+        replies = app.control.ping(timeout=settings.HEALTHZ_TIMEOUT) or []
+    except Exception as exc:
+        return {"ok": None, "detail": f"ping not supported by this broker: {exc}"[:300]}
+    names = [name for reply in replies for name in reply]
+    return {"ok": bool(names), "workers": names}
+
+
+def index_check() -> dict:
+    from search.selectors import index_health
+
+    try:
+        return index_health()
+    except Exception as exc:
+        return {"ok": False, "error": str(exc)[:300]}
+
+
+def health_report() -> tuple[dict, bool]:
+    db = database_check()
+    broker = broker_check()
+    report = {
+        "database": db,
+        "broker": broker,
+        "worker": worker_check(broker_ok=bool(broker.get("ok"))),
+        "index": index_check(),
+    }
+    report["ok"] = bool(db["ok"])
+    return report, bool(db["ok"])

@@ -1,0 +1,243 @@
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path
+from django.utils.html import format_html
+
+from generation.models import GenerationJob, Generator, Sample
+from generation.services import (
+    JobParameterError,
+    job_cancel,
+    job_create,
+    job_dispatch,
+    job_params_validate,
+    job_rerun,
+)
+
+RUN_PERM = "generation.run_generation"
+
+
+@admin.register(Generator)
+class GeneratorAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "model_id",
+        "local_path",
+        "backend",
+        "prompt_format",
+        "is_default",
+        "enabled",
+    ]
+    list_editable = ["enabled"]
+
+
+class JobCreateForm(forms.ModelForm):
+    topics_text = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        label="Topic seeds",
+        help_text="One per line: a title (top-down) or a first claim (bottom-up).",
+    )
+
+    class Meta:
+        model = GenerationJob
+        fields = [
+            "generator",
+            "model_override",
+            "mode",
+            "count",
+            "temperature",
+            "top_p",
+            "top_k",
+            "repetition_penalty",
+            "max_new_tokens",
+            "seed",
+        ]
+
+    def clean(self):
+        data = super().clean()
+        try:
+            job_params_validate(
+                count=data.get("count") or 0,
+                mode=data.get("mode") or "",
+                temperature=data.get("temperature") or 0,
+                top_p=data.get("top_p") or 0,
+                top_k=data.get("top_k") or 0,
+                repetition_penalty=data.get("repetition_penalty") or 0,
+                max_new_tokens=data.get("max_new_tokens") or 0,
+            )
+        except JobParameterError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        return data
+
+
+class SampleInline(admin.TabularInline):
+    model = Sample
+    extra = 0
+    can_delete = False
+    fields = ["index", "mode", "verdict", "reasons", "tokens", "patent"]
+    readonly_fields = fields
+    max_num = 0
+    show_change_link = True
+
+
+@admin.register(GenerationJob)
+class GenerationJobAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "generator",
+        "mode",
+        "status",
+        "progress",
+        "published_count",
+        "rejected_count",
+        "created_at",
+    ]
+    list_filter = ["status", "mode", "generator"]
+    actions = ["start_jobs", "cancel_jobs", "rerun_jobs"]
+    inlines = [SampleInline]
+    change_form_template = "admin/generation/generationjob/change_form.html"
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = JobCreateForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return [*JobCreateForm.Meta.fields, "topics_text"]
+        return super().get_fields(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return ["progress", *[f.name for f in self.model._meta.fields]]
+
+    def has_add_permission(self, request):
+        return request.user.has_perm(RUN_PERM)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return
+        data = form.cleaned_data
+        topics = (data.get("topics_text") or "").splitlines()
+        created = job_create(
+            generator=data["generator"],
+            count=data["count"],
+            mode=data["mode"],
+            model_override=data.get("model_override") or "",
+            temperature=data["temperature"],
+            top_p=data["top_p"],
+            top_k=data["top_k"],
+            repetition_penalty=data["repetition_penalty"],
+            max_new_tokens=data["max_new_tokens"],
+            seed=data.get("seed"),
+            topics=topics,
+            created_by=request.user,
+        )
+        obj.pk = created.pk
+        obj.refresh_from_db()
+
+    def save_related(self, request, form, formsets, change):
+        if change:
+            super().save_related(request, form, formsets, change)
+
+    @admin.display(description="progress")
+    def progress(self, obj):
+        return format_html(
+            '<progress class="job-progress" max="{}" value="{}" data-job="{}">{}%</progress> '
+            '<span class="job-progress-text">{} / {} ({})</span>',
+            obj.count,
+            obj.done_count,
+            obj.pk,
+            obj.progress_percent,
+            obj.done_count,
+            obj.count,
+            obj.get_status_display(),
+        )
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:job_id>/progress/",
+                self.admin_site.admin_view(self.progress_json),
+                name="generation_generationjob_progress",
+            ),
+            *super().get_urls(),
+        ]
+
+    def progress_json(self, request, job_id):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        job = get_object_or_404(GenerationJob, pk=job_id)
+        return JsonResponse(
+            {
+                "id": job.pk,
+                "status": job.status,
+                "done": job.done_count,
+                "count": job.count,
+                "published": job.published_count,
+                "rejected": job.rejected_count,
+                "rejection_counts": job.rejection_counts,
+                "last_error": job.last_error,
+                "tokens": job.tokens_generated,
+            }
+        )
+
+    def _require_run(self, request):
+        if not request.user.has_perm(RUN_PERM):
+            raise PermissionDenied
+
+    @admin.action(description="Start (or dispatch again) selected queued jobs")
+    def start_jobs(self, request, queryset):
+        self._require_run(request)
+        sent = failed = 0
+        for job in queryset.filter(status=GenerationJob.Status.QUEUED):
+            if job_dispatch(job_id=job.pk):
+                sent += 1
+            else:
+                failed += 1
+        if failed:
+            self.message_user(
+                request,
+                f"{failed} job(s) could not be dispatched: the task "
+                "broker is unavailable. They stay queued and are sent when a "
+                "worker starts, or start them again.",
+                messages.ERROR,
+            )
+        if sent:
+            self.message_user(request, f"{sent} job(s) dispatched.", messages.SUCCESS)
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel_jobs(self, request, queryset):
+        self._require_run(request)
+        for job in queryset:
+            job_cancel(job=job)
+        self.message_user(request, "Cancellation requested.", messages.SUCCESS)
+
+    @admin.action(description="Re-run selected failed or cancelled jobs")
+    def rerun_jobs(self, request, queryset):
+        self._require_run(request)
+        for job in queryset:
+            job_rerun(job=job)
+        self.message_user(request, "Re-run requested.", messages.SUCCESS)
+
+
+@admin.register(Sample)
+class SampleAdmin(admin.ModelAdmin):
+    list_display = ["id", "job", "index", "mode", "verdict", "tokens"]
+    list_filter = ["verdict", "mode"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

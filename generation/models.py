@@ -1,0 +1,149 @@
+from django.conf import settings
+from django.db import models
+
+
+class Generator(models.Model):
+    """A registered text generator: a model, where it lives, and how to prompt it."""
+
+    class Backend(models.TextChoices):
+        TRANSFORMERS = "transformers", "Local transformers (CPU or CUDA)"
+        OPENAI = "openai", "OpenAI-compatible HTTP endpoint (vLLM)"
+
+    class PromptFormat(models.TextChoices):
+        KL3M = "kl3m", "kl3m patent markdown"
+        FEWSHOT = "fewshot", "Few-shot patent markdown"
+        CHAT_42DOT = "chat-42dot", "42dot SFT chat"
+        KULLM3 = "kullm3", "KULLM3 Llama-2 chat"
+
+    name = models.SlugField(max_length=100, unique=True)
+    model_id = models.CharField(max_length=300, help_text="Hub id, e.g. alea-institute/...")
+    local_path = models.CharField(
+        max_length=500, blank=True, help_text="A local model directory; overrides the hub id."
+    )
+    revision = models.CharField(max_length=100, blank=True, default="main")
+    backend = models.CharField(max_length=20, choices=Backend.choices)
+    prompt_format = models.CharField(max_length=20, choices=PromptFormat.choices)
+    language = models.CharField(max_length=8, default="en")
+    requires_gpu = models.BooleanField(default=False)
+    default_params = models.JSONField(default=dict, blank=True)
+    is_default = models.BooleanField(default=False)
+    enabled = models.BooleanField(default=True)
+    notes = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-is_default", "name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def source(self) -> str:
+        return self.local_path or self.model_id
+
+
+class GenerationJob(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class Mode(models.TextChoices):
+        TOP_DOWN = "top-down", "Top-down (title, abstract, claims)"
+        BOTTOM_UP = "bottom-up", "Bottom-up (claims, abstract, title)"
+        MIXED = "mixed", "Mixed (alternating)"
+
+    generator = models.ForeignKey(Generator, on_delete=models.PROTECT, related_name="jobs")
+    model_override = models.CharField(
+        max_length=500, blank=True, help_text="A local model directory used instead."
+    )
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.TOP_DOWN)
+    count = models.PositiveIntegerField(default=10)
+    temperature = models.FloatField(default=0.8)
+    top_p = models.FloatField(default=0.95)
+    top_k = models.PositiveIntegerField(default=50)
+    repetition_penalty = models.FloatField(default=1.1)
+    max_new_tokens = models.PositiveIntegerField(default=768)
+    seed = models.BigIntegerField(default=0)
+    topics = models.JSONField(default=list, blank=True)
+
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    done_count = models.PositiveIntegerField(default=0)
+    published_count = models.PositiveIntegerField(default=0)
+    rejected_count = models.PositiveIntegerField(default=0)
+    rejection_counts = models.JSONField(default=dict, blank=True)
+    tokens_generated = models.BigIntegerField(default=0)
+    worker_seconds = models.FloatField(default=0.0)
+    last_error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("run_generation", "Can start, cancel and re-run generation jobs")]
+
+    def __str__(self):
+        return f"Job {self.pk} ({self.generator_id}, {self.mode}, {self.count})"
+
+    @property
+    def progress_percent(self) -> int:
+        return int(100 * self.done_count / self.count) if self.count else 100
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+    def sampling_params(self) -> dict:
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "repetition_penalty": self.repetition_penalty,
+            "max_new_tokens": self.max_new_tokens,
+        }
+
+
+class Sample(models.Model):
+    """One generated text, published or rejected; (job, index) makes work idempotent."""
+
+    class Verdict(models.TextChoices):
+        PUBLISHED = "published", "Published"
+        REJECTED = "rejected", "Rejected"
+
+    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="samples")
+    index = models.PositiveIntegerField()
+    mode = models.CharField(max_length=16)
+    seed = models.BigIntegerField()
+    prompt = models.TextField()
+    raw_text = models.TextField()
+    tokens = models.PositiveIntegerField(default=0)
+    finished = models.BooleanField(default=False, help_text="The model emitted end-of-text.")
+    verdict = models.CharField(max_length=16, choices=Verdict.choices, db_index=True)
+    reasons = models.JSONField(default=list, blank=True)
+    patent = models.OneToOneField(
+        "patents.Patent", null=True, blank=True, on_delete=models.SET_NULL, related_name="sample"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["job_id", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "index"], name="sample_unique_job_index")
+        ]
+
+    def __str__(self):
+        return f"job {self.job_id} sample {self.index}: {self.verdict}"

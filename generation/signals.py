@@ -1,0 +1,42 @@
+"""Worker start-up: one torch thread, and re-dispatch of jobs left behind."""
+
+import logging
+import os
+import threading
+
+from celery.signals import worker_process_init, worker_ready
+
+logger = logging.getLogger(__name__)
+
+
+@worker_process_init.connect
+def _one_thread(**kwargs):
+    # Two threads on two cores collapse under any other load; scale with processes.
+    from django.conf import settings
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(settings.TORCH_THREADS))
+    try:
+        import torch
+
+        torch.set_num_threads(settings.TORCH_THREADS)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+@worker_ready.connect
+def _recover_jobs(sender=None, **kwargs):
+    def run():
+        from django.db import close_old_connections
+
+        from generation.services import jobs_recover
+
+        try:
+            ids = jobs_recover()
+            if ids:
+                logger.info("re-dispatched jobs %s", ids)
+        except Exception:
+            logger.exception("job recovery failed")
+        finally:
+            close_old_connections()
+
+    threading.Thread(target=run, daemon=True).start()

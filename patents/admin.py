@@ -1,0 +1,74 @@
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from patents.models import Claim, LedgerEntry, Patent
+from patents.services import patent_withdraw
+
+
+class ClaimInline(admin.TabularInline):
+    model = Claim
+    extra = 0
+    can_delete = False
+    readonly_fields = ["number", "text", "depends_on"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Patent)
+class PatentAdmin(admin.ModelAdmin):
+    """Published content is read-only: the ledger vouches for it."""
+
+    list_display = [
+        "public_id",
+        "title_short",
+        "origin",
+        "status",
+        "generator_model",
+        "mode",
+        "published_at",
+    ]
+    list_filter = ["origin", "status", "mode", "generator_model"]
+    search_fields = ["public_id", "title", "source_id"]
+    inlines = [ClaimInline]
+    actions = ["withdraw_selected"]
+    date_hierarchy = "published_at"
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    @admin.display(description="title")
+    def title_short(self, obj):
+        return format_html("{}", obj.title[:100])
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(
+        description="Withdraw selected inventions (leaves a tombstone)", permissions=["change"]
+    )
+    def withdraw_selected(self, request, queryset):
+        for patent in queryset:
+            patent_withdraw(patent=patent, reason=f"withdrawn by {request.user.get_username()}")
+        self.message_user(request, f"{queryset.count()} withdrawn.", messages.SUCCESS)
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(admin.ModelAdmin):
+    list_display = ["id", "kind", "public_id", "recorded_at", "entry_hash"]
+    search_fields = ["public_id", "entry_hash"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

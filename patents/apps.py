@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class PatentsConfig(AppConfig):
+    name = "patents"
+    verbose_name = "Patents"

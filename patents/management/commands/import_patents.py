@@ -1,0 +1,41 @@
+import time
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from patents.services import jsonl_lines, reference_import_records
+
+
+class Command(BaseCommand):
+    help = "Import real patents (JSON Lines, plain or .gz) as reference patents. Idempotent."
+
+    def add_arguments(self, parser):
+        parser.add_argument("paths", nargs="+", type=Path)
+        parser.add_argument("--batch-size", type=int, default=500)
+        parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument(
+            "--max-bad-listed", type=int, default=50, help="bad lines listed in the summary"
+        )
+
+    def handle(self, *args, paths, batch_size, no_progress, max_bad_listed, **options):
+        for path in paths:
+            if not path.exists():
+                raise CommandError(f"{path}: no such file")
+        total_bad = 0
+        for path in paths:
+            started = time.monotonic()
+            bar = tqdm(desc=path.name, unit=" lines", disable=no_progress, file=self.stderr._out)
+            report = reference_import_records(
+                jsonl_lines(path), batch_size=batch_size, progress=bar.update
+            )
+            bar.close()
+            took = time.monotonic() - started
+            self.stdout.write(f"{path}: {report.summary()} in {took:.1f}s")
+            for line_no, why in report.bad[:max_bad_listed]:
+                self.stdout.write(f"  line {line_no}: {why}")
+            if len(report.bad) > max_bad_listed:
+                self.stdout.write(f"  ... and {len(report.bad) - max_bad_listed} more bad lines")
+            total_bad += len(report.bad)
+        if total_bad:
+            self.stdout.write(self.style.WARNING(f"{total_bad} bad lines were skipped"))

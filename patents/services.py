@@ -1,0 +1,348 @@
+"""Writes for patents: publishing, withdrawing, the ledger and the JSON Lines importer."""
+
+import datetime as dt
+import gzip
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from patents.models import Claim, LedgerEntry, Patent
+from patents.text import claim_find_dependency, claim_split_number, content_hash
+
+logger = logging.getLogger(__name__)
+
+PUBLIC_ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"  # no 0/o, 1/l/i: read aloud safely
+PUBLIC_ID_LENGTH = 10
+GENESIS_HASH = "0" * 64
+
+# Called with the list of newly published patent ids, after the transaction commits.
+# The search app registers its indexer here (see search/apps.py).
+_publish_hooks: list[Callable[[list[int]], None]] = []
+_withdraw_hooks: list[Callable[[list[int]], None]] = []
+
+
+def publish_hook_register(fn: Callable[[list[int]], None]) -> None:
+    if fn not in _publish_hooks:
+        _publish_hooks.append(fn)
+
+
+def withdraw_hook_register(fn: Callable[[list[int]], None]) -> None:
+    if fn not in _withdraw_hooks:
+        _withdraw_hooks.append(fn)
+
+
+def _run_hooks(hooks, ids: list[int]) -> None:
+    for hook in hooks:
+        try:
+            hook(ids)
+        except Exception:  # a failing hook must never undo a publication
+            logger.exception("patent hook %s failed for %d patents", hook, len(ids))
+
+
+def public_id_new() -> str:
+    return "".join(secrets.choice(PUBLIC_ID_ALPHABET) for _ in range(PUBLIC_ID_LENGTH))
+
+
+def _public_ids_unused(n: int) -> list[str]:
+    ids: set[str] = set()
+    while len(ids) < n:
+        candidates = {public_id_new() for _ in range(n - len(ids))} - ids
+        taken = set(
+            Patent.objects.filter(public_id__in=candidates).values_list("public_id", flat=True)
+        )
+        ids |= candidates - taken
+    return list(ids)
+
+
+def claims_normalise(claims: Iterable) -> list[dict]:
+    """Accepts strings (``"2. The x of claim 1"``) or dicts, returns numbered claim dicts."""
+    out: list[dict] = []
+    for position, item in enumerate(claims, start=1):
+        if isinstance(item, dict):
+            number = int(item.get("number") or position)
+            text = str(item.get("text", "")).strip()
+            depends_on = item.get("depends_on")
+        else:
+            parsed_number, text = claim_split_number(str(item))
+            number = parsed_number or position
+            depends_on = None
+        if not text:
+            continue
+        if depends_on is None:
+            depends_on = claim_find_dependency(text)
+        if depends_on is not None and depends_on >= number:
+            depends_on = None
+        out.append({"number": number, "text": text, "depends_on": depends_on})
+    # Renumber duplicates defensively: claim numbers are unique per patent.
+    seen: set[int] = set()
+    for c in out:
+        while c["number"] in seen:
+            c["number"] += 1
+        seen.add(c["number"])
+    return out
+
+
+def ledger_entry_hash(
+    *, prev_hash: str, public_id: str, content_hash: str, kind: str, recorded_at: dt.datetime
+) -> str:
+    material = "\n".join(
+        [prev_hash, kind, public_id, content_hash, recorded_at.astimezone(dt.UTC).isoformat()]
+    )
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def ledger_append(*, patent: Patent, kind: str, recorded_at: dt.datetime) -> LedgerEntry:
+    """Appends one entry; the unique ``prev_hash`` makes a concurrent append retry."""
+    for _attempt in range(20):
+        last = LedgerEntry.objects.order_by("-id").first()
+        prev = last.entry_hash if last else GENESIS_HASH
+        entry = LedgerEntry(
+            kind=kind,
+            patent=patent,
+            public_id=patent.public_id,
+            content_hash=patent.content_hash,
+            recorded_at=recorded_at,
+            prev_hash=prev,
+            entry_hash=ledger_entry_hash(
+                prev_hash=prev,
+                public_id=patent.public_id,
+                content_hash=patent.content_hash,
+                kind=kind,
+                recorded_at=recorded_at,
+            ),
+        )
+        try:
+            with transaction.atomic():
+                entry.save()
+            return entry
+        except IntegrityError:
+            continue
+    raise RuntimeError("could not append to the ledger: too much contention")
+
+
+@transaction.atomic
+def patent_publish(
+    *,
+    title: str,
+    abstract: str,
+    claims: list[dict],
+    raw_text: str = "",
+    provenance: dict | None = None,
+    job=None,
+    published_at: dt.datetime | None = None,
+) -> Patent:
+    """Publishes one generated invention: row, claims, ledger entry, then the index hook."""
+    claims = claims_normalise(claims)
+    provenance = provenance or {}
+    now = published_at or timezone.now()
+    patent = Patent.objects.create(
+        public_id=_public_ids_unused(1)[0],
+        origin=Patent.Origin.GENERATED,
+        title=title.strip(),
+        abstract=abstract.strip(),
+        raw_text=raw_text,
+        content_hash=content_hash(title=title, abstract=abstract, claims=claims),
+        published_at=now,
+        generator_model=provenance.get("generator_model", ""),
+        generator_revision=provenance.get("generator_revision", ""),
+        mode=provenance.get("mode", ""),
+        prompt=provenance.get("prompt", ""),
+        sampling_params=provenance.get("sampling_params", {}),
+        seed=provenance.get("seed"),
+        job=job,
+    )
+    Claim.objects.bulk_create(Claim(patent=patent, **c) for c in claims)
+    ledger_append(patent=patent, kind=LedgerEntry.Kind.PUBLISH, recorded_at=now)
+    ids = [patent.pk]
+    transaction.on_commit(lambda: _run_hooks(_publish_hooks, ids))
+    return patent
+
+
+@transaction.atomic
+def patent_withdraw(*, patent: Patent, reason: str) -> Patent:
+    """Withdraws an invention: it stays as a tombstone, and the ledger records it."""
+    if patent.is_withdrawn:
+        return patent
+    now = timezone.now()
+    updated = Patent.objects.filter(pk=patent.pk, status=Patent.Status.PUBLISHED).update(
+        status=Patent.Status.WITHDRAWN, withdrawn_at=now, withdrawal_reason=reason.strip()
+    )
+    patent.refresh_from_db()
+    if updated and patent.origin == Patent.Origin.GENERATED:
+        ledger_append(patent=patent, kind=LedgerEntry.Kind.WITHDRAW, recorded_at=now)
+    ids = [patent.pk]
+    transaction.on_commit(lambda: _run_hooks(_withdraw_hooks, ids))
+    return patent
+
+
+# --- Import of reference patents from JSON Lines ----------------------------------------
+
+
+@dataclass
+class ImportReport:
+    imported: int = 0
+    skipped_existing: int = 0
+    bad: list[tuple[int, str]] = field(default_factory=list)
+    lines: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"imported {self.imported}, skipped {self.skipped_existing} already present, "
+            f"{len(self.bad)} bad lines"
+        )
+
+
+class RecordError(ValueError):
+    pass
+
+
+def _expect_str(record: dict, key: str) -> str:
+    value = record.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise RecordError(f"field {key!r} must be a string, got {type(value).__name__}")
+    return value.strip()
+
+
+def _expect_str_list(record: dict, key: str) -> list[str]:
+    value = record.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RecordError(f"field {key!r} must be a list of strings")
+    return value
+
+
+def reference_record_parse(record) -> dict:
+    """Validates one JSON object of the shared format; raises RecordError saying why."""
+    if not isinstance(record, dict):
+        raise RecordError(f"expected a JSON object, got {type(record).__name__}")
+    source_id = record.get("id")
+    if isinstance(source_id, int) and not isinstance(source_id, bool):
+        source_id = str(source_id)
+    if not isinstance(source_id, str) or not source_id.strip():
+        raise RecordError("missing or invalid 'id'")
+    source_id = source_id.strip()
+    if len(source_id) > 64:
+        raise RecordError("'id' longer than 64 characters")
+    title = _expect_str(record, "title")
+    abstract = _expect_str(record, "abstract")
+    claims = claims_normalise(_expect_str_list(record, "claims"))
+    if not (title or abstract or claims):
+        raise RecordError("record has none of title, abstract and claims")
+    raw_date = _expect_str(record, "date")
+    source_date = None
+    if raw_date:
+        try:
+            source_date = dt.date.fromisoformat(raw_date[:10])
+        except ValueError:
+            raise RecordError(f"bad date {raw_date!r}") from None
+    meta = {key: _expect_str_list(record, key) for key in ("cpc", "ipc", "citations")}
+    meta["source"] = record.get("source") if isinstance(record.get("source"), str) else ""
+    meta["kind"] = record.get("kind") if isinstance(record.get("kind"), str) else ""
+    meta["claims_complete"] = bool(record.get("claims_complete"))
+    return {
+        "source_id": source_id,
+        "title": title,
+        "abstract": abstract,
+        "claims": claims,
+        "source_date": source_date,
+        "source_meta": meta,
+    }
+
+
+def jsonl_lines(path: Path) -> Iterator[tuple[int, str]]:
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        yield from enumerate(fh, start=1)
+
+
+def _reference_batch_write(parsed: list[dict], report: ImportReport) -> list[int]:
+    """Writes one batch in one transaction: all of a patent or none of it."""
+    ids = [p["source_id"] for p in parsed]
+    existing = set(Patent.objects.filter(source_id__in=ids).values_list("source_id", flat=True))
+    fresh = []
+    for p in parsed:
+        if p["source_id"] in existing:
+            report.skipped_existing += 1
+            continue
+        existing.add(p["source_id"])
+        fresh.append(p)
+    if not fresh:
+        return []
+    now = timezone.now()
+    public_ids = _public_ids_unused(len(fresh))
+    with transaction.atomic():
+        patents = [
+            Patent(
+                public_id=public_ids[i],
+                origin=Patent.Origin.REFERENCE,
+                title=p["title"],
+                abstract=p["abstract"],
+                content_hash=content_hash(
+                    title=p["title"], abstract=p["abstract"], claims=p["claims"]
+                ),
+                published_at=(
+                    dt.datetime.combine(p["source_date"], dt.time(), tzinfo=dt.UTC)
+                    if p["source_date"]
+                    else now
+                ),
+                source_id=p["source_id"],
+                source_date=p["source_date"],
+                source_meta=p["source_meta"],
+            )
+            for i, p in enumerate(fresh)
+        ]
+        Patent.objects.bulk_create(patents)
+        # bulk_create sets pks on PostgreSQL and SQLite >= 3.35; re-read to be portable.
+        pk_by_source = dict(
+            Patent.objects.filter(source_id__in=[p["source_id"] for p in fresh]).values_list(
+                "source_id", "pk"
+            )
+        )
+        Claim.objects.bulk_create(
+            Claim(patent_id=pk_by_source[p["source_id"]], **c) for p in fresh for c in p["claims"]
+        )
+        new_ids = list(pk_by_source.values())
+        transaction.on_commit(lambda: _run_hooks(_publish_hooks, new_ids))
+    report.imported += len(fresh)
+    return new_ids
+
+
+def reference_import_records(
+    records: Iterable[tuple[int, str]],
+    *,
+    batch_size: int = 500,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Imports reference patents from numbered JSON lines; idempotent by source id."""
+    report = ImportReport()
+    batch: list[dict] = []
+    for line_no, line in records:
+        report.lines += 1
+        if progress:
+            progress(1)
+        if not line.strip():
+            continue
+        try:
+            batch.append(reference_record_parse(json.loads(line)))
+        except json.JSONDecodeError as exc:
+            report.bad.append((line_no, f"invalid JSON: {exc.msg}"))
+            continue
+        except RecordError as exc:
+            report.bad.append((line_no, str(exc)))
+            continue
+        if len(batch) >= batch_size:
+            _reference_batch_write(batch, report)
+            batch = []
+    if batch:
+        _reference_batch_write(batch, report)
+    return report

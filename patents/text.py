@@ -1,0 +1,54 @@
+"""Pure text helpers shared by the importer, the generation parser and the pages."""
+
+import hashlib
+import json
+import re
+import unicodedata
+
+CLAIM_NUMBER_RE = re.compile(r"^\s*(\d{1,4})\s*[.)]\s*")
+# "of claim 3", "according to claim 12", "as claimed in claim 2", "claim 1 or 2" -> first.
+CLAIM_REF_RE = re.compile(r"\bclaims?\s+(\d{1,4})\b", re.IGNORECASE)
+
+
+def claim_split_number(text: str) -> tuple[int | None, str]:
+    """``"3. The device of claim 1"`` -> ``(3, "The device of claim 1")``."""
+    match = CLAIM_NUMBER_RE.match(text)
+    if not match:
+        return None, text.strip()
+    return int(match.group(1)), text[match.end() :].strip()
+
+
+def claim_find_dependency(text: str) -> int | None:
+    """The claim a claim refers to, if any (its first reference)."""
+    match = CLAIM_REF_RE.search(text)
+    return int(match.group(1)) if match else None
+
+
+def _clean(value: str) -> str:
+    return unicodedata.normalize("NFC", value or "").strip()
+
+
+def content_canonical(*, title: str, abstract: str, claims: list[dict]) -> str:
+    """Canonical serialisation hashed into ``content_hash``.
+
+    Fields are NFC-normalised and stripped at the ends, so copying text through editors or
+    terminals that add trailing newlines does not change the fingerprint.
+    """
+    payload = {
+        "title": _clean(title),
+        "abstract": _clean(abstract),
+        "claims": [
+            {
+                "number": int(c["number"]),
+                "text": _clean(c["text"]),
+                "depends_on": c.get("depends_on"),
+            }
+            for c in sorted(claims, key=lambda c: int(c["number"]))
+        ],
+    }
+    return json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def content_hash(*, title: str, abstract: str, claims: list[dict]) -> str:
+    canonical = content_canonical(title=title, abstract=abstract, claims=claims)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -1,0 +1,277 @@
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from patents.models import Claim, Patent
+from patents.services import jsonl_lines, public_id_new, reference_import_records
+from patents.text import content_hash
+from tests.helpers import ROOT, WorkerProcess, shared_path
+
+# --- content hash ----------------------------------------------------------------------
+
+CLAIMS = [
+    {"number": 1, "text": "A cup with a handle.", "depends_on": None},
+    {"number": 2, "text": "The cup of claim 1, made of steel.", "depends_on": 1},
+]
+
+
+def test_content_hash_ignores_whitespace_at_field_ends():
+    a = content_hash(title="Cup", abstract="A cup.", claims=CLAIMS)
+    b = content_hash(
+        title="  Cup\n",
+        abstract="\tA cup.  ",
+        claims=[{**c, "text": f"\n {c['text']}  "} for c in CLAIMS],
+    )
+    assert a == b
+    assert len(a) == 64
+
+
+def test_content_hash_changes_with_a_claim():
+    a = content_hash(title="Cup", abstract="A cup.", claims=CLAIMS)
+    changed = [CLAIMS[0], {**CLAIMS[1], "text": "The cup of claim 1, made of glass."}]
+    assert content_hash(title="Cup", abstract="A cup.", claims=changed) != a
+    assert content_hash(title="Cup!", abstract="A cup.", claims=CLAIMS) != a
+
+
+def test_public_ids_are_short_and_url_safe():
+    ids = {public_id_new() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(len(i) == 10 and i.isalnum() and i.islower() for i in ids)
+
+
+# --- import ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_import_fixture_twice_is_idempotent(fixture_jsonl, capsys):
+    call_command("import_patents", str(fixture_jsonl), "--no-progress")
+    call_command("import_patents", str(fixture_jsonl), "--no-progress")
+    out = capsys.readouterr().out
+    assert Patent.objects.filter(origin=Patent.Origin.REFERENCE).count() == 40
+    assert "imported 40" in out and "skipped 40 already present" in out
+    first = json.loads(fixture_jsonl.read_text().splitlines()[0])
+    patent = Patent.objects.get(source_id=first["id"])
+    assert patent.title == first["title"]
+    claims = list(patent.claims.order_by("number"))
+    assert len(claims) == len(first["claims"])
+    assert claims[0].number == 1 and not claims[0].text.startswith("1.")
+    assert patent.published_at.date().isoformat() == first["date"]
+
+
+@pytest.mark.django_db
+def test_import_500_shared_lines_twice_gives_500(tmp_path):
+    source = shared_path("data", "patents.jsonl.gz")
+    cut = tmp_path / "cut.jsonl.gz"
+    with gzip.open(source, "rt") as fh, gzip.open(cut, "wt") as out:
+        for i, line in enumerate(fh):
+            if i == 500:
+                break
+            out.write(line)
+    reports = [reference_import_records(jsonl_lines(cut), batch_size=128) for _ in range(2)]
+    assert reports[0].imported == 500 and reports[1].imported == 0
+    assert reports[1].skipped_existing == 500
+    assert Patent.objects.count() == 500
+
+
+@pytest.mark.django_db
+def test_import_reports_bad_lines_and_keeps_good_ones(tmp_path, fixture_jsonl, capsys):
+    good = fixture_jsonl.read_text().splitlines()[:3]
+    lines = [
+        good[0],
+        "{not json",
+        json.dumps({"id": "X1", "title": 42}),  # wrong type
+        "{}",  # empty record
+        json.dumps({"id": "X2"}),  # none of title, abstract, claims
+        json.dumps({"id": "X3", "title": "Only a title"}),  # partial records import
+        json.dumps({"id": "X4", "claims": ["1. A thing."], "date": "yesterday"}),
+        good[1],
+        json.dumps([1, 2]),
+        good[2],
+    ]
+    path = tmp_path / "broken.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    call_command("import_patents", str(path), "--no-progress")
+    out = capsys.readouterr().out
+    assert Patent.objects.count() == 4
+    assert Patent.objects.filter(source_id="X3").exists()
+    for line_no in (2, 3, 4, 5, 7, 9):
+        assert f"line {line_no}:" in out
+    assert "line 6:" not in out
+    assert "invalid JSON" in out and "bad date" in out and "none of title" in out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_import_failure_mid_file_leaves_no_half_written_patent(fixture_jsonl, monkeypatch):
+    """A database error while writing claims rolls back the patents of that batch."""
+    calls = {"n": 0}
+    real = Claim.objects.bulk_create
+
+    def failing(objs, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("disk full")
+        return real(objs, *args, **kwargs)
+
+    monkeypatch.setattr(Claim.objects, "bulk_create", failing)
+    with pytest.raises(RuntimeError):
+        reference_import_records(jsonl_lines(fixture_jsonl), batch_size=10)
+    assert Patent.objects.count() == 10  # the first batch, whole
+    for patent in Patent.objects.all():
+        assert patent.claims.count() > 0
+    monkeypatch.undo()
+    report = reference_import_records(jsonl_lines(fixture_jsonl), batch_size=10)
+    assert report.imported == 30 and Patent.objects.count() == 40
+
+
+# --- the web process stays light -----------------------------------------------------
+
+
+def test_web_process_does_not_import_heavy_libraries():
+    code = (
+        "import sys, django, importlib; django.setup();"
+        "from django.urls import get_resolver; get_resolver().url_patterns;"
+        "[importlib.import_module(f'{app}.{m}') for app in ('patents','search','generation')"
+        " for m in ('views','urls','admin','models','services','selectors')"
+        " if importlib.util.find_spec(f'{app}.{m}')];"
+        "import allthepatents.wsgi;"
+        "heavy=[m for m in ('torch','transformers','sentence_transformers','faiss')"
+        " if m in sys.modules]; print('HEAVY', heavy)"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "allthepatents.settings"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout, out.stdout
+
+
+# --- settings --------------------------------------------------------------------------
+
+
+def test_settings_defaults_need_no_server(tmp_path):
+    code = (
+        "from django.conf import settings as s;"
+        "print(s.DEBUG, s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL.split(':')[0],"
+        " s.SECRET_KEY[:8])"
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG", "SQLITE_PATH")
+    }
+    env.update(DATA_DIR=str(tmp_path / "data"), DJANGO_SETTINGS_MODULE="allthepatents.settings")
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", "import django; django.setup();" + code],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        for _ in range(2)
+    ]
+    assert runs[0].returncode == 0, runs[0].stderr
+    debug, engine, broker, key = runs[0].stdout.split()
+    assert debug == "False" and engine.endswith("sqlite3") and broker == "sqla+sqlite"
+    assert runs[1].stdout.split()[3] == key  # the generated secret key is kept
+    assert (tmp_path / "data" / "secret_key").exists()
+
+
+def test_settings_reject_a_bad_boolean(tmp_path):
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tmp_path),
+        "DEBUG": "maybe",
+        "DJANGO_SETTINGS_MODULE": "allthepatents.settings",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0 and "DEBUG='maybe' is not a boolean" in out.stderr
+
+
+# --- health ----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_healthz_reports_each_part(client, settings):
+    settings.HEALTHZ_TIMEOUT = 0.3
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    data = response.json()
+    assert data["database"]["ok"] is True
+    assert set(data) >= {"database", "broker", "worker", "index", "ok"}
+
+
+@pytest.mark.django_db
+def test_healthz_says_broker_down(client, settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    settings.HEALTHZ_TIMEOUT = 0.3
+    data = client.get("/healthz").json()
+    assert data["broker"]["ok"] is False
+    assert data["worker"]["ok"] is False
+
+
+@pytest.mark.django_db
+def test_home_and_admin_answer(client):
+    assert client.get("/").status_code == 200
+    assert client.get("/admin/login/").status_code == 200
+
+
+# --- Celery round trips through real workers ----------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_task_round_trip_over_redis(redis_worker):
+    from allthepatents.celery import ping
+
+    assert ping.delay("hello").get(timeout=60) == {"pong": "hello"}
+
+
+def test_task_round_trip_over_embedded_broker(tmp_path):
+    """No Redis at all: kombu's SQLAlchemy transport on SQLite, worker and client in
+    separate processes."""
+    env = {
+        "REDIS_URL": "",
+        "DATA_DIR": str(tmp_path),
+        "CELERY_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}",
+        "CELERY_RESULT_BACKEND": f"db+sqlite:///{tmp_path / 'results.sqlite3'}",
+        "SQLITE_PATH": str(tmp_path / "db.sqlite3"),
+        "DATABASE_URL": "",
+    }
+    worker = WorkerProcess(env=env, log_path=tmp_path / "worker.log")
+    try:
+        worker.wait_ready()
+        client = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import django; django.setup(); from allthepatents.celery import ping;"
+                "print(ping.delay('embedded').get(timeout=60))",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        worker.stop()
+    assert client.returncode == 0, client.stderr + worker.log_text()[-3000:]
+    assert "{'pong': 'embedded'}" in client.stdout
+
+
+def test_database_vendor_is_known():
+    assert connection.vendor in ("sqlite", "postgresql")
