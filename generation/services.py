@@ -163,12 +163,7 @@ def job_dispatch(*, job_id: int) -> bool:
         job_run_task.apply_async(
             args=[job_id],
             retry=True,
-            retry_policy={
-                "max_retries": 1,
-                "interval_start": 0,
-                "interval_step": 0.2,
-                "timeout": 2,
-            },
+            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
         )
     except Exception as exc:  # kombu raises many types for a dead broker
         logger.warning("could not dispatch job %s: %s", job_id, exc)

@@ -23,6 +23,33 @@ def _one_thread(**kwargs):
         pass
 
 
+HEARTBEAT_SECONDS = 10
+
+
+def heartbeat_dir():
+    from django.conf import settings
+
+    return settings.DATA_DIR / "workers"
+
+
+@worker_ready.connect
+def _heartbeat(sender=None, **kwargs):
+    """Touches DATA_DIR/workers/<name> while the worker lives: /healthz reads it where the
+    broker cannot broadcast a ping (the embedded SQLite broker)."""
+    import time
+
+    name = getattr(sender, "hostname", None) or f"worker-{os.getpid()}"
+    path = heartbeat_dir() / name.replace("/", "_")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def beat():
+        while True:
+            path.touch()
+            time.sleep(HEARTBEAT_SECONDS)
+
+    threading.Thread(target=beat, daemon=True).start()
+
+
 @worker_ready.connect
 def _recover_jobs(sender=None, **kwargs):
     def run():

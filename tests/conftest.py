@@ -1,6 +1,8 @@
+import shutil
+
 import pytest
 
-from tests.helpers import ROOT, WorkerProcess, db_env, redis_flush, redis_url_or_skip
+from tests.helpers import ROOT, WorkerProcess, db_env, redis_flush, redis_url_or_skip, shared_path
 
 
 @pytest.fixture
@@ -62,3 +64,55 @@ def _plain_static_storage(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+def _cached_model(name: str, build):
+    """Models are built once per data directory and reused by later runs."""
+    from django.conf import settings as dj_settings
+
+    out = dj_settings.DATA_DIR / "test-models" / name
+    if not (out / "config.json").exists() or not any(out.glob("*.safetensors")):
+        tmp = out.with_suffix(".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        build(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def kl3m_source():
+    return shared_path("models", "kl3m-002-170m-patent")
+
+
+@pytest.fixture(scope="session")
+def tiny_neox(kl3m_source):
+    from tests.tiny_models import tiny_neox_build
+
+    return _cached_model("tiny-neox-v1", lambda out: tiny_neox_build(kl3m_source, out))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(kl3m_source):
+    from tests.tiny_models import tiny_llama_build
+
+    return _cached_model(
+        "tiny-llama-v1", lambda out: tiny_llama_build(out, tokenizer_source=kl3m_source)
+    )
+
+
+@pytest.fixture(scope="session")
+def memo_model(kl3m_source):
+    from tests.tiny_models import tiny_neox_memorised
+
+    return _cached_model("memo-neox-v1", lambda out: tiny_neox_memorised(kl3m_source, out))
+
+
+@pytest.fixture
+def generators(db):
+    """The seed registry rows (transactional tests flush the migration's data)."""
+    from generation.models import Generator
+    from generation.registry import generators_seed
+
+    generators_seed(Generator)
+    return {g.name: g for g in Generator.objects.all()}

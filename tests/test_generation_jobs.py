@@ -1,0 +1,217 @@
+"""Jobs end to end: real model code on tiny models, real workers over real Redis."""
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from generation.backends import (
+    BackendUnavailable,
+    ModelLoadError,
+    SamplingParams,
+    TransformersBackend,
+    backend_cache_clear,
+)
+from generation.models import GenerationJob, Sample
+from generation.services import JobParameterError, job_cancel, job_create, job_run
+from patents.models import LedgerEntry, Patent
+from tests.helpers import wait_for
+
+
+@pytest.fixture(autouse=True)
+def _fresh_backends():
+    backend_cache_clear()
+    yield
+    backend_cache_clear()
+
+
+def test_production_loader_generates_with_per_sample_seeds(tiny_neox):
+    backend = TransformersBackend(str(tiny_neox), quantize="none")
+    assert backend.model.config.use_cache is True
+    assert backend.tokenizer.pad_token_id == backend.eos_id == 1
+    prompts = ["# Patent\n\n## Title", "# Patent\n\n## Claims"]
+    params = SamplingParams(max_new_tokens=12, min_new_tokens=12)
+    batch = backend.generate(prompts, [11, 22], params)
+    alone = backend.generate(prompts[1:], [22], params)
+    assert [o.tokens for o in batch] == [12, 12]
+    assert batch[1].text == alone[0].text  # a sample is reproducible from its seed
+    assert backend.generate(prompts[:1], [12], params)[0].text != batch[0].text
+
+
+def test_int8_path_loads_and_generates(tiny_neox):
+    backend = TransformersBackend(str(tiny_neox), quantize="int8")
+    out = backend.generate(
+        ["# Patent\n\n## Title"], [1], SamplingParams(max_new_tokens=8, min_new_tokens=8)
+    )
+    assert out[0].tokens == 8
+
+
+def test_tiny_llama_for_the_42dot_path(tiny_llama):
+    backend = TransformersBackend(str(tiny_llama), quantize="none")
+    out = backend.generate(["<human>: hi <bot>:"], [3], SamplingParams(max_new_tokens=6))
+    assert out[0].tokens >= 1
+
+
+def test_missing_model_names_it_and_the_fix(tmp_path):
+    with pytest.raises(ModelLoadError) as err:
+        TransformersBackend(str(tmp_path / "nope"), quantize="none")
+    assert "nope" in str(err.value) and "--model" in str(err.value)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelLoadError) as err:
+        TransformersBackend(str(empty), quantize="none")
+    assert str(empty) in str(err.value)
+
+
+@pytest.mark.django_db
+def test_bad_parameters_are_refused_at_creation(generators):
+    gen = generators["kl3m-002-170m-patent"]
+    with pytest.raises(JobParameterError, match="temperature must be above 0"):
+        job_create(generator=gen, count=1, temperature=0, dispatch=False)
+    with pytest.raises(JobParameterError, match="count must be between"):
+        job_create(generator=gen, count=10**7, dispatch=False)
+    assert not GenerationJob.objects.exists()
+
+
+@pytest.mark.django_db
+def test_gpu_generator_fails_at_once_on_cpu(generators, settings):
+    settings.OPENAI_API_BASE = ""
+    job = job_create(generator=generators["kullm3-awq"], count=2, dispatch=False)
+    assert job_run(job_id=job.pk) == "failed"
+    job.refresh_from_db()
+    assert (
+        job.status == "failed" and "GPU" in job.last_error and "OPENAI_API_BASE" in job.last_error
+    )
+    with pytest.raises(BackendUnavailable):
+        from generation.backends import backend_for
+
+        backend_for(generators["kullm3-awq"])
+
+
+@pytest.mark.django_db
+def test_job_with_unloadable_model_fails_with_message(generators, tmp_path):
+    job = job_create(
+        generator=generators["kl3m-002-170m-patent"],
+        count=2,
+        dispatch=False,
+        model_override=str(tmp_path / "missing-model"),
+    )
+    assert job_run(job_id=job.pk) == "failed"
+    job.refresh_from_db()
+    assert "missing-model" in job.last_error and "--model" in job.last_error
+
+
+@pytest.mark.django_db
+def test_inline_job_publishes_rejects_and_counts(generators, memo_model):
+    job = job_create(
+        generator=generators["kl3m-002-170m-patent"],
+        count=6,
+        dispatch=False,
+        model_override=str(memo_model),
+        temperature=0.7,
+        max_new_tokens=200,
+        seed=5,
+    )
+    assert job_run(job_id=job.pk) == "done"
+    job.refresh_from_db()
+    assert job.done_count == 6 == job.published_count + job.rejected_count
+    assert 1 <= job.published_count <= 2  # two memorised patents, the rest are duplicates
+    assert job.rejection_counts.get("duplicate", 0) == job.rejected_count
+    assert sorted(Sample.objects.filter(job=job).values_list("index", flat=True)) == list(range(6))
+    patent = Patent.objects.filter(job=job).first()
+    assert patent.origin == "generated" and patent.claims.count() == 2
+    assert patent.generator_model == str(memo_model) and patent.seed is not None
+    assert patent.sampling_params["temperature"] == 0.7
+    assert LedgerEntry.objects.filter(patent=patent, kind="publish").exists()
+    assert job.tokens_generated > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_runs_a_job_over_redis(generators, memo_model, redis_worker):
+    job = job_create(
+        generator=generators["kl3m-002-170m-patent"],
+        count=4,
+        model_override=str(memo_model),
+        temperature=0.7,
+        max_new_tokens=200,
+    )
+    wait_for(
+        lambda: GenerationJob.objects.get(pk=job.pk).status == "done",
+        timeout=120,
+        message=redis_worker.log_text()[-3000:],
+    )
+    job.refresh_from_db()
+    assert job.done_count == 4 and job.published_count >= 1
+    assert job.dispatched_at is not None and job.attempts == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_kill9_mid_job_then_new_worker_completes_exactly_once(
+    generators, tiny_neox, worker_factory, settings
+):
+    job = job_create(
+        generator=generators["kl3m-002-170m-patent"],
+        count=24,
+        model_override=str(tiny_neox),
+        max_new_tokens=64,
+    )
+    first = worker_factory(GENERATION_BATCH_SIZE="2")
+    wait_for(
+        lambda: Sample.objects.filter(job=job).count() >= 4,
+        timeout=120,
+        message=first.log_text()[-3000:],
+    )
+    first.kill9()
+    done_at_kill = Sample.objects.filter(job=job).count()
+    assert done_at_kill < 24
+    assert GenerationJob.objects.get(pk=job.pk).status == "running"
+    second = worker_factory(GENERATION_BATCH_SIZE="2")
+    wait_for(
+        lambda: GenerationJob.objects.get(pk=job.pk).status == "done",
+        timeout=180,
+        message=second.log_text()[-3000:],
+    )
+    indexes = list(Sample.objects.filter(job=job).values_list("index", flat=True))
+    assert sorted(indexes) == list(range(24))  # none missing, none twice
+    job.refresh_from_db()
+    assert job.done_count == 24 and job.attempts >= 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_stops_a_running_job_between_batches(generators, tiny_neox, worker_factory):
+    job = job_create(
+        generator=generators["kl3m-002-170m-patent"],
+        count=200,
+        model_override=str(tiny_neox),
+        max_new_tokens=64,
+    )
+    worker = worker_factory(GENERATION_BATCH_SIZE="2")
+    wait_for(
+        lambda: Sample.objects.filter(job=job).count() >= 2,
+        timeout=120,
+        message=worker.log_text()[-3000:],
+    )
+    job_cancel(job=GenerationJob.objects.get(pk=job.pk))
+    wait_for(lambda: GenerationJob.objects.get(pk=job.pk).status == "cancelled", timeout=60)
+    done = Sample.objects.filter(job=job).count()
+    assert done < 200
+    job.refresh_from_db()
+    assert job.done_count == done
+
+
+@pytest.mark.django_db(transaction=True)
+def test_generate_command_waits_with_progress(generators, memo_model, redis_worker, capsys):
+    call_command(
+        "generate",
+        "--model",
+        str(memo_model),
+        "--count",
+        "3",
+        "--temperature",
+        "0.7",
+        "--max-new-tokens",
+        "200",
+        "--wait",
+    )
+    out = capsys.readouterr().out
+    assert "done: " in out and "published" in out
+    with pytest.raises(CommandError, match="temperature must be above 0"):
+        call_command("generate", "--model", str(memo_model), "--temperature", "0")

@@ -1,0 +1,101 @@
+"""Tiny models with real configs and tokenizers and random weights, saved to a directory and
+loaded back through the production loader (generation.backends)."""
+
+import json
+import shutil
+from pathlib import Path
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def tiny_neox_build(
+    source: Path, out: Path, *, layers: int = 2, hidden: int = 64, seed: int = 0
+) -> Path:
+    """A GPT-NeoX with the kl3m config scaled down, and kl3m's own tokenizer files."""
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    config_data = json.loads((source / "config.json").read_text())
+    config_data.update(
+        num_hidden_layers=layers,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+    )
+    config_data.pop("_name_or_path", None)
+    config = GPTNeoXConfig(**config_data)
+    torch.manual_seed(seed)
+    model = GPTNeoXForCausalLM(config)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    for name in TOKENIZER_FILES + ("generation_config.json",):
+        if (source / name).exists():
+            shutil.copy(source / name, out / name)
+    return out
+
+
+def tiny_llama_build(out: Path, *, tokenizer_source: Path, seed: int = 0) -> Path:
+    """A tiny LLaMA (the 42dot architecture); it borrows the kl3m tokenizer since the 42dot
+    tokenizer files cannot be downloaded here."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=32768,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    for name in TOKENIZER_FILES:
+        shutil.copy(tokenizer_source / name, out / name)
+    return out
+
+
+MEMO_PATENTS = [
+    "# Patent\n\n## Title\nSelf-stirring mug\n\n## Abstract\nA mug with a small motor in "
+    "its base that turns a magnetic stirrer inside the cup.\n\n## Claims\n\n1. A mug "
+    "comprising a base, a motor in the base and a magnetic stirrer.\n\n2. The mug of claim 1, "
+    "wherein the motor is battery powered.",
+    "# Patent\n\n## Title\nFolding ladder hook\n\n## Abstract\nA hook that folds flat against "
+    "a ladder rail and swings out to hold a paint can.\n\n## Claims\n\n1. A ladder hook "
+    "comprising a hinge, an arm and a lip for holding a can.\n\n2. The ladder hook of claim 1, "
+    "wherein the arm is steel.",
+]
+
+
+def tiny_neox_memorised(source: Path, out: Path, *, steps: int = 300) -> Path:
+    """A tiny GPT-NeoX trained for a few seconds to recite two short patents, so that an
+    end-to-end job has outputs that pass the quality gate."""
+    import torch
+    from transformers import AutoTokenizer, GPTNeoXForCausalLM
+
+    tiny_neox_build(source, out, layers=2, hidden=64)
+    tok = AutoTokenizer.from_pretrained(out)
+    model = GPTNeoXForCausalLM.from_pretrained(out)
+    texts = [t + tok.eos_token for t in MEMO_PATENTS]
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    torch.manual_seed(0)
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(**enc, labels=labels).loss
+        loss.backward()
+        optim.step()
+        optim.zero_grad()
+    model.eval()
+    model.save_pretrained(out)
+    return out
