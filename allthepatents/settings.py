@@ -160,6 +160,22 @@ else:
     )
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
+# The cache holds rate-limit counters shared by all web processes.
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+        if REDIS_URL
+        else {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(DATA_DIR / "cache"),
+        }
+    )
+}
+
 # --- Generation ----------------------------------------------------------------------------
 MODELS_DIR = env_path("MODELS_DIR", DATA_DIR / "models")
 HF_HOME = env_path("HF_HOME", DATA_DIR / "hf-cache")

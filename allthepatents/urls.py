@@ -6,5 +6,6 @@ from allthepatents import views
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("", include("search.urls")),
     path("", include("patents.urls")),
 ]

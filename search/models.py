@@ -1,1 +1,36 @@
-from django.db import models  # noqa: F401  (models arrive with the search index)
+from django.db import models
+
+
+class IndexedVector(models.Model):
+    """Maps a FAISS id (this row's id) to a patent and, for claim vectors, a claim number.
+
+    The rows are the source of truth: the FAISS file is rebuilt from them when it is lost.
+    """
+
+    patent = models.ForeignKey(
+        "patents.Patent", on_delete=models.CASCADE, related_name="indexed_vectors"
+    )
+    claim_number = models.PositiveIntegerField(null=True, blank=True)  # null: document vector
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["patent", "claim_number"], name="vector_unique_patent_claim"
+            ),
+        ]
+
+    def __str__(self):
+        return f"vector {self.pk}: patent {self.patent_id} claim {self.claim_number}"
+
+
+class KeywordDocument(models.Model):
+    """Marks a patent as fed to the keyword index (SQLite FTS5 or PostgreSQL tsvector)."""
+
+    patent = models.OneToOneField(
+        "patents.Patent",
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="keyword_document",
+    )
+    indexed_at = models.DateTimeField(auto_now_add=True)

@@ -1,5 +1,197 @@
-"""Reads for search. The FAISS index arrives with issue #4; until then: keyword only."""
+"""Reads for search: hybrid ranking over dense document, dense claim and keyword lists."""
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db.models import Max
+
+from patents.models import Claim, Patent
+from search.keyword import keyword_search
+from search.models import IndexedVector
+from search.store import IndexUnavailable, index_for_search, manifest_read
+from search.text import query_terms, snippet
+
+logger = logging.getLogger(__name__)
+
+RRF_K = 60
+CANDIDATES = 200
+
+
+@dataclass
+class SearchFilters:
+    before: dt.date | None = None  # published strictly before this date (priority date)
+    after: dt.date | None = None  # published on or after this date
+    origin: str = Patent.Origin.GENERATED  # generated | reference | all
+    generator: str = ""
+    mode: str = ""
+
+
+@dataclass
+class SearchHit:
+    patent: Patent
+    score: float
+    snippet: str
+    matched_claim: Claim | None = None
+    claim_score: float | None = None
+    sources: dict = field(default_factory=dict)
+
+
+@dataclass
+class SearchResult:
+    hits: list[SearchHit]
+    total: int
+    engine: str  # hybrid | keyword
+    notice: str = ""
+    terms: list[str] = field(default_factory=list)
+
+
+def _filtered(ids, filters: SearchFilters):
+    qs = Patent.objects.filter(pk__in=ids, status=Patent.Status.PUBLISHED)
+    if filters.origin in (Patent.Origin.GENERATED, Patent.Origin.REFERENCE):
+        qs = qs.filter(origin=filters.origin)
+    if filters.before:
+        qs = qs.filter(
+            published_at__lt=dt.datetime.combine(filters.before, dt.time(), tzinfo=dt.UTC)
+        )
+    if filters.after:
+        qs = qs.filter(
+            published_at__gte=dt.datetime.combine(filters.after, dt.time(), tzinfo=dt.UTC)
+        )
+    if filters.generator:
+        qs = qs.filter(generator_model=filters.generator)
+    if filters.mode:
+        qs = qs.filter(mode=filters.mode)
+    return qs
+
+
+def dense_search(query: str, *, limit: int):
+    """Best document list and best-claim-per-patent list: [(patent_id, score, claim_no)]."""
+    import numpy as np
+
+    from search.embeddings import embed
+
+    loaded = index_for_search(model=settings.EMBEDDING_MODEL)
+    vector = embed([query])
+    if vector.shape[1] != loaded.index.d:
+        raise IndexUnavailable("mismatch", "query dimension differs from the index")
+    ntotal = loaded.index.ntotal
+    if ntotal == 0:
+        return [], []
+    k = min(ntotal, limit * 8)
+    scores, ids = loaded.index.search(np.ascontiguousarray(vector), k)
+    pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+    mapping = {
+        row[0]: (row[1], row[2])
+        for row in IndexedVector.objects.filter(pk__in=[i for i, _ in pairs]).values_list(
+            "pk", "patent_id", "claim_number"
+        )
+    }
+    docs, claims, seen_doc, seen_claim = [], [], set(), set()
+    for vid, score in pairs:
+        if vid not in mapping:
+            continue  # removed (withdrawn) since the file was written
+        patent_id, claim_no = mapping[vid]
+        if claim_no is None and patent_id not in seen_doc:
+            seen_doc.add(patent_id)
+            docs.append((patent_id, score, None))
+        elif claim_no is not None and patent_id not in seen_claim:
+            seen_claim.add(patent_id)
+            claims.append((patent_id, score, claim_no))
+    return docs[:limit], claims[:limit]
+
+
+def rrf_fuse(lists: list[list[int]], *, k: int = RRF_K, weights: list[float] | None = None):
+    """Reciprocal rank fusion: sum of w / (k + rank) over the lists that hold an item."""
+    weights = weights or [1.0] * len(lists)
+    scores: dict[int, float] = {}
+    for ranked, weight in zip(lists, weights, strict=True):
+        for rank, item in enumerate(ranked, start=1):
+            scores[item] = scores.get(item, 0.0) + weight / (k + rank)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def search_patents(
+    query: str, *, filters: SearchFilters, k: int = 10, page: int = 1, engine: str = "hybrid"
+) -> SearchResult:
+    terms = query_terms(query)
+    want = k * page
+    limit = max(CANDIDATES, want * 2)
+    notice = ""
+    dense_docs, dense_claims = [], []
+    used = engine
+    if engine in ("hybrid", "dense"):
+        try:
+            dense_docs, dense_claims = dense_search(query, limit=limit)
+        except IndexUnavailable as exc:
+            logger.warning("dense search unavailable: %s", exc)
+            notice = "Semantic index unavailable; showing keyword matches only."
+            used = "keyword"
+        except Exception:
+            logger.exception("dense search failed")
+            notice = "Semantic index unavailable; showing keyword matches only."
+            used = "keyword"
+    keyword = keyword_search(query, limit=limit) if used in ("hybrid", "keyword") else []
+    lists = []
+    if used in ("hybrid", "dense"):
+        lists += [[p for p, _, _ in dense_docs], [p for p, _, _ in dense_claims]]
+    if used in ("hybrid", "keyword"):
+        lists.append([p for p, _ in keyword])
+    fused = rrf_fuse(lists)
+    allowed = {p.pk: p for p in _filtered([pid for pid, _ in fused], filters)}
+    ranked = [(pid, score) for pid, score in fused if pid in allowed]
+    page_items = ranked[(page - 1) * k : page * k]
+    claim_of = {pid: (claim_no, score) for pid, score, claim_no in dense_claims}
+    claim_rows = {
+        (c.patent_id, c.number): c
+        for c in Claim.objects.filter(patent_id__in=[pid for pid, _ in page_items])
+    }
+    hits = []
+    for pid, score in page_items:
+        patent = allowed[pid]
+        claim_no, claim_score = claim_of.get(pid, (None, None))
+        matched = claim_rows.get((pid, claim_no)) if claim_no else None
+        if matched is None and terms:
+            # Keyword-only hit: the claim sharing most query terms.
+            candidates = [c for (p, _), c in claim_rows.items() if p == pid]
+            if candidates:
+                matched = max(candidates, key=lambda c: sum(t in c.text.lower() for t in terms))
+        hits.append(
+            SearchHit(
+                patent=patent,
+                score=score,
+                snippet=snippet(patent.abstract or patent.title, terms),
+                matched_claim=matched,
+                claim_score=claim_score,
+            )
+        )
+    return SearchResult(hits=hits, total=len(ranked), engine=used, notice=notice, terms=terms)
 
 
 def index_health() -> dict:
-    return {"ok": None, "state": "not built", "detail": "dense index not configured yet"}
+    """State of the dense index, without loading the embedding model."""
+    try:
+        manifest = manifest_read()
+    except IndexUnavailable as exc:
+        return {"ok": False, "state": exc.state, "detail": exc.detail}
+    if manifest is None:
+        return {"ok": False, "state": "missing", "detail": "no index built yet"}
+    try:
+        loaded = index_for_search(model=settings.EMBEDDING_MODEL)
+        manifest = loaded.manifest
+    except IndexUnavailable as exc:
+        return {"ok": False, "state": exc.state, "detail": exc.detail}
+    latest = IndexedVector.objects.aggregate(m=Max("pk"))["m"] or 0
+    pending = IndexedVector.objects.filter(pk__gt=manifest.get("last_vector_id", 0)).count()
+    return {
+        "ok": True,
+        "state": "ok" if not pending else "behind",
+        "count": manifest["count"],
+        "embedding_model": manifest["embedding_model"],
+        "dimension": manifest["dimension"],
+        "index_type": manifest.get("index_type"),
+        "pending_vectors": pending,
+        "last_vector_id": manifest.get("last_vector_id"),
+        "latest_vector_id": latest,
+    }

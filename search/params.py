@@ -1,0 +1,77 @@
+"""Validation of search parameters, shared by the page and the API."""
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from search.selectors import SearchFilters
+
+
+class SearchParamError(ValueError):
+    pass
+
+
+@dataclass
+class SearchParams:
+    q: str
+    k: int
+    page: int
+    filters: SearchFilters
+
+
+def _int(raw, name, default, lo, hi):
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise SearchParamError(f"'{name}' must be a whole number") from None
+    if not lo <= value <= hi:
+        raise SearchParamError(f"'{name}' must be between {lo} and {hi}")
+    return value
+
+
+def _date(raw, name):
+    if raw in (None, ""):
+        return None
+    try:
+        value = dt.date.fromisoformat(str(raw).strip())
+    except ValueError:
+        raise SearchParamError(f"'{name}' must be a date as YYYY-MM-DD") from None
+    if value.year < 1790:
+        raise SearchParamError(f"'{name}' is before the first patent")
+    return value
+
+
+def search_params_parse(data, *, default_k: int = 10) -> SearchParams:
+    q = str(data.get("q", "") or "")
+    if "\x00" in q:
+        raise SearchParamError("the query contains a NUL character")
+    q = q.strip()
+    if not q:
+        raise SearchParamError("enter some words, a claim or a description to search for")
+    if len(q) > settings.SEARCH_MAX_QUERY_CHARS:
+        raise SearchParamError(
+            f"the query is {len(q):,} characters; the limit is {settings.SEARCH_MAX_QUERY_CHARS:,}"
+        )
+    k = _int(data.get("k"), "k", default_k, 1, settings.SEARCH_MAX_K)
+    page = _int(data.get("page"), "page", 1, 1, 1000)
+    before, after = _date(data.get("before"), "before"), _date(data.get("after"), "after")
+    if before and after and after >= before:
+        raise SearchParamError("'after' must be earlier than 'before'")
+    origin = str(data.get("origin") or "generated")
+    if origin not in ("generated", "reference", "all"):
+        raise SearchParamError("'origin' must be generated, reference or all")
+    mode = str(data.get("mode") or "")
+    if mode not in ("", "top-down", "bottom-up"):
+        raise SearchParamError("'mode' must be top-down or bottom-up")
+    generator = str(data.get("generator") or "")[:300]
+    return SearchParams(
+        q=q,
+        k=k,
+        page=page,
+        filters=SearchFilters(
+            before=before, after=after, origin=origin, generator=generator, mode=mode
+        ),
+    )

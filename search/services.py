@@ -1,0 +1,168 @@
+"""Writes for search: feed the keyword index, add vectors to FAISS, rebuild, remove."""
+
+import logging
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Prefetch
+
+from patents.models import Claim, Patent
+from search.keyword import keyword_documents_delete, keyword_documents_write
+from search.models import IndexedVector, KeywordDocument
+from search.store import (
+    IndexUnavailable,
+    index_load_checked,
+    index_new,
+    index_save,
+    writer_lock,
+)
+
+logger = logging.getLogger(__name__)
+
+BATCH = 256
+
+
+def _patents_with_claims(ids):
+    return Patent.objects.filter(pk__in=ids).prefetch_related(
+        Prefetch("claims", queryset=Claim.objects.order_by("number"))
+    )
+
+
+def search_documents_sync(*, patent_ids: list[int] | None = None) -> int:
+    """Step one, database only: keyword rows and vector-id rows for unindexed patents.
+
+    Cheap and transactional, so it runs right after publication; the embeddings follow
+    in ``search_index_update`` on the indexing queue.
+    """
+    pending = Patent.objects.filter(status=Patent.Status.PUBLISHED, keyword_document=None)
+    if patent_ids is not None:
+        pending = pending.filter(pk__in=patent_ids)
+    ids = list(pending.values_list("pk", flat=True))
+    done = 0
+    for start in range(0, len(ids), BATCH):
+        chunk = ids[start : start + BATCH]
+        with transaction.atomic():
+            patents = list(_patents_with_claims(chunk))
+            keyword_documents_write(patents)
+            KeywordDocument.objects.bulk_create(
+                [KeywordDocument(patent=p) for p in patents], ignore_conflicts=True
+            )
+            vectors = []
+            for p in patents:
+                vectors.append(IndexedVector(patent=p, claim_number=None))
+                vectors.extend(
+                    IndexedVector(patent=p, claim_number=c.number) for c in p.claims.all()
+                )
+            IndexedVector.objects.bulk_create(vectors, ignore_conflicts=True)
+        done += len(patents)
+    return done
+
+
+def vector_texts(rows: list[IndexedVector]) -> list[str]:
+    """What each vector embeds: title + abstract for a document, the claim's text."""
+    patent_ids = {r.patent_id for r in rows}
+    patents = {p.pk: p for p in Patent.objects.filter(pk__in=patent_ids).only("title", "abstract")}
+    claims = {
+        (c.patent_id, c.number): c.text
+        for c in Claim.objects.filter(patent_id__in=patent_ids).only("patent_id", "number", "text")
+    }
+    texts = []
+    for r in rows:
+        p = patents[r.patent_id]
+        if r.claim_number is None:
+            texts.append(f"{p.title}. {p.abstract}".strip(". ") or p.title or "untitled")
+        else:
+            texts.append(claims.get((r.patent_id, r.claim_number), ""))
+    return texts
+
+
+def _add_rows(index, rows, progress):
+    import numpy as np
+
+    from search.embeddings import embed
+
+    for start in range(0, len(rows), BATCH):
+        chunk = rows[start : start + BATCH]
+        vectors = embed(vector_texts(chunk))
+        index.add_with_ids(vectors, np.array([r.pk for r in chunk], dtype="int64"))
+        if progress:
+            progress(len(chunk))
+
+
+def search_index_update(
+    *, progress: Callable[[int], None] | None = None, force_rebuild: bool = False
+) -> dict:
+    """Brings the FAISS index in step with the database; rebuilds when it is unusable.
+
+    Vectors whose id is above the manifest's ``last_vector_id`` are embedded and added, so
+    a crash between the database and the file loses nothing: the next run adds them.
+    """
+    from search.embeddings import embedding_dimension
+
+    search_documents_sync()
+    model = settings.EMBEDDING_MODEL
+    with writer_lock():
+        dimension = embedding_dimension(model)
+        total = IndexedVector.objects.count()
+        rebuilt = force_rebuild
+        last_id = 0
+        index = None
+        if not force_rebuild:
+            try:
+                loaded = index_load_checked(model=model, dimension=dimension)
+                index, last_id = loaded.index, int(loaded.manifest.get("last_vector_id", 0))
+                kind = loaded.manifest.get("index_type", "flat")
+                if kind == "flat" and total >= settings.SEARCH_HNSW_THRESHOLD:
+                    index, rebuilt = None, True  # grew past the threshold: go approximate
+            except IndexUnavailable as exc:
+                logger.warning("index unusable (%s): rebuilding from the database", exc)
+                rebuilt = True
+        if index is None:
+            index, kind = index_new(dimension, total)
+            last_id = 0
+        rows = list(IndexedVector.objects.filter(pk__gt=last_id).order_by("pk"))
+        if not rows and not rebuilt:
+            return {"added": 0, "count": int(index.ntotal), "rebuilt": False}
+        _add_rows(index, rows, progress)
+        new_last = max([last_id] + [r.pk for r in rows]) if rows else max(last_id, 0)
+        manifest = index_save(
+            index,
+            manifest={
+                "embedding_model": model,
+                "dimension": dimension,
+                "index_type": kind,
+                "last_vector_id": new_last,
+            },
+        )
+    return {"added": len(rows), "count": manifest["count"], "rebuilt": rebuilt}
+
+
+def search_index_rebuild(*, progress: Callable[[int], None] | None = None) -> dict:
+    return search_index_update(progress=progress, force_rebuild=True)
+
+
+def search_documents_remove(*, patent_ids: list[int]) -> None:
+    """Withdrawn patents leave the keyword index and the vector map at once; their vectors
+    stay in the FAISS file, unreachable (results are joined to the map), until a rebuild."""
+    with transaction.atomic():
+        keyword_documents_delete(patent_ids)
+        KeywordDocument.objects.filter(patent_id__in=patent_ids).delete()
+        IndexedVector.objects.filter(patent_id__in=patent_ids).delete()
+
+
+def on_publish(patent_ids: list[int]) -> None:
+    """The publish hook: keyword rows now, embeddings on the indexing queue."""
+    search_documents_sync(patent_ids=patent_ids)
+    from search.tasks import search_index_update_task
+
+    try:
+        search_index_update_task.apply_async(
+            countdown=2, retry=True, retry_policy={"max_retries": 1, "interval_start": 0}
+        )
+    except Exception as exc:  # a dead broker: the next update (or `search_index update`) catches up
+        logger.warning("could not enqueue indexing: %s", exc)
+
+
+def on_withdraw(patent_ids: list[int]) -> None:
+    search_documents_remove(patent_ids=patent_ids)

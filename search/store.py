@@ -1,0 +1,192 @@
+"""The FAISS store: one index file named by the manifest, replaced atomically.
+
+Layout in INDEX_DIR: ``manifest.json`` (format version, embedding model, dimension, vector
+count, index type, last vector id, file name and size) and the index file it names.
+Writers take ``.lock``; they write a new index file, then replace the manifest (an atomic
+rename), then remove the old file. Readers stat the manifest on each search and reload
+when it changed, so web processes pick up a new index without a restart.
+"""
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class IndexUnavailable(RuntimeError):
+    """No usable dense index: missing, corrupt, or built for another model or dimension."""
+
+    def __init__(self, state: str, detail: str):
+        super().__init__(f"{state}: {detail}")
+        self.state = state
+        self.detail = detail
+
+
+@dataclass
+class LoadedIndex:
+    index: object  # faiss.Index
+    manifest: dict
+    stamp: tuple
+
+
+def index_dir() -> Path:
+    path = Path(settings.INDEX_DIR)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def writer_lock(timeout: float = 600):
+    from filelock import FileLock
+
+    return FileLock(str(index_dir() / ".lock"), timeout=timeout)
+
+
+def manifest_read() -> dict | None:
+    path = index_dir() / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise IndexUnavailable("corrupt", f"manifest unreadable: {exc}") from exc
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def index_new(dimension: int, expected_count: int):
+    import faiss
+
+    if expected_count >= settings.SEARCH_HNSW_THRESHOLD:
+        base = faiss.IndexHNSWFlat(dimension, 32, faiss.METRIC_INNER_PRODUCT)
+        base.hnsw.efConstruction = 80
+        base.hnsw.efSearch = 128
+        kind = "hnsw"
+    else:
+        base = faiss.IndexFlatIP(dimension)
+        kind = "flat"
+    return faiss.IndexIDMap2(base), kind
+
+
+def index_save(index, *, manifest: dict) -> dict:
+    """Writes the index under a fresh name, then points the manifest at it."""
+    import faiss
+
+    folder = index_dir()
+    name = f"vectors-{int(time.time())}-{uuid.uuid4().hex[:8]}.faiss"
+    tmp = folder / f".{name}.tmp"
+    faiss.write_index(index, str(tmp))
+    os.replace(tmp, folder / name)
+    old = (manifest_safe() or {}).get("file")
+    manifest = {
+        **manifest,
+        "format_version": FORMAT_VERSION,
+        "file": name,
+        "file_size": (folder / name).stat().st_size,
+        "count": int(index.ntotal),
+        "saved_at": time.time(),
+    }
+    _atomic_write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
+    if old and old != name:
+        try:
+            (folder / old).unlink()
+        except FileNotFoundError:
+            pass
+    return manifest
+
+
+def manifest_safe() -> dict | None:
+    try:
+        return manifest_read()
+    except IndexUnavailable:
+        return None
+
+
+def index_load_checked(*, model: str, dimension: int | None = None) -> LoadedIndex:
+    """Loads the index the manifest names, checking everything the manifest promises."""
+    import faiss
+
+    manifest = manifest_read()
+    if manifest is None:
+        raise IndexUnavailable("missing", "no index has been built (search_index rebuild)")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IndexUnavailable("mismatch", f"format version {manifest.get('format_version')}")
+    if manifest.get("embedding_model") != model:
+        raise IndexUnavailable(
+            "mismatch", f"built with {manifest.get('embedding_model')!r}, site uses {model!r}"
+        )
+    if dimension is not None and manifest.get("dimension") != dimension:
+        raise IndexUnavailable(
+            "mismatch", f"dimension {manifest.get('dimension')} != model's {dimension}"
+        )
+    path = index_dir() / str(manifest.get("file", ""))
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise IndexUnavailable("missing", f"index file {path.name} is gone") from None
+    if stat.st_size != manifest.get("file_size"):
+        raise IndexUnavailable(
+            "corrupt",
+            f"index file is {stat.st_size} bytes, manifest says {manifest.get('file_size')}",
+        )
+    try:
+        index = faiss.read_index(str(path))
+    except Exception as exc:  # faiss raises RuntimeError with C++ messages
+        raise IndexUnavailable("corrupt", f"cannot read index file: {exc}") from exc
+    if index.d != manifest.get("dimension") or index.ntotal != manifest.get("count"):
+        raise IndexUnavailable("corrupt", "index file does not match its manifest")
+    stamp = (manifest.get("file"), stat.st_mtime_ns, stat.st_size)
+    return LoadedIndex(index=index, manifest=manifest, stamp=stamp)
+
+
+# --- the reader's cache (one per process) --------------------------------------------------
+
+_reader_lock = threading.Lock()
+_reader: dict = {"loaded": None, "manifest_mtime": None, "error": None}
+
+
+def index_for_search(*, model: str) -> LoadedIndex:
+    """The current index, reloaded when the manifest on disk changed."""
+    manifest_path = index_dir() / MANIFEST
+    try:
+        mtime = manifest_path.stat().st_mtime_ns
+    except FileNotFoundError:
+        mtime = None
+    with _reader_lock:
+        cached = _reader["loaded"]
+        if mtime is not None and mtime == _reader["manifest_mtime"] and cached is not None:
+            # Cheap check that the file we hold is still the one on disk.
+            path = index_dir() / cached.manifest["file"]
+            try:
+                st = path.stat()
+                if (cached.manifest["file"], st.st_mtime_ns, st.st_size) == cached.stamp:
+                    return cached
+            except FileNotFoundError:
+                pass
+        _reader["loaded"] = None
+        _reader["manifest_mtime"] = mtime
+        loaded = index_load_checked(model=model)
+        _reader["loaded"] = loaded
+        return loaded
+
+
+def reader_reset() -> None:
+    with _reader_lock:
+        _reader.update(loaded=None, manifest_mtime=None, error=None)

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from search import views
+
+urlpatterns = [
+    path("search/", views.search_page, name="search"),
+    path("api/search", views.api_search, name="api-search"),
+    path("api/patents/<str:public_id>", views.api_patent, name="api-patent"),
+    path("api/openapi.json", views.api_openapi, name="api-openapi"),
+]

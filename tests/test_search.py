@@ -1,0 +1,294 @@
+"""Search on a few hundred real patents with the real offline MiniLM and real FAISS."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from datetime import date, timedelta
+
+import pytest
+from django.test import override_settings
+
+from patents.models import Patent
+from patents.services import patent_withdraw, reference_import_records
+from search.models import IndexedVector
+from search.selectors import SearchFilters, index_health, search_patents
+from search.services import search_index_rebuild, search_index_update
+from search.store import index_dir, manifest_read, reader_reset
+from tests.helpers import ROOT, db_env, shared_path
+
+CORPUS_SIZE = 200
+ALL = SearchFilters(origin="all")
+
+
+def _lines(n):
+    source = shared_path("data", "patents.jsonl.gz")
+    out = []
+    with gzip.open(source, "rt") as fh:
+        for line in fh:
+            record = json.loads(line)
+            if record.get("claims_complete") and record.get("abstract") and record["claims"]:
+                record["claims"] = record["claims"][:4]  # keeps the test fast
+                out.append(json.dumps(record))
+            if len(out) == n:
+                break
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _memo_embeddings():
+    """Each distinct text goes through the real MiniLM once per module; the rebuilds these
+    tests provoke reuse those vectors instead of recomputing them."""
+    import search.embeddings as embeddings
+
+    real = embeddings.embed
+    memo = {}
+
+    def embed(texts, **kwargs):
+        import numpy as np
+
+        missing = [t for t in dict.fromkeys(texts) if t not in memo]
+        if missing:
+            for text, vector in zip(missing, real(missing, **kwargs), strict=True):
+                memo[text] = vector
+        if not texts:
+            return real(texts, **kwargs)
+        return np.stack([memo[t] for t in texts])
+
+    embeddings.embed = embed
+    yield
+    embeddings.embed = real
+
+
+@pytest.fixture(scope="module")
+def corpus(django_db_setup, django_db_blocker, tmp_path_factory):
+    """Imported and indexed once for the module; tests must not change it (or restore it)."""
+    lines = _lines(CORPUS_SIZE)
+    settings_override = override_settings(INDEX_DIR=tmp_path_factory.mktemp("index"))
+    settings_override.enable()
+    reader_reset()
+    with django_db_blocker.unblock():
+        reference_import_records(enumerate(lines, start=1))
+        search_index_rebuild()
+    yield [json.loads(line) for line in lines]
+    with django_db_blocker.unblock():
+        Patent.objects.all().delete()
+    settings_override.disable()
+    reader_reset()
+
+
+@pytest.mark.django_db
+def test_own_claim_finds_its_patent_in_top10(corpus):
+    found = 0
+    sample = corpus[::15][:20]
+    for record in sample:
+        result = search_patents(record["claims"][0], filters=ALL, k=10)
+        assert result.engine == "hybrid"
+        ids = [h.patent.source_id for h in result.hits]
+        found += record["id"] in ids
+    assert found >= 0.9 * len(sample), f"{found}/{len(sample)}"
+
+
+@pytest.mark.django_db
+def test_best_claim_is_reported(corpus):
+    record = corpus[3]
+    query = record["claims"][1] if len(record["claims"]) > 1 else record["claims"][0]
+    hit = search_patents(query, filters=ALL, k=5).hits[0]
+    assert hit.patent.source_id == record["id"]
+    assert hit.matched_claim is not None and hit.claim_score > 0.5
+
+
+@pytest.mark.django_db
+def test_date_filters_are_exact_at_the_boundary(corpus):
+    record = corpus[7]
+    day = date.fromisoformat(record["date"])
+    query = record["claims"][0]
+
+    def ids(**kw):
+        hits = search_patents(query, filters=SearchFilters(origin="all", **kw), k=100).hits
+        return {h.patent.source_id for h in hits}
+
+    assert record["id"] not in ids(before=day)  # published on the day: not before it
+    assert record["id"] in ids(before=day + timedelta(days=1))
+    assert record["id"] in ids(after=day)
+    assert record["id"] not in ids(after=day + timedelta(days=1))
+
+
+@pytest.mark.django_db
+def test_origin_filter_defaults_to_generated(corpus):
+    query = corpus[0]["claims"][0]
+    assert search_patents(query, filters=SearchFilters(), k=10).hits == []
+    assert search_patents(query, filters=SearchFilters(origin="reference"), k=10).hits
+
+
+@pytest.mark.django_db
+def test_withdrawn_patent_leaves_the_results(corpus):
+    record = corpus[11]
+    patent = Patent.objects.get(source_id=record["id"])
+    patent_withdraw(patent=patent, reason="test")
+    hits = search_patents(record["claims"][0], filters=ALL, k=20).hits
+    assert record["id"] not in {h.patent.source_id for h in hits}
+    # (the test transaction rolls the withdrawal back)
+
+
+@pytest.mark.django_db
+def test_incremental_indexing_equals_a_rebuild(corpus, settings, tmp_path):
+    query = corpus[20]["claims"][0]
+    settings.INDEX_DIR = tmp_path / "incremental"
+    reader_reset()
+    last = IndexedVector.objects.order_by("pk").values_list("pk", flat=True)
+    half = last[len(last) // 2]
+    # Index the first half of the vectors, then the rest incrementally.
+    from search.services import _add_rows
+    from search.store import index_new, index_save
+
+    index, kind = index_new(384, 0)
+    _add_rows(index, list(IndexedVector.objects.filter(pk__lte=half).order_by("pk")), None)
+    index_save(
+        index,
+        manifest={
+            "embedding_model": settings.EMBEDDING_MODEL,
+            "dimension": 384,
+            "index_type": kind,
+            "last_vector_id": half,
+        },
+    )
+    result = search_index_update()
+    assert (
+        not result["rebuilt"]
+        and result["added"] == IndexedVector.objects.filter(pk__gt=half).count()
+    )
+    incremental = [
+        (h.patent.pk, round(h.score, 6)) for h in search_patents(query, filters=ALL, k=20).hits
+    ]
+    search_index_rebuild()
+    rebuilt = [
+        (h.patent.pk, round(h.score, 6)) for h in search_patents(query, filters=ALL, k=20).hits
+    ]
+    assert incremental == rebuilt
+    reader_reset()
+
+
+@pytest.mark.django_db
+def test_truncated_index_falls_back_to_keywords_then_rebuild_repairs(corpus, settings, tmp_path):
+    settings.INDEX_DIR = tmp_path / "broken"
+    reader_reset()
+    search_index_rebuild()
+    query = corpus[5]["claims"][0]
+    path = index_dir() / manifest_read()["file"]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    result = search_patents(query, filters=ALL, k=10)
+    assert result.engine == "keyword" and result.notice
+    assert corpus[5]["id"] in {h.patent.source_id for h in result.hits}
+    health = index_health()
+    assert health["ok"] is False and health["state"] == "corrupt"
+    search_index_rebuild()
+    assert search_patents(query, filters=ALL, k=10).engine == "hybrid"
+    assert index_health()["ok"] is True
+    reader_reset()
+
+
+@pytest.mark.django_db
+def test_deleted_index_and_other_model_manifest_are_detected(corpus, settings, tmp_path):
+    settings.INDEX_DIR = tmp_path / "mismatch"
+    reader_reset()
+    search_index_rebuild()
+    manifest_path = index_dir() / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "embedding_model": "other/model"}))
+    assert index_health()["state"] == "mismatch"
+    assert search_patents("telephone", filters=ALL).engine == "keyword"
+    result = search_index_update()  # an update notices and rebuilds
+    assert result["rebuilt"] and index_health()["ok"]
+    (index_dir() / manifest_read()["file"]).unlink()
+    assert index_health()["state"] == "missing"
+    assert search_patents("telephone", filters=ALL).engine == "keyword"
+    reader_reset()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_updaters_do_not_corrupt_the_index(tmp_path, fixture_jsonl):
+    reference_import_records(enumerate(fixture_jsonl.read_text().splitlines()[:12], start=1))
+    env = {**os.environ, **db_env(), "INDEX_DIR": str(tmp_path / "idx"), "HF_HUB_OFFLINE": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", "search_index", action, "--no-progress"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for action in ("update", "rebuild")
+    ]
+    outs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    with override_settings(INDEX_DIR=tmp_path / "idx"):
+        reader_reset()
+        health = index_health()
+        assert health["ok"] and health["count"] == IndexedVector.objects.count()
+        assert health["pending_vectors"] == 0
+        leftovers = [p.name for p in (tmp_path / "idx").iterdir() if p.name.endswith(".faiss")]
+        assert len(leftovers) == 1
+    reader_reset()
+
+
+BAD_PARAMS = [
+    {"q": ""},
+    {"q": "   "},
+    {"q": "cup", "k": "ten"},
+    {"q": "cup", "k": "1000000000"},
+    {"q": "cup", "k": "-3"},
+    {"q": "cup", "page": "0"},
+    {"q": "cup", "before": "2020-13-45"},
+    {"q": "cup", "after": "yesterday"},
+    {"q": "cup", "origin": "martian"},
+    {"q": "cup\x00"},
+    {"q": "x" * 20_001},
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("params", BAD_PARAMS)
+def test_api_rejects_bad_parameters_with_a_message(client, params):
+    response = client.get("/api/search", params)
+    assert response.status_code == 400
+    assert response.json()["error"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("params", BAD_PARAMS)
+def test_search_page_rejects_bad_parameters_with_a_message(client, params):
+    response = client.get("/search/", {**params, "search": "1"})
+    assert response.status_code == 400
+    assert b'class="error"' in response.content
+
+
+@pytest.mark.django_db
+def test_api_and_page_return_results(client, corpus):
+    record = corpus[2]
+    data = client.get("/api/search", {"q": record["claims"][0], "origin": "all", "k": 5}).json()
+    assert data["results"] and data["results"][0]["matched_claim"]
+    public_id = data["results"][0]["public_id"]
+    detail = client.get(f"/api/patents/{public_id}").json()
+    assert detail["public_id"] == public_id and detail["claims"]
+    assert client.get("/api/patents/nope").status_code == 404
+    page = client.get("/search/", {"q": record["title"], "origin": "all"})
+    assert page.status_code == 200 and b"<mark>" in page.content
+    assert client.get("/api/openapi.json").json()["openapi"].startswith("3.")
+
+
+def test_search_eval_reports_three_rankings_and_leaves_the_site_alone(
+    fixture_jsonl, capsys, settings, tmp_path
+):
+    from django.core.management import call_command
+
+    settings.INDEX_DIR = tmp_path / "site-index"
+    call_command("search_eval", str(fixture_jsonl), "--json")
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {"keyword", "dense", "hybrid"}
+    for metrics in data.values():
+        assert 0 <= metrics["recall@1"] <= metrics["recall@10"] <= 1
+        assert metrics["recall@10"] > 0.5  # 40 documents: the right one is usually found
+    assert not (tmp_path / "site-index").exists()
