@@ -34,3 +34,6 @@ class KeywordDocument(models.Model):
         related_name="keyword_document",
     )
     indexed_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"keyword document for patent {self.patent_id}"
