@@ -9,3 +9,5 @@ urlpatterns = [
     path("", include("search.urls")),
     path("", include("patents.urls")),
 ]
+
+handler404 = "patents.views.page_not_found"

@@ -1,8 +1,14 @@
 """Reads for patents."""
 
-from django.db.models import Prefetch, QuerySet
+import datetime as dt  # noqa: F401  (used in annotations)
+import json
+import secrets
 
-from patents.models import Claim, Patent
+from django.db.models import Count, Max, Prefetch, QuerySet
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from patents.models import Claim, LedgerEntry, Patent
 
 
 def patents_visible() -> QuerySet[Patent]:
@@ -27,3 +33,79 @@ def patent_counts() -> dict:
         "generated": visible.filter(origin=Patent.Origin.GENERATED).count(),
         "reference": visible.filter(origin=Patent.Origin.REFERENCE).count(),
     }
+
+
+def patents_browse(*, generator: str = "", mode: str = "", on: dt.date | None = None):
+    qs = patents_visible().filter(origin=Patent.Origin.GENERATED)
+    if generator:
+        qs = qs.filter(generator_model=generator)
+    if mode:
+        qs = qs.filter(mode=mode)
+    if on:
+        qs = qs.filter(published_at__date=on)
+    return qs.order_by("-published_at", "-id")
+
+
+def patent_random_public_id() -> str | None:
+    qs = patents_visible().filter(origin=Patent.Origin.GENERATED)
+    count = qs.count()
+    if not count:
+        return None
+    return qs.order_by("id").values_list("public_id", flat=True)[secrets.randbelow(count)]
+
+
+def generator_models_published() -> list[str]:
+    return list(
+        patents_visible()
+        .filter(origin=Patent.Origin.GENERATED)
+        .exclude(generator_model="")
+        .values_list("generator_model", flat=True)
+        .distinct()
+        .order_by("generator_model")
+    )
+
+
+def generated_today_count() -> int:
+    today = timezone.now().date()
+    return (
+        patents_visible().filter(origin=Patent.Origin.GENERATED, published_at__date=today).count()
+    )
+
+
+def ledger_daily_heads() -> list[dict]:
+    """Per UTC day: the last entry's hash and the number of entries that day."""
+    rows = (
+        LedgerEntry.objects.annotate(day=TruncDate("recorded_at"))
+        .values("day")
+        .annotate(count=Count("id"), last_id=Max("id"))
+        .order_by("-day")
+    )
+    heads = dict(
+        LedgerEntry.objects.filter(id__in=[r["last_id"] for r in rows]).values_list(
+            "id", "entry_hash"
+        )
+    )
+    return [
+        {
+            "date": r["day"],
+            "count": r["count"],
+            "last_entry": r["last_id"],
+            "head": heads.get(r["last_id"], ""),
+        }
+        for r in rows
+    ]
+
+
+def dumps_list(folder) -> list[dict]:
+    out = []
+    if not folder.exists():
+        return out
+    for manifest_path in sorted(folder.glob("*.manifest.json"), reverse=True):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if (folder / manifest.get("file", "")).exists():
+            manifest["size"] = (folder / manifest["file"]).stat().st_size
+            out.append(manifest)
+    return out

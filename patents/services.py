@@ -346,3 +346,118 @@ def reference_import_records(
     if batch:
         _reference_batch_write(batch, report)
     return report
+
+
+# --- Ledger verification ------------------------------------------------------------------
+
+
+@dataclass
+class LedgerProblem:
+    entry_id: int
+    public_id: str
+    why: str
+
+
+def ledger_verify(
+    *, progress: Callable[[int], None] | None = None
+) -> tuple[int, LedgerProblem | None]:
+    """Recomputes every content hash and the whole chain; returns (entries checked, first
+    problem or None)."""
+    prev = GENESIS_HASH
+    checked = 0
+    entries = LedgerEntry.objects.order_by("id").select_related("patent").iterator(chunk_size=500)
+    for entry in entries:
+        patent = entry.patent
+        claims = list(patent.claims.order_by("number").values("number", "text", "depends_on"))
+        actual = content_hash(title=patent.title, abstract=patent.abstract, claims=claims)
+        if entry.prev_hash != prev:
+            return checked, LedgerProblem(
+                entry.pk, entry.public_id, "previous-hash link broken (entry removed or reordered)"
+            )
+        expected_entry = ledger_entry_hash(
+            prev_hash=prev,
+            public_id=entry.public_id,
+            content_hash=entry.content_hash,
+            kind=entry.kind,
+            recorded_at=entry.recorded_at,
+        )
+        if expected_entry != entry.entry_hash:
+            return checked, LedgerProblem(entry.pk, entry.public_id, "entry hash does not match")
+        if entry.public_id != patent.public_id:
+            return checked, LedgerProblem(entry.pk, entry.public_id, "public id changed")
+        if actual != entry.content_hash or patent.content_hash != entry.content_hash:
+            return checked, LedgerProblem(
+                entry.pk, entry.public_id, "content changed since publication"
+            )
+        prev = entry.entry_hash
+        checked += 1
+        if progress:
+            progress(1)
+    return checked, None
+
+
+# --- Dumps ------------------------------------------------------------------------------------
+
+
+def dump_export(
+    *, out_dir: Path, today: dt.date | None = None, progress: Callable[[int], None] | None = None
+) -> dict:
+    """Writes a dated gzipped JSON Lines dump of all published generated inventions and a
+    manifest beside it (count, SHA-256 of the file, chain head at export time)."""
+    today = today or timezone.now().date()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"allthepatents-{today.isoformat()}.jsonl.gz"
+    tmp = out_dir / f".{name}.tmp"
+    head = LedgerEntry.objects.order_by("-id").first()
+    head_hash, head_id = (head.entry_hash, head.pk) if head else (GENESIS_HASH, 0)
+    patents = (
+        Patent.objects.filter(
+            origin=Patent.Origin.GENERATED,
+            status=Patent.Status.PUBLISHED,
+            ledger_entries__id__lte=head_id,
+        )
+        .distinct()
+        .order_by("published_at", "id")
+    )
+    count = 0
+    with gzip.open(tmp, "wt", encoding="utf-8") as fh:
+        for patent in patents.iterator(chunk_size=500):
+            fh.write(json.dumps(patent_as_record(patent), ensure_ascii=False) + "\n")
+            count += 1
+            if progress:
+                progress(1)
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    tmp.replace(out_dir / name)
+    manifest = {
+        "file": name,
+        "count": count,
+        "sha256": digest,
+        "chain_head": head_hash,
+        "chain_head_entry": head_id,
+        "created_at": timezone.now().isoformat(),
+    }
+    (out_dir / f"{name}.manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def patent_as_record(patent: Patent) -> dict:
+    claims = [
+        {"number": c.number, "text": c.text, "depends_on": c.depends_on}
+        for c in patent.claims.order_by("number")
+    ]
+    return {
+        "public_id": patent.public_id,
+        "title": patent.title,
+        "abstract": patent.abstract,
+        "claims": claims,
+        "published_at": patent.published_at.isoformat(),
+        "content_hash": patent.content_hash,
+        "provenance": {
+            "generator_model": patent.generator_model,
+            "generator_revision": patent.generator_revision,
+            "mode": patent.mode,
+            "sampling_params": patent.sampling_params,
+            "seed": patent.seed,
+            "job": patent.job_id,
+        },
+    }

@@ -1,9 +1,257 @@
-from django.shortcuts import render
+import datetime as dt
+import json
+import re
 
-from patents.selectors import patent_counts, patents_latest
+from django.conf import settings
+from django.contrib.sitemaps import Sitemap
+from django.contrib.syndication.views import Feed
+from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import redirect, render
+from django.utils.feedgenerator import Atom1Feed
+from django.views.decorators.http import require_GET
+
+from generation.selectors import (
+    stats_daily_efficiency,
+    stats_hit_rates,
+    stats_rejection_reasons,
+)
+from patents.models import Patent
+from patents.presentation import (
+    canonical_url,
+    citation_bibtex,
+    citation_plain,
+    claim_html,
+    patent_jsonld,
+    patent_markdown,
+)
+from patents.selectors import (
+    dumps_list,
+    generated_today_count,
+    generator_models_published,
+    ledger_daily_heads,
+    patent_counts,
+    patent_get,
+    patent_random_public_id,
+    patents_browse,
+    patents_latest,
+    patents_visible,
+)
+from patents.services import patent_as_record
+
+PER_PAGE = 20
+DUMP_NAME_RE = re.compile(r"^allthepatents-\d{4}-\d{2}-\d{2}\.jsonl\.gz(\.manifest\.json)?$")
 
 
+@require_GET
 def home(request):
     return render(
-        request, "home.html", {"counts": patent_counts(), "latest": patents_latest(limit=10)}
+        request,
+        "home.html",
+        {
+            "counts": patent_counts(),
+            "today": generated_today_count(),
+            "latest": patents_latest(limit=10),
+        },
     )
+
+
+@require_GET
+def browse(request):
+    generator = request.GET.get("generator", "")[:300]
+    mode = request.GET.get("mode", "")
+    if mode not in ("", "top-down", "bottom-up"):
+        return HttpResponseBadRequest("mode must be top-down or bottom-up")
+    on = None
+    if request.GET.get("date"):
+        try:
+            on = dt.date.fromisoformat(request.GET["date"])
+        except ValueError:
+            return render(
+                request, "patents/browse.html", {"error": "date must be YYYY-MM-DD"}, status=400
+            )
+    paginator = Paginator(patents_browse(generator=generator, mode=mode, on=on), PER_PAGE)
+    try:
+        page = paginator.page(request.GET.get("page") or 1)
+    except PageNotAnInteger:
+        raise Http404("page must be a number") from None
+    except EmptyPage:
+        raise Http404("no such page") from None
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "patents/browse.html",
+        {
+            "page": page,
+            "generators": generator_models_published(),
+            "generator": generator,
+            "mode": mode,
+            "date": request.GET.get("date", ""),
+            "base_query": query.urlencode(),
+        },
+    )
+
+
+@require_GET
+def random_patent(request):
+    public_id = patent_random_public_id()
+    if public_id is None:
+        return redirect("browse")
+    return redirect("patent", public_id=public_id)
+
+
+def _patent_or_404(public_id: str) -> Patent:
+    patent = patent_get(public_id=public_id)
+    if patent is None:
+        raise Http404("no invention with that id")
+    return patent
+
+
+@require_GET
+def patent_detail(request, public_id):
+    patent = _patent_or_404(public_id)
+    if patent.is_withdrawn:
+        return render(
+            request,
+            "patents/tombstone.html",
+            {"patent": patent, "canonical": canonical_url(patent)},
+            status=410,
+        )
+    claims = list(patent.claims.all())
+    numbers = {c.number for c in claims}
+    from search.selectors import patents_similar
+
+    return render(
+        request,
+        "patents/detail.html",
+        {
+            "patent": patent,
+            "claims": [{"claim": c, "html": claim_html(c.text, numbers=numbers)} for c in claims],
+            "citation": citation_plain(patent),
+            "bibtex": citation_bibtex(patent),
+            "jsonld": patent_jsonld(patent),
+            "canonical": canonical_url(patent),
+            "similar": patents_similar(patent, k=10),
+            "sampling": json.dumps(patent.sampling_params, sort_keys=True),
+        },
+    )
+
+
+@require_GET
+def patent_download(request, public_id, fmt):
+    patent = _patent_or_404(public_id)
+    if patent.is_withdrawn:
+        raise Http404("withdrawn")
+    if fmt == "md":
+        response = HttpResponse(
+            patent_markdown(patent), content_type="text/markdown; charset=utf-8"
+        )
+    else:
+        response = HttpResponse(
+            json.dumps(patent_as_record(patent), ensure_ascii=False, indent=2),
+            content_type="application/json; charset=utf-8",
+        )
+    response["Content-Disposition"] = f'attachment; filename="{patent.public_id}.{fmt}"'
+    return response
+
+
+@require_GET
+def stats(request):
+    hit_rates = stats_hit_rates()
+    reasons = stats_rejection_reasons()
+    daily = stats_daily_efficiency()
+    max_reason = max((n for _, n in reasons), default=1)
+    max_tps = max((d["tokens_per_second"] for d in daily), default=0) or 1
+    return render(
+        request,
+        "patents/stats.html",
+        {
+            "counts": patent_counts(),
+            "hit_rates": [{**r, "width": round(r["rate"] * 100, 1)} for r in hit_rates],
+            "reasons": [
+                {"reason": r, "count": n, "width": round(100 * n / max_reason, 1)}
+                for r, n in reasons
+            ],
+            "daily": [
+                {**d, "width": round(100 * d["tokens_per_second"] / max_tps, 1)} for d in daily
+            ],
+        },
+    )
+
+
+@require_GET
+def ledger(request):
+    return render(request, "patents/ledger.html", {"heads": ledger_daily_heads()})
+
+
+@require_GET
+def downloads(request):
+    return render(request, "patents/downloads.html", {"dumps": dumps_list(settings.EXPORT_DIR)})
+
+
+@require_GET
+def download_file(request, name):
+    if not DUMP_NAME_RE.match(name):
+        raise Http404("no such file")
+    path = settings.EXPORT_DIR / name
+    if not path.is_file():
+        raise Http404("no such file")
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=name)  # noqa: SIM115
+
+
+@require_GET
+def robots(request):
+    lines = [
+        "User-agent: *",
+        "Disallow: /admin/",
+        "Disallow: /api/",
+        f"Sitemap: {settings.SITE_URL}/sitemap.xml",
+        "",
+    ]
+    return HttpResponse("\n".join(lines), content_type="text/plain")
+
+
+class PatentSitemap(Sitemap):
+    changefreq = "never"
+    limit = 5000
+
+    def items(self):
+        return patents_visible().filter(origin=Patent.Origin.GENERATED).order_by("id")
+
+    def lastmod(self, obj):
+        return obj.published_at
+
+    def location(self, obj):
+        return obj.get_absolute_url()
+
+
+class LatestFeed(Feed):
+    feed_type = Atom1Feed
+    title = "All the Patents: new inventions"
+    link = "/patents/"
+    subtitle = "Machine-generated inventions published as prior art."
+
+    def items(self):
+        return patents_latest(limit=50)
+
+    def item_title(self, item):
+        return item.title
+
+    def item_description(self, item):
+        return item.abstract
+
+    def item_link(self, item):
+        return item.get_absolute_url()
+
+    def item_pubdate(self, item):
+        return item.published_at
+
+    def item_guid(self, item):
+        return canonical_url(item)
+
+    item_guid_is_permalink = True
+
+
+def page_not_found(request, exception=None):
+    return render(request, "404.html", status=404)

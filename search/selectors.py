@@ -195,3 +195,43 @@ def index_health() -> dict:
         "last_vector_id": manifest.get("last_vector_id"),
         "latest_vector_id": latest,
     }
+
+
+def patents_similar(patent: Patent, *, k: int = 10) -> list[Patent]:
+    """Nearest published generated inventions by document vector; empty when the index is
+    unavailable or the patent is not indexed yet. Needs no query embedding: the patent's own
+    vector is read back from the index."""
+    import numpy as np
+
+    vid = (
+        IndexedVector.objects.filter(patent=patent, claim_number=None)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if vid is None:
+        return []
+    try:
+        loaded = index_for_search(model=settings.EMBEDDING_MODEL)
+        vector = loaded.index.reconstruct(int(vid))
+    except Exception:  # missing, corrupt, or not in this index yet
+        return []
+    scores, ids = loaded.index.search(
+        np.asarray([vector], dtype="float32"), min(loaded.index.ntotal, k * 10)
+    )
+    mapping = dict(
+        IndexedVector.objects.filter(
+            pk__in=[int(i) for i in ids[0] if i >= 0], claim_number=None
+        ).values_list("pk", "patent_id")
+    )
+    order = []
+    for i in ids[0]:
+        pid = mapping.get(int(i))
+        if pid and pid != patent.pk and pid not in order:
+            order.append(pid)
+    found = {
+        p.pk: p
+        for p in Patent.objects.filter(
+            pk__in=order, status=Patent.Status.PUBLISHED, origin=Patent.Origin.GENERATED
+        )
+    }
+    return [found[pid] for pid in order if pid in found][:k]

@@ -1,5 +1,7 @@
+import json
+
 from django.conf import settings
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
@@ -9,6 +11,14 @@ from search.params import SearchParamError, search_params_parse
 from search.ratelimit import rate_limit_check
 from search.selectors import search_patents
 from search.text import highlight
+
+_JSON_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026"}
+
+
+def json_safe_response(data, status=200) -> HttpResponse:
+    """JSON whose text can never be read as HTML, even by a sniffing client."""
+    body = json.dumps(data, ensure_ascii=False).translate(_JSON_ESCAPES)
+    return HttpResponse(body, status=status, content_type="application/json; charset=utf-8")
 
 
 def _hit_json(hit, request):
@@ -86,7 +96,7 @@ def api_search(request):
     except SearchParamError as exc:
         return _error(str(exc))
     result = search_patents(params.q, filters=params.filters, k=params.k, page=params.page)
-    return JsonResponse(
+    return json_safe_response(
         {
             "query": params.q,
             "k": params.k,
@@ -140,7 +150,7 @@ def api_patent(request, public_id):
     patent = patent_get(public_id=public_id)
     if patent is None:
         return _error(f"no invention with id {public_id!r}", 404)
-    return JsonResponse(patent_json(patent, request), json_dumps_params={"ensure_ascii": False})
+    return json_safe_response(patent_json(patent, request))
 
 
 OPENAPI = {

@@ -1,0 +1,64 @@
+"""Reads for generation: the figures behind /stats/."""
+
+from collections import Counter, defaultdict
+
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import TruncDate
+
+from generation.models import GenerationJob, Sample
+
+
+def stats_hit_rates() -> list[dict]:
+    rows = (
+        Sample.objects.values("job__generator__name", "mode")
+        .annotate(
+            generated=Count("id"), published=Count("id", filter=Q(verdict=Sample.Verdict.PUBLISHED))
+        )
+        .order_by("job__generator__name", "mode")
+    )
+    return [
+        {
+            "generator": r["job__generator__name"],
+            "mode": r["mode"],
+            "generated": r["generated"],
+            "published": r["published"],
+            "rate": r["published"] / r["generated"] if r["generated"] else 0.0,
+        }
+        for r in rows
+    ]
+
+
+def stats_rejection_reasons() -> list[tuple[str, int]]:
+    counts: Counter = Counter()
+    for reasons in (
+        Sample.objects.filter(verdict=Sample.Verdict.REJECTED)
+        .values_list("reasons", flat=True)
+        .iterator(chunk_size=2000)
+    ):
+        counts.update(reasons)
+    return counts.most_common()
+
+
+def stats_daily_efficiency() -> list[dict]:
+    """Per day of job activity: tokens per worker-second and worker-seconds per invention."""
+    rows = (
+        GenerationJob.objects.exclude(started_at=None)
+        .annotate(day=TruncDate("started_at"))
+        .values("day")
+        .annotate(
+            tokens=Sum("tokens_generated"),
+            seconds=Sum("worker_seconds"),
+            published=Sum("published_count"),
+        )
+        .order_by("day")
+    )
+    out = defaultdict(dict)
+    for r in rows:
+        seconds = r["seconds"] or 0.0
+        out[r["day"]] = {
+            "day": r["day"],
+            "tokens_per_second": (r["tokens"] or 0) / seconds if seconds else 0.0,
+            "cpu_seconds_per_invention": seconds / r["published"] if r["published"] else None,
+            "published": r["published"] or 0,
+        }
+    return list(out.values())
