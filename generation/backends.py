@@ -145,12 +145,13 @@ class TransformersBackend:
         input_ids = enc["input_ids"].to(self.device)
         attn = enc["attention_mask"].to(self.device)
         batch = input_ids.shape[0]
-        gens = [torch.Generator(device="cpu").manual_seed(int(s) % (2**63)) for s in seeds]
+        gens = [torch.Generator(device="cpu").manual_seed(int(x) % (2**63)) for x in seeds]
         positions = (attn.cumsum(-1) - 1).clamp(min=0)
         # Penalise only real tokens: left padding is <|end|>, which must stay samplable.
         seen = torch.where(attn.bool(), input_ids, input_ids[:, -1:])
         out_tokens: list[list[int]] = [[] for _ in range(batch)]
-        finished = torch.zeros(batch, dtype=torch.bool)
+        finished = [False] * batch
+        rows = list(range(batch))  # original row of each live row in the shrinking batch
         cur_ids, cur_pos, past = input_ids, positions, None
         with torch.inference_mode():
             for step in range(params.max_new_tokens):
@@ -160,6 +161,7 @@ class TransformersBackend:
                     position_ids=cur_pos,
                     past_key_values=past,
                     use_cache=True,
+                    logits_to_keep=1,
                 )
                 past = out.past_key_values
                 logits = out.logits[:, -1, :].float().cpu()
@@ -172,31 +174,33 @@ class TransformersBackend:
                 if step < params.min_new_tokens:
                     logits[:, self.eos_id] = float("-inf")
                 logits = logits / max(params.temperature, 1e-5)
-                if params.top_k and params.top_k < logits.shape[-1]:
-                    kth = torch.topk(logits, params.top_k, dim=-1).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                if params.top_p and params.top_p < 1.0:
-                    sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
-                    cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-                    remove = cum > params.top_p
-                    remove[:, 1:] = remove[:, :-1].clone()
-                    remove[:, 0] = False
-                    mask = remove.scatter(1, sorted_idx, remove)
-                    logits = logits.masked_fill(mask, float("-inf"))
-                probs = torch.softmax(logits, dim=-1)
-                nxt = torch.stack(
-                    [torch.multinomial(probs[i], 1, generator=gens[i])[0] for i in range(batch)]
+                nxt = _sample_rows(
+                    logits,
+                    top_k=params.top_k,
+                    top_p=params.top_p,
+                    generators=[gens[r] for r in rows],
                 )
-                nxt = torch.where(finished, torch.full_like(nxt, self.eos_id), nxt)
-                for i in range(batch):
-                    if not finished[i] and int(nxt[i]) != self.eos_id:
-                        out_tokens[i].append(int(nxt[i]))
-                finished |= nxt == self.eos_id
-                if bool(finished.all()):
+                keep = []
+                for j, row in enumerate(rows):
+                    token = int(nxt[j])
+                    if token == self.eos_id:
+                        finished[row] = True
+                    else:
+                        out_tokens[row].append(token)
+                        keep.append(j)
+                if not keep:
                     break
+                if len(keep) < len(rows):
+                    # Finished rows leave the batch: no compute is spent on them any more.
+                    index = torch.tensor(keep, dtype=torch.long)
+                    past.batch_select_indices(index.to(self.device))
+                    attn, cur_pos, seen = attn[index], cur_pos[index], seen[index]
+                    nxt = nxt[index]
+                    rows = [rows[j] for j in keep]
                 cur_ids = nxt[:, None].to(self.device)
                 attn = torch.cat(
-                    [attn, torch.ones((batch, 1), dtype=attn.dtype, device=attn.device)], dim=1
+                    [attn, torch.ones((len(rows), 1), dtype=attn.dtype, device=attn.device)],
+                    dim=1,
                 )
                 cur_pos = cur_pos[:, -1:] + 1
                 seen = torch.cat([seen, nxt[:, None].to(seen.device)], dim=1)
@@ -208,6 +212,28 @@ class TransformersBackend:
             )
             for i, ids in enumerate(out_tokens)
         ]
+
+
+def _sample_rows(logits, *, top_k: int, top_p: float, generators):
+    """One token per row. Top-k first (a partial sort), then top-p within the k survivors,
+    then a draw from each row's own generator: the same distribution as filtering the full
+    vocabulary, at a fraction of the cost (no full sort, no 32k-way draw)."""
+    import torch
+
+    vocab = logits.shape[-1]
+    if top_k and top_k < vocab:
+        values, indices = torch.topk(logits, top_k, dim=-1)  # sorted, best first
+    else:
+        values, indices = torch.sort(logits, descending=True, dim=-1)
+    if top_p and top_p < 1.0:
+        cum = torch.softmax(values, dim=-1).cumsum(-1)
+        remove = cum > top_p
+        remove[:, 1:] = remove[:, :-1].clone()
+        remove[:, 0] = False
+        values = values.masked_fill(remove, float("-inf"))
+    probs = torch.softmax(values, dim=-1)
+    picks = [torch.multinomial(probs[i], 1, generator=generators[i]) for i in range(len(probs))]
+    return indices.gather(1, torch.stack(picks))[:, 0]
 
 
 class OpenAIBackend:

@@ -215,3 +215,20 @@ def test_generate_command_waits_with_progress(generators, memo_model, redis_work
     assert "done: " in out and "published" in out
     with pytest.raises(CommandError, match="temperature must be above 0"):
         call_command("generate", "--model", str(memo_model), "--temperature", "0")
+
+
+def test_rows_that_finish_early_leave_the_batch_without_changing_the_others(memo_model):
+    backend = TransformersBackend(str(memo_model), quantize="none")
+    prompts = [
+        "# Patent\n\n## Title",
+        "# Patent\n\n## Claims",
+        "# Patent\n\n## Title\nFold",
+        "# Patent\n\n## Title",
+    ]
+    seeds = [1, 2, 3, 4]
+    params = SamplingParams(max_new_tokens=160, temperature=0.7)
+    batch = backend.generate(prompts, seeds, params)
+    assert any(o.finished for o in batch)
+    for prompt, seed, out in zip(prompts, seeds, batch, strict=True):
+        alone = backend.generate([prompt], [seed], params)[0]
+        assert (alone.text, alone.finished) == (out.text, out.finished)
