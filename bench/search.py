@@ -1,0 +1,290 @@
+"""Search benchmarks, run by hand (not in CI).
+
+    .venv/bin/python bench/search.py faiss --sizes 100000,1000000
+    .venv/bin/python bench/search.py embed
+    .venv/bin/python bench/search.py index --data-dir var/bench --patents 1000
+    .venv/bin/python bench/search.py api --url http://127.0.0.1:8000 --clients 1,8 --seconds 20
+
+faiss: build time, memory, single-query p50/p95 and recall@10 against exact search, for the
+index types the store uses (flat below SEARCH_HNSW_THRESHOLD, HNSW above), on random unit
+vectors (worst case) and on "real-like" vectors (real MiniLM embeddings from an existing
+index, resampled with small noise) when --real-index points at one.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "allthepatents.settings")
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def vectors_random(n, d, rng):
+    import numpy as np
+
+    x = rng.standard_normal((n, d), dtype="float32")
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def vectors_real_like(n, base, rng, noise=0.05):
+    import numpy as np
+
+    picks = base[rng.integers(0, len(base), n)]
+    x = picks + noise * rng.standard_normal(picks.shape, dtype="float32") / np.sqrt(base.shape[1])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype("float32")
+
+
+def bench_faiss(args):
+    import faiss
+    import numpy as np
+
+    faiss.omp_set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    d = 384
+    base = None
+    if args.real_index:
+        index = faiss.read_index(args.real_index)
+        base = (
+            index.index.reconstruct_n(0, index.ntotal)
+            if hasattr(index, "index")
+            else index.reconstruct_n(0, index.ntotal)
+        )
+        print(f"real vectors: {len(base)}")
+    results = []
+    for n in [int(s) for s in args.sizes.split(",")]:
+        kinds = [("random", vectors_random(n, d, rng))]
+        if base is not None:
+            kinds.append(("real-like", vectors_real_like(n, base, rng)))
+        for data_name, xb in kinds:
+            queries = xb[rng.integers(0, n, args.queries)] + 0.02 * rng.standard_normal(
+                (args.queries, d), dtype="float32"
+            )
+            queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+            flat = faiss.IndexFlatIP(d)
+            flat.add(xb)
+            _, truth = flat.search(queries, 10)
+            candidates = [("flat", None)]
+            if n >= 50_000:
+                candidates.append(("hnsw", None))
+            for kind, _ in candidates:
+                before = rss_mb()
+                started = time.perf_counter()
+                if kind == "flat":
+                    index = flat
+                    build = 0.0
+                else:
+                    index = faiss.IndexHNSWFlat(d, args.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+                    index.hnsw.efConstruction = args.ef_construction
+                    index.add(xb)
+                    index.hnsw.efSearch = args.ef_search
+                    build = time.perf_counter() - started
+                memory = rss_mb() - before if kind != "flat" else xb.nbytes / 2**20
+                faiss.omp_set_num_threads(1)  # a web process answers one query on one thread
+                lat = []
+                hits = 0
+                for i in range(args.queries):
+                    t = time.perf_counter()
+                    _, ids = index.search(queries[i : i + 1], 10)
+                    lat.append((time.perf_counter() - t) * 1000)
+                    hits += len(set(ids[0]) & set(truth[i]))
+                faiss.omp_set_num_threads(args.threads)
+                row = {
+                    "n": n,
+                    "data": data_name,
+                    "index": kind,
+                    "build_s": round(build, 1),
+                    "memory_mb": round(memory),
+                    "p50_ms": round(pct(lat, 0.5), 3),
+                    "p95_ms": round(pct(lat, 0.95), 3),
+                    "recall@10": round(hits / (10 * args.queries), 4),
+                }
+                print(json.dumps(row), flush=True)
+                results.append(row)
+            del flat
+    return results
+
+
+def bench_embed(args):
+    import django
+
+    django.setup()
+    from search.embeddings import embed
+
+    embed(["warm up"])
+    queries = [
+        "a bicycle saddle clamp",
+        "1. A method of controlling a vehicle comprising "
+        "receiving sensor data, determining a trajectory and actuating a brake." * 3,
+    ]
+    for q in queries:
+        lat = []
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            embed([q])
+            lat.append((time.perf_counter() - t) * 1000)
+        print(
+            json.dumps(
+                {
+                    "query_chars": len(q),
+                    "p50_ms": round(pct(lat, 0.5), 2),
+                    "p95_ms": round(pct(lat, 0.95), 2),
+                }
+            )
+        )
+
+
+def bench_index(args):
+    os.environ["DATA_DIR"] = str(Path(args.data_dir).resolve())
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from patents.models import Patent
+    from search.services import search_index_rebuild
+
+    call_command("migrate", verbosity=0)
+    if Patent.objects.count() < args.patents:
+        import gzip
+
+        from patents.services import reference_import_records
+
+        lines = []
+        with gzip.open(ROOT.parent / "shared" / "data" / "patents.jsonl.gz", "rt") as fh:
+            for i, line in enumerate(fh):
+                if i >= args.patents:
+                    break
+                lines.append((i + 1, line))
+        reference_import_records(lines)
+    n_patents = Patent.objects.count()
+    from search.models import IndexedVector
+
+    started = time.perf_counter()
+    result = search_index_rebuild()
+    took = time.perf_counter() - started
+    print(
+        json.dumps(
+            {
+                "patents": n_patents,
+                "vectors": IndexedVector.objects.count(),
+                "seconds": round(took, 1),
+                "patents_per_s": round(n_patents / took, 2),
+                "vectors_per_s": round(result["count"] / took, 1),
+            }
+        )
+    )
+
+
+QUERIES = [
+    "A telephone with a keyboard and a display that stores numbers",
+    "1. A method comprising receiving a signal, filtering the signal and storing the result.",
+    "bicycle brake",
+    "semiconductor wafer polishing slurry",
+    "golf club head with weights",
+    "An apparatus for cleaning teeth with a rotating brush head driven by a motor",
+]
+
+
+def bench_api(args):
+    results = []
+    for clients in [int(c) for c in args.clients.split(",")]:
+        lat, errors, count = [], 0, 0
+        lock = threading.Lock()
+        deadline = time.monotonic() + args.seconds
+
+        def worker(seed):
+            nonlocal errors, count
+            i = seed
+            while time.monotonic() < deadline and count < args.max_requests:
+                q = QUERIES[i % len(QUERIES)]
+                i += 1
+                url = f"{args.url}/api/search?" + urllib.parse.urlencode(
+                    {"q": q, "origin": "all", "k": 10}
+                )
+                t = time.perf_counter()
+                try:
+                    with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310 (localhost)
+                        resp.read()
+                        ok = resp.status == 200
+                except Exception:
+                    ok = False
+                took = (time.perf_counter() - t) * 1000
+                with lock:
+                    count += 1
+                    lat.append(took)
+                    errors += not ok
+
+        threads = [threading.Thread(target=worker, args=(s,)) for s in range(clients)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.monotonic() - started
+        row = {
+            "clients": clients,
+            "requests": count,
+            "errors": errors,
+            "throughput_rps": round(count / wall, 1),
+            "p50_ms": round(pct(lat, 0.5), 1),
+            "p95_ms": round(pct(lat, 0.95), 1),
+            "p99_ms": round(pct(lat, 0.99), 1),
+            "mean_ms": round(statistics.fmean(lat), 1),
+        }
+        print(json.dumps(row), flush=True)
+        results.append(row)
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("faiss")
+    f.add_argument("--sizes", default="100000,1000000")
+    f.add_argument("--queries", type=int, default=200)
+    f.add_argument("--threads", type=int, default=2)
+    f.add_argument("--hnsw-m", type=int, default=32)
+    f.add_argument("--ef-construction", type=int, default=80)
+    f.add_argument("--ef-search", type=int, default=128)
+    f.add_argument("--real-index", help="a .faiss file with real embeddings")
+    e = sub.add_parser("embed")
+    e.add_argument("--repeat", type=int, default=100)
+    i = sub.add_parser("index")
+    i.add_argument("--data-dir", default="var/bench")
+    i.add_argument("--patents", type=int, default=1000)
+    a = sub.add_parser("api")
+    a.add_argument("--url", default="http://127.0.0.1:8000")
+    a.add_argument("--clients", default="1,8,32")
+    a.add_argument("--seconds", type=float, default=20)
+    a.add_argument("--max-requests", type=int, default=100_000)
+    args = parser.parse_args()
+    {"faiss": bench_faiss, "embed": bench_embed, "index": bench_index, "api": bench_api}[args.cmd](
+        args
+    )
+
+
+if __name__ == "__main__":
+    main()
