@@ -215,7 +215,7 @@ def bench_api(args):
         lock = threading.Lock()
         deadline = time.monotonic() + args.seconds
 
-        def worker(seed):
+        def worker(seed, deadline=deadline, lock=lock, lat=lat):
             nonlocal errors, count
             i = seed
             while time.monotonic() < deadline and count < args.max_requests:
