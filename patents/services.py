@@ -189,7 +189,7 @@ def patent_withdraw(*, patent: Patent, reason: str) -> Patent:
 class ImportReport:
     imported: int = 0
     skipped_existing: int = 0
-    bad: list[tuple[int, str]] = field(default_factory=list)
+    bad: list[tuple[int | str, str]] = field(default_factory=list)
     lines: int = 0
 
     def summary(self) -> str:
@@ -235,7 +235,13 @@ def reference_record_parse(record) -> dict:
         raise RecordError("'id' longer than 64 characters")
     title = _expect_str(record, "title")
     abstract = _expect_str(record, "abstract")
-    claims = claims_normalise(_expect_str_list(record, "claims"))
+    raw_claims = record.get("claims") or []
+    if not isinstance(raw_claims, list) or not all(
+        isinstance(c, str) or (isinstance(c, dict) and isinstance(c.get("text"), str))
+        for c in raw_claims
+    ):
+        raise RecordError("field 'claims' must be a list of strings")
+    claims = claims_normalise(raw_claims)
     if not (title or abstract or claims):
         raise RecordError("record has none of title, abstract and claims")
     raw_date = _expect_str(record, "date")
@@ -249,6 +255,8 @@ def reference_record_parse(record) -> dict:
     meta["source"] = record.get("source") if isinstance(record.get("source"), str) else ""
     meta["kind"] = record.get("kind") if isinstance(record.get("kind"), str) else ""
     meta["claims_complete"] = bool(record.get("claims_complete"))
+    if isinstance(record.get("filing_date"), str) and record["filing_date"]:
+        meta["filing_date"] = record["filing_date"]
     return {
         "source_id": source_id,
         "title": title,
@@ -461,3 +469,29 @@ def patent_as_record(patent: Patent) -> dict:
             "job": patent.job_id,
         },
     }
+
+
+def uspto_import_paths(
+    paths: list[Path], *, batch_size: int = 500, progress: Callable[[int], None] | None = None
+) -> ImportReport:
+    """Imports USPTO full-text files (XML, weekly zips) as reference patents, streaming."""
+    from patents.uspto import DocumentError, uspto_document_parse, uspto_documents
+
+    report = ImportReport()
+    batch: list[dict] = []
+    for path in paths:
+        for location, text in uspto_documents(path):
+            report.lines += 1
+            if progress:
+                progress(1)
+            try:
+                batch.append(reference_record_parse(uspto_document_parse(text)))
+            except (DocumentError, RecordError) as exc:
+                report.bad.append((f"{path.name}:{location}", str(exc)))
+                continue
+            if len(batch) >= batch_size:
+                _reference_batch_write(batch, report)
+                batch = []
+    if batch:
+        _reference_batch_write(batch, report)
+    return report

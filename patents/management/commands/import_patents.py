@@ -8,7 +8,10 @@ from patents.services import jsonl_lines, reference_import_records
 
 
 class Command(BaseCommand):
-    help = "Import real patents (JSON Lines, plain or .gz) as reference patents. Idempotent."
+    help = (
+        "Import real patents as reference patents: JSON Lines (plain or .gz) or USPTO full "
+        "text (grant/application XML, weekly .zip archives). Idempotent by publication id."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("paths", nargs="+", type=Path)
@@ -32,8 +35,9 @@ class Command(BaseCommand):
             bar.close()
             took = time.monotonic() - started
             self.stdout.write(f"{path}: {report.summary()} in {took:.1f}s")
-            for line_no, why in report.bad[:max_bad_listed]:
-                self.stdout.write(f"  line {line_no}: {why}")
+            for where, why in report.bad[:max_bad_listed]:
+                label = f"line {where}" if isinstance(where, int) else where
+                self.stdout.write(f"  {label}: {why}")
             if len(report.bad) > max_bad_listed:
                 self.stdout.write(f"  ... and {len(report.bad) - max_bad_listed} more bad lines")
             total_bad += len(report.bad)
