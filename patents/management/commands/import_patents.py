@@ -4,7 +4,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from patents.services import jsonl_lines, reference_import_records
+from patents.services import jsonl_lines, reference_import_records, uspto_import_paths
+from patents.uspto import is_uspto_path
 
 
 class Command(BaseCommand):
@@ -28,10 +29,19 @@ class Command(BaseCommand):
         total_bad = 0
         for path in paths:
             started = time.monotonic()
-            bar = tqdm(desc=path.name, unit=" lines", disable=no_progress, file=self.stderr._out)
-            report = reference_import_records(
-                jsonl_lines(path), batch_size=batch_size, progress=bar.update
+            uspto = is_uspto_path(path)
+            bar = tqdm(
+                desc=path.name,
+                unit=" documents" if uspto else " lines",
+                disable=no_progress,
+                file=self.stderr._out,
             )
+            if uspto:
+                report = uspto_import_paths([path], batch_size=batch_size, progress=bar.update)
+            else:
+                report = reference_import_records(
+                    jsonl_lines(path), batch_size=batch_size, progress=bar.update
+                )
             bar.close()
             took = time.monotonic() - started
             self.stdout.write(f"{path}: {report.summary()} in {took:.1f}s")
