@@ -74,7 +74,7 @@ def test_bad_documents_are_reported_not_fatal(tmp_path, samples):
         uspto_document_parse("<not-a-patent/>")
     good = (samples / "grant_v4-5-B2.xml").read_text()
     mixed = tmp_path / "mixed.xml"
-    mixed.write_text(good + '<?xml version="1.0"?>\n<us-patent-grant><broken\n' + good)
+    mixed.write_text(good + '\n<?xml version="1.0"?>\n<us-patent-grant><broken\n' + good)
     docs = list(uspto_documents(mixed))
     assert len(docs) == 3
 
@@ -107,3 +107,16 @@ def test_import_command_reads_xml_and_names_bad_documents(tmp_path, samples, cap
     out = capsys.readouterr().out
     assert Patent.objects.filter(source_id="US9358892").exists()
     assert "bad.xml:line 1: not well-formed XML" in out
+
+
+def test_a_broken_document_between_good_ones_is_skipped(tmp_path, samples):
+    good = (samples / "grant_v4-5-B2.xml").read_text().rstrip("\n") + "\n"
+    mixed = tmp_path / "week.xml"
+    mixed.write_text(good + '<?xml version="1.0"?>\n<us-patent-grant><broken\n' + good)
+    results = []
+    for _, text in uspto_documents(mixed):
+        try:
+            results.append(uspto_document_parse(text)["id"])
+        except DocumentError:
+            results.append("bad")
+    assert results == ["US11147202", "bad", "US11147202"]
