@@ -134,6 +134,7 @@ class Sample(models.Model):
     finished = models.BooleanField(default=False, help_text="The model emitted end-of-text.")
     verdict = models.CharField(max_length=16, choices=Verdict.choices, db_index=True)
     reasons = models.JSONField(default=list, blank=True)
+    details = models.JSONField(default=dict, blank=True, help_text="e.g. the near-copy found")
     patent = models.OneToOneField(
         "patents.Patent", null=True, blank=True, on_delete=models.SET_NULL, related_name="sample"
     )

@@ -31,6 +31,7 @@ from generation.prompts import (
 )
 from generation.quality import sample_judge
 from patents.models import Patent
+from patents.nearcopy import near_copy_find
 from patents.services import patent_publish
 from patents.text import content_hash
 
@@ -277,12 +278,24 @@ def _sample_record(
     parsed = patent_text_parse(document, finished=output.finished)
     reasons = sample_judge(parsed)
     patent = None
+    details: dict = {}
     if not reasons:
         digest = content_hash(
             title=parsed.title, abstract=parsed.abstract, claims=parsed.claims_as_dicts()
         )
         if Patent.objects.filter(content_hash=digest, origin=Patent.Origin.GENERATED).exists():
             reasons = ["duplicate"]
+    if not reasons:
+        found = near_copy_find(abstract=parsed.abstract, claims=[c.text for c in parsed.claims])
+        if found:
+            reasons = ["near_copy"]
+            details["near_copy"] = {
+                "public_id": found.patent.public_id,
+                "source_id": found.patent.source_id,
+                "title": found.patent.title[:300],
+                "similarity": round(found.similarity, 4),
+                "method": found.method,
+            }
     if not reasons:
         patent = patent_publish(
             title=parsed.title,
@@ -303,6 +316,7 @@ def _sample_record(
         finished=output.finished,
         verdict=Sample.Verdict.PUBLISHED if patent else Sample.Verdict.REJECTED,
         reasons=reasons,
+        details=details,
         patent=patent,
     )
 

@@ -111,3 +111,18 @@ class LedgerEntry(models.Model):
 
     def __str__(self):
         return f"#{self.pk} {self.kind} {self.public_id}"
+
+
+class MinHashBand(models.Model):
+    """LSH bands of a patent's MinHash signature (claims + abstract word shingles): patents
+    sharing a band are candidates for the near-copy check."""
+
+    patent = models.ForeignKey(Patent, on_delete=models.CASCADE, related_name="minhash_bands")
+    band = models.PositiveSmallIntegerField()
+    value = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["band", "value"])]
+
+    def __str__(self):
+        return f"band {self.band} of patent {self.patent_id}"

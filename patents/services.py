@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from patents.models import Claim, LedgerEntry, Patent
+from patents.nearcopy import bands_store
 from patents.text import claim_find_dependency, claim_split_number, content_hash
 
 logger = logging.getLogger(__name__)
@@ -159,6 +160,8 @@ def patent_publish(
         job=job,
     )
     Claim.objects.bulk_create(Claim(patent=patent, **c) for c in claims)
+    # In the same transaction: a published patent is never missing from near-copy checks.
+    bands_store([patent])
     ledger_append(patent=patent, kind=LedgerEntry.Kind.PUBLISH, recorded_at=now)
     ids = [patent.pk]
     transaction.on_commit(lambda: _run_hooks(_publish_hooks, ids))
@@ -320,6 +323,7 @@ def _reference_batch_write(parsed: list[dict], report: ImportReport) -> list[int
             Claim(patent_id=pk_by_source[p["source_id"]], **c) for p in fresh for c in p["claims"]
         )
         new_ids = list(pk_by_source.values())
+        bands_store(Patent.objects.filter(pk__in=new_ids).prefetch_related("claims"))
         transaction.on_commit(lambda: _run_hooks(_publish_hooks, new_ids))
     report.imported += len(fresh)
     return new_ids
