@@ -133,6 +133,7 @@ def patent_detail(request, public_id):
             "jsonld": patent_jsonld(patent),
             "canonical": canonical_url(patent),
             "similar": patents_similar(patent, k=10),
+            "references": patents_similar(patent, k=5, origin=Patent.Origin.REFERENCE),
             "sampling": json.dumps(patent.sampling_params, sort_keys=True),
         },
     )

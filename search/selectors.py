@@ -197,8 +197,10 @@ def index_health() -> dict:
     }
 
 
-def patents_similar(patent: Patent, *, k: int = 10) -> list[Patent]:
-    """Nearest published generated inventions by document vector; empty when the index is
+def patents_similar(
+    patent: Patent, *, k: int = 10, origin: str = Patent.Origin.GENERATED
+) -> list[Patent]:
+    """Nearest published patents of ``origin`` by document vector; empty when the index is
     unavailable or the patent is not indexed yet. Needs no query embedding: the patent's own
     vector is read back from the index."""
     import numpy as np
@@ -213,10 +215,12 @@ def patents_similar(patent: Patent, *, k: int = 10) -> list[Patent]:
     try:
         loaded = index_for_search(model=settings.EMBEDDING_MODEL)
         vector = loaded.index.reconstruct(int(vid))
-    except Exception:  # missing, corrupt, or not in this index yet
+    except Exception as exc:  # missing, corrupt, or not in this index yet
+        logger.info("no similar patents for %s: %s", patent.public_id, exc)
         return []
+    # Claim vectors share the index: look deep enough to find k documents.
     scores, ids = loaded.index.search(
-        np.asarray([vector], dtype="float32"), min(loaded.index.ntotal, k * 10)
+        np.asarray([vector], dtype="float32"), min(loaded.index.ntotal, k * 40)
     )
     mapping = dict(
         IndexedVector.objects.filter(
@@ -230,8 +234,6 @@ def patents_similar(patent: Patent, *, k: int = 10) -> list[Patent]:
             order.append(pid)
     found = {
         p.pk: p
-        for p in Patent.objects.filter(
-            pk__in=order, status=Patent.Status.PUBLISHED, origin=Patent.Origin.GENERATED
-        )
+        for p in Patent.objects.filter(pk__in=order, status=Patent.Status.PUBLISHED, origin=origin)
     }
     return [found[pid] for pid in order if pid in found][:k]

@@ -292,3 +292,23 @@ def test_search_eval_reports_three_rankings_and_leaves_the_site_alone(
         assert 0 <= metrics["recall@1"] <= metrics["recall@10"] <= 1
         assert metrics["recall@10"] > 0.5  # 40 documents: the right one is usually found
     assert not (tmp_path / "site-index").exists()
+
+
+@pytest.mark.django_db
+def test_invention_page_lists_closest_references_and_similar_inventions(
+    corpus, client, settings, tmp_path
+):
+    from tests.factories import patent_published
+
+    settings.INDEX_DIR = tmp_path / "page"
+    reader_reset()
+    record = corpus[4]
+    mine = patent_published(n=1, title=record["title"], abstract=record["abstract"])
+    sibling = patent_published(
+        n=2, title=record["title"] + " (variant)", abstract=record["abstract"]
+    )
+    search_index_rebuild()  # the test transaction keeps on_commit hooks from running
+    html = client.get(mine.get_absolute_url()).content.decode()
+    assert "Closest reference patents" in html and record["id"] in html
+    assert "Similar inventions" in html and sibling.get_absolute_url() in html
+    reader_reset()
