@@ -97,7 +97,10 @@ class GenerationJobAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "mode", "generator"]
     actions = ["start_jobs", "cancel_jobs", "rerun_jobs"]
-    inlines = [SampleInline]
+
+    def get_inlines(self, request, obj):
+        return [SampleInline] if obj else []
+
     change_form_template = "admin/generation/generationjob/change_form.html"
 
     def get_form(self, request, obj=None, **kwargs):
@@ -142,10 +145,6 @@ class GenerationJobAdmin(admin.ModelAdmin):
         )
         obj.pk = created.pk
         obj.refresh_from_db()
-
-    def save_related(self, request, form, formsets, change):
-        if change:
-            super().save_related(request, form, formsets, change)
 
     @admin.display(description="progress")
     def progress(self, obj):
