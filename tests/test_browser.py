@@ -1,0 +1,310 @@
+"""The real browser against the live stack, started the way `make run` starts it (gunicorn,
+a Celery worker, Redis) on a scratch data directory. Screenshots go to test-artifacts/."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.helpers import ROOT, redis_flush, redis_url_or_skip, require
+
+ARTIFACTS = ROOT / "test-artifacts"
+ADMIN_PASSWORD = "e2e-Admin-pw-7731"  # noqa: S105 (a scratch site's test account)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_site(tmp_path_factory, memo_model_path):
+    url = redis_url_or_skip()
+    require(shutil.which("chromium") is not None, "Debian's chromium is not installed")
+    redis_flush(url)
+    data = tmp_path_factory.mktemp("live")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATA_DIR": str(data),
+        "REDIS_URL": url,
+        "PORT": str(port),
+        "ADMIN_USERNAME": "admin",
+        "ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "DATABASE_URL": "",
+        "SQLITE_PATH": str(data / "db.sqlite3"),
+        "GENERATION_QUANTIZE": "none",
+        "HF_HUB_OFFLINE": "1",
+        "WEB_WORKERS": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=300
+    )
+    subprocess.run(
+        [sys.executable, "-m", "tests.e2e_seed"], cwd=ROOT, env=env, check=True, timeout=600
+    )
+    log = open(data / "run.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        ["bash", "scripts/run.sh"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as r:  # noqa: S310
+                if r.status == 200 and b'"worker": {"ok": true' in r.read():
+                    break
+        except Exception:  # noqa: S110 (still starting)
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            raise RuntimeError((data / "run.log").read_text()[-4000:])
+        time.sleep(0.5)
+    ARTIFACTS.mkdir(exist_ok=True)
+    yield {"base": base, "env": env, "memo": memo_model_path}
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def memo_model_path(memo_model):
+    return memo_model
+
+
+@pytest.fixture(scope="module")
+def page(live_site):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=shutil.which("chromium"),
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        context = browser.new_context(
+            accept_downloads=True, viewport={"width": 1200, "height": 900}
+        )
+        yield context.new_page()
+        browser.close()
+
+
+def test_visitor_searches_reads_follows_a_claim_and_downloads(live_site, page):
+    base = live_site["base"]
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(base + "/")
+    page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
+    page.fill("textarea#q", "telephone keyboard display dialing")
+    page.click("button[type=submit]")
+    page.wait_for_selector("ol.results li")
+    page.screenshot(path=str(ARTIFACTS / "search-results.png"), full_page=True)
+    page.click("ol.results li h2 a")
+    page.wait_for_selector("ol.claims")
+    link = page.locator("ol.claims li.dependent a[href^='#claim-']").first
+    target = link.get_attribute("href")
+    link.click()
+    assert page.url.endswith(target)
+    assert page.locator(f"li{target}").is_visible()
+    page.screenshot(path=str(ARTIFACTS / "invention.png"), full_page=True)
+    with page.expect_download() as download:
+        page.click("text=JSON")
+    path = download.value.path()
+    import json
+
+    data = json.loads(open(path).read())
+    assert data["content_hash"] and data["claims"]
+    page.goto(base + "/patents/")
+    page.click("a[rel=next]")
+    assert "page=2" in page.url and page.locator("ul.patent-list li").count() == 5
+    page.goto(base + "/stats/")
+    page.screenshot(path=str(ARTIFACTS / "stats.png"), full_page=True)
+    assert not errors
+
+
+def test_admin_starts_a_job_watches_it_finish_and_finds_the_invention(live_site, page):
+    base = live_site["base"]
+    page.goto(base + "/admin/login/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", ADMIN_PASSWORD)
+    page.click("input[type=submit]")
+    page.goto(base + "/admin/generation/generationjob/add/")
+    page.select_option("#id_generator", label="kl3m-002-170m-patent")
+    page.fill("#id_model_override", str(live_site["memo"]))
+    page.fill("#id_count", "3")
+    page.fill("#id_temperature", "0.7")
+    page.fill("#id_max_new_tokens", "200")
+    page.fill("#id_seed", "11")
+    page.click("input[name=_save]")
+    page.wait_for_selector("#result_list")
+    page.click("#result_list tbody tr th a")
+    page.wait_for_selector("progress.job-progress")
+    page.wait_for_function(
+        "document.querySelector('progress.job-progress').value == 3", timeout=120_000
+    )
+    assert "done" in page.inner_text(".job-progress-text")
+    page.screenshot(path=str(ARTIFACTS / "admin-job.png"), full_page=True)
+    page.goto(base + "/search/?q=magnetic+stirrer+mug+motor&search=1")
+    deadline = time.monotonic() + 60
+    while "Self-stirring mug" not in page.content() and time.monotonic() < deadline:
+        time.sleep(1)
+        page.reload()
+    assert "Self-stirring mug" in page.content() or "Folding ladder hook" in page.content()
+
+
+def _get_json(url):
+    import json
+
+    with urllib.request.urlopen(url, timeout=30) as r:  # noqa: S310 (the local test site)
+        return r.status, json.loads(r.read())
+
+
+def test_index_truncated_then_deleted_while_the_site_runs(live_site):
+    import json
+
+    base, env = live_site["base"], live_site["env"]
+    index_dir = os.path.join(env["DATA_DIR"], "index")
+    query = f"{base}/api/search?q=telephone+keyboard+display"
+    assert _get_json(query)[1]["engine"] == "hybrid"
+    manifest = json.loads(open(os.path.join(index_dir, "manifest.json")).read())
+    path = os.path.join(index_dir, manifest["file"])
+    data = open(path, "rb").read()
+    with open(path, "wb") as fh:
+        fh.write(data[: len(data) // 3])
+    status, body = _get_json(query)
+    assert status == 200 and body["engine"] == "keyword" and body["results"]
+    health = _get_json(f"{base}/healthz")[1]
+    assert health["index"]["ok"] is False
+    subprocess.run(
+        [sys.executable, "manage.py", "search_index", "rebuild", "--no-progress"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=600,
+    )
+    assert _get_json(query)[1]["engine"] == "hybrid"
+    manifest = json.loads(open(os.path.join(index_dir, "manifest.json")).read())
+    os.remove(os.path.join(index_dir, manifest["file"]))
+    status, body = _get_json(query)
+    assert status == 200 and body["engine"] == "keyword"
+    subprocess.run(
+        [sys.executable, "manage.py", "search_index", "rebuild", "--no-progress"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=600,
+    )
+    assert _get_json(query)[1]["engine"] == "hybrid"
+
+
+def test_sqlite_concurrent_writes_reach_no_user(live_site):
+    """A worker publishes while an admin edits and visitors read: no 5xx, no 'locked'."""
+    import http.cookiejar
+    import re
+    import threading
+    import urllib.parse
+
+    base, env = live_site["base"], live_site["env"]
+    subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "generate",
+            "--model",
+            str(live_site["memo"]),
+            "--count",
+            "60",
+            "--temperature",
+            "1.0",
+            "--max-new-tokens",
+            "200",
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    login = opener.open(f"{base}/admin/login/").read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login).group(1)
+    opener.open(
+        urllib.request.Request(
+            f"{base}/admin/login/?next=/admin/",
+            data=urllib.parse.urlencode(
+                {"username": "admin", "password": ADMIN_PASSWORD, "csrfmiddlewaretoken": token}
+            ).encode(),
+            headers={"Referer": f"{base}/admin/login/"},
+        )
+    )
+    failures = []
+    stop = time.monotonic() + 20
+
+    def visitor():
+        while time.monotonic() < stop:
+            for path in ("/", "/patents/", "/api/search?q=mug+motor", "/stats/"):
+                try:
+                    with urllib.request.urlopen(base + path, timeout=30) as r:  # noqa: S310
+                        r.read()
+                except Exception as exc:
+                    failures.append(f"{path}: {exc}")
+
+    def admin_editor():
+        n = 0
+        while time.monotonic() < stop:
+            page = opener.open(f"{base}/admin/generation/generator/").read().decode()
+            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+            ids = re.findall(r'name="form-(\d+)-id" value="(\d+)"', page)
+            form = {
+                "csrfmiddlewaretoken": token,
+                "form-TOTAL_FORMS": str(len(ids)),
+                "form-INITIAL_FORMS": str(len(ids)),
+                "_save": "Save",
+            }
+            for i, pk in ids:
+                form[f"form-{i}-id"] = pk
+                form[f"form-{i}-enabled"] = "on"
+            try:
+                opener.open(
+                    urllib.request.Request(
+                        f"{base}/admin/generation/generator/",
+                        data=urllib.parse.urlencode(form).encode(),
+                        headers={"Referer": f"{base}/admin/generation/generator/"},
+                    )
+                ).read()
+            except Exception as exc:
+                failures.append(f"admin edit: {exc}")
+            n += 1
+
+    threads = [threading.Thread(target=visitor) for _ in range(3)]
+    threads.append(threading.Thread(target=admin_editor))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:5]
+    log = open(os.path.join(env["DATA_DIR"], "run.log")).read()
+    assert "database is locked" not in log
