@@ -23,14 +23,20 @@ def dead_broker(settings):
     """Points the web side's Celery producer and health checks at a port nobody serves."""
     from allthepatents.celery import app
 
+    def reset_pool():
+        # Producer pools are bound to the URL they were made with: drop the app's references
+        # (closing them would close kombu's shared pool for the good URL too).
+        app._pool = None
+        app.amqp._producer_pool = None
+
     old = app.conf.broker_url
     app.conf.broker_url = DEAD_BROKER
-    app.pool.force_close_all()
+    reset_pool()
     settings.CELERY_BROKER_URL = DEAD_BROKER
     settings.HEALTHZ_TIMEOUT = 0.3
     yield
     app.conf.broker_url = old
-    app.pool.force_close_all()
+    reset_pool()
 
 
 @pytest.mark.django_db
