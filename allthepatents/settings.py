@@ -200,6 +200,8 @@ SEARCH_MAX_K = 100
 SEARCH_RATE_LIMIT = env_int("SEARCH_RATE_LIMIT", 120, minimum=0)  # requests/minute/client
 SEARCH_RATE_WINDOW = env_int("SEARCH_RATE_WINDOW", 60, minimum=1)
 EXPORT_DIR = env_path("EXPORT_DIR", DATA_DIR / "dumps")
+# Paraphrase check against the embedding index in the quality gate (loads MiniLM in workers).
+NEAR_COPY_EMBEDDING_CHECK = env_bool("NEAR_COPY_EMBEDDING_CHECK", True)
 
 HEALTHZ_TIMEOUT = env_float("HEALTHZ_TIMEOUT", 1.0)
 

@@ -26,6 +26,11 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--patents", type=int, default=2000)
     parser.add_argument("--checks", type=int, default=50)
+    parser.add_argument(
+        "--embedding",
+        action="store_true",
+        help="also measure MiniLM cosines (needs DATA_DIR's index built)",
+    )
     args = parser.parse_args()
     import django
 
@@ -74,6 +79,8 @@ def main():
                 }
             )
         )
+    if args.embedding:
+        embedding_measure(records, rng)
     n_ref = Patent.objects.count()
     if n_ref:
         timings = []
@@ -89,6 +96,65 @@ def main():
                     "bands": MinHashBand.objects.count(),
                     "check_p50_ms": round(timings[len(timings) // 2], 1),
                     "check_p95_ms": round(timings[int(0.95 * len(timings))], 1),
+                }
+            )
+        )
+
+
+def embedding_measure(records, rng, samples=1000):
+    """Nearest-neighbour cosine between distinct indexed patents' title+abstract vectors,
+    and the cosine of reworded copies (every 5th word replaced) to their originals."""
+    import numpy as np
+    from django.conf import settings
+
+    from search.embeddings import embed
+    from search.models import IndexedVector
+    from search.store import index_for_search
+
+    loaded = index_for_search(model=settings.EMBEDDING_MODEL)
+    docs = list(IndexedVector.objects.filter(claim_number=None).values_list("pk", "patent_id"))
+    doc_ids = {pk for pk, _ in docs}
+    nearest = []
+    for pk, _ in rng.sample(docs, min(samples, len(docs))):
+        vector = loaded.index.reconstruct(pk)
+        scores, ids = loaded.index.search(np.asarray([vector]), 60)
+        others = [
+            sc
+            for i, sc in zip(ids[0], scores[0], strict=True)
+            if int(i) in doc_ids and int(i) != pk
+        ]
+        if others:
+            nearest.append(float(others[0]))
+    nearest.sort()
+    print(
+        json.dumps(
+            {
+                "nn_cosine_distinct_patents": len(nearest),
+                "p50": round(nearest[len(nearest) // 2], 3),
+                "p99": round(nearest[int(0.99 * len(nearest))], 3),
+                "p999": round(nearest[int(0.999 * len(nearest))], 3),
+                "max": round(nearest[-1], 3),
+            }
+        )
+    )
+    for every in (3, 5):
+        originals, edited = [], []
+        for r in records[:300]:
+            text = f"{r['title']}. {r['abstract']}"
+            words = text.split()
+            for i in range(0, len(words), every):
+                words[i] = rng.choice(["said", "the", "unit", "member"])
+            originals.append(text)
+            edited.append(" ".join(words))
+        a, b = embed(originals), embed(edited)
+        cos = sorted(float(x) for x in (a * b).sum(axis=1))
+        print(
+            json.dumps(
+                {
+                    "reworded_every_n_words": every,
+                    "min": round(cos[0], 3),
+                    "p05": round(cos[int(0.05 * len(cos))], 3),
+                    "median": round(cos[len(cos) // 2], 3),
                 }
             )
         )

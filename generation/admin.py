@@ -6,6 +6,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path
 from django.utils.html import format_html
 
+from allthepatents.admin import ReadOnlyAdmin
 from generation.models import GenerationJob, Generator, Sample
 from generation.services import (
     JobParameterError,
@@ -228,15 +229,6 @@ class GenerationJobAdmin(admin.ModelAdmin):
 
 
 @admin.register(Sample)
-class SampleAdmin(admin.ModelAdmin):
+class SampleAdmin(ReadOnlyAdmin):
     list_display = ["id", "job", "index", "mode", "verdict", "tokens"]
     list_filter = ["verdict", "mode"]
-
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -31,7 +31,7 @@ from generation.prompts import (
 )
 from generation.quality import sample_judge
 from patents.models import Patent
-from patents.nearcopy import near_copy_find
+from patents.nearcopy import embedding_near_copy_find, near_copy_find
 from patents.services import patent_publish
 from patents.text import content_hash
 
@@ -287,6 +287,8 @@ def _sample_record(
             reasons = ["duplicate"]
     if not reasons:
         found = near_copy_find(abstract=parsed.abstract, claims=[c.text for c in parsed.claims])
+        if found is None and settings.NEAR_COPY_EMBEDDING_CHECK:
+            found = embedding_near_copy_find(title=parsed.title, abstract=parsed.abstract)
         if found:
             reasons = ["near_copy"]
             details["near_copy"] = {

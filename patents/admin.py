@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from allthepatents.admin import ReadOnlyAdmin
 from patents.models import Claim, LedgerEntry, Patent
 from patents.services import patent_withdraw
 
@@ -16,7 +17,7 @@ class ClaimInline(admin.TabularInline):
 
 
 @admin.register(Patent)
-class PatentAdmin(admin.ModelAdmin):
+class PatentAdmin(ReadOnlyAdmin):
     """Published content is read-only: the ledger vouches for it."""
 
     list_display = [
@@ -34,18 +35,9 @@ class PatentAdmin(admin.ModelAdmin):
     actions = ["withdraw_selected"]
     date_hierarchy = "published_at"
 
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields]
-
     @admin.display(description="title")
     def title_short(self, obj):
         return format_html("{}", obj.title[:100])
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.action(
         description="Withdraw selected inventions (leaves a tombstone)", permissions=["change"]
@@ -57,18 +49,9 @@ class PatentAdmin(admin.ModelAdmin):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(admin.ModelAdmin):
+class LedgerEntryAdmin(ReadOnlyAdmin):
     list_display = ["id", "kind", "public_id", "recorded_at", "entry_hash"]
     search_fields = ["public_id", "entry_hash"]
-
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_change_permission(self, request, obj=None):
         return False

@@ -22,6 +22,8 @@ PERMUTATIONS = 128
 BANDS = 64  # 2 rows a band: a pair at Jaccard 0.3 shares a band with probability 0.998
 ROWS = PERMUTATIONS // BANDS
 JACCARD_NEAR_COPY = 0.2
+# Cosine of MiniLM title+abstract vectors; see embedding_near_copy_find.
+EMBEDDING_NEAR_COPY = 0.95
 _MERSENNE = (1 << 61) - 1
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
@@ -126,4 +128,45 @@ def near_copy_find(
             best = NearCopy(patent=patent, similarity=score, method="shingles")
     if best and best.similarity >= threshold:
         return best
+    return None
+
+
+def embedding_near_copy_find(
+    *, title: str, abstract: str, threshold: float = EMBEDDING_NEAR_COPY
+) -> NearCopy | None:
+    """Paraphrase check: the nearest indexed document vector (title + abstract), if its
+    cosine is at or above the threshold. Returns None when the index is unavailable: the
+    shingle check still ran, and a missing index must not stop generation."""
+    from django.conf import settings
+
+    from search.models import IndexedVector
+    from search.store import IndexUnavailable, index_for_search
+
+    try:
+        loaded = index_for_search(model=settings.EMBEDDING_MODEL)
+    except IndexUnavailable:
+        return None
+    if loaded.index.ntotal == 0:
+        return None
+    from search.embeddings import embed
+
+    vector = embed([f"{title}. {abstract}".strip(". ")])
+    scores, ids = loaded.index.search(vector, min(loaded.index.ntotal, 50))
+    candidates = [
+        (int(i), float(sc))
+        for i, sc in zip(ids[0], scores[0], strict=True)
+        if i >= 0 and sc >= threshold
+    ]
+    if not candidates:
+        return None
+    docs = dict(
+        IndexedVector.objects.filter(
+            pk__in=[i for i, _ in candidates], claim_number=None
+        ).values_list("pk", "patent_id")
+    )
+    for vid, score in candidates:
+        if vid in docs:
+            patent = Patent.objects.filter(pk=docs[vid], status=Patent.Status.PUBLISHED).first()
+            if patent:
+                return NearCopy(patent=patent, similarity=score, method="embedding")
     return None

@@ -329,6 +329,17 @@ def _reference_batch_write(parsed: list[dict], report: ImportReport) -> list[int
     return new_ids
 
 
+def _import_in_batches(records: Iterable[dict], report: ImportReport, batch_size: int) -> None:
+    batch: list[dict] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= batch_size:
+            _reference_batch_write(batch, report)
+            batch = []
+    if batch:
+        _reference_batch_write(batch, report)
+
+
 def reference_import_records(
     records: Iterable[tuple[int, str]],
     *,
@@ -337,26 +348,22 @@ def reference_import_records(
 ) -> ImportReport:
     """Imports reference patents from numbered JSON lines; idempotent by source id."""
     report = ImportReport()
-    batch: list[dict] = []
-    for line_no, line in records:
-        report.lines += 1
-        if progress:
-            progress(1)
-        if not line.strip():
-            continue
-        try:
-            batch.append(reference_record_parse(json.loads(line)))
-        except json.JSONDecodeError as exc:
-            report.bad.append((line_no, f"invalid JSON: {exc.msg}"))
-            continue
-        except RecordError as exc:
-            report.bad.append((line_no, str(exc)))
-            continue
-        if len(batch) >= batch_size:
-            _reference_batch_write(batch, report)
-            batch = []
-    if batch:
-        _reference_batch_write(batch, report)
+
+    def parsed():
+        for line_no, line in records:
+            report.lines += 1
+            if progress:
+                progress(1)
+            if not line.strip():
+                continue
+            try:
+                yield reference_record_parse(json.loads(line))
+            except json.JSONDecodeError as exc:
+                report.bad.append((line_no, f"invalid JSON: {exc.msg}"))
+            except RecordError as exc:
+                report.bad.append((line_no, str(exc)))
+
+    _import_in_batches(parsed(), report, batch_size)
     return report
 
 
@@ -464,14 +471,18 @@ def patent_as_record(patent: Patent) -> dict:
         "claims": claims,
         "published_at": patent.published_at.isoformat(),
         "content_hash": patent.content_hash,
-        "provenance": {
-            "generator_model": patent.generator_model,
-            "generator_revision": patent.generator_revision,
-            "mode": patent.mode,
-            "sampling_params": patent.sampling_params,
-            "seed": patent.seed,
-            "job": patent.job_id,
-        },
+        "provenance": patent_provenance(patent),
+    }
+
+
+def patent_provenance(patent: Patent) -> dict:
+    return {
+        "generator_model": patent.generator_model,
+        "generator_revision": patent.generator_revision,
+        "mode": patent.mode,
+        "sampling_params": patent.sampling_params,
+        "seed": patent.seed,
+        "job": patent.job_id,
     }
 
 
@@ -482,20 +493,17 @@ def uspto_import_paths(
     from patents.uspto import DocumentError, uspto_document_parse, uspto_documents
 
     report = ImportReport()
-    batch: list[dict] = []
-    for path in paths:
-        for location, text in uspto_documents(path):
-            report.lines += 1
-            if progress:
-                progress(1)
-            try:
-                batch.append(reference_record_parse(uspto_document_parse(text)))
-            except (DocumentError, RecordError) as exc:
-                report.bad.append((f"{path.name}:{location}", str(exc)))
-                continue
-            if len(batch) >= batch_size:
-                _reference_batch_write(batch, report)
-                batch = []
-    if batch:
-        _reference_batch_write(batch, report)
+
+    def parsed():
+        for path in paths:
+            for location, text in uspto_documents(path):
+                report.lines += 1
+                if progress:
+                    progress(1)
+                try:
+                    yield reference_record_parse(uspto_document_parse(text))
+                except (DocumentError, RecordError) as exc:
+                    report.bad.append((f"{path.name}:{location}", str(exc)))
+
+    _import_in_batches(parsed(), report, batch_size)
     return report

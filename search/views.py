@@ -7,6 +7,7 @@ from django.views.decorators.http import require_GET
 
 from patents.models import Patent
 from patents.selectors import patent_get
+from patents.services import patent_provenance
 from search.params import SearchParamError, search_params_parse
 from search.ratelimit import rate_limit_check
 from search.selectors import search_patents
@@ -125,14 +126,7 @@ def patent_json(patent: Patent, request) -> dict:
         "content_hash": patent.content_hash,
     }
     if patent.origin == Patent.Origin.GENERATED:
-        data["provenance"] = {
-            "generator_model": patent.generator_model,
-            "generator_revision": patent.generator_revision,
-            "mode": patent.mode,
-            "sampling_params": patent.sampling_params,
-            "seed": patent.seed,
-            "job": patent.job_id,
-        }
+        data["provenance"] = patent_provenance(patent)
     else:
         data["source"] = {
             "id": patent.source_id,

@@ -312,3 +312,28 @@ def test_invention_page_lists_closest_references_and_similar_inventions(
     assert "Closest reference patents" in html and record["id"] in html
     assert "Similar inventions" in html and sibling.get_absolute_url() in html
     reader_reset()
+
+
+@pytest.mark.django_db
+def test_reworded_copy_is_caught_by_the_embedding_check(corpus):
+    from patents.nearcopy import embedding_near_copy_find, near_copy_find
+
+    record = corpus[9]
+    rng = __import__("random").Random(3)
+
+    def reword(text):
+        words = text.split()
+        for i in range(0, len(words), 5):
+            words[i] = rng.choice(["said", "the", "unit", "member"])
+        return " ".join(words)
+
+    title, abstract = reword(record["title"]), reword(record["abstract"])
+    assert near_copy_find(abstract=abstract, claims=[]) is None  # shingles miss a rewording
+    found = embedding_near_copy_find(title=title, abstract=abstract)
+    assert found is not None and found.patent.source_id == record["id"]
+    assert found.method == "embedding"
+    unrelated = embedding_near_copy_find(
+        title="Self-stirring mug",
+        abstract="A mug with a small motor in its base that turns a magnetic stirrer.",
+    )
+    assert unrelated is None
