@@ -202,6 +202,7 @@ SEARCH_RATE_WINDOW = env_int("SEARCH_RATE_WINDOW", 60, minimum=1)
 EXPORT_DIR = env_path("EXPORT_DIR", DATA_DIR / "dumps")
 # Paraphrase check against the embedding index in the quality gate (loads MiniLM in workers).
 NEAR_COPY_EMBEDDING_CHECK = env_bool("NEAR_COPY_EMBEDDING_CHECK", True)
+NEAR_COPY_EMBEDDING_THRESHOLD = env_float("NEAR_COPY_EMBEDDING_THRESHOLD", 0.95)
 
 HEALTHZ_TIMEOUT = env_float("HEALTHZ_TIMEOUT", 1.0)
 

@@ -122,7 +122,7 @@ class MinHashBand(models.Model):
     value = models.BigIntegerField()
 
     class Meta:
-        indexes = [models.Index(fields=["band", "value"])]
+        indexes = [models.Index(fields=["value"])]
 
     def __str__(self):
         return f"band {self.band} of patent {self.patent_id}"

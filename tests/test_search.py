@@ -329,11 +329,14 @@ def test_reworded_copy_is_caught_by_the_embedding_check(corpus):
 
     title, abstract = reword(record["title"]), reword(record["abstract"])
     assert near_copy_find(abstract=abstract, claims=[]) is None  # shingles miss a rewording
-    found = embedding_near_copy_find(title=title, abstract=abstract)
+    # Every 5th word replaced sits near cosine 0.88 (bench/nearcopy.py): a strict site
+    # lowers the threshold from its near-verbatim default.
+    found = embedding_near_copy_find(title=title, abstract=abstract, threshold=0.75)
     assert found is not None and found.patent.source_id == record["id"]
     assert found.method == "embedding"
     unrelated = embedding_near_copy_find(
         title="Self-stirring mug",
         abstract="A mug with a small motor in its base that turns a magnetic stirrer.",
+        threshold=0.75,
     )
     assert unrelated is None
