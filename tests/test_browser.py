@@ -43,6 +43,7 @@ def live_site(tmp_path_factory, memo_model_path):
         "GENERATION_QUANTIZE": "none",
         "HF_HUB_OFFLINE": "1",
         "WEB_WORKERS": "2",
+        "SEARCH_RATE_LIMIT": "0",
         "PYTHONUNBUFFERED": "1",
     }
     subprocess.run(
