@@ -75,7 +75,7 @@ def bench_faiss(args):
         print(f"real vectors: {len(base)}")
     results = []
     for n in [int(s) for s in args.sizes.split(",")]:
-        kinds = [("random", vectors_random(n, d, rng))]
+        kinds = [] if args.skip_random else [("random", vectors_random(n, d, rng))]
         if base is not None:
             kinds.append(("real-like", vectors_real_like(n, base, rng)))
         for data_name, xb in kinds:
@@ -270,6 +270,7 @@ def main():
     f.add_argument("--ef-construction", type=int, default=80)
     f.add_argument("--ef-search", type=int, default=128)
     f.add_argument("--real-index", help="a .faiss file with real embeddings")
+    f.add_argument("--skip-random", action="store_true", help="only the real-like vectors")
     e = sub.add_parser("embed")
     e.add_argument("--repeat", type=int, default=100)
     i = sub.add_parser("index")
