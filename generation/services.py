@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from generation.backends import (
@@ -209,7 +209,13 @@ def _job_claim(job_id: int, token: str) -> bool:
     """Compare-and-swap: take a queued job, or a running one whose lease has expired."""
     now = timezone.now()
     lease = now + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
-    fields = {"status": Status.RUNNING, "lease_owner": token, "lease_expires_at": lease}
+    # The attempt count rides in the same UPDATE as the claim: no read-modify-write race.
+    fields = {
+        "status": Status.RUNNING,
+        "lease_owner": token,
+        "lease_expires_at": lease,
+        "attempts": F("attempts") + 1,
+    }
     claimed = GenerationJob.objects.filter(pk=job_id, status=Status.QUEUED).update(
         started_at=now, **fields
     )
@@ -217,9 +223,6 @@ def _job_claim(job_id: int, token: str) -> bool:
         claimed = GenerationJob.objects.filter(
             pk=job_id, status=Status.RUNNING, lease_expires_at__lt=now
         ).update(**fields)
-    if claimed:
-        job = GenerationJob.objects.get(pk=job_id)
-        GenerationJob.objects.filter(pk=job_id).update(attempts=job.attempts + 1)
     return bool(claimed)
 
 
@@ -426,12 +429,12 @@ def job_fail(*, job_id: int, error: str) -> None:
 
 
 def jobs_recover() -> list[int]:
-    """Re-dispatches jobs nobody is working on: queued ones (a dead broker may have lost
-    them) and running ones whose worker died (lease expired or about to)."""
-    now = timezone.now()
-    stale = GenerationJob.objects.filter(status=Status.QUEUED) | GenerationJob.objects.filter(
-        status=Status.RUNNING, lease_expires_at__lt=now
-    )
+    """Re-dispatches every queued or running job when a worker starts. A dead broker may
+    have lost queued ones; a running one may belong to a worker that was just killed, whose
+    lease has not run out yet and whose message Redis keeps unacked for an hour. The task
+    claims it once the lease expires (it retries until then), so a live owner is undisturbed.
+    """
+    stale = GenerationJob.objects.filter(status__in=[Status.QUEUED, Status.RUNNING])
     ids = list(stale.values_list("pk", flat=True))
     for job_id in ids:
         job_dispatch(job_id=job_id)

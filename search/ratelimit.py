@@ -19,8 +19,7 @@ def rate_limit_check(request) -> int | None:
     now = int(time.time())
     bucket = now // window
     key = f"rl:{client_key(request)}:{bucket}"
-    added = cache.add(key, 0, timeout=window + 1)
-    del added
+    cache.add(key, 0, timeout=window + 1)  # starts the window's counter if absent
     try:
         count = cache.incr(key)
     except ValueError:

@@ -186,15 +186,30 @@ def _get_json(url):
         return r.status, json.loads(r.read())
 
 
-def test_index_truncated_then_deleted_while_the_site_runs(live_site):
+def _index_file(index_dir: str) -> str:
     import json
+
+    with open(os.path.join(index_dir, "manifest.json")) as fh:
+        return os.path.join(index_dir, json.load(fh)["file"])
+
+
+def _rebuild(env: dict) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "search_index", "rebuild", "--no-progress"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=600,
+    )
+
+
+def test_index_truncated_then_deleted_while_the_site_runs(live_site):
 
     base, env = live_site["base"], live_site["env"]
     index_dir = os.path.join(env["DATA_DIR"], "index")
     query = f"{base}/api/search?q=telephone+keyboard+display"
     assert _get_json(query)[1]["engine"] == "hybrid"
-    manifest = json.loads(open(os.path.join(index_dir, "manifest.json")).read())
-    path = os.path.join(index_dir, manifest["file"])
+    path = _index_file(index_dir)
     data = open(path, "rb").read()
     with open(path, "wb") as fh:
         fh.write(data[: len(data) // 3])
@@ -202,25 +217,12 @@ def test_index_truncated_then_deleted_while_the_site_runs(live_site):
     assert status == 200 and body["engine"] == "keyword" and body["results"]
     health = _get_json(f"{base}/healthz")[1]
     assert health["index"]["ok"] is False
-    subprocess.run(
-        [sys.executable, "manage.py", "search_index", "rebuild", "--no-progress"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        timeout=600,
-    )
+    _rebuild(env)
     assert _get_json(query)[1]["engine"] == "hybrid"
-    manifest = json.loads(open(os.path.join(index_dir, "manifest.json")).read())
-    os.remove(os.path.join(index_dir, manifest["file"]))
+    os.remove(_index_file(index_dir))
     status, body = _get_json(query)
     assert status == 200 and body["engine"] == "keyword"
-    subprocess.run(
-        [sys.executable, "manage.py", "search_index", "rebuild", "--no-progress"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        timeout=600,
-    )
+    _rebuild(env)
     assert _get_json(query)[1]["engine"] == "hybrid"
 
 
