@@ -41,14 +41,21 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
-def env_float(name: str, default: float) -> float:
+def env_float(
+    name: str, default: float, *, minimum: float | None = None, maximum: float | None = None
+) -> float:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise EnvError(f"{name}={raw!r} is not a number") from None
+    if minimum is not None and value < minimum:
+        raise EnvError(f"{name}={value} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise EnvError(f"{name}={value} must be at most {maximum}")
+    return value
 
 
 def env_list(name: str, default: list[str]) -> list[str]:

@@ -376,7 +376,9 @@ def job_run(*, job_id: int, progress: Callable[[GenerationJob], None] | None = N
             )
             seeds.append(sample_seed(job_seed=job.seed, index=index))
             modes.append(mode)
-        outputs = backend.generate(prompts, seeds, params)
+        outputs = backend.generate(
+            prompts, seeds, params, heartbeat=_lease_keeper(job_id=job_id, token=token)
+        )
         took = time.process_time() - cpu_started
         with transaction.atomic():
             if not _lease_renew(job_id, token):
@@ -404,6 +406,21 @@ def job_run(*, job_id: int, progress: Callable[[GenerationJob], None] | None = N
         if progress:
             job.refresh_from_db()
             progress(job)
+
+
+def _lease_keeper(*, job_id: int, token: str):
+    """A heartbeat for the backend: renews the lease at most every third of its length, so
+    a batch longer than the lease (long samples, fp32, a slow box) is not taken over."""
+    every = settings.GENERATION_LEASE_SECONDS / 3
+    last = time.monotonic()
+
+    def beat() -> None:
+        nonlocal last
+        if time.monotonic() - last >= every:
+            last = time.monotonic()
+            _lease_renew(job_id, token)
+
+    return beat
 
 
 def _job_finish(job_id: int, status: str, *, error: str = "") -> None:

@@ -283,8 +283,21 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, float], None] | None = N
         "train_seconds": round(train_seconds, 1),
     }
     if cfg.sample_count:
+        from patents.nearcopy import patent_text, shingles
+
+        # Training patents as shingle sets: a sample that passes the gate but recites one of
+        # them is memorised, not invented (the site's near-copy check would reject it).
+        seen = [
+            shingles(patent_text(abstract=r.get("abstract") or "", claims=r.get("claims") or []))
+            for r in records
+            if r.get("claims_complete")
+        ]
         report_data["hit_rate"] = hit_rate_measure(
-            cfg.out, count=cfg.sample_count, max_new_tokens=cfg.sample_max_new_tokens, seed=cfg.seed
+            cfg.out,
+            count=cfg.sample_count,
+            max_new_tokens=cfg.sample_max_new_tokens,
+            seed=cfg.seed,
+            training_shingles=seen,
         )
     (cfg.out / "training_report.json").write_text(json.dumps(report_data, indent=2))
     return report_data
@@ -303,11 +316,21 @@ def _checkpoint_save(model, optim, sched, step, checkpoint: Path):
     tmp.rename(checkpoint)
 
 
-def hit_rate_measure(model_dir: Path, *, count: int, max_new_tokens: int, seed: int) -> dict:
-    """Share of sampled inventions per mode that pass the quality gate."""
+def hit_rate_measure(
+    model_dir: Path,
+    *,
+    count: int,
+    max_new_tokens: int,
+    seed: int,
+    training_shingles: list[set] | None = None,
+) -> dict:
+    """Share of sampled inventions per mode that pass the quality gate, and of those, how
+    many are near-copies (5-word-shingle Jaccard >= the gate's threshold) of a training
+    patent."""
     from generation.backends import SamplingParams, TransformersBackend
     from generation.parsing import patent_text_parse
     from generation.quality import sample_judge
+    from patents.nearcopy import JACCARD_NEAR_COPY, jaccard, patent_text, shingles
 
     backend = TransformersBackend(str(model_dir), quantize="none")
     params = SamplingParams(
@@ -315,14 +338,31 @@ def hit_rate_measure(model_dir: Path, *, count: int, max_new_tokens: int, seed: 
     )
     out = {}
     for mode, prompt in (("top-down", KL3M_TOP_DOWN), ("bottom-up", KL3M_BOTTOM_UP)):
-        passed, reasons = 0, {}
+        passed, copies, closest, reasons = 0, 0, [], {}
         for start in range(0, count, 8):
             n = min(8, count - start)
             outputs = backend.generate([prompt] * n, [seed + start + i for i in range(n)], params)
             for o in outputs:
-                why = sample_judge(patent_text_parse(prompt + o.text, finished=o.finished))
+                parsed = patent_text_parse(prompt + o.text, finished=o.finished)
+                why = sample_judge(parsed)
                 passed += not why
+                if not why and training_shingles:
+                    mine = shingles(
+                        patent_text(
+                            abstract=parsed.abstract, claims=[c.text for c in parsed.claims]
+                        )
+                    )
+                    best = max((jaccard(mine, other) for other in training_shingles), default=0)
+                    closest.append(round(best, 3))
+                    copies += best >= JACCARD_NEAR_COPY
                 for r in why:
                     reasons[r] = reasons.get(r, 0) + 1
-        out[mode] = {"samples": count, "passed": passed, "rate": passed / count, "reasons": reasons}
+        out[mode] = {
+            "samples": count,
+            "passed": passed,
+            "rate": passed / count,
+            "reasons": reasons,
+            "passed_near_copies_of_training": copies,
+            "passed_closest_training_jaccard": closest,
+        }
     return out

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from patents.services import RecordError, reference_record_parse
 from search.keyword import fts5_match_expression
-from search.selectors import rrf_fuse
+from search.selectors import convex_fuse, rrf_fuse
 from search.text import query_terms
 
 DEPTH = 100
@@ -77,37 +77,46 @@ def search_eval_run(
     doc_vectors = embed([f"{t}. {a}" for t, a in (c.doc_text for c in cases)])
     index = faiss.IndexFlatIP(doc_vectors.shape[1])
     index.add(doc_vectors)
-    fusions = fusions or {"hybrid": {"k": 60, "weights": [1.0, 1.0]}}
+    fusions = fusions or {"hybrid": {"alpha": 0.7}}
     ranks: dict[str, list] = {"keyword": [], "dense": [], **{name: [] for name in fusions}}
     batch = 64
     for start in range(0, len(cases), batch):
         chunk = cases[start : start + batch]
         query_vectors = embed([c.query for c in chunk])
-        _, dense_ids = index.search(np.ascontiguousarray(query_vectors), min(DEPTH, len(cases)))
+        dense_scores, dense_ids = index.search(
+            np.ascontiguousarray(query_vectors), min(DEPTH, len(cases))
+        )
         for offset, case in enumerate(chunk):
             target = start + offset
             terms = query_terms(case.query)
-            keyword = (
+            keyword_scored = (
                 [
-                    row[0]
+                    (row[0], -row[1])
                     for row in db.execute(
-                        "SELECT rowid FROM docs WHERE docs MATCH ? "
-                        "ORDER BY bm25(docs, 3.0, 2.0) LIMIT ?",
+                        "SELECT rowid, bm25(docs, 3.0, 2.0) AS rank FROM docs WHERE docs MATCH ? "
+                        "ORDER BY rank LIMIT ?",
                         (fts5_match_expression(terms), DEPTH),
                     )
                 ]
                 if terms
                 else []
             )
-            dense = [int(i) for i in dense_ids[offset] if i >= 0]
+            keyword = [item for item, _ in keyword_scored]
+            dense_scored = [
+                (int(i), float(s))
+                for i, s in zip(dense_ids[offset], dense_scores[offset], strict=True)
+                if i >= 0
+            ]
+            dense = [item for item, _ in dense_scored]
             ranks["keyword"].append(_rank(keyword, target))
             ranks["dense"].append(_rank(dense, target))
             for name, conf in fusions.items():
-                fused = [
-                    item
-                    for item, _ in rrf_fuse([dense, keyword], k=conf["k"], weights=conf["weights"])
-                ]
-                ranks[name].append(_rank(fused, target))
+                if "alpha" in conf:
+                    alpha = conf["alpha"]
+                    fused = convex_fuse([dense_scored, keyword_scored], weights=[alpha, 1 - alpha])
+                else:
+                    fused = rrf_fuse([dense, keyword], k=conf["k"], weights=conf["weights"])
+                ranks[name].append(_rank([item for item, _ in fused], target))
         if progress:
             progress(len(chunk))
     return {name: _metrics(r) for name, r in ranks.items()}

@@ -16,7 +16,7 @@ from search.text import query_terms, snippet
 logger = logging.getLogger(__name__)
 
 RRF_K = 60
-CANDIDATES = 200
+CANDIDATES = 100  # per list; the depth search_eval measures fusion at
 
 
 @dataclass
@@ -112,6 +112,25 @@ def rrf_fuse(lists: list[list[int]], *, k: int = RRF_K, weights: list[float] | N
     return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
+def convex_fuse(lists: list[list[tuple[int, float]]], *, weights: list[float]):
+    """Convex combination of min-max normalised scores: sum of w * (s - min) / (max - min)
+    over the lists that hold an item (an item a list lacks scores 0 there, as its worst).
+
+    Unlike RRF it keeps how far apart scores are: a dense list whose best hit is far ahead
+    of the rest outweighs a keyword list of near-ties (measured in `search_eval`)."""
+    scores: dict[int, float] = {}
+    for ranked, weight in zip(lists, weights, strict=True):
+        if not ranked or not weight:
+            continue
+        values = [s for _, s in ranked]
+        low, high = min(values), max(values)
+        for item, score in ranked:
+            # All tied (or a single hit): each is the list's best.
+            norm = (score - low) / (high - low) if high > low else 1.0
+            scores[item] = scores.get(item, 0.0) + weight * norm
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
 def search_patents(
     query: str, *, filters: SearchFilters, k: int = 10, page: int = 1, engine: str = "hybrid"
 ) -> SearchResult:
@@ -133,15 +152,19 @@ def search_patents(
             notice = "Semantic index unavailable; showing keyword matches only."
             used = "keyword"
     keyword = keyword_search(query, limit=limit) if used in ("hybrid", "keyword") else []
-    lists = []
-    if used in ("hybrid", "dense"):
-        lists += [[p for p, _, _ in dense_docs], [p for p, _, _ in dense_claims]]
-    if used in ("hybrid", "keyword"):
-        lists.append([p for p, _ in keyword])
-    fused = rrf_fuse(lists)
-    allowed = {p.pk: p for p in _filtered([pid for pid, _ in fused], filters)}
+    # A patent's dense score is its better one of document and best claim: a pasted claim
+    # is best matched by a claim, a description by the abstract.
+    dense: dict[int, float] = {}
+    for pid, score, _ in dense_docs + dense_claims:
+        dense[pid] = max(score, dense.get(pid, score))
+    dense_ranked = sorted(dense.items(), key=lambda kv: -kv[1])
+    alpha = settings.SEARCH_HYBRID_ALPHA if used == "hybrid" else (1.0 if used == "dense" else 0.0)
+    fused = convex_fuse([dense_ranked, keyword], weights=[alpha, 1.0 - alpha])
+    # Filter on ids only; full rows (abstracts, ...) are fetched for the page alone.
+    allowed = set(_filtered([pid for pid, _ in fused], filters).values_list("pk", flat=True))
     ranked = [(pid, score) for pid, score in fused if pid in allowed]
     page_items = ranked[(page - 1) * k : page * k]
+    patents = Patent.objects.in_bulk([pid for pid, _ in page_items])
     claim_of = {pid: (claim_no, score) for pid, score, claim_no in dense_claims}
     claim_rows = {
         (c.patent_id, c.number): c
@@ -149,7 +172,7 @@ def search_patents(
     }
     hits = []
     for pid, score in page_items:
-        patent = allowed[pid]
+        patent = patents[pid]
         claim_no, claim_score = claim_of.get(pid, (None, None))
         matched = claim_rows.get((pid, claim_no)) if claim_no else None
         if matched is None and terms:

@@ -36,6 +36,36 @@ def test_production_loader_generates_with_per_sample_seeds(tiny_neox):
     assert backend.generate(prompts[:1], [12], params)[0].text != batch[0].text
 
 
+@pytest.mark.parametrize("fixture", ["tiny_neox", "tiny_llama"])
+def test_preallocated_kv_cache_matches_transformers_generate(fixture, request):
+    """The worker's own loop (preallocated KV buffers, left padding, finished rows pruned)
+    must pick the same greedy tokens as transformers' generate() with its default cache."""
+    import torch
+
+    backend = TransformersBackend(str(request.getfixturevalue(fixture)), quantize="none")
+    tok, model = backend.tokenizer, backend.model
+    prompts = ["# Patent\n\n## Title", "# Patent\n\n## Claims\n\n1. A device comprising"]
+    greedy = SamplingParams(temperature=1.0, top_k=1, top_p=1.0, repetition_penalty=1.0)
+    greedy.max_new_tokens = 16
+    ours = backend.generate(prompts, [1, 2], greedy)
+    beating = backend.generate(prompts, [1, 2], greedy, heartbeat=lambda: None)
+    assert [o.text for o in beating] == [o.text for o in ours]
+    for prompt, out in zip(prompts, ours, strict=True):
+        ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            ref = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=16,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )[0, ids.shape[1] :].tolist()
+        ref = [t for t in ref if t != tok.eos_token_id]
+        expected = tok.decode(ref, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        assert out.text == expected
+
+
 def test_int8_path_loads_and_generates(tiny_neox):
     backend = TransformersBackend(str(tiny_neox), quantize="int8")
     out = backend.generate(
@@ -232,3 +262,28 @@ def test_rows_that_finish_early_leave_the_batch_without_changing_the_others(memo
     for prompt, seed, out in zip(prompts, seeds, batch, strict=True):
         alone = backend.generate([prompt], [seed], params)[0]
         assert (alone.text, alone.finished) == (out.text, out.finished)
+
+
+def test_a_long_batch_keeps_its_lease_alive(generators, settings):
+    """The backend's heartbeat renews the lease (at most every third of it), so a batch that
+    runs longer than the lease is not taken over by another worker; a lost lease stays lost."""
+    import time
+
+    from generation.services import _job_claim, _lease_keeper
+
+    settings.GENERATION_LEASE_SECONDS = 3
+    job = job_create(generator=generators["kl3m-002-170m-patent"], count=1, dispatch=False)
+    assert _job_claim(job.pk, "w1")
+    beat = _lease_keeper(job_id=job.pk, token="w1")
+    first = GenerationJob.objects.get(pk=job.pk).lease_expires_at
+    beat()  # too soon: no write
+    assert GenerationJob.objects.get(pk=job.pk).lease_expires_at == first
+    time.sleep(1.1)
+    beat()
+    renewed = GenerationJob.objects.get(pk=job.pk).lease_expires_at
+    assert renewed > first
+    assert not _job_claim(job.pk, "w2")  # the lease is live: nobody else may claim
+    GenerationJob.objects.filter(pk=job.pk).update(lease_owner="w2")
+    time.sleep(1.1)
+    beat()  # w1 no longer owns it: its heartbeat changes nothing
+    assert GenerationJob.objects.get(pk=job.pk).lease_expires_at == renewed

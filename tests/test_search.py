@@ -340,3 +340,19 @@ def test_reworded_copy_is_caught_by_the_embedding_check(corpus):
         threshold=0.75,
     )
     assert unrelated is None
+
+
+def test_convex_fusion_keeps_score_gaps_that_rrf_throws_away():
+    """A dense hit far ahead of the rest must beat a keyword near-tie; RRF, which sees only
+    ranks, puts the keyword leader first. An item one list lacks still ranks."""
+    from search.selectors import convex_fuse, rrf_fuse
+
+    dense = [(1, 0.95), (2, 0.40), (3, 0.39)]
+    keyword = [(2, 5.0), (3, 4.9), (4, 4.8), (1, 1.0)]
+    fused = convex_fuse([dense, keyword], weights=[0.8, 0.2])
+    assert [item for item, _ in fused][:2] == [1, 2]
+    assert 4 in dict(fused)
+    assert rrf_fuse([[i for i, _ in dense], [i for i, _ in keyword]])[0][0] == 2
+    assert [i for i, _ in convex_fuse([dense, keyword], weights=[1.0, 0.0])] == [1, 2, 3]
+    assert [i for i, _ in convex_fuse([dense, keyword], weights=[0.0, 1.0])][:3] == [2, 3, 4]
+    assert convex_fuse([[], [(7, 3.0)]], weights=[0.5, 0.5]) == [(7, 0.5)]

@@ -19,7 +19,11 @@ class Command(BaseCommand):
         parser.add_argument("--out", required=True, type=Path)
         parser.add_argument("--steps", type=int, default=1000)
         parser.add_argument("--batch-size", type=int, default=8)
-        parser.add_argument("--lr", type=float, default=5e-4)
+        parser.add_argument(
+            "--lr",
+            type=float,
+            help="peak learning rate (default 5e-4 to fine-tune, 2e-3 with --from-scratch)",
+        )
         parser.add_argument("--max-length", type=int, default=512)
         parser.add_argument("--mix", type=float, default=0.5, help="share of top-down examples")
         parser.add_argument("--eval-fraction", type=float, default=0.05)
@@ -44,7 +48,8 @@ class Command(BaseCommand):
             out=o["out"],
             steps=o["steps"],
             batch_size=o["batch_size"],
-            lr=o["lr"],
+            # A small model trained from nothing tolerates (and needs) a higher rate.
+            lr=o["lr"] or (2e-3 if o["from_scratch"] else 5e-4),
             max_length=o["max_length"],
             mix=o["mix"],
             eval_fraction=o["eval_fraction"],

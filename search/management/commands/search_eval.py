@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
@@ -8,10 +9,10 @@ from patents.services import jsonl_lines
 from search.evaluation import eval_cases_load, search_eval_run
 
 FUSION_VARIANTS = {
-    "hybrid": {"k": 60, "weights": [1.0, 1.0]},
-    "hybrid_k10": {"k": 10, "weights": [1.0, 1.0]},
-    "hybrid_dense2x": {"k": 60, "weights": [2.0, 1.0]},
-    "hybrid_keyword2x": {"k": 60, "weights": [1.0, 2.0]},
+    "rrf_k60": {"k": 60, "weights": [1.0, 1.0]},
+    "rrf_k10": {"k": 10, "weights": [1.0, 1.0]},
+    "rrf_dense2x": {"k": 60, "weights": [2.0, 1.0]},
+    **{f"convex_a{a:.2f}": {"alpha": a} for a in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)},
 }
 
 
@@ -36,7 +37,8 @@ class Command(BaseCommand):
         cases = eval_cases_load((line for _, line in jsonl_lines(path)), limit=limit)
         if not cases:
             raise CommandError("no patents with complete claims in that file")
-        fusions = FUSION_VARIANTS if variants else {"hybrid": FUSION_VARIANTS["hybrid"]}
+        hybrid = {"hybrid": {"alpha": settings.SEARCH_HYBRID_ALPHA}}
+        fusions = {**hybrid, **FUSION_VARIANTS} if variants else hybrid
         bar = tqdm(total=len(cases), unit=" queries", disable=as_json, file=self.stderr._out)
         results = search_eval_run(cases, progress=bar.update, fusions=fusions)
         bar.close()
