@@ -88,20 +88,25 @@ def bench_faiss(args):
             _, truth = flat.search(queries, 10)
             candidates = [("flat", None)]
             if n >= 50_000:
-                candidates.append(("hnsw", None))
-            for kind, _ in candidates:
+                candidates += [("hnsw", int(ef)) for ef in str(args.ef_search).split(",")]
+            built = None
+            for kind, ef in candidates:
                 before = rss_mb()
                 started = time.perf_counter()
                 if kind == "flat":
                     index = flat
                     build = 0.0
-                else:
+                elif built is None:
                     index = faiss.IndexHNSWFlat(d, args.hnsw_m, faiss.METRIC_INNER_PRODUCT)
                     index.hnsw.efConstruction = args.ef_construction
                     index.add(xb)
-                    index.hnsw.efSearch = args.ef_search
                     build = time.perf_counter() - started
-                memory = rss_mb() - before if kind != "flat" else xb.nbytes / 2**20
+                    memory = rss_mb() - before
+                    built = index  # one build, searched at each efSearch
+                if kind != "flat":
+                    index.hnsw.efSearch = ef
+                else:
+                    memory = xb.nbytes / 2**20
                 faiss.omp_set_num_threads(1)  # a web process answers one query on one thread
                 lat = []
                 hits = 0
@@ -114,7 +119,7 @@ def bench_faiss(args):
                 row = {
                     "n": n,
                     "data": data_name,
-                    "index": kind,
+                    "index": kind if kind == "flat" else f"hnsw ef={ef}",
                     "build_s": round(build, 1),
                     "memory_mb": round(memory),
                     "p50_ms": round(pct(lat, 0.5), 3),
@@ -268,7 +273,7 @@ def main():
     f.add_argument("--threads", type=int, default=2)
     f.add_argument("--hnsw-m", type=int, default=32)
     f.add_argument("--ef-construction", type=int, default=80)
-    f.add_argument("--ef-search", type=int, default=128)
+    f.add_argument("--ef-search", default="128,256", help="comma list, one row each")
     f.add_argument("--real-index", help="a .faiss file with real embeddings")
     f.add_argument("--skip-random", action="store_true", help="only the real-like vectors")
     e = sub.add_parser("embed")

@@ -90,6 +90,17 @@ def _add_rows(index, rows, progress):
             progress(len(chunk))
 
 
+def _flat_to_hnsw(flat_map, *, dimension: int, total: int):
+    import faiss
+
+    ids = faiss.vector_to_array(flat_map.id_map).astype("int64")
+    vectors = flat_map.index.reconstruct_n(0, flat_map.ntotal)
+    index, kind = index_new(dimension, max(total, flat_map.ntotal))
+    if len(ids):
+        index.add_with_ids(vectors, ids)
+    return index, kind
+
+
 def search_index_update(
     *, progress: Callable[[int], None] | None = None, force_rebuild: bool = False
 ) -> dict:
@@ -114,7 +125,10 @@ def search_index_update(
                 index, last_id = loaded.index, int(loaded.manifest.get("last_vector_id", 0))
                 kind = loaded.manifest.get("index_type", "flat")
                 if kind == "flat" and total >= settings.SEARCH_HNSW_THRESHOLD:
-                    index, rebuilt = None, True  # grew past the threshold: go approximate
+                    # Grew past the threshold: go approximate, reusing the stored vectors
+                    # (re-embedding 200k texts would take the worker an hour).
+                    index, kind = _flat_to_hnsw(loaded.index, dimension=dimension, total=total)
+                    rebuilt = True
             except IndexUnavailable as exc:
                 logger.warning("index unusable (%s): rebuilding from the database", exc)
                 rebuilt = True

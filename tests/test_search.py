@@ -171,6 +171,46 @@ def test_incremental_indexing_equals_a_rebuild(corpus, settings, tmp_path):
 
 
 @pytest.mark.django_db
+def test_flat_index_grown_past_the_threshold_turns_hnsw_without_reembedding(
+    corpus, settings, tmp_path, monkeypatch
+):
+    import search.embeddings as embeddings
+    from search.services import _add_rows
+    from search.store import index_new, index_save
+
+    settings.INDEX_DIR = tmp_path / "grow"
+    reader_reset()
+    ids = list(IndexedVector.objects.order_by("pk").values_list("pk", flat=True))
+    half = ids[len(ids) // 2]
+    index, kind = index_new(384, 0)
+    assert kind == "flat"
+    _add_rows(index, list(IndexedVector.objects.filter(pk__lte=half).order_by("pk")), None)
+    index_save(
+        index,
+        manifest={
+            "embedding_model": settings.EMBEDDING_MODEL,
+            "dimension": 384,
+            "index_type": kind,
+            "last_vector_id": half,
+        },
+    )
+    settings.SEARCH_HNSW_THRESHOLD = len(ids) - 1
+    embedded = []
+    real = embeddings.embed
+    monkeypatch.setattr(
+        embeddings, "embed", lambda texts, **kw: embedded.extend(texts) or real(texts, **kw)
+    )
+    result = search_index_update()
+    manifest = manifest_read()
+    assert manifest["index_type"] == "hnsw" and manifest["count"] == len(ids)
+    assert len(embedded) == len([i for i in ids if i > half])  # only the new vectors
+    record = corpus[5]
+    hits = search_patents(record["claims"][0], filters=ALL, k=5).hits
+    assert hits[0].patent.source_id == record["id"] and result["count"] == len(ids)
+    reader_reset()
+
+
+@pytest.mark.django_db
 def test_truncated_index_falls_back_to_keywords_then_rebuild_repairs(corpus, settings, tmp_path):
     settings.INDEX_DIR = tmp_path / "broken"
     reader_reset()
