@@ -8,7 +8,7 @@ Run by hand (not in CI):
     num_return_sequences=3, with the shipped generation config (KV cache off);
 (b) the same with the KV cache on;
 (c) this worker's path: generation.backends.TransformersBackend (batched, left padding,
-    KV cache, per-sample seeds, dynamic int8 on CPU).
+    KV cache preallocated per batch, per-sample seeds, dynamic int8 on CPU).
 Lengths are forced (min_new_tokens) so that random weights don't stop early.
 """
 
