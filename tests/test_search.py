@@ -132,18 +132,17 @@ def test_withdrawn_patent_leaves_the_results(corpus):
     # (the test transaction rolls the withdrawal back)
 
 
-@pytest.mark.django_db
-def test_incremental_indexing_equals_a_rebuild(corpus, settings, tmp_path):
-    query = corpus[20]["claims"][0]
-    settings.INDEX_DIR = tmp_path / "incremental"
-    reader_reset()
-    last = IndexedVector.objects.order_by("pk").values_list("pk", flat=True)
-    half = last[len(last) // 2]
-    # Index the first half of the vectors, then the rest incrementally.
+def _first_half_indexed(settings) -> tuple[list[int], int]:
+    """Saves an exact index of the first half of the vectors, as if the rest came later.
+    Returns all vector ids and the last one indexed."""
     from search.services import _add_rows
     from search.store import index_new, index_save
 
+    reader_reset()
+    ids = list(IndexedVector.objects.order_by("pk").values_list("pk", flat=True))
+    half = ids[len(ids) // 2]
     index, kind = index_new(384, 0)
+    assert kind == "flat"
     _add_rows(index, list(IndexedVector.objects.filter(pk__lte=half).order_by("pk")), None)
     index_save(
         index,
@@ -154,6 +153,14 @@ def test_incremental_indexing_equals_a_rebuild(corpus, settings, tmp_path):
             "last_vector_id": half,
         },
     )
+    return ids, half
+
+
+@pytest.mark.django_db
+def test_incremental_indexing_equals_a_rebuild(corpus, settings, tmp_path):
+    query = corpus[20]["claims"][0]
+    settings.INDEX_DIR = tmp_path / "incremental"
+    _, half = _first_half_indexed(settings)
     result = search_index_update()
     assert (
         not result["rebuilt"]
@@ -175,25 +182,9 @@ def test_flat_index_grown_past_the_threshold_turns_hnsw_without_reembedding(
     corpus, settings, tmp_path, monkeypatch
 ):
     import search.embeddings as embeddings
-    from search.services import _add_rows
-    from search.store import index_new, index_save
 
     settings.INDEX_DIR = tmp_path / "grow"
-    reader_reset()
-    ids = list(IndexedVector.objects.order_by("pk").values_list("pk", flat=True))
-    half = ids[len(ids) // 2]
-    index, kind = index_new(384, 0)
-    assert kind == "flat"
-    _add_rows(index, list(IndexedVector.objects.filter(pk__lte=half).order_by("pk")), None)
-    index_save(
-        index,
-        manifest={
-            "embedding_model": settings.EMBEDDING_MODEL,
-            "dimension": 384,
-            "index_type": kind,
-            "last_vector_id": half,
-        },
-    )
+    ids, half = _first_half_indexed(settings)
     settings.SEARCH_HNSW_THRESHOLD = len(ids) - 1
     embedded = []
     real = embeddings.embed
