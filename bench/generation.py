@@ -72,7 +72,9 @@ def run_pipeline(model_dir: Path, tokens: int, use_cache: bool) -> float:
     return 3 * tokens / took
 
 
-def run_worker_path(model_dir: Path, tokens: int, batch: int, quantize: str) -> float:
+def run_worker_path(
+    model_dir: Path, tokens: int, batch: int, quantize: str, profile: bool = False
+) -> float:
     import django
 
     django.setup()
@@ -83,9 +85,19 @@ def run_worker_path(model_dir: Path, tokens: int, batch: int, quantize: str) -> 
         ["# Patent\n\n## Title"] if batch % 2 else []
     )
     params = SamplingParams(temperature=0.5, max_new_tokens=tokens, min_new_tokens=tokens)
-    started = time.perf_counter()
-    outs = backend.generate(prompts, list(range(batch)), params)
-    took = time.perf_counter() - started
+    import contextlib
+
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    # Where the time goes (attention against linears against copies), at some profiler cost.
+    ctx = torch_profile(activities=[ProfilerActivity.CPU]) if profile else contextlib.nullcontext()
+    with ctx as prof:
+        started = time.perf_counter()
+        outs = backend.generate(prompts, list(range(batch)), params)
+        took = time.perf_counter() - started
+    if profile:
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
     return sum(o.tokens for o in outs) / took
 
 
@@ -98,6 +110,7 @@ def main():
         "--source", type=Path, default=ROOT.parent / "shared" / "models" / "kl3m-002-170m-patent"
     )
     parser.add_argument("--skip", default="", help="comma list of a,b,c,c-fp32 to skip")
+    parser.add_argument("--profile", action="store_true", help="op table for (c) int8")
     args = parser.parse_args()
     os.environ["TORCH_THREADS"] = str(args.threads)
     import torch
@@ -117,7 +130,9 @@ def main():
             results["c_worker_fp32"] = run_worker_path(model_dir, args.tokens, args.batch, "none")
             print(f"(c fp32) {results['c_worker_fp32']:.1f} tok/s", flush=True)
         if "c" not in skip:
-            results["c_worker_int8"] = run_worker_path(model_dir, args.tokens, args.batch, "int8")
+            results["c_worker_int8"] = run_worker_path(
+                model_dir, args.tokens, args.batch, "int8", profile=args.profile
+            )
             print(f"(c int8) {results['c_worker_int8']:.1f} tok/s", flush=True)
     base = results.get("b_pipeline_cache_on")
     for name, value in results.items():
