@@ -28,3 +28,23 @@ app.autodiscover_tasks()
 @app.task(name="allthepatents.ping")
 def ping(value=None):
     return {"pong": value}
+
+
+def task_send(task, *, args=(), countdown=None, timeout: float | None = None):
+    """Publishes ``task`` on a connection of its own whose every socket operation gives up
+    after ``timeout`` seconds (BROKER_SEND_TIMEOUT). A broker that is down refuses at once;
+    one that accepts connections but never answers (a hung Redis, a black-holed host) would
+    otherwise hold the caller, a web worker, for as long as the kernel lets it. Raises
+    whatever the transport raises; callers say what that means for their work."""
+    from django.conf import settings
+
+    timeout = settings.BROKER_SEND_TIMEOUT if timeout is None else timeout
+    options = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    with app.connection_for_write(transport_options=options, connect_timeout=timeout) as conn:
+        return task.apply_async(
+            args=args,
+            countdown=countdown,
+            connection=conn,
+            retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+        )

@@ -1,6 +1,7 @@
 """Health of the parts the site depends on, each checked with a short timeout."""
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -80,14 +81,41 @@ def index_check() -> dict:
         return {"ok": False, "error": str(exc)[:300]}
 
 
+_probe_lock = threading.Lock()
+_probe_cache: dict = {"at": 0.0, "value": None}
+
+
+def _slow_probes() -> dict:
+    """Broker, worker ping and index: up to a few seconds each, so computed at most once
+    per HEALTHZ_CACHE_SECONDS per process (concurrent pollers wait for one probe)."""
+    with _probe_lock:
+        age = time.monotonic() - _probe_cache["at"]
+        if _probe_cache["value"] is not None and age < settings.HEALTHZ_CACHE_SECONDS:
+            return {**_probe_cache["value"], "age_seconds": round(age, 1)}
+        broker = broker_check()
+        value = {
+            "broker": broker,
+            "worker": worker_check(broker_ok=bool(broker.get("ok"))),
+            "index": index_check(),
+        }
+        _probe_cache.update(at=time.monotonic(), value=value)
+        return {**value, "age_seconds": 0.0}
+
+
+def probe_cache_clear() -> None:
+    with _probe_lock:
+        _probe_cache.update(at=0.0, value=None)
+
+
+def health_liveness() -> tuple[dict, bool]:
+    """The public answer: is the site up (the database answers)? No detail, no error text."""
+    ok = bool(database_check()["ok"])
+    return {"ok": ok}, ok
+
+
 def health_report() -> tuple[dict, bool]:
+    """The detailed report, for staff or the HEALTHZ_TOKEN holder."""
     db = database_check()
-    broker = broker_check()
-    report = {
-        "database": db,
-        "broker": broker,
-        "worker": worker_check(broker_ok=bool(broker.get("ok"))),
-        "index": index_check(),
-    }
+    report = {"database": db, **_slow_probes()}
     report["ok"] = bool(db["ok"])
     return report, bool(db["ok"])

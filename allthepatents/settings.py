@@ -5,6 +5,7 @@ broker on SQLite. ``DATABASE_URL`` switches to PostgreSQL, ``REDIS_URL`` to Redi
 The README documents every variable.
 """
 
+import datetime as dt
 import secrets
 from pathlib import Path
 
@@ -48,6 +49,7 @@ INSTALLED_APPS = [
     "patents",
     "generation",
     "search",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -60,7 +62,23 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allthepatents.middleware.SecurityHeadersMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Login throttling (django-axes): after ADMIN_LOGIN_FAILURE_LIMIT wrong passwords from one
+# client address, logins from it are refused for ADMIN_LOGIN_COOLOFF_MINUTES, even with the
+# right password. The address is the one the search rate limit uses (TRUSTED_PROXY_COUNT).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env_int("ADMIN_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "allthepatents.client.client_address"
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "allthepatents.urls"
 WSGI_APPLICATION = "allthepatents.wsgi.application"
@@ -104,8 +122,10 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
 LANGUAGE_CODE = "en-us"
@@ -135,6 +155,9 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
+# Reverse proxies in front of the site whose X-Forwarded-For entries are trusted (0: none,
+# the client is REMOTE_ADDR). Used by the search rate limit and the login lockout.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 if env_bool("BEHIND_HTTPS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -202,6 +225,13 @@ SEARCH_HNSW_EF_SEARCH = env_int("SEARCH_HNSW_EF_SEARCH", 384, minimum=1)
 # Hybrid ranking: alpha * dense + (1 - alpha) * keyword, each min-max normalised per query;
 # 0.7 was best on the shared patents (`search_eval --variants`: flat from 0.6 to 0.85).
 SEARCH_HYBRID_ALPHA = env_float("SEARCH_HYBRID_ALPHA", 0.7, minimum=0.0, maximum=1.0)
+# A claim vector's score counts this much less than a document vector's: claims read like
+# claims, so a pasted claim scores high against any claim (tuned on the dev split with
+# distractors that keep their claims: `search_eval --split dev --distractor-claims`).
+SEARCH_CLAIM_MARGIN = env_float("SEARCH_CLAIM_MARGIN", 0.05, minimum=0.0, maximum=2.0)
+# A filter that keeps at most this many vectors is ranked exactly over just those vectors;
+# a broader one searches the whole index deep enough to fill the page (see dense_search).
+SEARCH_EXACT_SUBSET_MAX = env_int("SEARCH_EXACT_SUBSET_MAX", 50_000, minimum=0)
 SEARCH_MAX_QUERY_CHARS = env_int("SEARCH_MAX_QUERY_CHARS", 20_000, minimum=100)
 SEARCH_MAX_K = 100
 SEARCH_RATE_LIMIT = env_int("SEARCH_RATE_LIMIT", 120, minimum=0)  # requests/minute/client
@@ -211,7 +241,19 @@ EXPORT_DIR = env_path("EXPORT_DIR", DATA_DIR / "dumps")
 NEAR_COPY_EMBEDDING_CHECK = env_bool("NEAR_COPY_EMBEDDING_CHECK", True)
 NEAR_COPY_EMBEDDING_THRESHOLD = env_float("NEAR_COPY_EMBEDDING_THRESHOLD", 0.95)
 
+# Size limits on every imported or generated record; a record over one is reported as a bad
+# line, not stored. The longest claim among the 12,607 shared patents is 18,664 characters.
+RECORD_MAX_TITLE_CHARS = env_int("RECORD_MAX_TITLE_CHARS", 2_000, minimum=1)
+RECORD_MAX_ABSTRACT_CHARS = env_int("RECORD_MAX_ABSTRACT_CHARS", 20_000, minimum=1)
+RECORD_MAX_CLAIM_CHARS = env_int("RECORD_MAX_CLAIM_CHARS", 40_000, minimum=1)
+RECORD_MAX_CLAIMS = env_int("RECORD_MAX_CLAIMS", 1_000, minimum=1)
+
 HEALTHZ_TIMEOUT = env_float("HEALTHZ_TIMEOUT", 1.0)
+# Seconds a web request may wait on the broker to enqueue a task (see celery.task_send).
+BROKER_SEND_TIMEOUT = env_float("BROKER_SEND_TIMEOUT", 2.0)
+# /healthz?detail=1 (broker, worker, index) for staff, or with this bearer token.
+HEALTHZ_TOKEN = env_str("HEALTHZ_TOKEN", "")
+HEALTHZ_CACHE_SECONDS = env_float("HEALTHZ_CACHE_SECONDS", 10.0)
 
 LOGGING = {
     "version": 1,

@@ -1,12 +1,39 @@
+import hmac
+
+from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from allthepatents.health import health_report
+from allthepatents.health import health_liveness, health_report
+
+
+def _may_see_detail(request) -> bool:
+    if getattr(request, "user", None) is not None and request.user.is_staff:
+        return True
+    token = settings.HEALTHZ_TOKEN
+    if not token:
+        return False
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
 
 
 @never_cache
 @require_GET
 def healthz(request):
-    report, ok = health_report()
+    """Public liveness (database only, no detail): cheap enough for any load balancer.
+    ``?detail=1`` adds broker, worker and index, for staff or ``Authorization: Bearer
+    HEALTHZ_TOKEN``; those probes are cached for HEALTHZ_CACHE_SECONDS."""
+    if request.GET.get("detail"):
+        if not _may_see_detail(request):
+            return JsonResponse(
+                {
+                    "error": "the detailed report needs a staff login or the health token",
+                    "status": 403,
+                },
+                status=403,
+            )
+        report, ok = health_report()
+    else:
+        report, ok = health_liveness()
     return JsonResponse(report, status=200 if ok else 503)

@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.core.exceptions import PermissionDenied
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
@@ -143,9 +144,24 @@ class GenerationJobAdmin(admin.ModelAdmin):
             seed=data.get("seed"),
             topics=topics,
             created_by=request.user,
+            dispatch=False,
         )
         obj.pk = created.pk
         obj.refresh_from_db()
+        # After commit, still inside this request: the message reaches the next page.
+        transaction.on_commit(lambda: self._dispatch_and_tell(request, created.pk))
+
+    def _dispatch_and_tell(self, request, job_id: int) -> None:
+        if job_dispatch(job_id=job_id):
+            self.message_user(request, f"Job {job_id} sent to the workers.", messages.SUCCESS)
+        else:
+            self.message_user(
+                request,
+                f"Job {job_id} is queued, but the task broker did not answer: it will run "
+                "when a worker is reachable (workers pick up queued jobs when they start), "
+                "or select it and choose “Start” again.",
+                messages.WARNING,
+            )
 
     @admin.display(description="progress")
     def progress(self, obj):

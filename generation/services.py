@@ -158,14 +158,11 @@ def job_create(
 def job_dispatch(*, job_id: int) -> bool:
     """Sends the job to the generation queue. A dead broker leaves it queued, with a note;
     workers re-dispatch queued jobs when they start, and the admin can start it again."""
+    from allthepatents.celery import task_send
     from generation.tasks import job_run_task
 
     try:
-        job_run_task.apply_async(
-            args=[job_id],
-            retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
-        )
+        task_send(job_run_task, args=[job_id])
     except Exception as exc:  # kombu raises many types for a dead broker
         logger.warning("could not dispatch job %s: %s", job_id, exc)
         GenerationJob.objects.filter(pk=job_id, status=Status.QUEUED).update(

@@ -30,7 +30,10 @@ class Patent(models.Model):
 
     # Reference patents: where they came from.
     source_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
-    source_date = models.DateField(null=True, blank=True)
+    source_date = models.DateField(
+        null=True, blank=True, help_text="A reference patent's own publication date, if known."
+    )
+    filing_date = models.DateField(null=True, blank=True, db_index=True)
     source_meta = models.JSONField(default=dict, blank=True)
 
     # Generated inventions: how they were made, enough to reproduce a sample.

@@ -30,7 +30,44 @@ def canonical_url(patent: Patent) -> str:
     return f"{settings.SITE_URL}{patent.get_absolute_url()}"
 
 
+PATENT_NUMBER_RE = re.compile(r"^[A-Z]{2}[A-Z]?\d[\dA-Z]*$")
+
+
+def reference_number(patent: Patent) -> str:
+    """A reference patent's own number and kind, e.g. "US6859910 B2"."""
+    kind = (patent.source_meta or {}).get("kind") or ""
+    number = patent.source_id or patent.public_id
+    return f"{number} {kind}".strip()
+
+
+def official_url(patent: Patent) -> str:
+    """The public record of a reference patent, when its id is a patent number."""
+    number = patent.source_id or ""
+    if patent.origin != Patent.Origin.REFERENCE or not PATENT_NUMBER_RE.match(number):
+        return ""
+    kind = (patent.source_meta or {}).get("kind") or ""
+    return f"https://patents.google.com/patent/{number}{kind}/en"
+
+
+def display_title(patent: Patent, *, words: int = 12) -> str:
+    """A title that always says something: the title, else the opening words of the
+    abstract or first claim, marked as such; a reference also by its number."""
+    title = patent.title.strip()
+    if not title:
+        text = patent.abstract or ""
+        if not text:
+            first = patent.claims.order_by("number").first()
+            text = first.text if first else ""
+        opening = " ".join(text.split()[:words])
+        title = f"[no title] {opening}…" if opening else "[no title, no abstract]"
+    if patent.origin == Patent.Origin.REFERENCE:
+        return f"{reference_number(patent)}: {title}"
+    return title
+
+
 def citation_plain(patent: Patent) -> str:
+    if patent.origin == Patent.Origin.REFERENCE:
+        return citation_reference(patent)
     return (
         f"All the Patents, \u201c{patent.title}\u201d, {patent.public_id}, published "
         f"{patent.published_at:%Y-%m-%d %H:%M} UTC, {canonical_url(patent)} "
@@ -38,11 +75,41 @@ def citation_plain(patent: Patent) -> str:
     )
 
 
+def citation_reference(patent: Patent) -> str:
+    """A reference patent is cited as the document it is, not as this site's."""
+    parts = [reference_number(patent)]
+    if patent.title:
+        parts.append(f"\u201c{patent.title}\u201d")
+    parts.append(
+        f"published {patent.source_date:%Y-%m-%d}"
+        if patent.source_date
+        else "publication date unknown"
+    )
+    if patent.filing_date:
+        parts.append(f"filed {patent.filing_date:%Y-%m-%d}")
+    url = official_url(patent)
+    return ", ".join(parts) + (f". {url}" if url else ".")
+
+
 def _bibtex_escape(value: str) -> str:
     return re.sub(r"([{}\\%&$#_^~])", r"\\\1", value)
 
 
 def citation_bibtex(patent: Patent) -> str:
+    if patent.origin == Patent.Origin.REFERENCE:
+        fields = [
+            f"  number = {{{_bibtex_escape(reference_number(patent))}}}",
+            f"  title = {{{_bibtex_escape(patent.title)}}}",
+        ]
+        if patent.source_date:
+            fields.append(f"  year = {{{patent.source_date:%Y}}}")
+            fields.append(f"  month = {{{patent.source_date:%m}}}")
+        if patent.filing_date:
+            fields.append(f"  filing_date = {{{patent.filing_date:%Y-%m-%d}}}")
+        if official_url(patent):
+            fields.append(f"  url = {{{official_url(patent)}}}")
+        key = re.sub(r"[^A-Za-z0-9]", "", patent.source_id or patent.public_id)
+        return f"@patent{{{key},\n" + ",\n".join(fields) + "\n}"
     return (
         f"@misc{{allthepatents-{patent.public_id},\n"
         f"  title = {{{_bibtex_escape(patent.title)}}},\n"
@@ -81,6 +148,24 @@ def patent_jsonld(patent: Patent) -> SafeString:
         "isAccessibleForFree": True,
         "license": "https://creativecommons.org/publicdomain/zero/1.0/",
     }
+    if patent.origin == Patent.Origin.REFERENCE:
+        # The real document: its own number and date, not this site's import time.
+        data.pop("publisher")
+        data.pop("license")
+        data["identifier"].insert(
+            0,
+            {
+                "@type": "PropertyValue",
+                "propertyID": "patent_number",
+                "value": reference_number(patent),
+            },
+        )
+        if patent.source_date:
+            data["datePublished"] = patent.source_date.isoformat()
+        else:
+            data.pop("datePublished")
+        if official_url(patent):
+            data["sameAs"] = official_url(patent)
     if patent.generator_model:
         data["creator"] = {"@type": "SoftwareApplication", "name": patent.generator_model}
     text = json.dumps(data, ensure_ascii=False).translate(_JSON_SCRIPT_ESCAPES)

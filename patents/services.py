@@ -6,10 +6,13 @@ import hashlib
 import json
 import logging
 import secrets
+import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -139,8 +142,10 @@ def patent_publish(
     job=None,
     published_at: dt.datetime | None = None,
 ) -> Patent:
-    """Publishes one generated invention: row, claims, ledger entry, then the index hook."""
+    """Publishes one generated invention: row, claims, ledger entry, then the index hook.
+    Raises RecordError when the text is over a size limit (nothing is written)."""
     claims = claims_normalise(claims)
+    record_limits_check(title=title.strip(), abstract=abstract.strip(), claims=claims)
     provenance = provenance or {}
     now = published_at or timezone.now()
     patent = Patent.objects.create(
@@ -194,16 +199,40 @@ class ImportReport:
     skipped_existing: int = 0
     bad: list[tuple[int | str, str]] = field(default_factory=list)
     lines: int = 0
+    broken: str = ""  # why the input ended early (truncated or corrupt file), if it did
 
     def summary(self) -> str:
         return (
             f"imported {self.imported}, skipped {self.skipped_existing} already present, "
-            f"{len(self.bad)} bad lines"
+            f"{len(self.bad)} bad lines" + (f"; STOPPED EARLY: {self.broken}" if self.broken else "")
         )
 
 
 class RecordError(ValueError):
     pass
+
+
+def record_limits_check(*, title: str, abstract: str, claims: list[dict]) -> None:
+    """Raises RecordError naming the first size limit a record breaks (RECORD_MAX_*)."""
+    from django.conf import settings
+
+    if len(title) > settings.RECORD_MAX_TITLE_CHARS:
+        raise RecordError(
+            f"title is {len(title):,} characters; the limit is {settings.RECORD_MAX_TITLE_CHARS:,}"
+        )
+    if len(abstract) > settings.RECORD_MAX_ABSTRACT_CHARS:
+        raise RecordError(
+            f"abstract is {len(abstract):,} characters; "
+            f"the limit is {settings.RECORD_MAX_ABSTRACT_CHARS:,}"
+        )
+    if len(claims) > settings.RECORD_MAX_CLAIMS:
+        raise RecordError(f"{len(claims):,} claims; the limit is {settings.RECORD_MAX_CLAIMS:,}")
+    for claim in claims:
+        if len(claim["text"]) > settings.RECORD_MAX_CLAIM_CHARS:
+            raise RecordError(
+                f"claim {claim['number']} is {len(claim['text']):,} characters; "
+                f"the limit is {settings.RECORD_MAX_CLAIM_CHARS:,}"
+            )
 
 
 def _expect_str(record: dict, key: str) -> str:
@@ -244,28 +273,49 @@ def reference_record_parse(record) -> dict:
         for c in raw_claims
     ):
         raise RecordError("field 'claims' must be a list of strings")
+    if len(raw_claims) > settings.RECORD_MAX_CLAIMS:
+        raise RecordError(
+            f"{len(raw_claims):,} claims; the limit is {settings.RECORD_MAX_CLAIMS:,}"
+        )
     claims = claims_normalise(raw_claims)
     if not (title or abstract or claims):
         raise RecordError("record has none of title, abstract and claims")
+    record_limits_check(title=title, abstract=abstract, claims=claims)
     raw_date = _expect_str(record, "date")
-    source_date = None
+    date_type = _expect_str(record, "date_type").lower()
+    source_date = filing_date = None
     if raw_date:
         try:
-            source_date = dt.date.fromisoformat(raw_date[:10])
+            day = dt.date.fromisoformat(raw_date[:10])
         except ValueError:
             raise RecordError(f"bad date {raw_date!r}") from None
+        # The shared format says what its date is; a filing date is no publication date.
+        if date_type == "filing":
+            filing_date = day
+        else:
+            source_date = day
+    raw_filing = record.get("filing_date")
+    if isinstance(raw_filing, str) and raw_filing.strip() and filing_date is None:
+        try:
+            filing_date = dt.date.fromisoformat(raw_filing.strip()[:10])
+        except ValueError:
+            raise RecordError(f"bad filing_date {raw_filing!r}") from None
     meta = {key: _expect_str_list(record, key) for key in ("cpc", "ipc", "citations")}
-    meta["source"] = record.get("source") if isinstance(record.get("source"), str) else ""
+    source = record.get("source")
+    if isinstance(source, list):
+        source = "; ".join(str(x) for x in source if isinstance(x, str))
+    meta["source"] = source if isinstance(source, str) else ""
     meta["kind"] = record.get("kind") if isinstance(record.get("kind"), str) else ""
     meta["claims_complete"] = bool(record.get("claims_complete"))
-    if isinstance(record.get("filing_date"), str) and record["filing_date"]:
-        meta["filing_date"] = record["filing_date"]
+    if filing_date:
+        meta["filing_date"] = filing_date.isoformat()
     return {
         "source_id": source_id,
         "title": title,
         "abstract": abstract,
         "claims": claims,
         "source_date": source_date,
+        "filing_date": filing_date,
         "source_meta": meta,
     }
 
@@ -308,6 +358,7 @@ def _reference_batch_write(parsed: list[dict], report: ImportReport) -> list[int
                 ),
                 source_id=p["source_id"],
                 source_date=p["source_date"],
+                filing_date=p["filing_date"],
                 source_meta=p["source_meta"],
             )
             for i, p in enumerate(fresh)
@@ -350,7 +401,21 @@ def reference_import_records(
     report = ImportReport()
 
     def parsed():
-        for line_no, line in records:
+        line_no = 0
+        iterator = iter(records)
+        while True:
+            try:
+                line_no, line = next(iterator)
+            except StopIteration:
+                return
+            except (EOFError, OSError, zlib.error, UnicodeError) as exc:
+                # A truncated or corrupt file: keep what came before, say where it broke.
+                report.broken = (
+                    f"the file breaks after line {line_no:,}: "
+                    f"{type(exc).__name__}: {exc or 'unexpected end of data'}"
+                )
+                report.bad.append((f"after line {line_no}", report.broken))
+                return
             report.lines += 1
             if progress:
                 progress(1)
@@ -494,9 +559,23 @@ def uspto_import_paths(
 
     report = ImportReport()
 
+    def documents(path):
+        location = "the start"
+        iterator = uspto_documents(path)
+        while True:
+            try:
+                location, text = next(iterator)
+            except StopIteration:
+                return
+            except (EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
+                report.broken = f"{path.name} breaks after {location}: {type(exc).__name__}: {exc}"
+                report.bad.append((f"{path.name}:{location}", report.broken))
+                return
+            yield location, text
+
     def parsed():
         for path in paths:
-            for location, text in uspto_documents(path):
+            for location, text in documents(path):
                 report.lines += 1
                 if progress:
                     progress(1)

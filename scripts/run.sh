@@ -19,7 +19,7 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-"$BIN/gunicorn" allthepatents.wsgi -b "$HOST:$PORT" -w "${WEB_WORKERS:-2}" \
+"$BIN/gunicorn" allthepatents.wsgi -c allthepatents/gunicorn_conf.py -b "$HOST:$PORT" -w "${WEB_WORKERS:-2}" \
   --access-logfile - --graceful-timeout 10 &
 pids+=($!)
 "$BIN/celery" -A allthepatents worker -Q default,generation,indexing \

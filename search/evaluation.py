@@ -1,17 +1,23 @@
 """Retrieval evaluation on a scratch store (in-memory SQLite FTS5 + in-memory FAISS).
 
-Documents are title + abstract only; each query is the patent's first claim; the right
-answer is the patent itself. The site's database and index are never touched.
+Each query is a patent's first claim; the right answer is that patent, indexed by its title
++ abstract only (its own claims would find themselves). Distractors are other patents added
+to the corpus; with ``distractor_claims`` they keep their claims, in the keyword index and
+as claim vectors, as they would on the site. Ranking goes through the site's own fusion
+(``search.selectors.hybrid_rank``). The site's database and index are never touched.
 """
 
+import hashlib
 import json
 import sqlite3
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from patents.services import RecordError, reference_record_parse
+from search.embedder_training import document_text, patent_split
 from search.keyword import fts5_match_expression
-from search.selectors import convex_fuse, rrf_fuse
+from search.selectors import hybrid_rank, rrf_fuse
 from search.text import query_terms
 
 DEPTH = 100
@@ -21,24 +27,61 @@ DEPTH = 100
 class EvalCase:
     doc_text: tuple[str, str]
     query: str
+    source_id: str = ""
 
 
-def eval_cases_load(lines, *, limit: int | None = None) -> list[EvalCase]:
-    cases = []
+@dataclass
+class EvalDoc:
+    title: str
+    abstract: str
+    claims: list[str] = field(default_factory=list)
+
+
+def _records(lines: Iterable[str]):
     for line in lines:
         try:
             record = json.loads(line)
-            parsed = reference_record_parse(record)
+            yield record, reference_record_parse(record)
         except (ValueError, RecordError):
+            continue
+
+
+def eval_cases_load(lines, *, limit: int | None = None, split: str = "all") -> list[EvalCase]:
+    """Patents with complete claims and a title or abstract, of ``split`` (all, train,
+    dev, test: the split ``train_embedder`` uses)."""
+    cases = []
+    for record, parsed in _records(lines):
+        if split != "all" and patent_split(parsed["source_id"]) != split:
             continue
         if not record.get("claims_complete") or not parsed["claims"]:
             continue
         if not (parsed["title"] or parsed["abstract"]):
             continue
-        cases.append(EvalCase((parsed["title"], parsed["abstract"]), parsed["claims"][0]["text"]))
+        cases.append(
+            EvalCase(
+                (parsed["title"], parsed["abstract"]),
+                parsed["claims"][0]["text"],
+                parsed["source_id"],
+            )
+        )
         if limit and len(cases) >= limit:
             break
     return cases
+
+
+def eval_distractors_load(lines, *, count: int, exclude: set[str]) -> list[EvalDoc]:
+    """The first ``count`` patents with a title or abstract whose id is not in ``exclude``
+    (the queries' own patents), in file order."""
+    docs = []
+    for _, parsed in _records(lines):
+        if len(docs) >= count:
+            break
+        if parsed["source_id"] in exclude or not (parsed["title"] or parsed["abstract"]):
+            continue
+        docs.append(
+            EvalDoc(parsed["title"], parsed["abstract"], [c["text"] for c in parsed["claims"]])
+        )
+    return docs
 
 
 def _metrics(ranks: list[int | None]) -> dict:
@@ -57,35 +100,90 @@ def _rank(ranked: list[int], target: int) -> int | None:
         return None
 
 
-def search_eval_run(
-    cases: list[EvalCase],
-    *,
-    progress: Callable[[int], None] | None = None,
-    fusions: dict | None = None,
-) -> dict:
-    import faiss
+def _embed_cached(texts: list[str], *, model: str | None, cache_dir: Path | None):
+    """Embeddings, kept on disk by (model, texts) so that fusion settings can be compared
+    without re-embedding tens of thousands of claims."""
     import numpy as np
+    from django.conf import settings
 
     from search.embeddings import embed
 
+    if cache_dir is None or not texts:
+        return embed(texts, name=model)
+    digest = hashlib.sha256()
+    digest.update((model or settings.EMBEDDING_MODEL).encode())
+    for text in texts:
+        digest.update(b"\x00" + text.encode("utf-8", "replace"))
+    path = cache_dir / f"{digest.hexdigest()[:24]}.npy"
+    if path.exists():
+        return np.load(path)
+    vectors = embed(texts, name=model)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
+def search_eval_run(
+    cases: list[EvalCase],
+    *,
+    distractors: list[EvalDoc] | None = None,
+    distractor_claims: bool = False,
+    model: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    fusions: dict | None = None,
+    cache_dir: Path | None = None,
+) -> dict:
+    import faiss
+    import numpy as np
+    from django.conf import settings
+
+    distractors = distractors or []
+    docs = [EvalDoc(t, a) for t, a in (c.doc_text for c in cases)] + distractors
     db = sqlite3.connect(":memory:")
-    db.execute("CREATE VIRTUAL TABLE docs USING fts5(title, abstract, tokenize='porter unicode61')")
-    db.executemany(
-        "INSERT INTO docs(rowid, title, abstract) VALUES (?, ?, ?)",
-        [(i, t, a) for i, (t, a) in enumerate(c.doc_text for c in cases)],
+    db.execute(
+        "CREATE VIRTUAL TABLE docs USING fts5(title, abstract, claims, tokenize='porter unicode61')"
     )
-    doc_vectors = embed([f"{t}. {a}" for t, a in (c.doc_text for c in cases)])
+    db.executemany(
+        "INSERT INTO docs(rowid, title, abstract, claims) VALUES (?, ?, ?, ?)",
+        [
+            (i, d.title, d.abstract, "\n".join(d.claims) if distractor_claims else "")
+            for i, d in enumerate(docs)
+        ],
+    )
+    doc_vectors = _embed_cached(
+        [document_text(d.title, d.abstract) for d in docs], model=model, cache_dir=cache_dir
+    )
     index = faiss.IndexFlatIP(doc_vectors.shape[1])
     index.add(doc_vectors)
-    fusions = fusions or {"hybrid": {"alpha": 0.7}}
+    claim_owner: list[int] = []
+    claim_index = None
+    if distractor_claims:
+        texts = []
+        for i, d in enumerate(docs):
+            for text in d.claims:
+                claim_owner.append(i)
+                texts.append(text)
+        if texts:
+            claim_index = faiss.IndexFlatIP(doc_vectors.shape[1])
+            claim_index.add(_embed_cached(texts, model=model, cache_dir=cache_dir))
+    default = {
+        "alpha": settings.SEARCH_HYBRID_ALPHA,
+        "claim_margin": settings.SEARCH_CLAIM_MARGIN,
+    }
+    fusions = fusions or {"hybrid": default}
     ranks: dict[str, list] = {"keyword": [], "dense": [], **{name: [] for name in fusions}}
     batch = 64
+    depth = min(DEPTH, len(docs))
     for start in range(0, len(cases), batch):
         chunk = cases[start : start + batch]
-        query_vectors = embed([c.query for c in chunk])
-        dense_scores, dense_ids = index.search(
-            np.ascontiguousarray(query_vectors), min(DEPTH, len(cases))
+        query_vectors = np.ascontiguousarray(
+            _embed_cached([c.query for c in chunk], model=model, cache_dir=cache_dir)
         )
+        dense_scores, dense_ids = index.search(query_vectors, depth)
+        if claim_index is not None:
+            claim_scores, claim_ids = claim_index.search(
+                query_vectors, min(DEPTH * 8, claim_index.ntotal)
+            )
         for offset, case in enumerate(chunk):
             target = start + offset
             terms = query_terms(case.query)
@@ -93,29 +191,50 @@ def search_eval_run(
                 [
                     (row[0], -row[1])
                     for row in db.execute(
-                        "SELECT rowid, bm25(docs, 3.0, 2.0) AS rank FROM docs WHERE docs MATCH ? "
-                        "ORDER BY rank LIMIT ?",
+                        "SELECT rowid, bm25(docs, 3.0, 2.0, 1.0) AS rank FROM docs "
+                        "WHERE docs MATCH ? ORDER BY rank LIMIT ?",
                         (fts5_match_expression(terms), DEPTH),
                     )
                 ]
                 if terms
                 else []
             )
-            keyword = [item for item, _ in keyword_scored]
-            dense_scored = [
-                (int(i), float(s))
+            dense_docs = [
+                (int(i), float(s), None)
                 for i, s in zip(dense_ids[offset], dense_scores[offset], strict=True)
                 if i >= 0
             ]
-            dense = [item for item, _ in dense_scored]
-            ranks["keyword"].append(_rank(keyword, target))
-            ranks["dense"].append(_rank(dense, target))
+            dense_claims, seen = [], set()
+            if claim_index is not None:
+                for i, s in zip(claim_ids[offset], claim_scores[offset], strict=True):
+                    owner = claim_owner[int(i)] if i >= 0 else None
+                    if owner is not None and owner not in seen:
+                        seen.add(owner)
+                        dense_claims.append((owner, float(s), 1))
+            dense_only = hybrid_rank(
+                dense_docs=dense_docs,
+                dense_claims=dense_claims,
+                keyword=[],
+                alpha=1.0,
+                claim_margin=default["claim_margin"],
+            )
+            ranks["keyword"].append(_rank([item for item, _ in keyword_scored], target))
+            ranks["dense"].append(_rank([item for item, _ in dense_only], target))
             for name, conf in fusions.items():
                 if "alpha" in conf:
-                    alpha = conf["alpha"]
-                    fused = convex_fuse([dense_scored, keyword_scored], weights=[alpha, 1 - alpha])
+                    fused = hybrid_rank(
+                        dense_docs=dense_docs,
+                        dense_claims=dense_claims,
+                        keyword=keyword_scored,
+                        alpha=conf["alpha"],
+                        claim_margin=conf.get("claim_margin", default["claim_margin"]),
+                    )
                 else:
-                    fused = rrf_fuse([dense, keyword], k=conf["k"], weights=conf["weights"])
+                    fused = rrf_fuse(
+                        [[i for i, _ in dense_only], [i for i, _ in keyword_scored]],
+                        k=conf["k"],
+                        weights=conf["weights"],
+                    )
                 ranks[name].append(_rank([item for item, _ in fused], target))
         if progress:
             progress(len(chunk))

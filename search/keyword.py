@@ -49,25 +49,32 @@ def fts5_match_expression(terms: list[str]) -> str:
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
-def keyword_search(query: str, *, limit: int = 200) -> list[tuple[int, float]]:
-    """(patent id, score) best first; OR semantics so that pasted claims still match."""
+def keyword_search(query: str, *, limit: int = 200, allowed=None) -> list[tuple[int, float]]:
+    """(patent id, score) best first; OR semantics so that pasted claims still match.
+
+    ``allowed``, a queryset of patents, filters inside the SQL (as a subquery), so that a
+    narrow filter still gets ``limit`` matches when the corpus has them."""
     terms = query_terms(query)
     if not terms:
         return []
+    restrict, restrict_params = "", []
+    if allowed is not None:
+        sub_sql, restrict_params = allowed.values("pk").query.sql_with_params()
+        restrict = f" AND k.patent_id IN ({sub_sql})"
     with connection.cursor() as cursor:
         if connection.vendor == "sqlite":
             cursor.execute(
-                "SELECT f.rowid, bm25(search_fts, 3.0, 2.0, 1.0) AS rank FROM search_fts f "
+                "SELECT f.rowid, bm25(search_fts, 3.0, 2.0, 1.0) AS rank FROM search_fts f "  # noqa: S608 (Django-compiled subquery, parameters bound)
                 "JOIN search_keyworddocument k ON k.patent_id = f.rowid "
-                "WHERE search_fts MATCH %s ORDER BY rank LIMIT %s",
-                [fts5_match_expression(terms), limit],
+                f"WHERE search_fts MATCH %s{restrict} ORDER BY rank LIMIT %s",
+                [fts5_match_expression(terms), *restrict_params, limit],
             )
             return [(int(pk), -float(rank)) for pk, rank in cursor.fetchall()]
         cursor.execute(
-            "SELECT s.patent_id, ts_rank_cd(s.tsv, q) AS rank "
+            "SELECT s.patent_id, ts_rank_cd(s.tsv, q) AS rank "  # noqa: S608 (as above)
             "FROM search_tsv s JOIN search_keyworddocument k ON k.patent_id = s.patent_id, "
-            "to_tsquery('english', %s) q WHERE s.tsv @@ q ORDER BY rank DESC LIMIT %s",
-            [" | ".join(_pg_lexeme(t) for t in terms), limit],
+            f"to_tsquery('english', %s) q WHERE s.tsv @@ q{restrict} ORDER BY rank DESC LIMIT %s",
+            [" | ".join(_pg_lexeme(t) for t in terms), *restrict_params, limit],
         )
         return [(int(pk), float(rank)) for pk, rank in cursor.fetchall()]
 

@@ -37,3 +37,16 @@ class KeywordDocument(models.Model):
 
     def __str__(self):
         return f"keyword document for patent {self.patent_id}"
+
+
+class StoredQuery(models.Model):
+    """A search query too long for a URL, kept under a short key so that its result page
+    stays linkable (``/search/?qid=KEY``). The key is derived from the text: the same
+    query always gets the same key, and storing it twice stores it once."""
+
+    key = models.CharField(max_length=24, primary_key=True)
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"query {self.key}"

@@ -45,7 +45,10 @@ def _date(raw, name):
 
 
 def search_params_parse(data, *, default_k: int = 10) -> SearchParams:
-    q = str(data.get("q", "") or "")
+    raw_q = data.get("q", "")
+    if raw_q is not None and not isinstance(raw_q, str | int | float):
+        raise SearchParamError("'q' must be a string")
+    q = str(raw_q or "")
     if "\x00" in q:
         raise SearchParamError("the query contains a NUL character")
     q = q.strip()
@@ -60,6 +63,10 @@ def search_params_parse(data, *, default_k: int = 10) -> SearchParams:
     before, after = _date(data.get("before"), "before"), _date(data.get("after"), "after")
     if before and after and after >= before:
         raise SearchParamError("'after' must be earlier than 'before'")
+    filed_before = _date(data.get("filed_before"), "filed_before")
+    filed_after = _date(data.get("filed_after"), "filed_after")
+    if filed_before and filed_after and filed_after >= filed_before:
+        raise SearchParamError("'filed_after' must be earlier than 'filed_before'")
     origin = str(data.get("origin") or "generated")
     if origin not in ("generated", "reference", "all"):
         raise SearchParamError("'origin' must be generated, reference or all")
@@ -72,6 +79,12 @@ def search_params_parse(data, *, default_k: int = 10) -> SearchParams:
         k=k,
         page=page,
         filters=SearchFilters(
-            before=before, after=after, origin=origin, generator=generator, mode=mode
+            before=before,
+            after=after,
+            filed_before=filed_before,
+            filed_after=filed_after,
+            origin=origin,
+            generator=generator,
+            mode=mode,
         ),
     )

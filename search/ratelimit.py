@@ -1,30 +1,63 @@
-"""Per-client rate limit for the API: a fixed window counter in the cache (Redis-free)."""
+"""Per-client rate limit for searches (page and API): a fixed-window counter in the cache.
 
+When the cache (Redis) is unreachable the limit falls back to a counter in this process,
+with a log line, instead of failing the request: searches keep answering, still limited.
+"""
+
+import logging
+import threading
 import time
 
 from django.conf import settings
 from django.core.cache import cache
 
+from allthepatents.client import client_address
+
+logger = logging.getLogger(__name__)
+
+_local_lock = threading.Lock()
+_local: dict[str, int] = {}
+_last_warning = 0.0
+
 
 def client_key(request) -> str:
-    return request.META.get("REMOTE_ADDR", "unknown")
+    return client_address(request)
 
 
-def rate_limit_check(request) -> int | None:
+def _count_shared(key: str, window: int) -> int:
+    cache.add(key, 0, timeout=window + 1)  # starts the window's counter if absent
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=window + 1)
+        return 1
+
+
+def _count_local(key: str) -> int:
+    with _local_lock:
+        bucket = key.rsplit(":", 1)[-1]
+        for stale in [k for k in _local if not k.endswith(":" + bucket)]:
+            del _local[stale]
+        _local[key] = _local.get(key, 0) + 1
+        return _local[key]
+
+
+def rate_limit_check(request, *, scope: str = "search") -> int | None:
     """None when allowed, else the seconds to wait."""
+    global _last_warning
     limit = settings.SEARCH_RATE_LIMIT
     if not limit:
         return None
     window = settings.SEARCH_RATE_WINDOW
     now = int(time.time())
-    bucket = now // window
-    key = f"rl:{client_key(request)}:{bucket}"
-    cache.add(key, 0, timeout=window + 1)  # starts the window's counter if absent
+    key = f"rl:{scope}:{client_key(request)}:{now // window}"
     try:
-        count = cache.incr(key)
-    except ValueError:
-        cache.set(key, 1, timeout=window + 1)
-        count = 1
+        count = _count_shared(key, window)
+    except Exception as exc:  # redis.ConnectionError, timeouts: any cache backend's own
+        if time.monotonic() - _last_warning > 60:
+            _last_warning = time.monotonic()
+            logger.warning("rate limit cache unavailable (%s): limiting per process", exc)
+        count = _count_local(key)
     if count > limit:
         return window - (now % window) or 1
     return None

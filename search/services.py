@@ -9,7 +9,7 @@ from django.db.models import Prefetch
 
 from patents.models import Claim, Patent
 from search.keyword import keyword_documents_delete, keyword_documents_write
-from search.models import IndexedVector, KeywordDocument
+from search.models import IndexedVector, KeywordDocument, StoredQuery
 from search.store import (
     IndexUnavailable,
     index_load_checked,
@@ -168,15 +168,37 @@ def search_documents_remove(*, patent_ids: list[int]) -> None:
 def on_publish(patent_ids: list[int]) -> None:
     """The publish hook: keyword rows now, embeddings on the indexing queue."""
     search_documents_sync(patent_ids=patent_ids)
+    from allthepatents.celery import task_send
     from search.tasks import search_index_update_task
 
     try:
-        search_index_update_task.apply_async(
-            countdown=2, retry=True, retry_policy={"max_retries": 1, "interval_start": 0}
-        )
+        task_send(search_index_update_task, countdown=2)
     except Exception as exc:  # a dead broker: the next update (or `search_index update`) catches up
         logger.warning("could not enqueue indexing: %s", exc)
 
 
 def on_withdraw(patent_ids: list[int]) -> None:
     search_documents_remove(patent_ids=patent_ids)
+
+
+def stored_query_save(*, text: str) -> str:
+    """Keeps a long query under a key derived from its text; returns the key."""
+    import hashlib
+
+    key = hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+    StoredQuery.objects.get_or_create(key=key, defaults={"text": text})
+    return key
+
+
+def search_warm() -> str:
+    """Loads what the first search needs (embedding model, index) into this process.
+    Returns what it managed, for the log; never raises for a missing or broken index."""
+    from search.embeddings import embed
+    from search.store import index_for_search
+
+    embed(["warm-up"])  # loads the model and runs it once (first-call allocations)
+    try:
+        loaded = index_for_search(model=settings.EMBEDDING_MODEL)
+    except IndexUnavailable as exc:
+        return f"embedder loaded; index not loaded ({exc.state})"
+    return f"embedder and index loaded ({loaded.index.ntotal} vectors)"

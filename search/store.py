@@ -38,6 +38,27 @@ class LoadedIndex:
     index: object  # faiss.Index
     manifest: dict
     stamp: tuple
+    _vectors: tuple | None = None
+
+    def vectors(self):
+        """(ids sorted, row of each sorted id, the vector matrix): a zero-copy view of the
+        stored vectors, for exact scoring of a filtered subset (flat and HNSW alike)."""
+        if self._vectors is None:
+            import faiss
+            import numpy as np
+
+            base = faiss.downcast_index(self.index.index)
+            flat = faiss.downcast_index(getattr(base, "storage", None) or base)
+            n, d = int(flat.ntotal), int(flat.d)
+            matrix = (
+                faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
+                if n
+                else np.zeros((0, d), dtype="float32")
+            )
+            ids = faiss.vector_to_array(self.index.id_map).astype("int64")
+            order = np.argsort(ids, kind="stable")
+            self._vectors = (ids[order], order, matrix)
+        return self._vectors
 
 
 def index_dir() -> Path:
@@ -158,6 +179,8 @@ def index_load_checked(*, model: str, dimension: int | None = None) -> LoadedInd
     hnsw = getattr(faiss.downcast_index(getattr(index, "index", index)), "hnsw", None)
     if hnsw is not None:
         hnsw.efSearch = settings.SEARCH_HNSW_EF_SEARCH  # tunable without a rebuild
+    if not hasattr(index, "id_map"):
+        raise IndexUnavailable("corrupt", "index file is not an id-mapped index")
     stamp = (manifest.get("file"), stat.st_mtime_ns, stat.st_size)
     return LoadedIndex(index=index, manifest=manifest, stamp=stamp)
 
@@ -165,7 +188,7 @@ def index_load_checked(*, model: str, dimension: int | None = None) -> LoadedInd
 # --- the reader's cache (one per process) --------------------------------------------------
 
 _reader_lock = threading.Lock()
-_reader: dict = {"loaded": None, "manifest_mtime": None, "error": None}
+_reader: dict = {"loaded": None, "manifest_mtime": None}
 
 
 def index_for_search(*, model: str) -> LoadedIndex:
@@ -195,4 +218,4 @@ def index_for_search(*, model: str) -> LoadedIndex:
 
 def reader_reset() -> None:
     with _reader_lock:
-        _reader.update(loaded=None, manifest_mtime=None, error=None)
+        _reader.update(loaded=None, manifest_mtime=None)

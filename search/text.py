@@ -34,7 +34,13 @@ def snippet(text: str, terms: list[str], *, width: int = 240) -> str:
     lower = text.lower()
     positions = [p for p in (lower.find(t) for t in terms) if p >= 0]
     start = max(0, min(positions) - width // 4) if positions else 0
+    if start:
+        space = text.find(" ", start)
+        start = space + 1 if 0 <= space < start + 40 else start
     end = min(len(text), start + width)
+    if end < len(text):
+        space = text.rfind(" ", start, end)
+        end = space if space > start + width // 2 else end
     return ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
 
 
@@ -53,3 +59,12 @@ def highlight(text: str, terms: list[str]) -> SafeString:
         last = match.end()
     out.append(escape(text[last:]))
     return mark_safe("".join(out))  # noqa: S308 (every piece is escaped above)
+
+
+def snippet_words(text: str, width: int) -> str:
+    """``text`` cut to at most about ``width`` characters at a word boundary."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text.rfind(" ", 0, width)
+    return text[: cut if cut > width // 2 else width].rstrip(",;: ") + "…"

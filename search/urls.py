@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from search import views
 
@@ -7,4 +7,5 @@ urlpatterns = [
     path("api/search", views.api_search, name="api-search"),
     path("api/patents/<str:public_id>", views.api_patent, name="api-patent"),
     path("api/openapi.json", views.api_openapi, name="api-openapi"),
+    re_path(r"^api(?:/.*)?$", views.api_not_found),
 ]

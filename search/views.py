@@ -1,17 +1,22 @@
 import json
+from functools import wraps
 
 from django.conf import settings
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import HttpResponse, HttpResponseRedirect, JsonResponse, QueryDict
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
 
 from patents.models import Patent
+from patents.presentation import display_title, official_url, reference_number
 from patents.selectors import patent_get
 from patents.services import patent_provenance
 from search.params import SearchParamError, search_params_parse
 from search.ratelimit import rate_limit_check
-from search.selectors import search_patents
-from search.text import highlight
+from search.selectors import origin_other_count, search_patents, stored_query_text
+from search.services import stored_query_save
+from search.text import highlight, snippet_words
 
 _JSON_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026"}
 
@@ -22,26 +27,50 @@ def json_safe_response(data, status=200) -> HttpResponse:
     return HttpResponse(body, status=status, content_type="application/json; charset=utf-8")
 
 
+def reference_json(patent: Patent) -> dict:
+    """A reference patent as the document it is: number, kind, its own dates kept apart."""
+    meta = patent.source_meta or {}
+    return {
+        "number": patent.source_id,
+        "kind": meta.get("kind") or None,
+        "label": reference_number(patent),
+        "publication_date": patent.source_date.isoformat() if patent.source_date else None,
+        "filing_date": patent.filing_date.isoformat() if patent.filing_date else None,
+        "cpc": meta.get("cpc", []),
+        "ipc": meta.get("ipc", []),
+        "citations": meta.get("citations", []),
+        "official_url": official_url(patent) or None,
+        "source": meta.get("source", ""),
+    }
+
+
+def _claim_json(claim, score=None):
+    if claim is None:
+        return None
+    data = {"number": claim.number, "text": claim.text, "depends_on": claim.depends_on}
+    if score is not None:
+        data["score"] = round(score, 4)
+    return data
+
+
 def _hit_json(hit, request):
     p = hit.patent
-    return {
+    data = {
         "public_id": p.public_id,
         "title": p.title,
+        "display_title": display_title(p),
         "url": request.build_absolute_uri(p.get_absolute_url()),
         "origin": p.origin,
-        "published_at": p.published_at.isoformat(),
         "score": round(hit.score, 6),
         "snippet": hit.snippet,
-        "matched_claim": (
-            {
-                "number": hit.matched_claim.number,
-                "text": hit.matched_claim.text,
-                "score": None if hit.claim_score is None else round(hit.claim_score, 4),
-            }
-            if hit.matched_claim
-            else None
-        ),
+        "matched_claim": _claim_json(hit.matched_claim, hit.claim_score),
+        "parent_claim": _claim_json(hit.parent_claim),
     }
+    if p.origin == Patent.Origin.REFERENCE:
+        data["reference"] = reference_json(p)
+    else:
+        data["published_at"] = p.published_at.isoformat()
+    return data
 
 
 def _error(message, status=400, **headers):
@@ -51,49 +80,148 @@ def _error(message, status=400, **headers):
     return response
 
 
-@require_GET
-def search_page(request):
-    context = {"params": request.GET, "max_chars": settings.SEARCH_MAX_QUERY_CHARS}
-    if not request.GET.get("q", "").strip() and not request.GET.get("search"):
-        return render(request, "search/search.html", context)
-    try:
-        params = search_params_parse(request.GET)
-    except SearchParamError as exc:
-        context["error"] = str(exc)
-        return render(request, "search/search.html", context, status=400)
-    result = search_patents(params.q, filters=params.filters, k=params.k, page=params.page)
+def api_methods(*methods):
+    """Like require_http_methods, but answers 405 in the API's JSON error format."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapped(request, *args, **kwargs):
+            if request.method not in methods:
+                response = _error(
+                    f"method {request.method} not allowed; use {' or '.join(methods)}", 405
+                )
+                response["Allow"] = ", ".join(methods)
+                return response
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+# A GET request line must stay under gunicorn's 4,094 bytes (limit_request_line) with room
+# for the path and the filters; longer queries go through a stored query id.
+MAX_QUERY_STRING = 2000
+SEARCH_FIELDS = ("q", "k", "before", "after", "filed_before", "filed_after", "origin", "mode")
+
+
+def _search_data(request):
+    """The search's parameters from a GET (with ``qid`` for a stored long query) or a POST."""
+    source = request.POST if request.method == "POST" else request.GET
+    data = {key: source.get(key, "") for key in (*SEARCH_FIELDS, "generator", "page")}
+    qid = request.GET.get("qid", "")
+    if request.method == "GET" and qid and not data["q"]:
+        text = stored_query_text(key=qid)
+        if text is None:
+            raise SearchParamError("that stored query does not exist; paste the claim again")
+        data["q"] = text
+    return data
+
+
+def _linkable_query(params, data, *, qid: str = "") -> str:
+    query = QueryDict(mutable=True)
+    if qid:
+        query["qid"] = qid
+    else:
+        query["q"] = params.q
+    for key in SEARCH_FIELDS[1:] + ("generator",):
+        if data.get(key):
+            query[key] = data[key]
+    return query.urlencode()
+
+
+def _page_context(request, params, result, *, base_query: str):
     hits = [
         {
             "hit": h,
             "snippet_html": highlight(h.snippet, result.terms),
-            "claim_html": highlight(h.matched_claim.text[:600], result.terms)
+            "claim_html": highlight(snippet_words(h.matched_claim.text, 600), result.terms)
             if h.matched_claim
+            else "",
+            "parent_html": highlight(snippet_words(h.parent_claim.text, 300), result.terms)
+            if h.parent_claim
             else "",
         }
         for h in result.hits
     ]
-    query = request.GET.copy()
-    query.pop("page", None)
-    context.update(
-        result=result,
-        hits=hits,
-        page=params.page,
-        k=params.k,
-        has_next=result.total > params.page * params.k,
-        base_query=query.urlencode(),
-        next_page=params.page + 1,
-        prev_page=params.page - 1,
-    )
+    other = None
+    if not hits and params.page == 1 and params.filters.origin != "all":
+        count = origin_other_count(params.q, filters=params.filters)
+        if count:
+            other_origin = "reference" if params.filters.origin == "generated" else "generated"
+            query = QueryDict(base_query, mutable=True)
+            query["origin"] = other_origin
+            other = {"count": count, "origin": other_origin, "query": query.urlencode()}
+    return {
+        "result": result,
+        "hits": hits,
+        "page": params.page,
+        "k": params.k,
+        "first_rank": (params.page - 1) * params.k + 1,
+        "has_next": result.total > params.page * params.k,
+        "base_query": base_query,
+        "next_page": params.page + 1,
+        "prev_page": params.page - 1,
+        "other_origin": other,
+    }
+
+
+@require_http_methods(["GET", "POST"])
+def search_page(request):
+    source = request.POST if request.method == "POST" else request.GET
+    context = {"params": source, "max_chars": settings.SEARCH_MAX_QUERY_CHARS}
+    wants_search = source.get("q", "").strip() or source.get("search") or source.get("qid")
+    if not wants_search:
+        return render(request, "search/search.html", context)
+    try:
+        data = _search_data(request)
+        params = search_params_parse(data)
+    except SearchParamError as exc:
+        context["error"] = str(exc)
+        return render(request, "search/search.html", context, status=400)
+    if request.method == "POST":
+        # Post/redirect/get: the result page is a plain GET that can be linked and reloaded;
+        # a query too long for a URL is stored and named by a short id.
+        link = _linkable_query(params, data)
+        if len(link) > MAX_QUERY_STRING:
+            link = _linkable_query(params, data, qid=stored_query_save(text=params.q))
+        return HttpResponseRedirect(f"{reverse('search')}?{link}", status=303)
+    wait = rate_limit_check(request)
+    if wait:
+        context["error"] = f"Too many searches from your address; try again in {wait} s."
+        response = render(request, "search/search.html", context, status=429)
+        response["Retry-After"] = str(wait)
+        return response
+    result = search_patents(params.q, filters=params.filters, k=params.k, page=params.page)
+    base = request.GET.copy()
+    base.pop("page", None)
+    context["params"] = {**data, "q": params.q}
+    context.update(_page_context(request, params, result, base_query=base.urlencode()))
     return render(request, "search/search.html", context)
 
 
-@require_GET
+def _api_data(request):
+    if request.method == "GET":
+        return request.GET
+    if request.content_type != "application/json":
+        raise SearchParamError("POST a JSON object with Content-Type: application/json")
+    try:
+        data = json.loads(request.body or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise SearchParamError("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise SearchParamError("the body must be a JSON object")
+    return data
+
+
+@csrf_exempt  # JSON only, no cookie authentication: nothing for a forged request to use
+@api_methods("GET", "POST")
 def api_search(request):
     wait = rate_limit_check(request)
     if wait:
         return _error("too many requests; slow down", 429, Retry_After=str(wait))
     try:
-        params = search_params_parse(request.GET)
+        params = search_params_parse(_api_data(request))
     except SearchParamError as exc:
         return _error(str(exc))
     result = search_patents(params.q, filters=params.filters, k=params.k, page=params.page)
@@ -103,6 +231,7 @@ def api_search(request):
             "k": params.k,
             "page": params.page,
             "total": result.total,
+            "total_exact": result.total_exact,
             "engine": result.engine,
             "notice": result.notice,
             "results": [_hit_json(h, request) for h in result.hits],
@@ -128,18 +257,15 @@ def patent_json(patent: Patent, request) -> dict:
     if patent.origin == Patent.Origin.GENERATED:
         data["provenance"] = patent_provenance(patent)
     else:
-        data["source"] = {
-            "id": patent.source_id,
-            "date": patent.source_date.isoformat() if patent.source_date else None,
-            **patent.source_meta,
-        }
+        data["reference"] = reference_json(patent)
+        data.pop("published_at")  # this site's import time, not the document's date
     if patent.is_withdrawn:
         data = {k: data[k] for k in ("public_id", "url", "status", "published_at", "content_hash")}
         data["withdrawn_at"] = patent.withdrawn_at.isoformat() if patent.withdrawn_at else None
     return data
 
 
-@require_GET
+@api_methods("GET")
 def api_patent(request, public_id):
     patent = patent_get(public_id=public_id)
     if patent is None:
@@ -240,10 +366,11 @@ OPENAPI = {
 }
 
 
-@require_GET
+@api_methods("GET")
 def api_openapi(request):
     return JsonResponse(OPENAPI)
 
 
+@csrf_exempt
 def api_not_found(request, rest=""):
-    raise Http404
+    return _error(f"no API endpoint at {request.path}", 404)

@@ -58,6 +58,13 @@ def worker_factory(tmp_path, settings):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_health_probes():
+    from allthepatents.health import probe_cache_clear
+
+    probe_cache_clear()
+
+
+@pytest.fixture(autouse=True)
 def _plain_static_storage(settings):
     # The manifest storage needs collectstatic; page tests don't need hashed names.
     settings.STORAGES = {
@@ -116,3 +123,28 @@ def generators(db):
 
     generators_seed(Generator)
     return {g.name: g for g in Generator.objects.all()}
+
+
+@pytest.fixture(scope="module")
+def memo_embeddings():
+    """Each distinct text goes through the real MiniLM once per module; the rebuilds these
+    tests provoke reuse those vectors instead of recomputing them."""
+    import search.embeddings as embeddings
+
+    real = embeddings.embed
+    memo = {}
+
+    def embed(texts, **kwargs):
+        import numpy as np
+
+        missing = [t for t in dict.fromkeys(texts) if t not in memo]
+        if missing:
+            for text, vector in zip(missing, real(missing, **kwargs), strict=True):
+                memo[text] = vector
+        if not texts:
+            return real(texts, **kwargs)
+        return np.stack([memo[t] for t in texts])
+
+    embeddings.embed = embed
+    yield
+    embeddings.embed = real

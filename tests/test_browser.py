@@ -16,6 +16,13 @@ from tests.helpers import ROOT, redis_flush, redis_url_or_skip, require
 
 ARTIFACTS = ROOT / "test-artifacts"
 ADMIN_PASSWORD = "e2e-Admin-pw-7731"  # noqa: S105 (a scratch site's test account)
+HEALTH_TOKEN = "e2e-health-token"  # noqa: S105
+
+
+def _health_request(base):
+    return urllib.request.Request(
+        f"{base}/healthz?detail=1", headers={"Authorization": f"Bearer {HEALTH_TOKEN}"}
+    )
 
 
 def _free_port() -> int:
@@ -45,6 +52,8 @@ def live_site(tmp_path_factory, memo_model_path):
         "WEB_WORKERS": "2",
         "SEARCH_RATE_LIMIT": "0",
         "PYTHONUNBUFFERED": "1",
+        "HEALTHZ_TOKEN": HEALTH_TOKEN,
+        "HEALTHZ_CACHE_SECONDS": "0",
     }
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=300
@@ -65,7 +74,7 @@ def live_site(tmp_path_factory, memo_model_path):
     deadline = time.monotonic() + 120
     while True:
         try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as r:  # noqa: S310
+            with urllib.request.urlopen(_health_request(base), timeout=2) as r:  # noqa: S310
                 if r.status == 200 and b'"worker": {"ok": true' in r.read():
                     break
         except Exception:  # noqa: S110 (still starting)
@@ -179,6 +188,61 @@ def test_admin_starts_a_job_watches_it_finish_and_finds_the_invention(live_site,
     assert "Self-stirring mug" in page.content() or "Folding ladder hook" in page.content()
 
 
+def _long_claim(chars: int = 12_000) -> str:
+    """A real-looking claim of ``chars`` characters: the fixture's first claims, run on."""
+    import json
+
+    lines = (ROOT / "tests" / "fixtures" / "patents-40.jsonl").read_text().splitlines()
+    parts = ["1. A telephone comprising a keyboard, a display and dialing circuitry"]
+    for line in lines:
+        for claim in json.loads(line)["claims"][:3]:
+            parts.append(claim.split(". ", 1)[-1].rstrip("."))
+    text = "; wherein ".join(parts)
+    while len(text) < chars:
+        text += "; wherein " + text
+    return text[:chars].rsplit(" ", 1)[0] + "."
+
+
+def test_a_12000_character_claim_typed_into_the_form_returns_results(live_site, page):
+    """Through the real gunicorn: a GET this long would exceed its 4,094-byte request
+    line; the form posts, and the result page stays linkable by a stored query id."""
+    base = live_site["base"]
+    claim = _long_claim()
+    assert len(claim) >= 11_900
+    page.goto(base + "/search/")
+    page.fill("textarea#q", claim)
+    page.select_option("select[name=origin]", "all")
+    page.click("button[type=submit]")
+    page.wait_for_selector("ol.results li")
+    assert "qid=" in page.url and "origin=all" in page.url
+    assert page.locator("ol.results li").count() >= 1
+    assert len(page.input_value("textarea#q")) == len(claim)
+    page.screenshot(path=str(ARTIFACTS / "search-long-claim.png"), full_page=True)
+    # The link works on its own (a fresh request, no form state).
+    with urllib.request.urlopen(page.url, timeout=60) as r:  # noqa: S310 (local test site)
+        assert r.status == 200 and b'class="results"' in r.read()
+    # A short query stays a plain linkable GET.
+    page.goto(base + "/search/")
+    page.fill("textarea#q", "telephone keyboard")
+    page.click("button[type=submit]")
+    page.wait_for_selector("ol.results li")
+    assert "q=telephone+keyboard" in page.url
+
+
+def test_the_api_takes_a_12000_character_claim_as_json_by_post(live_site):
+    import json
+
+    base = live_site["base"]
+    body = json.dumps({"q": _long_claim(), "k": 5, "origin": "all"}).encode()
+    request = urllib.request.Request(
+        f"{base}/api/search", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as r:  # noqa: S310 (local test site)
+        data = json.loads(r.read())
+    assert r.status == 200 and len(data["results"]) == 5
+    assert data["query"].startswith("1. A telephone")
+
+
 def _get_json(url):
     import json
 
@@ -215,7 +279,7 @@ def test_index_truncated_then_deleted_while_the_site_runs(live_site):
         fh.write(data[: len(data) // 3])
     status, body = _get_json(query)
     assert status == 200 and body["engine"] == "keyword" and body["results"]
-    health = _get_json(f"{base}/healthz")[1]
+    health = _get_json(_health_request(base))[1]
     assert health["index"]["ok"] is False
     _rebuild(env)
     assert _get_json(query)[1]["engine"] == "hybrid"

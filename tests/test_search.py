@@ -37,28 +37,8 @@ def _lines(n):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _memo_embeddings():
-    """Each distinct text goes through the real MiniLM once per module; the rebuilds these
-    tests provoke reuse those vectors instead of recomputing them."""
-    import search.embeddings as embeddings
-
-    real = embeddings.embed
-    memo = {}
-
-    def embed(texts, **kwargs):
-        import numpy as np
-
-        missing = [t for t in dict.fromkeys(texts) if t not in memo]
-        if missing:
-            for text, vector in zip(missing, real(missing, **kwargs), strict=True):
-                memo[text] = vector
-        if not texts:
-            return real(texts, **kwargs)
-        return np.stack([memo[t] for t in texts])
-
-    embeddings.embed = embed
-    yield
-    embeddings.embed = real
+def _memo(memo_embeddings):
+    pass
 
 
 @pytest.fixture(scope="module")

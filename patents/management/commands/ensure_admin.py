@@ -1,7 +1,9 @@
 import secrets
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 
 from allthepatents.env import env_str
 
@@ -15,6 +17,15 @@ class Command(BaseCommand):
         password = env_str("ADMIN_PASSWORD")
         email = env_str("ADMIN_EMAIL", "")
         user = User.objects.filter(username=username).first()
+        if password:
+            # The same validators as every other password on the site (AUTH_PASSWORD_VALIDATORS).
+            candidate = user or User(username=username, email=email)
+            try:
+                validate_password(password, user=candidate)
+            except ValidationError as exc:
+                raise CommandError(
+                    "ADMIN_PASSWORD is not acceptable: " + " ".join(exc.messages)
+                ) from None
         if user is not None:
             if password:
                 user.set_password(password)

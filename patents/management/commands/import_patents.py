@@ -27,6 +27,7 @@ class Command(BaseCommand):
             if not path.exists():
                 raise CommandError(f"{path}: no such file")
         total_bad = 0
+        broken = []
         for path in paths:
             started = time.monotonic()
             uspto = is_uspto_path(path)
@@ -51,5 +52,12 @@ class Command(BaseCommand):
             if len(report.bad) > max_bad_listed:
                 self.stdout.write(f"  ... and {len(report.bad) - max_bad_listed} more bad lines")
             total_bad += len(report.bad)
+            if report.broken:
+                broken.append(f"{path}: {report.broken}")
         if total_bad:
             self.stdout.write(self.style.WARNING(f"{total_bad} bad lines were skipped"))
+        if broken:
+            # After the summary: the rows before the break are committed and stay.
+            raise CommandError(
+                "input ended early (rows before the break were imported): " + "; ".join(broken)
+            )

@@ -1,0 +1,68 @@
+import os
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from patents.services import jsonl_lines
+from search.embedder_training import embedder_pairs_load, embedder_train
+from search.embeddings import OFFLINE_PACKAGE_NAME, cpu_has_native_bf16
+
+
+class Command(BaseCommand):
+    help = (
+        "Fine-tunes the sentence embedder on (first claim, title + abstract) pairs of the "
+        "train split of a JSON Lines file; EMBEDDING_MODEL=OUT makes the site use it."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--data", type=Path, required=True)
+        parser.add_argument("--out", type=Path, required=True)
+        parser.add_argument("--base", default=OFFLINE_PACKAGE_NAME)
+        parser.add_argument("--epochs", type=int, default=2)
+        parser.add_argument("--batch-size", type=int, default=32)
+        parser.add_argument("--learning-rate", type=float, default=5e-5)
+        parser.add_argument("--max-seq-length", type=int, default=256)
+        parser.add_argument("--threads", type=int, default=os.cpu_count())
+        parser.add_argument(
+            "--bf16",
+            choices=["auto", "on", "off"],
+            default="auto",
+            help="bfloat16 autocast; auto: where the CPU computes it natively (AVX512-BF16/AMX)",
+        )
+        parser.add_argument("--limit", type=int, help="at most this many pairs (smoke runs)")
+
+    def handle(self, *args, data, out, base, epochs, batch_size, learning_rate, **options):
+        if not data.exists():
+            raise CommandError(f"{data}: no such file")
+        pairs = embedder_pairs_load((line for _, line in jsonl_lines(data)), split="train")
+        if options["limit"]:
+            pairs = pairs[: options["limit"]]
+        if len(pairs) < 2:
+            raise CommandError("fewer than two (claim, title + abstract) pairs in the train split")
+        bf16 = options["bf16"] == "on" or (options["bf16"] == "auto" and cpu_has_native_bf16())
+        self.stdout.write(f"{len(pairs)} training pairs from {data} (train split)")
+        bar = tqdm(unit=" steps", file=self.stderr)
+
+        def progress(step, total):
+            bar.total = total
+            bar.n = step
+            bar.refresh()
+
+        report = embedder_train(
+            pairs=pairs,
+            out=out,
+            base=base,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            max_seq_length=options["max_seq_length"],
+            threads=options["threads"],
+            bf16=bf16,
+            progress=progress,
+        )
+        bar.close()
+        self.stdout.write(
+            f"trained in {report['seconds']:.0f} s; saved to {out}. "
+            f"Use it with EMBEDDING_MODEL={out.resolve()} (the index rebuilds for a new model)."
+        )

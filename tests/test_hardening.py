@@ -1,0 +1,344 @@
+"""What an outside probe found (#14), each reproduced: Redis down under the rate limiter,
+login throttling, rate limits on the page, proxies, truncated imports, size limits, health,
+a hung broker, and the API's JSON errors."""
+
+import gzip
+import json
+import socket
+import threading
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+
+from patents.models import Patent
+from patents.services import RecordError, reference_import_records
+from tests.factories import patent_published
+
+DEAD_REDIS = "redis://127.0.0.1:1/0"
+
+
+@pytest.fixture
+def redis_down(settings):
+    """The cache (rate limiter's store) points at a port nobody serves."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": DEAD_REDIS,
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+
+
+# --- 1. the API keeps answering, in JSON, when Redis is unreachable ----------------------
+
+
+@pytest.mark.django_db
+def test_api_search_answers_json_when_redis_is_down(client, redis_down, settings):
+    from search.services import search_documents_sync
+
+    patent_published(n=1)
+    search_documents_sync()  # the publish hook runs on commit, which this test never does
+    response = client.get("/api/search", {"q": "widget brush"})
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["results"]
+
+
+def _fresh_client():
+    """A client with an address of its own: rate-limit windows outlive a test."""
+    import secrets
+
+    from django.test import Client
+
+    return Client(REMOTE_ADDR=f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.7")
+
+
+@pytest.mark.django_db
+def test_the_limit_still_holds_per_process_when_redis_is_down(redis_down, settings):
+    client = _fresh_client()
+    settings.SEARCH_RATE_LIMIT = 3
+    settings.SEARCH_RATE_WINDOW = 86_400  # a fixed window must not roll over mid-test
+    codes = [client.get("/api/search", {"q": "widget"}).status_code for _ in range(5)]
+    assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
+
+
+# --- 2. login throttling and admin passwords ----------------------------------------------
+
+
+@pytest.mark.django_db
+def test_admin_login_locks_out_after_repeated_failures(client, settings):
+    User.objects.create_superuser("boss", "", "Right-horse-battery-9")
+    for _ in range(settings.AXES_FAILURE_LIMIT + 3):
+        client.post("/admin/login/?next=/admin/", {"username": "boss", "password": "wrong"})
+    response = client.post(
+        "/admin/login/?next=/admin/", {"username": "boss", "password": "Right-horse-battery-9"}
+    )
+    assert response.status_code == 429
+    assert "_auth_user_id" not in client.session
+    # Another address is not locked out.
+    other = client.__class__(REMOTE_ADDR="10.1.2.3")
+    response = other.post(
+        "/admin/login/?next=/admin/", {"username": "boss", "password": "Right-horse-battery-9"}
+    )
+    assert response.status_code == 302 and "_auth_user_id" in other.session
+
+
+@pytest.mark.django_db
+def test_login_lockout_behind_a_proxy_keys_on_the_forwarded_client(client, settings):
+    settings.TRUSTED_PROXY_COUNT = 1
+    User.objects.create_superuser("boss", "", "Right-horse-battery-9")
+    for _ in range(settings.AXES_FAILURE_LIMIT + 1):
+        client.post(
+            "/admin/login/",
+            {"username": "boss", "password": "wrong"},
+            HTTP_X_FORWARDED_FOR="203.0.113.9",
+        )
+    locked = client.post(
+        "/admin/login/",
+        {"username": "boss", "password": "Right-horse-battery-9"},
+        HTTP_X_FORWARDED_FOR="203.0.113.9",
+    )
+    assert locked.status_code == 429
+    # The proxy's own address (REMOTE_ADDR, shared by everyone) is not what was locked.
+    fine = client.post(
+        "/admin/login/?next=/admin/",
+        {"username": "boss", "password": "Right-horse-battery-9"},
+        HTTP_X_FORWARDED_FOR="198.51.100.4",
+    )
+    assert fine.status_code == 302
+
+
+@pytest.mark.django_db
+def test_ensure_admin_refuses_a_weak_password(monkeypatch):
+    monkeypatch.setenv("ADMIN_USERNAME", "weakling")
+    monkeypatch.setenv("ADMIN_PASSWORD", "a")
+    with pytest.raises(CommandError, match="ADMIN_PASSWORD is not acceptable"):
+        call_command("ensure_admin")
+    assert not User.objects.filter(username="weakling").exists()
+    monkeypatch.setenv("ADMIN_PASSWORD", "Tall-kettle-orbit-53")
+    call_command("ensure_admin")
+    assert User.objects.get(username="weakling").check_password("Tall-kettle-orbit-53")
+
+
+# --- 3. the page is limited like the API; proxies -----------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_search_page_is_rate_limited(settings):
+    client = _fresh_client()
+    settings.SEARCH_RATE_LIMIT = 3
+    settings.SEARCH_RATE_WINDOW = 86_400  # a fixed window must not roll over mid-test
+    codes = [client.get("/search/", {"q": "widget"}).status_code for _ in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
+    # The empty form is not a search and stays available.
+    assert client.get("/search/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_trusted_proxy_setting_separates_clients_and_resists_spoofing(settings):
+    client = _fresh_client()
+    settings.SEARCH_RATE_LIMIT = 2
+    settings.SEARCH_RATE_WINDOW = 86_400
+
+    def codes(xff, n=3):
+        return [
+            client.get("/api/search", {"q": "widget"}, HTTP_X_FORWARDED_FOR=xff).status_code
+            for _ in range(n)
+        ]
+
+    import secrets
+
+    run = f"{secrets.randbelow(250)}.{secrets.randbelow(250)}"  # windows outlive a run
+    a, b = f"192.0.{run}".rsplit(".", 1)[0] + ".1", f"198.18.{run}"
+    # Off (the default): X-Forwarded-For is ignored, a forged header buys no new bucket.
+    assert codes("1.1.1.1", 2) + codes("2.2.2.2", 1) == [200, 200, 429]
+    settings.TRUSTED_PROXY_COUNT = 1
+    assert codes(a) == [200, 200, 429]
+    assert codes(b) == [200, 200, 429]  # another client behind the same proxy
+    # A client prepending its own entries does not escape: the proxy's entry is last.
+    assert codes(f"9.9.9.9, {b}", 1) == [429]
+
+
+# --- 4. a truncated .gz ends with the summary and keeps what came before ------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_truncated_gz_import_ends_with_a_summary_and_keeps_rows(tmp_path, fixture_jsonl):
+    records = [json.loads(line) for line in fixture_jsonl.read_text().splitlines()]
+    lines = []
+    for copy in range(25):
+        for r in records:
+            lines.append(json.dumps({**r, "id": f"{r['id']}-{copy}"}))
+    path = tmp_path / "cut.jsonl.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write("\n".join(lines) + "\n")
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    out = []
+
+    class Sink:
+        def write(self, text):
+            out.append(text)
+
+        def flush(self):
+            pass
+
+    with pytest.raises(CommandError, match="input ended early"):
+        call_command(
+            "import_patents", str(path), "--no-progress", "--batch-size", "100", stdout=Sink()
+        )
+    text = "".join(out)
+    assert "cut.jsonl.gz" in text and "STOPPED EARLY" in text and "breaks after line" in text
+    imported = Patent.objects.filter(origin=Patent.Origin.REFERENCE).count()
+    assert 0 < imported < len(lines)
+    assert f"imported {imported}," in text
+
+
+# --- 5. size limits --------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_over_limit_records_are_bad_lines_not_imports(settings):
+    settings.RECORD_MAX_ABSTRACT_CHARS = 1000
+    settings.RECORD_MAX_CLAIMS = 5
+    settings.RECORD_MAX_CLAIM_CHARS = 500
+    good = {"id": "OK1", "title": "Fine", "abstract": "A fine thing.", "claims": ["1. A thing."]}
+    huge_abstract = {**good, "id": "BIG1", "abstract": "word " * 2_000_000}  # ~10 MB
+    many_claims = {**good, "id": "BIG2", "claims": [f"{i}. A thing." for i in range(1, 8)]}
+    long_claim = {**good, "id": "BIG3", "claims": ["1. A thing " + "x" * 600]}
+    lines = [json.dumps(r) for r in (good, huge_abstract, many_claims, long_claim)]
+    report = reference_import_records(enumerate(lines, start=1))
+    assert report.imported == 1
+    why = dict(report.bad)
+    assert "abstract is 9,999,999 characters; the limit is 1,000" in why[2]
+    assert "7 claims; the limit is 5" in why[3]
+    assert "claim 1 is" in why[4] and "the limit is 500" in why[4]
+    assert list(Patent.objects.values_list("source_id", flat=True)) == ["OK1"]
+
+
+@pytest.mark.django_db
+def test_publishing_an_over_limit_invention_writes_nothing(settings):
+    settings.RECORD_MAX_CLAIM_CHARS = 100
+    with pytest.raises(RecordError, match="claim 1 is"):
+        patent_published(claims=[{"number": 1, "text": "A widget " + "y" * 200}])
+    assert not Patent.objects.exists()
+
+
+# --- 7. health: cheap and public, detail for staff or a token -------------------------------
+
+
+@pytest.mark.django_db
+def test_public_healthz_is_liveness_only(client, settings):
+    settings.CELERY_BROKER_URL = DEAD_REDIS
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"ok": True}  # no broker error text, no worker host names
+    assert client.get("/healthz", {"detail": 1}).status_code == 403
+
+
+@pytest.mark.django_db
+def test_detailed_health_needs_staff_or_the_token(client, admin_client, settings):
+    settings.HEALTHZ_TOKEN = "s3cret-health"
+    settings.HEALTHZ_TIMEOUT = 0.3
+    assert (
+        client.get("/healthz", {"detail": 1}, HTTP_AUTHORIZATION="Bearer nope").status_code == 403
+    )
+    data = client.get("/healthz", {"detail": 1}, HTTP_AUTHORIZATION="Bearer s3cret-health").json()
+    assert {"database", "broker", "worker", "index"} <= set(data)
+    assert admin_client.get("/healthz", {"detail": 1}).json()["database"]["ok"] is True
+
+
+@pytest.mark.django_db
+def test_detailed_health_probes_are_cached(admin_client, settings, monkeypatch):
+    import allthepatents.health as health
+
+    calls = []
+    real = health.broker_check
+
+    def counted():
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(health, "broker_check", counted)
+    settings.HEALTHZ_CACHE_SECONDS = 60
+    for _ in range(4):
+        admin_client.get("/healthz", {"detail": 1})
+    assert len(calls) == 1
+
+
+# --- 8. a hung broker does not hold the web worker -----------------------------------------
+
+
+@pytest.fixture
+def hung_broker(settings):
+    """A TCP server that accepts connections and never answers: a hung Redis."""
+    from allthepatents.celery import app
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(50)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    url = f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    old = app.conf.broker_url
+    app.conf.broker_url = url
+    app._pool = None
+    app.amqp._producer_pool = None
+    settings.CELERY_BROKER_URL = url
+    settings.BROKER_SEND_TIMEOUT = 0.5
+    yield url
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+    app.conf.broker_url = old
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+@pytest.mark.timeout(60)  # before the fix this hung until the kernel gave up
+@pytest.mark.django_db
+def test_dispatch_to_a_hung_broker_gives_up_and_keeps_the_job(hung_broker, generators):
+    from generation.models import GenerationJob
+    from generation.services import job_create, job_dispatch
+
+    job = job_create(generator=generators["kl3m-002-170m-patent"], count=2, dispatch=False)
+    assert job_dispatch(job_id=job.pk) is False
+    job.refresh_from_db()
+    assert job.status == GenerationJob.Status.QUEUED and "broker is unavailable" in job.last_error
+
+
+# --- 9. the API's errors are JSON, whatever the path or method ------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "method,path,status",
+    [
+        ("get", "/api/nothing-here", 404),
+        ("get", "/api/", 404),
+        ("get", "/api/patents/a/b/c", 404),
+        ("put", "/api/search", 405),
+        ("delete", "/api/search", 405),
+        ("post", "/api/patents/abc", 405),
+        ("post", "/api/openapi.json", 405),
+    ],
+)
+def test_api_errors_are_json(client, method, path, status):
+    response = getattr(client, method)(path)
+    assert response.status_code == status
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["status"] == status and response.json()["error"]

@@ -1,0 +1,192 @@
+"""Filters act inside retrieval: a filter that keeps about 1% of a few thousand patents
+returns the same top 10 as ranking the filtered set exhaustively (real MiniLM, real FAISS,
+real FTS), on an exact index, on HNSW, and through the deep-search path."""
+
+import datetime as dt
+import json
+import random
+
+import pytest
+from django.test import override_settings
+
+from patents.models import LedgerEntry, Patent
+from patents.services import reference_import_records
+from search.keyword import keyword_search
+from search.selectors import SearchFilters, hybrid_rank, patents_matching, search_patents
+from search.services import search_index_rebuild, vector_texts
+from search.store import reader_reset
+from tests.factories import patent_published
+
+WORDS = """valve piston rotor blade sensor circuit battery cathode anode membrane filter pump
+nozzle turbine bearing shaft gear clutch spring damper hinge latch lens mirror prism laser
+diode antenna receiver transmitter amplifier oscillator capacitor inductor resistor switch
+relay motor stator coil magnet actuator solenoid catheter stent needle syringe implant
+polymer resin fiber coating adhesive substrate wafer transistor gate channel electrode
+plasma chamber heater cooler compressor condenser evaporator duct fan blower burner
+injector carburetor exhaust muffler wheel axle brake tire seat belt airbag frame chassis
+hull keel sail rudder propeller wing fuselage cockpit screen keyboard mouse printer
+scanner camera speaker microphone headset cable connector socket plug fuse breaker
+meter gauge probe thermostat humidifier dryer washer mixer blender oven grill kettle
+toaster fridge freezer drill saw hammer chisel wrench clamp vise ladder scaffold crane
+hoist winch pulley conveyor roller belt hopper silo tank pipe hose fitting flange gasket
+seal""".split()
+
+N_REFERENCES = 2000
+N_GENERATED = 20  # about 1% of the corpus
+N_OLD = 20  # references dated before 1980: another 1% filter
+
+
+def _phrase(rng, n):
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def _records(rng):
+    lines = []
+    for i in range(N_REFERENCES):
+        year = 1975 if i < N_OLD else 2010
+        lines.append(
+            json.dumps(
+                {
+                    "id": f"SYN{i:05d}",
+                    "title": _phrase(rng, 4),
+                    "abstract": "An apparatus with " + _phrase(rng, 20) + ".",
+                    "claims": ["1. A device comprising " + _phrase(rng, 14) + "."],
+                    "date": f"{year}-0{1 + i % 9}-1{i % 10}",
+                    "date_type": "publication",
+                    "claims_complete": True,
+                }
+            )
+        )
+    return lines
+
+
+@pytest.fixture(scope="module")
+def big_corpus(django_db_setup, django_db_blocker, tmp_path_factory, memo_embeddings):
+    rng = random.Random(7)
+    override = override_settings(
+        INDEX_DIR=tmp_path_factory.mktemp("index"), NEAR_COPY_EMBEDDING_CHECK=False
+    )
+    override.enable()
+    reader_reset()
+    with django_db_blocker.unblock():
+        reference_import_records(enumerate(_records(rng), start=1))
+        for n in range(N_GENERATED):
+            patent_published(
+                n=n,
+                title=_phrase(rng, 4),
+                abstract="A machine with " + _phrase(rng, 20) + ".",
+                claims=[{"number": 1, "text": "A machine comprising " + _phrase(rng, 14) + "."}],
+            )
+        search_index_rebuild()
+    yield rng
+    with django_db_blocker.unblock():
+        LedgerEntry.objects.all().delete()
+        Patent.objects.all().delete()
+    override.disable()
+    reader_reset()
+
+
+def _exhaustive_dense(query: str, filters: SearchFilters) -> list[int]:
+    """Cosine against every vector of every patent the filter keeps, scored as the site
+    scores (document, or best claim less the margin): no index involved."""
+    from django.conf import settings
+
+    from search.embeddings import embed
+    from search.models import IndexedVector
+
+    rows = list(IndexedVector.objects.filter(patent__in=patents_matching(filters)))
+    vectors = embed(vector_texts(rows))
+    scores = vectors @ embed([query])[0]
+    docs = [
+        (r.patent_id, float(s), None)
+        for r, s in zip(rows, scores, strict=True)
+        if r.claim_number is None
+    ]
+    claims = [
+        (r.patent_id, float(s), r.claim_number)
+        for r, s in zip(rows, scores, strict=True)
+        if r.claim_number is not None
+    ]
+    ranked = hybrid_rank(
+        dense_docs=docs,
+        dense_claims=claims,
+        keyword=[],
+        alpha=1.0,
+        claim_margin=settings.SEARCH_CLAIM_MARGIN,
+    )
+    return [pid for pid, _ in ranked[:10]]
+
+
+def _exhaustive_keyword(query: str, filters: SearchFilters) -> list[int]:
+    """The full keyword ranking of the whole corpus, filtered afterwards: bm25's statistics
+    are corpus-wide, so this is the filtered set's exact order."""
+    allowed = set(patents_matching(filters).values_list("pk", flat=True))
+    return [pid for pid, _ in keyword_search(query, limit=100_000) if pid in allowed][:10]
+
+
+FILTERS = [
+    SearchFilters(origin="generated"),
+    SearchFilters(origin="reference", before=dt.date(1980, 1, 1)),
+]
+
+
+def _queries(rng):
+    return ["A device comprising " + _phrase(rng, 10) for _ in range(4)]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "case",
+    [
+        {"label": "flat, exact subset"},
+        {"label": "flat, deep search", "SEARCH_EXACT_SUBSET_MAX": 0},
+        {"label": "hnsw, exact subset", "SEARCH_HNSW_THRESHOLD": 100},
+    ],
+    ids=lambda c: c["label"],
+)
+def test_a_one_percent_filter_returns_the_exhaustive_top_10(big_corpus, settings, case):
+    overrides = {k: v for k, v in case.items() if k != "label"}
+    for key, value in overrides.items():
+        setattr(settings, key, value)
+    if "SEARCH_HNSW_THRESHOLD" in overrides:
+        search_index_rebuild()
+        reader_reset()
+    try:
+        from search.selectors import index_health
+
+        assert index_health()["index_type"] == (
+            "hnsw" if "SEARCH_HNSW_THRESHOLD" in overrides else "flat"
+        )
+        for filters in FILTERS:
+            kept = patents_matching(filters).count()
+            assert kept == 20  # 1% of the corpus
+            for query in _queries(big_corpus):
+                dense = search_patents(query, filters=filters, k=10, engine="dense")
+                assert [h.patent.pk for h in dense.hits] == _exhaustive_dense(query, filters)
+                keyword = search_patents(query, filters=filters, k=10, engine="keyword")
+                assert [h.patent.pk for h in keyword.hits] == _exhaustive_keyword(query, filters)
+                hybrid = search_patents(query, filters=filters, k=10)
+                assert len(hybrid.hits) == 10 and hybrid.total == 20 and hybrid.total_exact
+                assert all(
+                    patents_matching(filters).filter(pk=h.patent.pk).exists() for h in hybrid.hits
+                )
+    finally:
+        if "SEARCH_HNSW_THRESHOLD" in overrides:
+            settings.SEARCH_HNSW_THRESHOLD = 50_000
+            search_index_rebuild()
+            reader_reset()
+
+
+@pytest.mark.django_db
+def test_undated_references_never_pass_a_date_filter(big_corpus):
+    undated = Patent.objects.filter(origin=Patent.Origin.REFERENCE).first()
+    Patent.objects.filter(pk=undated.pk).update(source_date=None)
+    try:
+        for filters in (
+            SearchFilters(origin="reference", before=dt.date(2100, 1, 1)),
+            SearchFilters(origin="reference", after=dt.date(1700, 1, 1)),
+        ):
+            assert not patents_matching(filters).filter(pk=undated.pk).exists()
+        assert patents_matching(SearchFilters(origin="reference")).filter(pk=undated.pk).exists()
+    finally:
+        Patent.objects.filter(pk=undated.pk).update(source_date=dt.date(2010, 1, 1))
