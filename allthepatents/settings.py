@@ -6,16 +6,24 @@ The README documents every variable.
 """
 
 import datetime as dt
+import os
 import secrets
 from pathlib import Path
 
 import dj_database_url
 
 from allthepatents.env import env_bool, env_float, env_int, env_list, env_path, env_str
+from allthepatents.files import data_dir_secure
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = env_path("DATA_DIR", BASE_DIR / "var")
+# Everything under DATA_DIR is private to the account that runs the site, whatever the umask
+# it was started with: the database holds password hashes and live sessions. Every process
+# of the app (web, worker, manage.py) creates its files owner-only; data_dir_secure() also
+# tightens what an earlier, looser run left behind.
+os.umask(0o077)
 DATA_DIR.mkdir(parents=True, exist_ok=True)
+data_dir_secure(DATA_DIR)
 
 DEBUG = env_bool("DEBUG", False)
 
@@ -27,8 +35,9 @@ def _secret_key() -> str:
     # Generated once and kept, so sessions survive restarts without anyone choosing a key.
     path = DATA_DIR / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(50))
     return path.read_text().strip()
 
 
@@ -249,6 +258,11 @@ RECORD_MAX_CLAIM_CHARS = env_int("RECORD_MAX_CLAIM_CHARS", 40_000, minimum=1)
 RECORD_MAX_CLAIMS = env_int("RECORD_MAX_CLAIMS", 1_000, minimum=1)
 
 HEALTHZ_TIMEOUT = env_float("HEALTHZ_TIMEOUT", 1.0)
+# RFC 3161 trusted timestamps of the ledger's daily heads (off when the URL is empty).
+LEDGER_TSA_URL = env_str("LEDGER_TSA_URL", "")
+LEDGER_TSA_CERT = env_path("LEDGER_TSA_CERT", None)  # the TSA's certificate (PEM), to pin it
+LEDGER_TSA_INTERVAL = env_int("LEDGER_TSA_INTERVAL", 3600, minimum=60)  # newest head, seconds
+LEDGER_TSA_TIMEOUT = env_float("LEDGER_TSA_TIMEOUT", 10.0)
 # Seconds a web request may wait on the broker to enqueue a task (see celery.task_send).
 BROKER_SEND_TIMEOUT = env_float("BROKER_SEND_TIMEOUT", 2.0)
 # /healthz?detail=1 (broker, worker, index) for staff, or with this bearer token.

@@ -116,6 +116,19 @@ class LedgerEntry(models.Model):
         return f"#{self.pk} {self.kind} {self.public_id}"
 
 
+class LedgerTimestamp(models.Model):
+    """An RFC 3161 time-stamp token over a ledger entry's hash (a daily head), signed by a
+    time-stamping authority: proof from outside that the chain up to it existed then."""
+
+    entry = models.OneToOneField(LedgerEntry, on_delete=models.PROTECT, related_name="timestamp")
+    token = models.BinaryField()
+    tsa_url = models.CharField(max_length=500)
+    stamped_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"timestamp of ledger entry {self.entry_id}"
+
+
 class MinHashBand(models.Model):
     """LSH bands of a patent's MinHash signature (claims + abstract word shingles): patents
     sharing a band are candidates for the near-copy check."""

@@ -4,11 +4,10 @@ import datetime as dt  # noqa: F401  (used in annotations)
 import json
 import secrets
 
-from django.db.models import Count, Max, Prefetch, QuerySet
-from django.db.models.functions import TruncDate
+from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
-from patents.models import Claim, LedgerEntry, Patent
+from patents.models import Claim, Patent
 
 
 def patents_visible() -> QuerySet[Patent]:
@@ -70,30 +69,6 @@ def generated_today_count() -> int:
     return (
         patents_visible().filter(origin=Patent.Origin.GENERATED, published_at__date=today).count()
     )
-
-
-def ledger_daily_heads() -> list[dict]:
-    """Per UTC day: the last entry's hash and the number of entries that day."""
-    rows = (
-        LedgerEntry.objects.annotate(day=TruncDate("recorded_at"))
-        .values("day")
-        .annotate(count=Count("id"), last_id=Max("id"))
-        .order_by("-day")
-    )
-    heads = dict(
-        LedgerEntry.objects.filter(id__in=[r["last_id"] for r in rows]).values_list(
-            "id", "entry_hash"
-        )
-    )
-    return [
-        {
-            "date": r["day"],
-            "count": r["count"],
-            "last_entry": r["last_id"],
-            "head": heads.get(r["last_id"], ""),
-        }
-        for r in rows
-    ]
 
 
 def dumps_list(folder) -> list[dict]:

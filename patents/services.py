@@ -13,9 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
+from patents.ledger import (
+    GENESIS_HASH,
+    ledger_append,
+    ledger_heads_document,
+    ledger_time_text,
+)
 from patents.models import Claim, LedgerEntry, Patent
 from patents.nearcopy import bands_store
 from patents.text import claim_find_dependency, claim_split_number, content_hash
@@ -24,7 +30,6 @@ logger = logging.getLogger(__name__)
 
 PUBLIC_ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"  # no 0/o, 1/l/i: read aloud safely
 PUBLIC_ID_LENGTH = 10
-GENESIS_HASH = "0" * 64
 
 # Called with the list of newly published patent ids, after the transaction commits.
 # The search app registers its indexer here (see search/apps.py).
@@ -91,44 +96,6 @@ def claims_normalise(claims: Iterable) -> list[dict]:
             c["number"] += 1
         seen.add(c["number"])
     return out
-
-
-def ledger_entry_hash(
-    *, prev_hash: str, public_id: str, content_hash: str, kind: str, recorded_at: dt.datetime
-) -> str:
-    material = "\n".join(
-        [prev_hash, kind, public_id, content_hash, recorded_at.astimezone(dt.UTC).isoformat()]
-    )
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
-
-
-def ledger_append(*, patent: Patent, kind: str, recorded_at: dt.datetime) -> LedgerEntry:
-    """Appends one entry; the unique ``prev_hash`` makes a concurrent append retry."""
-    for _attempt in range(20):
-        last = LedgerEntry.objects.order_by("-id").first()
-        prev = last.entry_hash if last else GENESIS_HASH
-        entry = LedgerEntry(
-            kind=kind,
-            patent=patent,
-            public_id=patent.public_id,
-            content_hash=patent.content_hash,
-            recorded_at=recorded_at,
-            prev_hash=prev,
-            entry_hash=ledger_entry_hash(
-                prev_hash=prev,
-                public_id=patent.public_id,
-                content_hash=patent.content_hash,
-                kind=kind,
-                recorded_at=recorded_at,
-            ),
-        )
-        try:
-            with transaction.atomic():
-                entry.save()
-            return entry
-        except IntegrityError:
-            continue
-    raise RuntimeError("could not append to the ledger: too much contention")
 
 
 @transaction.atomic
@@ -204,7 +171,8 @@ class ImportReport:
     def summary(self) -> str:
         return (
             f"imported {self.imported}, skipped {self.skipped_existing} already present, "
-            f"{len(self.bad)} bad lines" + (f"; STOPPED EARLY: {self.broken}" if self.broken else "")
+            f"{len(self.bad)} bad lines"
+            + (f"; STOPPED EARLY: {self.broken}" if self.broken else "")
         )
 
 
@@ -432,66 +400,23 @@ def reference_import_records(
     return report
 
 
-# --- Ledger verification ------------------------------------------------------------------
-
-
-@dataclass
-class LedgerProblem:
-    entry_id: int
-    public_id: str
-    why: str
-
-
-def ledger_verify(
-    *, progress: Callable[[int], None] | None = None
-) -> tuple[int, LedgerProblem | None]:
-    """Recomputes every content hash and the whole chain; returns (entries checked, first
-    problem or None)."""
-    prev = GENESIS_HASH
-    checked = 0
-    entries = LedgerEntry.objects.order_by("id").select_related("patent").iterator(chunk_size=500)
-    for entry in entries:
-        patent = entry.patent
-        claims = list(patent.claims.order_by("number").values("number", "text", "depends_on"))
-        actual = content_hash(title=patent.title, abstract=patent.abstract, claims=claims)
-        if entry.prev_hash != prev:
-            return checked, LedgerProblem(
-                entry.pk, entry.public_id, "previous-hash link broken (entry removed or reordered)"
-            )
-        expected_entry = ledger_entry_hash(
-            prev_hash=prev,
-            public_id=entry.public_id,
-            content_hash=entry.content_hash,
-            kind=entry.kind,
-            recorded_at=entry.recorded_at,
-        )
-        if expected_entry != entry.entry_hash:
-            return checked, LedgerProblem(entry.pk, entry.public_id, "entry hash does not match")
-        if entry.public_id != patent.public_id:
-            return checked, LedgerProblem(entry.pk, entry.public_id, "public id changed")
-        if actual != entry.content_hash or patent.content_hash != entry.content_hash:
-            return checked, LedgerProblem(
-                entry.pk, entry.public_id, "content changed since publication"
-            )
-        prev = entry.entry_hash
-        checked += 1
-        if progress:
-            progress(1)
-    return checked, None
-
-
 # --- Dumps ------------------------------------------------------------------------------------
 
 
 def dump_export(
     *, out_dir: Path, today: dt.date | None = None, progress: Callable[[int], None] | None = None
 ) -> dict:
-    """Writes a dated gzipped JSON Lines dump of all published generated inventions and a
-    manifest beside it (count, SHA-256 of the file, chain head at export time)."""
+    """Writes a dated dump that anyone can check without this software:
+
+    - ``allthepatents-DATE.jsonl.gz``: every published generated invention up to the head;
+    - ``allthepatents-DATE.ledger.jsonl.gz``: the ledger from the genesis to the head;
+    - ``allthepatents-DATE.manifest.json``: counts, SHA-256 of both files, the chain head
+      and its position, and the daily heads (with their timestamp tokens);
+    - ``verify_dump.py``: the standalone verifier (standard-library Python only)."""
     today = today or timezone.now().date()
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"allthepatents-{today.isoformat()}.jsonl.gz"
-    tmp = out_dir / f".{name}.tmp"
+    stem = f"allthepatents-{today.isoformat()}"
+    name, ledger_name = f"{stem}.jsonl.gz", f"{stem}.ledger.jsonl.gz"
     head = LedgerEntry.objects.order_by("-id").first()
     head_hash, head_id = (head.entry_hash, head.pk) if head else (GENESIS_HASH, 0)
     patents = (
@@ -504,24 +429,54 @@ def dump_export(
         .order_by("published_at", "id")
     )
     count = 0
+    tmp = out_dir / f".{name}.tmp"
     with gzip.open(tmp, "wt", encoding="utf-8") as fh:
         for patent in patents.iterator(chunk_size=500):
             fh.write(json.dumps(patent_as_record(patent), ensure_ascii=False) + "\n")
             count += 1
             if progress:
                 progress(1)
+    entries = 0
+    ledger_tmp = out_dir / f".{ledger_name}.tmp"
+    with gzip.open(ledger_tmp, "wt", encoding="utf-8") as fh:
+        for entry in LedgerEntry.objects.filter(id__lte=head_id).order_by("id").iterator(2000):
+            entries += 1
+            fh.write(json.dumps(ledger_entry_as_record(entry, position=entries)) + "\n")
     digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    ledger_digest = hashlib.sha256(ledger_tmp.read_bytes()).hexdigest()
     tmp.replace(out_dir / name)
+    ledger_tmp.replace(out_dir / ledger_name)
+    verifier = Path(__file__).with_name("verify_dump.py")
+    (out_dir / "verify_dump.py").write_bytes(verifier.read_bytes())
     manifest = {
         "file": name,
         "count": count,
         "sha256": digest,
+        "ledger_file": ledger_name,
+        "ledger_entries": entries,
+        "ledger_sha256": ledger_digest,
         "chain_head": head_hash,
         "chain_head_entry": head_id,
+        "chain_position": entries,
+        "verifier": "verify_dump.py",
+        "verifier_sha256": hashlib.sha256(verifier.read_bytes()).hexdigest(),
+        "heads": ledger_heads_document()["heads"],
         "created_at": timezone.now().isoformat(),
     }
     (out_dir / f"{name}.manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def ledger_entry_as_record(entry: LedgerEntry, *, position: int) -> dict:
+    return {
+        "position": position,
+        "kind": entry.kind,
+        "public_id": entry.public_id,
+        "content_hash": entry.content_hash,
+        "recorded_at": ledger_time_text(entry.recorded_at),
+        "prev_hash": entry.prev_hash,
+        "entry_hash": entry.entry_hash,
+    }
 
 
 def patent_as_record(patent: Patent) -> dict:
@@ -534,7 +489,7 @@ def patent_as_record(patent: Patent) -> dict:
         "title": patent.title,
         "abstract": patent.abstract,
         "claims": claims,
-        "published_at": patent.published_at.isoformat(),
+        "published_at": ledger_time_text(patent.published_at),
         "content_hash": patent.content_hash,
         "provenance": patent_provenance(patent),
     }

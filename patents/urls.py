@@ -15,6 +15,7 @@ urlpatterns = [
     ),
     path("stats/", views.stats, name="stats"),
     path("ledger/", views.ledger, name="ledger"),
+    path("ledger/heads.json", views.ledger_heads_json, name="ledger-heads"),
     path("downloads/", views.downloads, name="downloads"),
     path("downloads/<str:name>", views.download_file, name="download-file"),
     path("robots.txt", views.robots, name="robots"),

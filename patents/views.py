@@ -6,7 +6,13 @@ from django.conf import settings
 from django.contrib.sitemaps import Sitemap
 from django.contrib.syndication.views import Feed
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
-from django.http import FileResponse, Http404, HttpResponse, HttpResponseBadRequest
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpResponse,
+    HttpResponseBadRequest,
+    JsonResponse,
+)
 from django.shortcuts import redirect, render
 from django.utils.feedgenerator import Atom1Feed
 from django.views.decorators.http import require_GET
@@ -16,6 +22,7 @@ from generation.selectors import (
     stats_hit_rates,
     stats_rejection_reasons,
 )
+from patents.ledger import ledger_daily_heads, ledger_heads_document
 from patents.models import Patent
 from patents.presentation import (
     canonical_url,
@@ -29,7 +36,6 @@ from patents.selectors import (
     dumps_list,
     generated_today_count,
     generator_models_published,
-    ledger_daily_heads,
     patent_counts,
     patent_get,
     patent_random_public_id,
@@ -40,7 +46,9 @@ from patents.selectors import (
 from patents.services import patent_as_record
 
 PER_PAGE = 20
-DUMP_NAME_RE = re.compile(r"^allthepatents-\d{4}-\d{2}-\d{2}\.jsonl\.gz(\.manifest\.json)?$")
+DUMP_NAME_RE = re.compile(
+    r"^(allthepatents-\d{4}-\d{2}-\d{2}(\.ledger)?\.jsonl\.gz(\.manifest\.json)?|verify_dump\.py)$"
+)
 
 
 @require_GET
@@ -187,6 +195,15 @@ def ledger(request):
 
 
 @require_GET
+def ledger_heads_json(request):
+    """The daily heads, for third parties to archive (and check with `ledger verify
+    --heads` or the dumps' verify_dump.py)."""
+    response = JsonResponse(ledger_heads_document(), json_dumps_params={"indent": 1})
+    response["Cache-Control"] = "public, max-age=60"
+    return response
+
+
+@require_GET
 def downloads(request):
     return render(request, "patents/downloads.html", {"dumps": dumps_list(settings.EXPORT_DIR)})
 
@@ -231,7 +248,17 @@ class LatestFeed(Feed):
     feed_type = Atom1Feed
     title = "All the Patents: new inventions"
     link = "/patents/"
-    subtitle = "Machine-generated inventions published as prior art."
+
+    def subtitle(self):
+        heads = ledger_daily_heads()
+        text = "Machine-generated inventions published as prior art."
+        if heads:
+            h = heads[0]
+            text += (
+                f" Ledger head {h['head']} at position {h['position']} "
+                f"({h['date']:%Y-%m-%d}); all heads: {settings.SITE_URL}/ledger/heads.json"
+            )
+        return text
 
     def items(self):
         return patents_latest(limit=50)

@@ -221,12 +221,12 @@ def search_eval_run(
             ranks["keyword"].append(_rank([item for item, _ in keyword_scored], target))
             ranks["dense"].append(_rank([item for item, _ in dense_only], target))
             for name, conf in fusions.items():
-                if "alpha" in conf:
+                if "k" not in conf:
                     fused = hybrid_rank(
                         dense_docs=dense_docs,
                         dense_claims=dense_claims,
                         keyword=keyword_scored,
-                        alpha=conf["alpha"],
+                        alpha=conf.get("alpha", default["alpha"]),
                         claim_margin=conf.get("claim_margin", default["claim_margin"]),
                     )
                 else:

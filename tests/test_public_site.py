@@ -11,8 +11,9 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
+from patents.ledger import GENESIS_HASH, ledger_verify
 from patents.models import Claim, LedgerEntry, Patent
-from patents.services import GENESIS_HASH, ledger_verify, patent_withdraw
+from patents.services import patent_withdraw
 from tests.factories import patent_published
 from tests.helpers import ROOT
 

@@ -1,29 +1,55 @@
+import json
+from pathlib import Path
+
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from patents.ledger import HeadsFileError, ledger_heads_parse, ledger_timestamp_heads, ledger_verify
 from patents.models import LedgerEntry
-from patents.services import ledger_verify
 
 
 class Command(BaseCommand):
-    help = "ledger verify: recompute every content hash and the hash chain."
+    help = (
+        "ledger verify [--heads FILE]: the chain, every entry against its invention and every "
+        "invention against its entries, saved heads, timestamp tokens. "
+        "ledger timestamp: send due daily heads to LEDGER_TSA_URL."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("action", choices=["verify"])
+        parser.add_argument("action", choices=["verify", "timestamp"])
+        parser.add_argument(
+            "--heads",
+            type=Path,
+            action="append",
+            default=[],
+            help="a saved /ledger/heads.json or dump manifest (repeatable)",
+        )
         parser.add_argument("--no-progress", action="store_true")
 
-    def handle(self, *args, action, no_progress, **options):
+    def handle(self, *args, action, heads, no_progress, **options):
+        if action == "timestamp":
+            result = ledger_timestamp_heads()
+            self.stdout.write(json.dumps(result))
+            if result.get("failed"):
+                raise CommandError("the time-stamping authority did not answer; try again later")
+            return
+        saved: dict[int, str] = {}
+        for path in heads:
+            try:
+                saved.update(ledger_heads_parse(json.loads(path.read_text())))
+            except (OSError, ValueError, HeadsFileError) as exc:
+                raise CommandError(f"{path}: {exc}") from None
         bar = tqdm(
             total=LedgerEntry.objects.count(),
             unit=" entries",
             disable=no_progress,
-            file=self.stderr._out,
+            file=self.stderr,
         )
-        checked, problem = ledger_verify(progress=bar.update)
+        checked, problem = ledger_verify(heads=saved, progress=bar.update)
         bar.close()
         if problem:
             raise CommandError(
-                f"ledger entry {problem.entry_id} ({problem.public_id}) does not verify: "
-                f"{problem.why}. {checked} entries before it are intact."
+                f"ledger does not verify: {problem}. {checked} entries before it are intact."
             )
-        self.stdout.write(self.style.SUCCESS(f"ledger OK: {checked} entries verified"))
+        extra = f"; {len(saved)} saved heads found in place" if saved else ""
+        self.stdout.write(self.style.SUCCESS(f"ledger OK: {checked} entries verified{extra}"))

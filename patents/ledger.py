@@ -1,0 +1,360 @@
+"""The publication ledger: a hash chain over every publication and withdrawal.
+
+An entry's hash covers the previous entry's hash, the kind, the public id, the content hash
+and the time, which is the publication (or withdrawal) time the page shows. ``ledger_verify``
+checks the chain, every entry against its patent, and every generated patent against
+exactly one entry of each kind it needs; ``ledger_heads_check`` checks heads that third
+parties saved (``/ledger/heads.json``, dump manifests) against the chain, so that a chain
+cut short, or rewritten from some point on, is caught from outside. With ``LEDGER_TSA_URL``
+each daily head is also sent to an RFC 3161 time-stamping authority.
+"""
+
+import base64
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Max
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from patents.models import LedgerEntry, LedgerTimestamp, Patent
+from patents.text import content_hash
+
+logger = logging.getLogger(__name__)
+
+GENESIS_HASH = "0" * 64
+HEADS_FORMAT = "allthepatents-ledger-heads/1"
+
+
+def ledger_time_text(moment: dt.datetime) -> str:
+    """The time as hashed: UTC, ISO 8601 with microseconds when there are any."""
+    return moment.astimezone(dt.UTC).isoformat()
+
+
+def ledger_entry_hash(
+    *, prev_hash: str, public_id: str, content_hash: str, kind: str, recorded_at: dt.datetime
+) -> str:
+    material = "\n".join([prev_hash, kind, public_id, content_hash, ledger_time_text(recorded_at)])
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def ledger_append(*, patent: Patent, kind: str, recorded_at: dt.datetime) -> LedgerEntry:
+    """Appends one entry; the unique ``prev_hash`` makes a concurrent append retry."""
+    for _attempt in range(20):
+        last = LedgerEntry.objects.order_by("-id").first()
+        prev = last.entry_hash if last else GENESIS_HASH
+        entry = LedgerEntry(
+            kind=kind,
+            patent=patent,
+            public_id=patent.public_id,
+            content_hash=patent.content_hash,
+            recorded_at=recorded_at,
+            prev_hash=prev,
+            entry_hash=ledger_entry_hash(
+                prev_hash=prev,
+                public_id=patent.public_id,
+                content_hash=patent.content_hash,
+                kind=kind,
+                recorded_at=recorded_at,
+            ),
+        )
+        try:
+            with transaction.atomic():
+                entry.save()
+            return entry
+        except IntegrityError:
+            continue
+    raise RuntimeError("could not append to the ledger: too much contention")
+
+
+# --- verification ------------------------------------------------------------------------
+
+
+@dataclass
+class LedgerProblem:
+    entry_id: int | None
+    public_id: str
+    why: str
+
+    def __str__(self):
+        where = f"ledger entry {self.entry_id}" if self.entry_id else "patent"
+        return f"{where} ({self.public_id}): {self.why}"
+
+
+def _patent_time(patent: Patent, kind: str):
+    return patent.published_at if kind == LedgerEntry.Kind.PUBLISH else patent.withdrawn_at
+
+
+def ledger_verify(
+    *,
+    heads: dict[int, str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[int, LedgerProblem | None]:
+    """Checks the whole ledger; returns (entries checked, first problem or None).
+
+    Forward: the chain links, each entry's hash, and each entry against its patent (public
+    id, content hash recomputed from the text, and the time the page shows). Backward: every
+    published or withdrawn generated patent has exactly one publish entry, and a withdrawn
+    one exactly one withdraw entry. ``heads`` ({position: entry hash}, saved by someone
+    else) must each be in the chain at that position. Then the timestamp tokens."""
+    prev = GENESIS_HASH
+    checked = 0
+    seen: dict[tuple[int, str], int] = {}
+    heads = dict(heads or {})
+    entries = LedgerEntry.objects.order_by("id").select_related("patent").iterator(chunk_size=500)
+    for position, entry in enumerate(entries, start=1):
+        patent = entry.patent
+
+        def problem(why, entry=entry, checked=checked):
+            return checked, LedgerProblem(entry.pk, entry.public_id, why)
+
+        if entry.prev_hash != prev:
+            return problem("previous-hash link broken (an entry was removed or reordered)")
+        expected = ledger_entry_hash(
+            prev_hash=prev,
+            public_id=entry.public_id,
+            content_hash=entry.content_hash,
+            kind=entry.kind,
+            recorded_at=entry.recorded_at,
+        )
+        if expected != entry.entry_hash:
+            return problem("entry hash does not match its fields")
+        if position in heads and heads.pop(position) != entry.entry_hash:
+            return problem(f"a saved head says position {position} holds another entry")
+        if entry.public_id != patent.public_id:
+            return problem("public id changed")
+        claims = list(patent.claims.order_by("number").values("number", "text", "depends_on"))
+        actual = content_hash(title=patent.title, abstract=patent.abstract, claims=claims)
+        if actual != entry.content_hash or patent.content_hash != entry.content_hash:
+            return problem("content changed since publication")
+        shown = _patent_time(patent, entry.kind)
+        if shown is None or ledger_time_text(shown) != ledger_time_text(entry.recorded_at):
+            return problem(
+                f"the {'publication' if entry.kind == 'publish' else 'withdrawal'} time shown "
+                f"({ledger_time_text(shown) if shown else 'none'}) is not the one recorded "
+                f"({ledger_time_text(entry.recorded_at)})"
+            )
+        key = (patent.pk, entry.kind)
+        if key in seen:
+            return problem(f"a second {entry.kind} entry for the same invention")
+        seen[key] = entry.pk
+        prev = entry.entry_hash
+        checked += 1
+        if progress:
+            progress(1)
+    if heads:
+        position = min(heads)
+        return checked, LedgerProblem(
+            None,
+            "",
+            f"a saved head at position {position} ({heads[position][:16]}…) is beyond the "
+            f"chain's {checked} entries: the chain was cut short",
+        )
+    generated = Patent.objects.filter(origin=Patent.Origin.GENERATED).values_list(
+        "pk", "public_id", "status"
+    )
+    for pk, public_id, status in generated.iterator(chunk_size=2000):
+        if (pk, LedgerEntry.Kind.PUBLISH) not in seen:
+            return checked, LedgerProblem(None, public_id, "published but has no ledger entry")
+        if status == Patent.Status.WITHDRAWN and (pk, LedgerEntry.Kind.WITHDRAW) not in seen:
+            return checked, LedgerProblem(None, public_id, "withdrawn but has no ledger entry")
+        if status == Patent.Status.PUBLISHED and (pk, LedgerEntry.Kind.WITHDRAW) in seen:
+            return checked, LedgerProblem(
+                seen[(pk, LedgerEntry.Kind.WITHDRAW)],
+                public_id,
+                "withdrawn in the ledger but shown as published",
+            )
+    for stamp in LedgerTimestamp.objects.select_related("entry").order_by("id"):
+        why = ledger_timestamp_problem(stamp)
+        if why:
+            return checked, LedgerProblem(stamp.entry_id, stamp.entry.public_id, why)
+    return checked, None
+
+
+# --- heads ---------------------------------------------------------------------------------
+
+
+def ledger_daily_heads() -> list[dict]:
+    """Per UTC day, newest first: the day's last entry, its position in the chain (entries
+    from the genesis up to and including it), its hash, and its timestamp token if any."""
+    rows = list(
+        LedgerEntry.objects.annotate(day=TruncDate("recorded_at", tzinfo=dt.UTC))
+        .values("day")
+        .annotate(count=Count("id"), last_id=Max("id"))
+        .order_by("day")
+    )
+    heads = dict(
+        LedgerEntry.objects.filter(id__in=[r["last_id"] for r in rows]).values_list(
+            "id", "entry_hash"
+        )
+    )
+    stamps = {
+        s.entry_id: s
+        for s in LedgerTimestamp.objects.filter(entry_id__in=[r["last_id"] for r in rows])
+    }
+    out, position = [], 0
+    for r in rows:
+        position += r["count"]
+        stamp = stamps.get(r["last_id"])
+        out.append(
+            {
+                "date": r["day"],
+                "count": r["count"],
+                "position": position,
+                "last_entry": r["last_id"],
+                "head": heads.get(r["last_id"], ""),
+                "timestamp": (
+                    {
+                        "token": base64.b64encode(bytes(stamp.token)).decode("ascii"),
+                        "tsa": stamp.tsa_url,
+                        "stamped_at": stamp.stamped_at.isoformat(),
+                    }
+                    if stamp
+                    else None
+                ),
+            }
+        )
+    return list(reversed(out))
+
+
+def ledger_heads_document() -> dict:
+    """What /ledger/heads.json serves and every dump manifest carries."""
+    return {
+        "format": HEADS_FORMAT,
+        "site": settings.SITE_URL,
+        "generated_at": timezone.now().isoformat(),
+        "heads": [
+            {**h, "date": h["date"].isoformat() if h["date"] else None}
+            for h in ledger_daily_heads()
+        ],
+    }
+
+
+class HeadsFileError(ValueError):
+    pass
+
+
+def ledger_heads_parse(data) -> dict[int, str]:
+    """{position: hash} from a saved heads document, a dump manifest, or a list of heads."""
+    if isinstance(data, dict) and "heads" in data:
+        items = data["heads"]
+    elif isinstance(data, dict) and "chain_head" in data:
+        items = [{"position": data.get("chain_position"), "head": data["chain_head"]}]
+    else:
+        items = data
+    if not isinstance(items, list):
+        raise HeadsFileError("expected a heads document, a dump manifest or a list of heads")
+    heads = {}
+    for item in items:
+        try:
+            position, head = int(item["position"]), str(item["head"])
+        except (KeyError, TypeError, ValueError):
+            raise HeadsFileError(f"a head without position and hash: {item!r}"[:200]) from None
+        if position > 0:
+            heads[position] = head
+    return heads
+
+
+# --- trusted timestamps (RFC 3161) -----------------------------------------------------------
+
+
+def _tsa_certificate() -> bytes | None:
+    path = settings.LEDGER_TSA_CERT
+    return path.read_bytes() if path else None
+
+
+def ledger_timestamp_problem(stamp: LedgerTimestamp) -> str:
+    """Why a stored token does not prove its head (empty when it does)."""
+    import rfc3161ng
+
+    try:
+        ok = rfc3161ng.check_timestamp(
+            bytes(stamp.token),
+            certificate=_tsa_certificate(),
+            data=stamp.entry.entry_hash.encode("ascii"),
+            hashname="sha256",
+        )
+    except Exception as exc:  # pyasn1 and cryptography raise many kinds for a bad token
+        return f"timestamp token does not verify: {type(exc).__name__}: {exc}"[:300]
+    return "" if ok else "timestamp token does not verify"
+
+
+def _entries_due(now: dt.datetime) -> list[LedgerEntry]:
+    """Closed days' heads without a token, and the newest entry when the newest token is
+    older than LEDGER_TSA_INTERVAL: a day's work is stamped within the interval."""
+    today = now.astimezone(dt.UTC).date()
+    due_ids = [
+        h["last_entry"]
+        for h in ledger_daily_heads()
+        if h["timestamp"] is None and h["date"] is not None and h["date"] < today
+    ]
+    latest = LedgerEntry.objects.order_by("-id").first()
+    if latest is not None and not LedgerTimestamp.objects.filter(entry=latest).exists():
+        newest = LedgerTimestamp.objects.order_by("-stamped_at").first()
+        interval = dt.timedelta(seconds=settings.LEDGER_TSA_INTERVAL)
+        if newest is None or now - newest.stamped_at >= interval:
+            due_ids.append(latest.pk)
+    return list(LedgerEntry.objects.filter(pk__in=set(due_ids)).order_by("id"))
+
+
+def ledger_timestamp_heads(*, now: dt.datetime | None = None) -> dict:
+    """Sends due heads to LEDGER_TSA_URL and stores the tokens. An unreachable or failing
+    TSA is logged and left for the next call; publishing never waits on it."""
+    import rfc3161ng
+
+    if not settings.LEDGER_TSA_URL:
+        return {"stamped": 0, "failed": 0, "skipped": "LEDGER_TSA_URL is not set"}
+    now = now or timezone.now()
+    stamper = rfc3161ng.RemoteTimestamper(
+        settings.LEDGER_TSA_URL,
+        certificate=_tsa_certificate(),
+        hashname="sha256",
+        include_tsa_certificate=True,
+        timeout=settings.LEDGER_TSA_TIMEOUT,
+    )
+    stamped = failed = 0
+    for entry in _entries_due(now):
+        try:
+            token = stamper(data=entry.entry_hash.encode("ascii"))
+        except Exception as exc:
+            failed += 1
+            logger.warning(
+                "TSA %s: no token for head %s: %s", settings.LEDGER_TSA_URL, entry.pk, exc
+            )
+            break  # the TSA is down or refusing: try again on the next call
+        LedgerTimestamp.objects.get_or_create(
+            entry=entry,
+            defaults={"token": token, "tsa_url": settings.LEDGER_TSA_URL, "stamped_at": now},
+        )
+        stamped += 1
+    return {"stamped": stamped, "failed": failed}
+
+
+def ledger_positions(entry_ids: Iterable[int]) -> dict[int, int]:
+    """Position in the chain of each entry id (entries up to and including it)."""
+    return {
+        pk: LedgerEntry.objects.filter(pk__lte=pk).count() for pk in entry_ids if pk is not None
+    }
+
+
+def ledger_timestamp_soon(patent_ids: list[int]) -> None:
+    """The publish hook: enqueue one timestamp run a minute (when a TSA is configured).
+    A dead broker or cache loses nothing: the next publication or `ledger timestamp` runs
+    it, and every run stamps all that is due."""
+    if not settings.LEDGER_TSA_URL:
+        return
+    from django.core.cache import cache
+
+    from allthepatents.celery import task_send
+    from patents.tasks import ledger_timestamp_task
+
+    try:
+        if cache.add("ledger-timestamp-enqueued", 1, timeout=60):
+            task_send(ledger_timestamp_task, countdown=5)
+    except Exception as exc:
+        logger.warning("could not enqueue ledger timestamps: %s", exc)

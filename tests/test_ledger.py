@@ -1,0 +1,425 @@
+"""The publication date nobody can move (#13): each tampering an attacker with write access
+to the database (or to a dump) could try is caught by `ledger verify` and by the standalone
+verifier shipped with every dump; trusted timestamps from a local RFC 3161 TSA."""
+
+import datetime as dt
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.utils import timezone
+
+from patents.ledger import (
+    ledger_heads_document,
+    ledger_heads_parse,
+    ledger_timestamp_heads,
+    ledger_verify,
+)
+from patents.models import LedgerEntry, LedgerTimestamp, Patent
+from patents.services import dump_export, patent_withdraw
+from tests.factories import patent_published
+from tests.helpers import require
+
+
+def _publish(n=4, *, days_ago=0):
+    base = timezone.now() - dt.timedelta(days=days_ago)
+    return [
+        patent_published(n=100 * days_ago + i, published_at=base + dt.timedelta(seconds=i))
+        for i in range(n)
+    ]
+
+
+def _sql(statement, params=()):
+    with connection.cursor() as cursor:  # behind the app's back, as an attacker would
+        cursor.execute(statement, params)
+
+
+def _problem(**kwargs):
+    checked, problem = ledger_verify(**kwargs)
+    assert problem is not None, "the tampering went unnoticed"
+    return problem
+
+
+@pytest.mark.django_db
+def test_an_untouched_ledger_verifies_in_both_directions():
+    patents = _publish(4)
+    patent_withdraw(patent=patents[1], reason="test")
+    checked, problem = ledger_verify()
+    assert problem is None and checked == 5
+
+
+@pytest.mark.django_db
+def test_a_moved_publication_date_is_caught():
+    target = _publish(3)[1]
+    _sql(
+        "UPDATE patents_patent SET published_at = %s WHERE id = %s",
+        ["2019-01-01 00:00:00", target.pk],
+    )
+    problem = _problem()
+    assert problem.public_id == target.public_id and "publication time shown" in problem.why
+
+
+@pytest.mark.django_db
+def test_a_moved_withdrawal_date_is_caught():
+    target = _publish(2)[0]
+    patent_withdraw(patent=target, reason="test")
+    _sql(
+        "UPDATE patents_patent SET withdrawn_at = %s WHERE id = %s",
+        ["2019-01-01 00:00:00", target.pk],
+    )
+    assert "withdrawal time shown" in _problem().why
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE patents_patent SET title = 'Changed' WHERE id = %s",
+        "UPDATE patents_patent SET abstract = 'Changed.' WHERE id = %s",
+        "UPDATE patents_claim SET text = 'Changed.' WHERE patent_id = %s AND number = 1",
+        "DELETE FROM patents_claim WHERE patent_id = %s AND number = 2",
+    ],
+    ids=["title", "abstract", "claim", "claim deleted"],
+)
+def test_changed_text_is_caught(statement):
+    target = _publish(3)[2]
+    _sql(statement, [target.pk])
+    problem = _problem()
+    assert problem.public_id == target.public_id and "content changed" in problem.why
+
+
+@pytest.mark.django_db
+def test_deleting_the_newest_entry_is_caught():
+    patents = _publish(3)
+    _sql(
+        "DELETE FROM patents_ledgerentry WHERE id = %s", [LedgerEntry.objects.order_by("-id")[0].pk]
+    )
+    problem = _problem()
+    assert problem.public_id == patents[-1].public_id and "no ledger entry" in problem.why
+    with pytest.raises(CommandError, match="published but has no ledger entry"):
+        call_command("ledger", "verify", "--no-progress")
+
+
+@pytest.mark.django_db
+def test_deleting_a_middle_entry_is_caught():
+    _publish(4)
+    middle = LedgerEntry.objects.order_by("id")[1]
+    _sql("DELETE FROM patents_ledgerentry WHERE id = %s", [middle.pk])
+    assert "link broken" in _problem().why
+
+
+@pytest.mark.django_db
+def test_reordered_entries_are_caught():
+    _publish(3)
+    a, b = LedgerEntry.objects.order_by("id")[:2]
+    # Swap the two rows' ids, keeping their contents: the walk meets them out of order.
+    _sql("UPDATE patents_ledgerentry SET id = -1 WHERE id = %s", [a.pk])
+    _sql("UPDATE patents_ledgerentry SET id = %s WHERE id = %s", [a.pk, b.pk])
+    _sql("UPDATE patents_ledgerentry SET id = %s WHERE id = -1", [b.pk])
+    assert "link broken" in _problem().why
+
+
+@pytest.mark.django_db
+def test_a_truncated_and_rewritten_chain_is_caught_by_saved_heads(tmp_path):
+    """Delete the newest entry and its patent: nothing inside the database betrays it. A
+    heads.json saved by a third party the day before does."""
+    patents = _publish(3)
+    saved = tmp_path / "heads.json"
+    saved.write_text(json.dumps(ledger_heads_document()))
+    newest = LedgerEntry.objects.order_by("-id")[0]
+    _sql("DELETE FROM patents_ledgerentry WHERE id = %s", [newest.pk])
+    _sql("DELETE FROM patents_claim WHERE patent_id = %s", [patents[-1].pk])
+    _sql("DELETE FROM patents_minhashband WHERE patent_id = %s", [patents[-1].pk])
+    _sql("DELETE FROM patents_patent WHERE id = %s", [patents[-1].pk])
+    assert ledger_verify()[1] is None  # consistent inside: only the outside copy knows
+    heads = ledger_heads_parse(json.loads(saved.read_text()))
+    assert "cut short" in _problem(heads=heads).why
+    with pytest.raises(CommandError, match="cut short"):
+        call_command("ledger", "verify", "--no-progress", "--heads", str(saved))
+
+
+@pytest.mark.django_db
+def test_a_saved_head_missing_from_the_chain_is_caught(tmp_path):
+    _publish(3)
+    document = ledger_heads_document()
+    document["heads"][0]["head"] = "f" * 64
+    saved = tmp_path / "heads.json"
+    saved.write_text(json.dumps(document))
+    with pytest.raises(CommandError, match="a saved head says position 3 holds another entry"):
+        call_command("ledger", "verify", "--no-progress", "--heads", str(saved))
+    document["heads"][0]["head"] = LedgerEntry.objects.order_by("-id")[0].entry_hash
+    saved.write_text(json.dumps(document))
+    call_command("ledger", "verify", "--no-progress", "--heads", str(saved))
+
+
+@pytest.mark.django_db
+def test_heads_json_lists_positions_and_the_feed_carries_the_head(client):
+    _publish(2, days_ago=1)
+    _publish(3)
+    data = client.get("/ledger/heads.json").json()
+    assert data["format"] == "allthepatents-ledger-heads/1"
+    assert [h["position"] for h in data["heads"]] == [5, 2]
+    newest = LedgerEntry.objects.order_by("-id")[0]
+    assert data["heads"][0]["head"] == newest.entry_hash
+    feed = client.get("/feed.atom").content.decode()
+    assert newest.entry_hash in feed and "position 5" in feed
+
+
+# --- the standalone verifier on a dump ------------------------------------------------------
+
+
+def _verifier(folder, *args):
+    """verify_dump.py as a patent attorney runs it: a bare interpreter, no site-packages,
+    from the dump folder (so only the standard library is importable)."""
+    return subprocess.run(
+        [sys.executable, "-I", "-S", "verify_dump.py", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _dump(tmp_path):
+    manifest = dump_export(out_dir=tmp_path)
+    return tmp_path / f"{manifest['file']}.manifest.json", manifest
+
+
+def _rewrite(tmp_path, manifest, name, change):
+    """Tampers with a dump file and re-signs the manifest, as a forger would."""
+    path = tmp_path / manifest[name]
+    with gzip.open(path, "rt") as fh:
+        rows = [json.loads(line) for line in fh]
+    rows = change(rows)
+    with gzip.open(path, "wt") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest["sha256" if name == "file" else "ledger_sha256"] = digest
+    if name == "ledger_file":
+        manifest["chain_head"] = rows[-1]["entry_hash"]
+        manifest["chain_position"] = len(rows)
+    (tmp_path / f"{manifest['file']}.manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.django_db
+def test_the_standalone_verifier_checks_one_invention_against_a_saved_head(tmp_path):
+    patents = _publish(3)
+    saved = tmp_path / "heads-archived.json"
+    saved.write_text(json.dumps(ledger_heads_document()))
+    manifest_path, _ = _dump(tmp_path / "dump")
+    target = patents[1]
+    result = _verifier(
+        manifest_path.parent, manifest_path.name, "--heads", str(saved), "--id", target.public_id
+    )
+    assert result.returncode == 0, result.stderr
+    assert target.content_hash in result.stdout
+    assert target.published_at.astimezone(dt.UTC).isoformat() in result.stdout
+    assert "proved by   the saved head" in result.stdout and result.stdout.strip().endswith("OK")
+
+
+def _shift_date(rows):
+    rows[0]["published_at"] = "2019-01-01T00:00:00+00:00"
+    return rows
+
+
+def _change_claim(rows):
+    rows[0]["claims"][0]["text"] = "Something else."
+    return rows
+
+
+def _change_claim_and_hash(rows):
+    rows = _change_claim(rows)
+    from patents.text import content_hash
+
+    rows[0]["content_hash"] = content_hash(
+        **{k: rows[0][k] for k in ("title", "abstract", "claims")}
+    )
+    return rows
+
+
+def _rechain(rows):
+    """Recomputes positions and hashes after an edit, as a careful forger would."""
+    prev = "0" * 64
+    for position, row in enumerate(rows, start=1):
+        row["position"], row["prev_hash"] = position, prev
+        material = "\n".join(
+            [prev, row["kind"], row["public_id"], row["content_hash"], row["recorded_at"]]
+        )
+        row["entry_hash"] = prev = hashlib.sha256(material.encode()).hexdigest()
+    return rows
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "name,change,expected",
+    [
+        ("file", _shift_date, "is not the one the ledger recorded"),
+        ("file", _change_claim, "does not hash to its content hash"),
+        ("file", _change_claim_and_hash, "content differs from the one the ledger recorded"),
+        ("ledger_file", lambda rows: rows[:-1], "no publication entry"),
+        ("ledger_file", lambda rows: rows[:1] + rows[2:], "ledger broken at position 2"),
+        ("ledger_file", lambda rows: [rows[1], rows[0], *rows[2:]], "ledger broken at position 1"),
+        ("ledger_file", lambda rows: _rechain(rows[:-1]), "cut short"),
+    ],
+    ids=[
+        "date",
+        "text",
+        "text and hash",
+        "newest entry deleted",
+        "middle entry deleted",
+        "reordered",
+        "rechained shorter",
+    ],
+)
+def test_the_standalone_verifier_catches_tampering(tmp_path, name, change, expected):
+    _publish(3)
+    saved = tmp_path / "heads.json"
+    saved.write_text(json.dumps(ledger_heads_document()))
+    manifest_path, manifest = _dump(tmp_path / "dump")
+    assert (
+        _verifier(manifest_path.parent, manifest_path.name, "--heads", str(saved)).returncode == 0
+    )
+    if name == "ledger_file" and expected == "cut short":
+        # A forger who drops the newest invention everywhere and re-chains.
+        _rewrite(tmp_path / "dump", manifest, "file", lambda rows: rows[:-1])
+        manifest["count"] -= 1
+    _rewrite(tmp_path / "dump", manifest, name, change)
+    result = _verifier(manifest_path.parent, manifest_path.name, "--heads", str(saved))
+    assert result.returncode == 1 and expected in result.stderr, result.stderr
+
+
+@pytest.mark.django_db
+def test_the_verifier_needs_nothing_but_the_standard_library():
+    source = (
+        __import__("pathlib").Path(__file__).parents[1] / "patents" / "verify_dump.py"
+    ).read_text()
+    imports = {
+        line.split()[1].split(".")[0]
+        for line in source.splitlines()
+        if line.startswith(("import ", "from "))
+    }
+    assert imports <= set(sys.stdlib_module_names)
+
+
+# --- trusted timestamps ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tsa(settings):
+    require(shutil.which("openssl") is not None, "the openssl command is not installed")
+    from tests.local_tsa import LocalTSA
+
+    authority = LocalTSA()
+    settings.LEDGER_TSA_URL = authority.url
+    settings.LEDGER_TSA_CERT = authority.cert
+    settings.LEDGER_TSA_TIMEOUT = 5
+    yield authority
+    authority.close()
+
+
+@pytest.mark.django_db
+def test_daily_heads_get_tokens_that_verify(tsa, client, tmp_path):
+    _publish(2, days_ago=2)
+    _publish(2, days_ago=1)
+    _publish(1)
+    result = ledger_timestamp_heads()
+    # Two closed days and today's newest entry.
+    assert result == {"stamped": 3, "failed": 0} and tsa.requests == 3
+    assert ledger_timestamp_heads() == {"stamped": 0, "failed": 0}  # nothing due again
+    assert ledger_verify()[1] is None
+    heads = client.get("/ledger/heads.json").json()["heads"]
+    assert all(h["timestamp"] and h["timestamp"]["token"] for h in heads)
+    # The token proves the head from outside too: openssl checks it against the TSA's cert.
+    saved = tmp_path / "heads.json"
+    saved.write_text(json.dumps({"heads": heads}))
+    manifest_path, _ = _dump(tmp_path / "dump")
+    result = _verifier(
+        manifest_path.parent, manifest_path.name, "--heads", str(saved), "--tsa-cert", str(tsa.cert)
+    )
+    assert result.returncode == 0 and result.stdout.count("verified by openssl") == 3, result.stdout
+
+
+@pytest.mark.django_db
+def test_a_changed_head_or_a_forged_token_fails(tsa):
+    _publish(2, days_ago=1)
+    ledger_timestamp_heads()
+    stamp = LedgerTimestamp.objects.get()
+    # A forged token: the real one with its signature bytes altered.
+    token = bytearray(bytes(stamp.token))
+    token[-10] ^= 0xFF
+    LedgerTimestamp.objects.filter(pk=stamp.pk).update(token=bytes(token))
+    assert "timestamp token does not verify" in _problem().why
+    # A token for another head.
+    LedgerTimestamp.objects.filter(pk=stamp.pk).update(entry=LedgerEntry.objects.order_by("id")[0])
+    problem = _problem()
+    assert "timestamp token does not verify" in problem.why
+
+
+@pytest.mark.django_db
+def test_an_unreachable_tsa_leaves_publishing_working_and_retries(tsa, settings):
+    tsa.down = True
+    _publish(2, days_ago=1)
+    patent = patent_published(n=77)  # publishing does not wait on the TSA
+    assert Patent.objects.filter(pk=patent.pk).exists()
+    assert ledger_timestamp_heads() == {"stamped": 0, "failed": 1}
+    assert not LedgerTimestamp.objects.exists()
+    tsa.down = False
+    assert ledger_timestamp_heads()["stamped"] == 2
+    settings.LEDGER_TSA_URL = "http://127.0.0.1:1/tsa"  # nobody there
+    _publish(1, days_ago=3)  # a closed day's head without a token: due
+    with pytest.raises(CommandError, match="did not answer"):
+        call_command("ledger", "timestamp")
+
+
+def test_heads_file_formats_are_read():
+    assert ledger_heads_parse({"heads": [{"position": 2, "head": "ab"}]}) == {2: "ab"}
+    assert ledger_heads_parse({"chain_head": "cd", "chain_position": 7}) == {7: "cd"}
+    assert ledger_heads_parse([{"position": 1, "head": "ef"}]) == {1: "ef"}
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+def test_data_files_are_private_whatever_the_umask(tmp_path):
+    from tests.helpers import ROOT
+
+    data = tmp_path / "data"
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")},
+        "DATA_DIR": str(data),
+        "HF_HUB_OFFLINE": "1",
+    }
+    for command in (
+        ["migrate", "-v0"],
+        [
+            "shell",
+            "-c",
+            "from allthepatents.celery import app; app.send_task('allthepatents.ping')",
+        ],
+        ["search_index", "rebuild", "--no-progress"],
+    ):
+        subprocess.run(
+            ["bash", "-c", 'umask 022 && exec "$@"', "-", sys.executable, "manage.py", *command],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            timeout=300,
+            capture_output=True,
+        )
+    assert oct(data.stat().st_mode & 0o777) == "0o700"
+    private = [
+        data / "db.sqlite3",
+        data / "secret_key",
+        data / "celery-broker.sqlite3",
+        *[p for p in (data / "index").iterdir()],
+    ]
+    assert len(private) >= 5
+    for path in private:
+        assert oct(path.stat().st_mode & 0o777) in ("0o600", "0o700"), path
