@@ -4,7 +4,7 @@ import datetime as dt  # noqa: F401  (used in annotations)
 import json
 import secrets
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import F, Prefetch, QuerySet
 from django.utils import timezone
 
 from patents.models import Claim, Patent
@@ -34,12 +34,24 @@ def patent_counts() -> dict:
     }
 
 
-def patents_browse(*, generator: str = "", mode: str = "", on: dt.date | None = None):
-    qs = patents_visible().filter(origin=Patent.Origin.GENERATED)
+def patents_browse(
+    *,
+    origin: str = Patent.Origin.GENERATED,
+    generator: str = "",
+    mode: str = "",
+    on: dt.date | None = None,
+):
+    """Newest first. References by their own publication date (undated ones last, and never
+    matched by a date)."""
+    qs = patents_visible().filter(origin=origin)
     if generator:
         qs = qs.filter(generator_model=generator)
     if mode:
         qs = qs.filter(mode=mode)
+    if origin == Patent.Origin.REFERENCE:
+        if on:
+            qs = qs.filter(source_date=on)
+        return qs.order_by(F("source_date").desc(nulls_last=True), "-id")
     if on:
         qs = qs.filter(published_at__date=on)
     return qs.order_by("-published_at", "-id")

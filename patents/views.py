@@ -3,6 +3,7 @@ import json
 import re
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.sitemaps import Sitemap
 from django.contrib.syndication.views import Feed
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
@@ -78,7 +79,12 @@ def browse(request):
             return render(
                 request, "patents/browse.html", {"error": "date must be YYYY-MM-DD"}, status=400
             )
-    paginator = Paginator(patents_browse(generator=generator, mode=mode, on=on), PER_PAGE)
+    origin = request.GET.get("origin") or Patent.Origin.GENERATED
+    if origin not in Patent.Origin.values:
+        return HttpResponseBadRequest("origin must be generated or reference")
+    paginator = Paginator(
+        patents_browse(origin=origin, generator=generator, mode=mode, on=on), PER_PAGE
+    )
     try:
         page = paginator.page(request.GET.get("page") or 1)
     except PageNotAnInteger:
@@ -95,6 +101,7 @@ def browse(request):
             "generators": generator_models_published(),
             "generator": generator,
             "mode": mode,
+            "origin": origin,
             "date": request.GET.get("date", ""),
             "base_query": query.urlencode(),
         },
@@ -105,6 +112,7 @@ def browse(request):
 def random_patent(request):
     public_id = patent_random_public_id()
     if public_id is None:
+        messages.info(request, "No inventions are published yet, so there is none to pick.")
         return redirect("browse")
     return redirect("patent", public_id=public_id)
 
