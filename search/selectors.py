@@ -334,24 +334,43 @@ def origin_other_count(query: str, *, filters: SearchFilters) -> int:
     )
 
 
+def index_progress() -> dict | None:
+    """The running index build (done, total, rate, seconds left), or None."""
+    import json
+
+    from search.store import index_dir
+
+    try:
+        data = json.loads((index_dir() / "progress.json").read_text())
+    except (OSError, ValueError):
+        return None
+    # A build that stopped writing for two minutes died (kill -9, OOM): not running.
+    if data.get("state") != "indexing" or time.time() - data.get("updated_at", 0) > 120:
+        return None
+    return {k: data.get(k) for k in ("done", "total", "vectors_per_s", "eta_seconds")}
+
+
 def index_health() -> dict:
     """State of the dense index, without loading the embedding model."""
+    building = index_progress()
+    extra = {"building": building} if building else {}
     try:
         manifest = manifest_read()
     except IndexUnavailable as exc:
-        return {"ok": False, "state": exc.state, "detail": exc.detail}
+        return {"ok": False, "state": exc.state, "detail": exc.detail, **extra}
     if manifest is None:
-        return {"ok": False, "state": "missing", "detail": "no index built yet"}
+        state = "building" if building else "missing"
+        return {"ok": False, "state": state, "detail": "no index built yet", **extra}
     try:
         loaded = index_for_search(model=settings.EMBEDDING_MODEL)
         manifest = loaded.manifest
     except IndexUnavailable as exc:
-        return {"ok": False, "state": exc.state, "detail": exc.detail}
+        return {"ok": False, "state": exc.state, "detail": exc.detail, **extra}
     latest = IndexedVector.objects.aggregate(m=Max("pk"))["m"] or 0
     pending = IndexedVector.objects.filter(pk__gt=manifest.get("last_vector_id", 0)).count()
     return {
         "ok": True,
-        "state": "ok" if not pending else "behind",
+        "state": "ok" if not pending else ("building" if building else "behind"),
         "count": manifest["count"],
         "embedding_model": manifest["embedding_model"],
         "dimension": manifest["dimension"],
@@ -359,6 +378,7 @@ def index_health() -> dict:
         "pending_vectors": pending,
         "last_vector_id": manifest.get("last_vector_id"),
         "latest_vector_id": latest,
+        **extra,
     }
 
 

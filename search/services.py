@@ -1,7 +1,11 @@
 """Writes for search: feed the keyword index, add vectors to FAISS, rebuild, remove."""
 
+import json
 import logging
+import os
+import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.db import transaction
@@ -77,17 +81,79 @@ def vector_texts(rows: list[IndexedVector]) -> list[str]:
     return texts
 
 
-def _add_rows(index, rows, progress):
+class _Progress:
+    """Indexing progress, for `search_index status`, /healthz and the worker log: written to
+    INDEX_DIR/progress.json at most every two seconds, logged every LOG_EVERY vectors."""
+
+    LOG_EVERY = 5000
+
+    def __init__(self, *, total: int, callback):
+        self.total, self.done, self.callback = total, 0, callback
+        self.started = time.time()
+        self.written = 0.0
+        self.logged = 0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.time()
+        if now - self.written >= 2 or self.done >= self.total:
+            self.written = now
+            progress_write(self.snapshot(state="indexing"))
+        if self.done - self.logged >= self.LOG_EVERY or self.done >= self.total:
+            self.logged = self.done
+            snap = self.snapshot(state="indexing")
+            logger.info(
+                "indexing: %d of %d vectors (%.0f/s, about %s s left)",
+                self.done,
+                self.total,
+                snap["vectors_per_s"],
+                snap["eta_seconds"],
+            )
+        if self.callback:
+            self.callback(n)
+
+    def snapshot(self, *, state: str) -> dict:
+        elapsed = max(time.time() - self.started, 1e-6)
+        rate = self.done / elapsed
+        left = max(self.total - self.done, 0)
+        return {
+            "state": state,
+            "pid": os.getpid(),
+            "done": self.done,
+            "total": self.total,
+            "started_at": self.started,
+            "updated_at": time.time(),
+            "vectors_per_s": round(rate, 1),
+            "eta_seconds": round(left / rate) if rate > 0 else None,
+        }
+
+
+def progress_write(data: dict) -> None:
+    from search.store import _atomic_write_bytes, index_dir
+
+    try:
+        _atomic_write_bytes(index_dir() / "progress.json", json.dumps(data).encode())
+    except OSError as exc:
+        logger.warning("could not write index progress: %s", exc)
+
+
+def _add_rows(index, rows, progress: _Progress, checkpoint=None):
+    """Embeds and adds ``rows``; ``checkpoint(index, last_id)`` saves a partial index every
+    SEARCH_INDEX_CHECKPOINT vectors so that search uses what is done while the rest runs."""
     import numpy as np
 
     from search.embeddings import embed
 
+    since_checkpoint = 0
     for start in range(0, len(rows), BATCH):
         chunk = rows[start : start + BATCH]
-        vectors = embed(vector_texts(chunk))
+        vectors = embed(vector_texts(chunk), bulk=True)
         index.add_with_ids(vectors, np.array([r.pk for r in chunk], dtype="int64"))
-        if progress:
-            progress(len(chunk))
+        progress.advance(len(chunk))
+        since_checkpoint += len(chunk)
+        if checkpoint and since_checkpoint >= settings.SEARCH_INDEX_CHECKPOINT:
+            checkpoint(index, chunk[-1].pk)
+            since_checkpoint = 0
 
 
 def _flat_to_hnsw(flat_map, *, dimension: int, total: int):
@@ -107,30 +173,35 @@ def search_index_update(
     """Brings the FAISS index in step with the database; rebuilds when it is unusable.
 
     Vectors whose id is above the manifest's ``last_vector_id`` are embedded and added, so
-    a crash between the database and the file loses nothing: the next run adds them.
-    """
+    a crash between the database and the file loses nothing: the next run adds them. Rows
+    that arrive while it runs are picked up before it ends, so the tasks enqueued meanwhile
+    find nothing to do and return at once. A long first build (or one that replaces an
+    unusable index) saves a partial index every SEARCH_INDEX_CHECKPOINT vectors."""
     from search.embeddings import embedding_dimension
 
     search_documents_sync()
     model = settings.EMBEDDING_MODEL
-    with writer_lock():
+    with writer_lock(), _index_threads():
         dimension = embedding_dimension(model)
         total = IndexedVector.objects.count()
         rebuilt = force_rebuild
         last_id = 0
         index = None
-        if not force_rebuild:
-            try:
-                loaded = index_load_checked(model=model, dimension=dimension)
-                index, last_id = loaded.index, int(loaded.manifest.get("last_vector_id", 0))
-                kind = loaded.manifest.get("index_type", "flat")
-                if kind == "flat" and total >= settings.SEARCH_HNSW_THRESHOLD:
-                    # Grew past the threshold: go approximate, reusing the stored vectors
-                    # (re-embedding 200k texts would take the worker an hour).
-                    index, kind = _flat_to_hnsw(loaded.index, dimension=dimension, total=total)
-                    rebuilt = True
-            except IndexUnavailable as exc:
+        usable_before = False
+        try:
+            loaded = index_load_checked(model=model, dimension=dimension)
+            usable_before = True
+        except IndexUnavailable as exc:
+            if not force_rebuild:
                 logger.warning("index unusable (%s): rebuilding from the database", exc)
+            rebuilt = True
+        if usable_before and not force_rebuild:
+            index, last_id = loaded.index, int(loaded.manifest.get("last_vector_id", 0))
+            kind = loaded.manifest.get("index_type", "flat")
+            if kind == "flat" and total >= settings.SEARCH_HNSW_THRESHOLD:
+                # Grew past the threshold: go approximate, reusing the stored vectors
+                # (re-embedding 200k texts would take the worker an hour).
+                index, kind = _flat_to_hnsw(loaded.index, dimension=dimension, total=total)
                 rebuilt = True
         if index is None:
             index, kind = index_new(dimension, total)
@@ -138,18 +209,48 @@ def search_index_update(
         rows = list(IndexedVector.objects.filter(pk__gt=last_id).order_by("pk"))
         if not rows and not rebuilt:
             return {"added": 0, "count": int(index.ntotal), "rebuilt": False}
-        _add_rows(index, rows, progress)
-        new_last = max([last_id] + [r.pk for r in rows]) if rows else max(last_id, 0)
-        manifest = index_save(
-            index,
-            manifest={
+
+        def manifest_for(last):
+            return {
                 "embedding_model": model,
                 "dimension": dimension,
                 "index_type": kind,
-                "last_vector_id": new_last,
-            },
-        )
-    return {"added": len(rows), "count": manifest["count"], "rebuilt": rebuilt}
+                "last_vector_id": last,
+            }
+
+        def checkpoint(partial, last):
+            index_save(partial, manifest=manifest_for(last))
+
+        # A forced rebuild over a good index keeps serving the old one until it is done.
+        use_checkpoints = not (force_rebuild and usable_before)
+        tracker = _Progress(total=len(rows), callback=progress)
+        added, new_last = 0, last_id
+        try:
+            while rows:
+                _add_rows(index, rows, tracker, checkpoint if use_checkpoints else None)
+                added += len(rows)
+                new_last = max(new_last, rows[-1].pk)
+                rows = list(IndexedVector.objects.filter(pk__gt=new_last).order_by("pk"))
+                tracker.total += len(rows)
+            manifest = index_save(index, manifest=manifest_for(new_last))
+        finally:
+            progress_write(tracker.snapshot(state="idle"))
+    return {"added": added, "count": manifest["count"], "rebuilt": rebuilt}
+
+
+@contextmanager
+def _index_threads():
+    """Bulk embedding may use every core (SEARCH_INDEX_THREADS, 0 = all): the worker runs
+    one task at a time, and indexing is what makes a new site searchable."""
+    import torch
+
+    wanted = settings.SEARCH_INDEX_THREADS or os.cpu_count() or 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def search_index_rebuild(*, progress: Callable[[int], None] | None = None) -> dict:
@@ -168,13 +269,46 @@ def search_documents_remove(*, patent_ids: list[int]) -> None:
 def on_publish(patent_ids: list[int]) -> None:
     """The publish hook: keyword rows now, embeddings on the indexing queue."""
     search_documents_sync(patent_ids=patent_ids)
+    search_index_update_enqueue()
+
+
+INDEX_ENQUEUED_KEY = "search-index-update-enqueued"
+
+
+def search_index_update_enqueue() -> bool:
+    """One pending indexing task at a time: a job publishing batch after batch would
+    otherwise queue a task per batch, all but the first finding nothing to do. The task
+    clears the mark when it starts, and the update picks up rows that arrive while it
+    runs. Returns whether a task was sent."""
+    from django.core.cache import cache
+
     from allthepatents.celery import task_send
     from search.tasks import search_index_update_task
 
     try:
+        if not cache.add(INDEX_ENQUEUED_KEY, 1, timeout=600):
+            return False
+    except Exception as exc:  # the cache is down: enqueue anyway, a no-op costs little
+        logger.warning("index enqueue mark unavailable: %s", exc)
+    try:
         task_send(search_index_update_task, countdown=2)
+        return True
     except Exception as exc:  # a dead broker: the next update (or `search_index update`) catches up
         logger.warning("could not enqueue indexing: %s", exc)
+        try:
+            cache.delete(INDEX_ENQUEUED_KEY)
+        except Exception:  # noqa: S110 (the cache is down too; its mark expires by itself)
+            pass
+        return False
+
+
+def search_index_update_started() -> None:
+    from django.core.cache import cache
+
+    try:
+        cache.delete(INDEX_ENQUEUED_KEY)
+    except Exception as exc:
+        logger.warning("index enqueue mark unavailable: %s", exc)
 
 
 def on_withdraw(patent_ids: list[int]) -> None:

@@ -1,7 +1,7 @@
 from celery import shared_task
 from django.db import OperationalError
 
-from search.services import search_index_update
+from search.services import search_index_update, search_index_update_started
 
 
 @shared_task(
@@ -14,5 +14,6 @@ from search.services import search_index_update
 )
 def search_index_update_task():
     """Indexes everything pending; many enqueued calls collapse into one batch of work."""
+    search_index_update_started()
     result = search_index_update()
     return {k: result[k] for k in ("added", "count", "rebuilt")}

@@ -273,73 +273,79 @@ def api_patent(request, public_id):
     return json_safe_response(patent_json(patent, request))
 
 
+_DATE = {"type": "string", "format": "date"}
+_FILTERS = {
+    "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+    "page": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1},
+    "before": {
+        **_DATE,
+        "description": "published strictly before this date (a priority date); a reference "
+        "by its own publication date, and an undated reference never passes",
+    },
+    "after": {**_DATE, "description": "published on or after this date"},
+    "filed_before": {**_DATE, "description": "filed strictly before (references)"},
+    "filed_after": {**_DATE, "description": "filed on or after (references)"},
+    "origin": {
+        "type": "string",
+        "enum": ["generated", "reference", "all"],
+        "default": "generated",
+    },
+    "generator": {"type": "string"},
+    "mode": {"type": "string", "enum": ["top-down", "bottom-up"]},
+}
+_Q = {
+    "type": "string",
+    "maxLength": 20000,
+    "description": "words, a claim, or a description (POST for anything long)",
+}
+_SEARCH_RESPONSES = {
+    "200": {
+        "description": "results, best first",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Results"}}},
+    },
+    "400": {
+        "description": "bad parameters",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    },
+    "429": {"description": "rate limited; see Retry-After"},
+}
+
 OPENAPI = {
     "openapi": "3.0.3",
     "info": {"title": "All the Patents API", "version": "1"},
     "paths": {
         "/api/search": {
             "get": {
-                "summary": "Hybrid (semantic + keyword) search over published inventions",
+                "summary": "Hybrid (semantic + keyword) search; filters act inside retrieval",
                 "parameters": [
-                    {
-                        "name": "q",
-                        "in": "query",
-                        "required": True,
-                        "schema": {"type": "string", "maxLength": 20000},
-                        "description": "words, a claim, or a description",
-                    },
-                    {
-                        "name": "k",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
-                    },
-                    {
-                        "name": "page",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1},
-                    },
-                    {
-                        "name": "before",
-                        "in": "query",
-                        "schema": {"type": "string", "format": "date"},
-                        "description": "published strictly before this date (e.g. a priority date)",
-                    },
-                    {
-                        "name": "after",
-                        "in": "query",
-                        "schema": {"type": "string", "format": "date"},
-                    },
-                    {
-                        "name": "origin",
-                        "in": "query",
-                        "schema": {
-                            "type": "string",
-                            "enum": ["generated", "reference", "all"],
-                            "default": "generated",
-                        },
-                    },
-                    {"name": "generator", "in": "query", "schema": {"type": "string"}},
-                    {
-                        "name": "mode",
-                        "in": "query",
-                        "schema": {"type": "string", "enum": ["top-down", "bottom-up"]},
-                    },
+                    {"name": "q", "in": "query", "required": True, "schema": _Q},
+                    *[
+                        {"name": name, "in": "query", "schema": schema}
+                        for name, schema in _FILTERS.items()
+                    ],
                 ],
-                "responses": {
-                    "200": {"description": "results"},
-                    "400": {
-                        "description": "bad parameters",
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
-                        },
+                "responses": _SEARCH_RESPONSES,
+            },
+            "post": {
+                "summary": "The same search with the query in a JSON body (long claims)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["q"],
+                                "properties": {"q": _Q, **_FILTERS},
+                            }
+                        }
                     },
-                    "429": {"description": "rate limited; see Retry-After"},
                 },
-            }
+                "responses": _SEARCH_RESPONSES,
+            },
         },
         "/api/patents/{public_id}": {
             "get": {
-                "summary": "One invention",
+                "summary": "One invention, or a reference patent with its own number and dates",
                 "parameters": [
                     {
                         "name": "public_id",
@@ -350,7 +356,12 @@ OPENAPI = {
                 ],
                 "responses": {
                     "200": {"description": "the invention"},
-                    "404": {"description": "unknown id"},
+                    "404": {
+                        "description": "unknown id",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                        },
+                    },
                 },
             }
         },
@@ -360,7 +371,52 @@ OPENAPI = {
             "Error": {
                 "type": "object",
                 "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
-            }
+            },
+            "Reference": {
+                "type": "object",
+                "properties": {
+                    "number": {"type": "string"},
+                    "kind": {"type": "string", "nullable": True},
+                    "label": {"type": "string"},
+                    "publication_date": {**_DATE, "nullable": True},
+                    "filing_date": {**_DATE, "nullable": True},
+                    "cpc": {"type": "array", "items": {"type": "string"}},
+                    "official_url": {"type": "string", "nullable": True},
+                },
+            },
+            "Hit": {
+                "type": "object",
+                "properties": {
+                    "public_id": {"type": "string"},
+                    "title": {"type": "string"},
+                    "display_title": {"type": "string"},
+                    "url": {"type": "string"},
+                    "origin": {"type": "string", "enum": ["generated", "reference"]},
+                    "published_at": {
+                        "type": "string",
+                        "format": "date-time",
+                        "description": "generated inventions only",
+                    },
+                    "reference": {"$ref": "#/components/schemas/Reference"},
+                    "score": {"type": "number"},
+                    "snippet": {"type": "string"},
+                    "matched_claim": {"type": "object", "nullable": True},
+                    "parent_claim": {"type": "object", "nullable": True},
+                },
+            },
+            "Results": {
+                "type": "object",
+                "properties": {
+                    "query": {"type": "string"},
+                    "total": {"type": "integer"},
+                    "total_exact": {
+                        "type": "boolean",
+                        "description": "false: at least this many (a candidate list was full)",
+                    },
+                    "engine": {"type": "string", "enum": ["hybrid", "keyword"]},
+                    "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
+                },
+            },
         }
     },
 }

@@ -1,0 +1,146 @@
+"""Indexing a new site (#19): progress while it runs, partial indexes that serve, rows that
+arrive mid-run, one pending task instead of a stream, and the bulk encoder's agreement."""
+
+import json
+
+import pytest
+
+from patents.services import reference_import_records
+from search.selectors import SearchFilters, index_health, search_patents
+from search.services import (
+    search_documents_sync,
+    search_index_rebuild,
+    search_index_update,
+    search_index_update_enqueue,
+    search_index_update_started,
+)
+from search.store import manifest_read, reader_reset
+from tests.factories import patent_published
+
+
+@pytest.fixture
+def fixture_corpus(fixture_jsonl, tmp_path, memo_embeddings, settings):
+    settings.INDEX_DIR = tmp_path / "index"
+    settings.NEAR_COPY_EMBEDDING_CHECK = False
+    reader_reset()
+    lines = fixture_jsonl.read_text().splitlines()
+    reference_import_records(enumerate(lines, start=1))
+    search_documents_sync()
+    yield lines
+    reader_reset()
+
+
+@pytest.mark.django_db
+def test_progress_and_partial_indexes_while_a_first_build_runs(fixture_corpus, settings):
+    from search.models import IndexedVector
+
+    settings.SEARCH_INDEX_CHECKPOINT = 100
+    total = IndexedVector.objects.count()
+    assert total > 300
+    seen = []
+
+    def progress(n):
+        health = index_health()
+        seen.append(health)
+
+    search_index_update(progress=progress)
+    building = [h for h in seen if h.get("building")]
+    assert building, "no progress was visible during the build"
+    assert all(h["building"]["total"] == total for h in building)
+    dones = [h["building"]["done"] for h in building]
+    assert dones == sorted(dones) and dones[-1] == total
+    # Partial indexes were saved and served while the rest ran.
+    partial = [h for h in seen if h.get("count") and h["count"] < total]
+    assert partial and partial[0]["state"] == "building"
+    final = index_health()
+    assert final["state"] == "ok" and final["count"] == total and "building" not in final
+
+
+@pytest.mark.django_db
+def test_a_partial_index_answers_searches(fixture_corpus, settings):
+    settings.SEARCH_INDEX_CHECKPOINT = 64
+    answers = []
+
+    def progress(n):
+        if manifest_read() and not answers:
+            result = search_patents("telephone keyboard", filters=SearchFilters(origin="all"), k=5)
+            answers.append(result.engine)
+
+    search_index_update(progress=progress)
+    assert answers == ["hybrid"]
+
+
+@pytest.mark.django_db
+def test_rows_arriving_mid_run_are_indexed_by_the_same_run(fixture_corpus):
+    from search.models import IndexedVector
+
+    added = []
+
+    def progress(n):
+        if not added:
+            added.append(patent_published(n=501))
+            search_documents_sync()  # the publish hook, which runs on commit
+
+    result = search_index_update(progress=progress)
+    assert added
+    assert result["added"] == IndexedVector.objects.count()
+    assert search_index_update()["added"] == 0  # the follow-up finds nothing, quickly
+
+
+@pytest.mark.django_db
+def test_one_pending_index_task_at_a_time(settings, monkeypatch):
+    import allthepatents.celery as celery_module
+
+    sent = []
+    monkeypatch.setattr(celery_module, "task_send", lambda task, **kw: sent.append(task.name))
+    search_index_update_started()
+    for _ in range(5):
+        search_index_update_enqueue()
+    assert sent == ["search.update_index"]
+    search_index_update_started()  # the task began: the next publication enqueues again
+    search_index_update_enqueue()
+    assert sent == ["search.update_index", "search.update_index"]
+
+
+@pytest.mark.django_db
+def test_search_index_status_shows_progress(fixture_corpus, settings, capsys):
+    from django.core.management import call_command
+
+    settings.SEARCH_INDEX_CHECKPOINT = 100
+    statuses = []
+
+    def progress(n):
+        call_command("search_index", "status")
+        statuses.append(json.loads(capsys.readouterr().out))
+
+    search_index_update(progress=progress)
+    assert any(s.get("building", {}).get("eta_seconds") is not None for s in statuses)
+
+
+def test_bulk_vectors_agree_with_query_vectors():
+    """The bulk path (bf16 where the CPU has it) against fp32: cosine >= 0.99 on real text."""
+    import numpy as np
+
+    from search.embeddings import embed, embedding_bulk_precision
+
+    texts = [
+        "A telephone comprising a keyboard, a display and a dialing circuit.",
+        "1. A method of polishing a semiconductor wafer with a slurry comprising silica "
+        "particles, wherein the pad rotates at a speed between 30 and 90 rpm.",
+        "Golf club head with adjustable weights.",
+    ]
+    fp32 = embed(texts)
+    bulk = embed(texts, bulk=True)
+    cosine = np.sum(fp32 * bulk, axis=1)
+    assert cosine.min() >= 0.99, (embedding_bulk_precision(), cosine)
+
+
+@pytest.mark.django_db
+def test_a_forced_rebuild_keeps_serving_the_old_index(fixture_corpus, settings):
+    settings.SEARCH_INDEX_CHECKPOINT = 64
+    search_index_update()
+    full = manifest_read()["count"]
+    counts = []
+    search_index_rebuild(progress=lambda n: counts.append(manifest_read()["count"]))
+    assert set(counts) == {full}  # no partial index replaced the good one mid-rebuild
+    assert index_health()["count"] == full
