@@ -137,7 +137,7 @@ def progress_write(data: dict) -> None:
         logger.warning("could not write index progress: %s", exc)
 
 
-def _add_rows(index, rows, progress: _Progress, checkpoint=None):
+def _add_rows(index, rows, progress: _Progress | None, checkpoint=None):
     """Embeds and adds ``rows``; ``checkpoint(index, last_id)`` saves a partial index every
     SEARCH_INDEX_CHECKPOINT vectors so that search uses what is done while the rest runs."""
     import numpy as np
@@ -149,7 +149,8 @@ def _add_rows(index, rows, progress: _Progress, checkpoint=None):
         chunk = rows[start : start + BATCH]
         vectors = embed(vector_texts(chunk), bulk=True)
         index.add_with_ids(vectors, np.array([r.pk for r in chunk], dtype="int64"))
-        progress.advance(len(chunk))
+        if progress:
+            progress.advance(len(chunk))
         since_checkpoint += len(chunk)
         if checkpoint and since_checkpoint >= settings.SEARCH_INDEX_CHECKPOINT:
             checkpoint(index, chunk[-1].pk)

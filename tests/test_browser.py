@@ -84,7 +84,7 @@ def live_site(tmp_path_factory, memo_model_path):
             raise RuntimeError((data / "run.log").read_text()[-4000:])
         time.sleep(0.5)
     ARTIFACTS.mkdir(exist_ok=True)
-    yield {"base": base, "env": env, "memo": memo_model_path}
+    yield {"base": base, "env": env, "memo": memo_model_path, "log": data / "run.log"}
     os.killpg(proc.pid, signal.SIGINT)
     try:
         proc.wait(timeout=30)
@@ -241,6 +241,15 @@ def test_the_api_takes_a_12000_character_claim_as_json_by_post(live_site):
         data = json.loads(r.read())
     assert r.status == 200 and len(data["results"]) == 5
     assert data["query"].startswith("1. A telephone")
+
+
+def test_web_workers_load_the_embedder_and_index_before_taking_requests(live_site):
+    """No visitor pays for the cold start: each gunicorn worker warms up in post_worker_init,
+    before its accept loop."""
+    log = live_site["log"].read_text()
+    warmed = [line for line in log.splitlines() if "search warm-up in worker" in line]
+    assert len(warmed) == int(live_site["env"]["WEB_WORKERS"]), log[-3000:]
+    assert all("embedder and index loaded" in line for line in warmed), warmed
 
 
 def _get_json(url):

@@ -297,12 +297,31 @@ def test_search_eval_reports_three_rankings_and_leaves_the_site_alone(
 
     settings.INDEX_DIR = tmp_path / "site-index"
     call_command("search_eval", str(fixture_jsonl), "--json")
-    data = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)
+    data = out["results"]
     assert set(data) == {"keyword", "dense", "hybrid"}
+    assert out["setup"]["split"] == "all" and out["setup"]["queries"] >= 30
     for metrics in data.values():
         assert 0 <= metrics["recall@1"] <= metrics["recall@10"] <= 1
         assert metrics["recall@10"] > 0.5  # 40 documents: the right one is usually found
     assert not (tmp_path / "site-index").exists()
+
+
+@pytest.mark.django_db
+def test_search_eval_with_distractors_that_keep_their_claims(fixture_jsonl, capsys):
+    """Queries from one split, distractors from the rest of the file with their claims in
+    both indexes, as on the site: harder than the documents alone, never easier."""
+    from django.core.management import call_command
+
+    args = [str(fixture_jsonl), "--json", "--distractors", str(fixture_jsonl)]
+    call_command("search_eval", *args, "--limit", "10")
+    alone = json.loads(capsys.readouterr().out)
+    call_command("search_eval", *args, "--limit", "10", "--distractor-claims")
+    with_claims = json.loads(capsys.readouterr().out)
+    assert alone["setup"]["queries"] == 10 and alone["setup"]["distractors"] == 30
+    assert with_claims["setup"]["distractor_claims"] is True
+    for name in ("keyword", "dense", "hybrid"):
+        assert with_claims["results"][name]["mrr"] <= alone["results"][name]["mrr"] + 1e-9
 
 
 @pytest.mark.django_db
