@@ -244,6 +244,9 @@ SEARCH_HYBRID_ALPHA = env_float("SEARCH_HYBRID_ALPHA", 0.7, minimum=0.0, maximum
 # claims, so a pasted claim scores high against any claim (tuned on the dev split with
 # distractors that keep their claims: `search_eval --split dev --distractor-claims`).
 SEARCH_CLAIM_MARGIN = env_float("SEARCH_CLAIM_MARGIN", 0.05, minimum=0.0, maximum=2.0)
+# Queries longer than this many words are embedded in pieces cut at claim elements and
+# averaged (0: the whole text, truncated by the encoder at 256 word pieces).
+SEARCH_QUERY_CHUNK_WORDS = env_int("SEARCH_QUERY_CHUNK_WORDS", 0, minimum=0)
 # A filter that keeps at most this many vectors is ranked exactly over just those vectors;
 # a broader one searches the whole index deep enough to fill the page (see dense_search).
 SEARCH_EXACT_SUBSET_MAX = env_int("SEARCH_EXACT_SUBSET_MAX", 50_000, minimum=0)

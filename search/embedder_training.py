@@ -39,8 +39,12 @@ def document_text(title: str, abstract: str) -> str:
     return title or abstract
 
 
-def embedder_pairs_load(lines: Iterable[str], *, split: str = "train") -> list[tuple[str, str]]:
-    """(first claim, title + abstract) of each patent of ``split`` that has both."""
+def embedder_pairs_load(
+    lines: Iterable[str], *, split: str = "train", extra_claims: int = 0
+) -> list[tuple[str, str]]:
+    """(first claim, title + abstract) of each patent of ``split`` that has both, and with
+    ``extra_claims`` up to that many of its other independent claims against the same
+    document (an examiner pastes whichever claim is at issue)."""
     pairs = []
     for line in lines:
         try:
@@ -53,6 +57,8 @@ def embedder_pairs_load(lines: Iterable[str], *, split: str = "train") -> list[t
         if not doc:
             continue
         pairs.append((parsed["claims"][0]["text"], doc))
+        others = [c for c in parsed["claims"][1:] if c["depends_on"] is None]
+        pairs.extend((c["text"], doc) for c in others[:extra_claims])
     return pairs
 
 

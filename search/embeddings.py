@@ -127,3 +127,22 @@ def embedding_bulk_precision() -> str:
     if choice == "auto":
         return "bf16" if cpu_has_native_bf16() else "fp32"
     return choice
+
+
+def embed_queries(texts: list[str], *, name: str | None = None, chunk_words: int | None = None):
+    """Query vectors: a long query is embedded piece by piece (``query_chunks``) and the
+    pieces' mean, normalised, stands for it (SEARCH_QUERY_CHUNK_WORDS; 0 = whole text)."""
+    import numpy as np
+
+    from search.text import query_chunks
+
+    words = settings.SEARCH_QUERY_CHUNK_WORDS if chunk_words is None else chunk_words
+    pieces = [query_chunks(t, max_words=words) for t in texts]
+    flat = [p for chunks in pieces for p in chunks]
+    vectors = embed(flat, name=name)
+    out, at = [], 0
+    for chunks in pieces:
+        mean = vectors[at : at + len(chunks)].mean(axis=0)
+        out.append(mean / (np.linalg.norm(mean) or 1.0))
+        at += len(chunks)
+    return np.ascontiguousarray(np.stack(out) if out else vectors, dtype="float32")

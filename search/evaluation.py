@@ -127,6 +127,28 @@ def _embed_cached(
     return vectors
 
 
+def _queries_cached(texts, *, model, cache_dir, words):
+    """Query vectors as the site makes them (``embed_queries``), cached like documents."""
+    import numpy as np
+    from django.conf import settings
+
+    from search.embeddings import embed_queries
+
+    words = settings.SEARCH_QUERY_CHUNK_WORDS if words is None else words
+    if cache_dir is None:
+        return embed_queries(texts, name=model, chunk_words=words)
+    digest = hashlib.sha256(f"queries:{model}:{words}".encode())
+    for text in texts:
+        digest.update(b"\x00" + text.encode("utf-8", "replace"))
+    path = cache_dir / f"q-{digest.hexdigest()[:24]}.npy"
+    if path.exists():
+        return np.load(path)
+    vectors = embed_queries(texts, name=model, chunk_words=words)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
 def search_eval_run(
     cases: list[EvalCase],
     *,
@@ -136,6 +158,7 @@ def search_eval_run(
     progress: Callable[[int], None] | None = None,
     fusions: dict | None = None,
     cache_dir: Path | None = None,
+    query_chunk_words: int | None = None,
 ) -> dict:
     import faiss
     import numpy as np
@@ -183,8 +206,8 @@ def search_eval_run(
     depth = min(DEPTH, len(docs))
     for start in range(0, len(cases), batch):
         chunk = cases[start : start + batch]
-        query_vectors = np.ascontiguousarray(
-            _embed_cached([c.query for c in chunk], model=model, cache_dir=cache_dir)
+        query_vectors = _queries_cached(
+            [c.query for c in chunk], model=model, cache_dir=cache_dir, words=query_chunk_words
         )
         dense_scores, dense_ids = index.search(query_vectors, depth)
         if claim_index is not None:

@@ -151,10 +151,10 @@ def dense_search(query: str, *, limit: int, filters: SearchFilters | None = None
     nodes and loses recall exactly where a filter is narrow."""
     import numpy as np
 
-    from search.embeddings import embed
+    from search.embeddings import embed_queries
 
     loaded = index_for_search(model=settings.EMBEDDING_MODEL)
-    vector = embed([query])
+    vector = embed_queries([query])
     if vector.shape[1] != loaded.index.d:
         raise IndexUnavailable("mismatch", "query dimension differs from the index")
     ntotal = loaded.index.ntotal

@@ -68,3 +68,28 @@ def snippet_words(text: str, width: int) -> str:
         return text
     cut = text.rfind(" ", 0, width)
     return text[: cut if cut > width // 2 else width].rstrip(",;: ") + "…"
+
+
+_ELEMENT_SPLIT = re.compile(r"(?<=[;:])\s+|\s+(?=wherein\b)", re.IGNORECASE)
+
+
+def query_chunks(text: str, *, max_words: int) -> list[str]:
+    """A long claim cut at its element boundaries (";", ":", "wherein") into pieces of at
+    most about ``max_words`` words; the encoder reads only its first 256 word pieces, so a
+    long claim's later elements would otherwise be ignored. A short text is one piece."""
+    words = text.split()
+    if max_words <= 0 or len(words) <= max_words:
+        return [text]
+    chunks, current = [], []
+    for part in _ELEMENT_SPLIT.split(text):
+        part_words = part.split()
+        if current and len(current) + len(part_words) > max_words:
+            chunks.append(" ".join(current))
+            current = []
+        while len(part_words) > max_words:  # one huge element: plain word windows
+            chunks.append(" ".join(part_words[:max_words]))
+            part_words = part_words[max_words:]
+        current.extend(part_words)
+    if current:
+        chunks.append(" ".join(current))
+    return chunks

@@ -40,6 +40,11 @@ class Command(BaseCommand):
             help="distractors keep their claims (keyword index and claim vectors), as on the site",
         )
         parser.add_argument("--model", help="embedding model (name or directory)")
+        parser.add_argument(
+            "--query-chunk-words",
+            type=int,
+            help="embed long queries in pieces of this many words (default: the setting)",
+        )
         parser.add_argument("--cache-dir", type=Path, help="keep embeddings here between runs")
         parser.add_argument("--json", action="store_true")
         parser.add_argument("--variants", action="store_true", help="also other fusion settings")
@@ -77,6 +82,7 @@ class Command(BaseCommand):
             progress=bar.update,
             fusions=fusions,
             cache_dir=options["cache_dir"],
+            query_chunk_words=options["query_chunk_words"],
         )
         bar.close()
         setup = {
@@ -85,6 +91,11 @@ class Command(BaseCommand):
             "distractors": len(distractors),
             "distractor_claims": options["distractor_claims"],
             "model": model,
+            "query_chunk_words": (
+                settings.SEARCH_QUERY_CHUNK_WORDS
+                if options["query_chunk_words"] is None
+                else options["query_chunk_words"]
+            ),
         }
         if as_json:
             self.stdout.write(json.dumps({"setup": setup, "results": results}))

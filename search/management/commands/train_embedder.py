@@ -30,12 +30,22 @@ class Command(BaseCommand):
             default="auto",
             help="bfloat16 autocast; auto: where the CPU computes it natively (AVX512-BF16/AMX)",
         )
+        parser.add_argument(
+            "--extra-claims",
+            type=int,
+            default=2,
+            help="also pair up to this many other independent claims with the document",
+        )
         parser.add_argument("--limit", type=int, help="at most this many pairs (smoke runs)")
 
     def handle(self, *args, data, out, base, epochs, batch_size, learning_rate, **options):
         if not data.exists():
             raise CommandError(f"{data}: no such file")
-        pairs = embedder_pairs_load((line for _, line in jsonl_lines(data)), split="train")
+        pairs = embedder_pairs_load(
+            (line for _, line in jsonl_lines(data)),
+            split="train",
+            extra_claims=options["extra_claims"],
+        )
         if options["limit"]:
             pairs = pairs[: options["limit"]]
         if len(pairs) < 2:
