@@ -44,7 +44,19 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
-SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+
+def _site_url_default() -> str:
+    # What `make run` serves on (HOST, PORT), so citations and robots.txt point at it.
+    host = env_str("HOST", "127.0.0.1")
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 (reading the bind address, not binding)
+        host = "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{env_int('PORT', 8000, minimum=1)}"
+
+
+SITE_URL = env_str("SITE_URL", _site_url_default()).rstrip("/")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -283,4 +295,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
+    # faiss logs each instruction-set library it tries at INFO: noise in every command.
+    "loggers": {"faiss.loader": {"level": "WARNING"}},
 }

@@ -2,23 +2,30 @@
 
 from collections import Counter, defaultdict
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Case, Count, F, Q, Sum, When
 from django.db.models.functions import TruncDate
 
 from generation.models import GenerationJob, Sample
 
 
 def stats_hit_rates() -> list[dict]:
+    """Per model actually used (a job's model override, else its generator's model) and
+    mode: samples generated, published, and the hit rate."""
+    model_used = Case(
+        When(job__model_override="", then=F("job__generator__model_id")),
+        default=F("job__model_override"),
+    )
     rows = (
-        Sample.objects.values("job__generator__name", "mode")
+        Sample.objects.annotate(model_used=model_used)
+        .values("model_used", "mode")
         .annotate(
             generated=Count("id"), published=Count("id", filter=Q(verdict=Sample.Verdict.PUBLISHED))
         )
-        .order_by("job__generator__name", "mode")
+        .order_by("model_used", "mode")
     )
     return [
         {
-            "generator": r["job__generator__name"],
+            "generator": r["model_used"],
             "mode": r["mode"],
             "generated": r["generated"],
             "published": r["published"],

@@ -19,6 +19,7 @@ urlpatterns = [
     path("downloads/", views.downloads, name="downloads"),
     path("downloads/<str:name>", views.download_file, name="download-file"),
     path("robots.txt", views.robots, name="robots"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("feed.atom", views.LatestFeed(), name="feed"),
     path(
         "sitemap.xml",

@@ -227,6 +227,14 @@ def download_file(request, name):
 
 
 @require_GET
+def favicon(request):
+    """Browsers ask for /favicon.ico whatever the page says: point them at the icon."""
+    from django.templatetags.static import static
+
+    return redirect(static("favicon.svg"), permanent=True)
+
+
+@require_GET
 def robots(request):
     lines = [
         "User-agent: *",

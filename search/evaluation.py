@@ -161,7 +161,6 @@ def search_eval_run(
     query_chunk_words: int | None = None,
 ) -> dict:
     import faiss
-    import numpy as np
     from django.conf import settings
 
     distractors = distractors or []

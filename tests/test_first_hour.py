@@ -1,0 +1,86 @@
+"""The first hour of a new user (#19): loose ends a newcomer meets."""
+
+import subprocess
+import sys
+
+import pytest
+from django.utils import timezone
+
+from generation.models import GenerationJob, Sample
+from tests.factories import GeneratorFactory
+from tests.helpers import ROOT
+
+
+def _setting(name, **env):
+    import os
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import django; django.setup(); from django.conf import settings; print(settings.{name})",
+        ],
+        cwd=ROOT,
+        env={
+            **{k: v for k, v in os.environ.items() if k != "SITE_URL"},
+            "DJANGO_SETTINGS_MODULE": "allthepatents.settings",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def test_site_url_follows_host_and_port_when_unset():
+    assert _setting("SITE_URL", PORT="8100") == "http://127.0.0.1:8100"
+    assert _setting("SITE_URL", HOST="0.0.0.0", PORT="9000") == "http://127.0.0.1:9000"
+    assert (
+        _setting("SITE_URL", PORT="8100", SITE_URL="https://prior-art.example/")
+        == "https://prior-art.example"
+    )
+
+
+def test_commands_keep_faiss_loader_chatter_out_of_the_terminal():
+    import os
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", "import faiss; print(faiss.IndexFlatIP(4).d)"],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert result.stdout.strip() == "4"  # faiss was loaded
+    assert "Could not load library" not in result.stderr + result.stdout
+    assert "Loading faiss" not in result.stderr + result.stdout
+
+
+@pytest.mark.django_db
+def test_favicon_and_downloads_explain_themselves(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"].endswith("favicon.svg")
+    assert "manage.py export_dump" in client.get("/downloads/").content.decode()
+
+
+@pytest.mark.django_db
+def test_random_invention_with_none_says_so(client):
+    response = client.get("/patents/random/", follow=True)
+    assert "No inventions are published yet" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_stats_credit_the_model_actually_used(client):
+    gen = GeneratorFactory(name="kl3m-like", model_id="alea-institute/kl3m-002-170m-patent")
+    job = GenerationJob.objects.create(
+        generator=gen, count=1, model_override="var/models/demo", started_at=timezone.now()
+    )
+    Sample.objects.create(
+        job=job, index=0, mode="top-down", seed=1, prompt="p", raw_text="t", verdict="rejected"
+    )
+    html = client.get("/stats/").content.decode()
+    assert "var/models/demo" in html
+    assert "alea-institute/kl3m-002-170m-patent" not in html
