@@ -110,6 +110,13 @@ class GenerationJobAdmin(admin.ModelAdmin):
             kwargs["form"] = JobCreateForm
         return super().get_form(request, obj, **kwargs)
 
+    def get_changeform_initial_data(self, request):
+        initial = super().get_changeform_initial_data(request)
+        default = Generator.objects.filter(is_default=True, enabled=True).first()
+        if default and "generator" not in initial:
+            initial["generator"] = default.pk
+        return initial
+
     def get_fields(self, request, obj=None):
         if obj is None:
             return [*JobCreateForm.Meta.fields, "topics_text"]

@@ -162,7 +162,8 @@ def test_admin_starts_a_job_watches_it_finish_and_finds_the_invention(live_site,
     page.fill("#id_password", ADMIN_PASSWORD)
     page.click("input[type=submit]")
     page.goto(base + "/admin/generation/generationjob/add/")
-    page.select_option("#id_generator", label="kl3m-002-170m-patent")
+    # The form preselects the default generator.
+    assert page.locator("#id_generator option:checked").inner_text() == "kl3m-002-170m-patent"
     page.fill("#id_model_override", str(live_site["memo"]))
     page.fill("#id_count", "3")
     page.fill("#id_temperature", "0.7")
@@ -174,11 +175,17 @@ def test_admin_starts_a_job_watches_it_finish_and_finds_the_invention(live_site,
     page.wait_for_selector("progress.job-progress")
     # The bar is updated by the page's own script (polling); no eval here: the CSP forbids it.
     deadline = time.monotonic() + 120
-    while "3 / 3 (done)" not in page.inner_text(".job-progress-text"):
+    while "3 / 3 (done)" not in page.inner_text(".job-progress-text").lower():
         assert time.monotonic() < deadline, page.inner_text(".job-progress-text")
         time.sleep(0.5)
+    # When the job ends the page reloads itself: every field is current, not only the bar.
+    page.wait_for_load_state()
+    deadline = time.monotonic() + 30
+    while "Done" not in page.inner_text(".field-status") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert "Done" in page.inner_text(".field-status")
+    assert page.inner_text(".field-done_count .readonly").strip() == "3"
     assert page.locator("progress.job-progress").get_attribute("value") == "3"
-    assert "done" in page.inner_text(".job-progress-text")
     page.screenshot(path=str(ARTIFACTS / "admin-job.png"), full_page=True)
     page.goto(base + "/search/?q=magnetic+stirrer+mug+motor&search=1")
     deadline = time.monotonic() + 60
