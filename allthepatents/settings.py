@@ -233,6 +233,8 @@ GENERATION_HARD_TIME_LIMIT = env_int("GENERATION_HARD_TIME_LIMIT", 6 * 3600 + 30
 OPENAI_API_BASE = env_str("OPENAI_API_BASE", "")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
 OPENAI_MODEL = env_str("OPENAI_MODEL", "")
+# Requests in flight to the OpenAI-compatible endpoint per batch (vLLM batches them).
+GENERATION_HTTP_CONCURRENCY = env_int("GENERATION_HTTP_CONCURRENCY", 16, minimum=1)
 TORCH_THREADS = env_int("TORCH_THREADS", 1, minimum=1)
 
 # --- Search ----------------------------------------------------------------------------------

@@ -318,7 +318,15 @@ def _sample_rows(logits, *, top_k: int, top_p: float, generators):
 class OpenAIBackend:
     """Any OpenAI-compatible completions endpoint (vLLM serving KULLM3 AWQ, for example)."""
 
-    def __init__(self, *, base_url: str, model: str, api_key: str = "", timeout: float = 300):
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str = "",
+        timeout: float = 300,
+        concurrency: int = 16,
+    ):
         if not base_url:
             raise BackendUnavailable(
                 "this generator is served over an OpenAI-compatible endpoint (vLLM on a GPU); "
@@ -328,6 +336,7 @@ class OpenAIBackend:
         self.model = model
         self.api_key = api_key
         self.timeout = timeout
+        self.concurrency = concurrency
         self.revision_loaded = ""
 
     def generate(
@@ -338,47 +347,67 @@ class OpenAIBackend:
         *,
         heartbeat=None,
     ) -> list[GenerationOutput]:
-        outputs = []
-        for prompt, seed in zip(prompts, seeds, strict=True):
-            if heartbeat is not None:
-                heartbeat()
-            body = {
-                "model": self.model,
-                "prompt": prompt,
-                "max_tokens": params.max_new_tokens,
-                "temperature": params.temperature,
-                "top_p": params.top_p,
-                "top_k": params.top_k,
-                "repetition_penalty": params.repetition_penalty,
-                "seed": int(seed) % (2**31),
-            }
-            request = urllib.request.Request(  # noqa: S310 (URL is an operator setting)
-                f"{self.base_url}/completions",
-                data=json.dumps(body).encode(),
-                headers={
-                    "Content-Type": "application/json",
-                    **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}),
-                },
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as resp:  # noqa: S310
-                    data = json.loads(resp.read())
-            except urllib.error.HTTPError as exc:
-                if exc.code == 429 or exc.code >= 500:
-                    raise TransientBackendError(f"endpoint answered {exc.code}") from exc
-                raise BackendUnavailable(f"endpoint refused the request: {exc.code}") from exc
-            except (urllib.error.URLError, TimeoutError) as exc:
-                raise TransientBackendError(f"endpoint unreachable: {exc}") from exc
-            choice = data["choices"][0]
-            usage = data.get("usage") or {}
-            outputs.append(
-                GenerationOutput(
-                    text=choice.get("text", ""),
-                    tokens=int(usage.get("completion_tokens", 0)),
-                    finished=choice.get("finish_reason") == "stop",
-                )
-            )
+        """One request per prompt (each with its own seed, so a sample is reproducible alone),
+        up to ``concurrency`` in flight: vLLM batches concurrent requests itself (continuous
+        batching), so a batch of 16 takes about the time of one. Outputs keep prompt order;
+        the first failure is raised once the requests in flight have finished."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        jobs = list(zip(prompts, seeds, strict=True))
+        if not jobs:
+            return []
+        workers = max(1, min(self.concurrency, len(jobs)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai") as pool:
+            futures = [pool.submit(self._complete, prompt, seed, params) for prompt, seed in jobs]
+            outputs = []
+            for future in futures:
+                if heartbeat is not None:
+                    heartbeat()
+                outputs.append(future.result())
         return outputs
+
+    def _complete(self, prompt: str, seed: int, params: SamplingParams) -> GenerationOutput:
+        body = {
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "top_k": params.top_k,
+            "repetition_penalty": params.repetition_penalty,
+            "seed": int(seed) % (2**31),
+        }
+        request = urllib.request.Request(  # noqa: S310 (URL is an operator setting)
+            f"{self.base_url}/completions",
+            data=json.dumps(body).encode(),
+            headers={
+                "Content-Type": "application/json",
+                **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}),
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:  # noqa: S310
+                data = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 429 or exc.code >= 500:
+                raise TransientBackendError(f"endpoint answered {exc.code}") from exc
+            raise BackendUnavailable(f"endpoint refused the request: {exc.code}") from exc
+        except (urllib.error.URLError, TimeoutError) as exc:
+            raise TransientBackendError(f"endpoint unreachable: {exc}") from exc
+        except ValueError as exc:
+            raise TransientBackendError(
+                f"endpoint answered something that is not JSON: {exc}"
+            ) from exc
+        try:
+            choice = data["choices"][0]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise TransientBackendError(f"endpoint answer has no choices: {exc!r}") from exc
+        usage = data.get("usage") or {}
+        return GenerationOutput(
+            text=choice.get("text", "") or "",
+            tokens=int(usage.get("completion_tokens", 0)),
+            finished=choice.get("finish_reason") == "stop",
+        )
 
 
 _cache: dict[tuple, object] = {}
@@ -392,6 +421,7 @@ def backend_for(generator, *, model_override: str = ""):
             base_url=settings.OPENAI_API_BASE,
             model=settings.OPENAI_MODEL or generator.model_id,
             api_key=settings.OPENAI_API_KEY,
+            concurrency=settings.GENERATION_HTTP_CONCURRENCY,
         )
     source = model_override or generator.source
     if generator.requires_gpu and _device() != "cuda":
