@@ -9,6 +9,7 @@ from django.utils.html import format_html
 
 from allthepatents.admin import ReadOnlyAdmin
 from generation.models import GenerationJob, Generator, Sample
+from generation.selectors import job_cost
 from generation.services import (
     JobParameterError,
     job_cancel,
@@ -125,7 +126,19 @@ class GenerationJobAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        return ["progress", *[f.name for f in self.model._meta.fields]]
+        return ["progress", "cost", *[f.name for f in self.model._meta.fields]]
+
+    @admin.display(description="cost")
+    def cost(self, obj):
+        c = job_cost(obj)
+        return format_html(
+            "{} CPU-s · {} tokens · {} tokens/s · {} s per sample · {} s per published invention",
+            c["cpu_seconds"],
+            c["tokens"],
+            c["tokens_per_second"] if c["tokens_per_second"] is not None else "—",
+            c["seconds_per_sample"] if c["seconds_per_sample"] is not None else "—",
+            c["seconds_per_invention"] if c["seconds_per_invention"] is not None else "—",
+        )
 
     def has_add_permission(self, request):
         return request.user.has_perm(RUN_PERM)

@@ -69,3 +69,57 @@ def stats_daily_efficiency() -> list[dict]:
             "published": r["published"] or 0,
         }
     return list(out.values())
+
+
+def job_cost(job) -> dict:
+    """What a job spent: worker CPU-seconds and tokens, per second, per sample, per
+    published invention (None where a denominator is zero)."""
+    seconds, tokens = job.worker_seconds or 0.0, job.tokens_generated or 0
+
+    def per(value, count):
+        return round(value / count, 2) if count else None
+
+    return {
+        "cpu_seconds": round(seconds, 1),
+        "tokens": tokens,
+        "tokens_per_second": per(tokens, seconds),
+        "seconds_per_sample": per(seconds, job.done_count),
+        "seconds_per_invention": per(seconds, job.published_count),
+    }
+
+
+def stats_cost_by_model() -> list[dict]:
+    """Cost per model used and mode, over all jobs: tokens per CPU-second, CPU-seconds per
+    sample and per published invention, beside the hit rate."""
+    model_used = Case(
+        When(model_override="", then=F("generator__model_id")), default=F("model_override")
+    )
+    rows = (
+        GenerationJob.objects.exclude(started_at=None)
+        .annotate(model_used=model_used)
+        .values("model_used", "mode")
+        .annotate(
+            seconds=Sum("worker_seconds"),
+            tokens=Sum("tokens_generated"),
+            samples=Sum("done_count"),
+            published=Sum("published_count"),
+        )
+        .order_by("model_used", "mode")
+    )
+    out = []
+    for r in rows:
+        seconds = r["seconds"] or 0.0
+        out.append(
+            {
+                "model": r["model_used"],
+                "mode": r["mode"],
+                "tokens_per_second": round(r["tokens"] / seconds, 1) if seconds else None,
+                "seconds_per_sample": round(seconds / r["samples"], 2) if r["samples"] else None,
+                "seconds_per_invention": (
+                    round(seconds / r["published"], 2) if r["published"] else None
+                ),
+                "hit_rate": round(r["published"] / r["samples"], 3) if r["samples"] else None,
+                "samples": r["samples"] or 0,
+            }
+        )
+    return out

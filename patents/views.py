@@ -19,6 +19,7 @@ from django.utils.feedgenerator import Atom1Feed
 from django.views.decorators.http import require_GET
 
 from generation.selectors import (
+    stats_cost_by_model,
     stats_daily_efficiency,
     stats_hit_rates,
     stats_rejection_reasons,
@@ -193,6 +194,7 @@ def stats(request):
             "daily": [
                 {**d, "width": round(100 * d["tokens_per_second"] / max_tps, 1)} for d in daily
             ],
+            "costs": stats_cost_by_model(),
         },
     )
 

@@ -84,3 +84,24 @@ def test_stats_credit_the_model_actually_used(client):
     html = client.get("/stats/").content.decode()
     assert "var/models/demo" in html
     assert "alea-institute/kl3m-002-170m-patent" not in html
+
+
+@pytest.mark.django_db
+def test_cost_per_invention_is_shown(client, admin_client):
+    gen = GeneratorFactory(name="cost-gen", model_id="test/cost-model")
+    job = GenerationJob.objects.create(
+        generator=gen,
+        count=4,
+        mode="top-down",
+        started_at=timezone.now(),
+        tokens_generated=4000,
+        worker_seconds=20.0,
+        done_count=4,
+        published_count=2,
+    )
+    html = client.get("/stats/").content.decode()
+    row = html.split('class="cost-row"')[1].split("</tr>")[0]
+    assert "test/cost-model" in row and "200.0" in row and "5.0" in row and "10.0" in row
+    assert "50%" in row
+    page = admin_client.get(f"/admin/generation/generationjob/{job.pk}/change/").content.decode()
+    assert "200.0 tokens/s" in page and "10.0 s per published invention" in page

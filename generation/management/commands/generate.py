@@ -5,6 +5,7 @@ from django.db import transaction
 from tqdm import tqdm
 
 from generation.models import GenerationJob
+from generation.selectors import job_cost
 from generation.services import JobParameterError, generator_resolve, job_create, job_run
 
 
@@ -87,6 +88,12 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"job {job.pk} {job.status}: {job.published_count} published, "
                 f"{job.rejected_count} rejected {job.rejection_counts or ''}"
+            )
+            cost = job_cost(job)
+            self.stdout.write(
+                f"cost: {cost['cpu_seconds']} CPU-s, {cost['tokens']} tokens, "
+                f"{cost['tokens_per_second']} tokens/s, {cost['seconds_per_sample']} s/sample, "
+                f"{cost['seconds_per_invention']} s/published invention"
             )
             if job.status == GenerationJob.Status.FAILED:
                 raise CommandError(job.last_error)
