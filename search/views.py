@@ -2,9 +2,10 @@ import json
 from functools import wraps
 
 from django.conf import settings
-from django.http import HttpResponse, HttpResponseRedirect, JsonResponse, QueryDict
+from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse, QueryDict
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
@@ -12,6 +13,7 @@ from patents.models import Patent
 from patents.presentation import display_title, official_url, reference_number
 from patents.selectors import patent_get
 from patents.services import patent_provenance
+from search.exports import export_bibtex, export_csv, export_ris, export_row
 from search.params import SearchParamError, search_params_parse
 from search.ratelimit import rate_limit_check
 from search.selectors import origin_other_count, search_patents, stored_query_text
@@ -198,6 +200,55 @@ def search_page(request):
     context["params"] = {**data, "q": params.q}
     context.update(_page_context(request, params, result, base_query=base.urlencode()))
     return render(request, "search/search.html", context)
+
+
+@require_http_methods(["GET"])
+def search_like(request, public_id):
+    """More like this: a search with the patent's first claim (or its abstract), over
+    every origin, as a linkable result page."""
+    patent = patent_get(public_id=public_id)
+    if patent is None or patent.is_withdrawn:
+        raise Http404("no such invention")
+    first = patent.claims.order_by("number").first()
+    text = (first.text if first else "") or patent.abstract or patent.title
+    query = QueryDict(mutable=True)
+    if len(text) > MAX_QUERY_STRING // 3:
+        query["qid"] = stored_query_save(text=text[: settings.SEARCH_MAX_QUERY_CHARS])
+    else:
+        query["q"] = text
+    query["origin"] = "all"
+    return HttpResponseRedirect(f"{reverse('search')}?{query.urlencode()}")
+
+
+EXPORT_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "ris": "application/x-research-info-systems; charset=utf-8",
+    "bib": "application/x-bibtex; charset=utf-8",
+}
+
+
+@require_http_methods(["GET"])
+def search_export(request, fmt):
+    """The result page's hits as CSV, RIS or BibTeX, for an examiner's file."""
+    if fmt not in EXPORT_TYPES:
+        raise Http404("unknown export format")
+    wait = rate_limit_check(request)
+    if wait:
+        return _error("too many requests; slow down", 429, Retry_After=str(wait))
+    try:
+        params = search_params_parse(_search_data(request))
+    except SearchParamError as exc:
+        return _error(str(exc))
+    result = search_patents(params.q, filters=params.filters, k=params.k, page=params.page)
+    rows = [
+        export_row(h.patent, score=h.score, rank=(params.page - 1) * params.k + n, request=request)
+        for n, h in enumerate(result.hits, start=1)
+    ]
+    body = {"csv": export_csv, "ris": export_ris, "bib": export_bibtex}[fmt](rows)
+    response = HttpResponse(body, content_type=EXPORT_TYPES[fmt])
+    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+    response["Content-Disposition"] = f'attachment; filename="search-{stamp}.{fmt}"'
+    return response
 
 
 def _api_data(request):

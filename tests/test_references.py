@@ -185,3 +185,31 @@ def test_snippets_end_on_word_boundaries():
     window = snippet(text, ["delta"], width=80)
     words = window.strip("…").split()
     assert all(w in {"alpha", "beta", "gamma", "delta", "epsilon"} for w in words)
+
+
+@pytest.mark.django_db
+def test_more_like_this_searches_with_the_first_claim(client):
+    grant = _import(GRANT)["US6859910"]
+    html = client.get(grant.get_absolute_url()).content.decode()
+    assert f"/search/like/{grant.public_id}/" in html
+    response = client.get(f"/search/like/{grant.public_id}/", follow=True)
+    page = response.content.decode()
+    assert "origin=all" in response.redirect_chain[0][0]
+    assert "A telephone comprising a keyboard and a display." in page  # the query box
+    assert "US6859910 B2" in page
+
+
+@pytest.mark.django_db
+def test_results_export_as_csv_ris_and_bibtex(client):
+    hostile = {**GRANT, "id": "US7000001", "title": '=HYPERLINK("http://evil")', "kind": "B1"}
+    _import(GRANT, hostile)
+    query = {"q": "telephone keyboard display", "origin": "reference"}
+    csv_text = client.get("/search/export.csv", query).content.decode()
+    assert csv_text.splitlines()[0].startswith("rank,score,origin,id,title")
+    assert "US6859910 B2" in csv_text and "2005-02-22" in csv_text
+    assert "'=HYPERLINK" in csv_text  # no formula for the spreadsheet to run
+    ris = client.get("/search/export.ris", query).content.decode()
+    assert "TY  - PAT" in ris and "ID  - US6859910 B2" in ris and ris.count("ER  - ") == 2
+    bib = client.get("/search/export.bib", query).content.decode()
+    assert "@patent{US6859910" in bib and "number = {US6859910 B2}" in bib
+    assert client.get("/search/export.pdf", query).status_code == 404
