@@ -264,6 +264,10 @@ SEARCH_QUERY_CHUNK_WORDS = env_int("SEARCH_QUERY_CHUNK_WORDS", 0, minimum=0)
 # A filter that keeps at most this many vectors is ranked exactly over just those vectors;
 # a broader one searches the whole index deep enough to fill the page (see dense_search).
 SEARCH_EXACT_SUBSET_MAX = env_int("SEARCH_EXACT_SUBSET_MAX", 50_000, minimum=0)
+# Search alerts (/search/feed.atom): how similar a new invention must be, how long a feed is
+# cached (a poll inside that is a cache read).
+SEARCH_ALERT_MIN_SIMILARITY = env_float("SEARCH_ALERT_MIN_SIMILARITY", 0.5)
+SEARCH_ALERT_CACHE_SECONDS = env_int("SEARCH_ALERT_CACHE_SECONDS", 600, minimum=0)
 SEARCH_MAX_QUERY_CHARS = env_int("SEARCH_MAX_QUERY_CHARS", 20_000, minimum=100)
 SEARCH_MAX_K = 100
 SEARCH_RATE_LIMIT = env_int("SEARCH_RATE_LIMIT", 120, minimum=0)  # requests/minute/client

@@ -47,6 +47,7 @@ class SearchHit:
     matched_claim: Claim | None = None
     claim_score: float | None = None
     parent_claim: Claim | None = None  # what a dependent matched claim depends on
+    dense_score: float | None = None  # cosine (document, or best claim less the margin)
     sources: dict = field(default_factory=dict)
 
 
@@ -271,6 +272,12 @@ def search_patents(
         alpha=alpha,
         claim_margin=settings.SEARCH_CLAIM_MARGIN,
     )
+    dense_of: dict[int, float] = {}
+    for pid, score, _ in dense_docs:
+        dense_of[pid] = max(score, dense_of.get(pid, score))
+    for pid, score, _ in dense_claims:
+        score -= settings.SEARCH_CLAIM_MARGIN
+        dense_of[pid] = max(score, dense_of.get(pid, score))
     # Both lists were filtered inside retrieval; the page's rows are fetched alone, and a
     # patent withdrawn since the index was read drops out here.
     page_items = ranked[(page - 1) * k : page * k]
@@ -304,6 +311,7 @@ def search_patents(
                 matched_claim=matched,
                 claim_score=claim_score,
                 parent_claim=parent,
+                dense_score=dense_of.get(pid),
             )
         )
     # Each list is complete when it came back shorter than its depth.

@@ -1,16 +1,20 @@
+import hashlib
 import json
 from functools import wraps
 
 from django.conf import settings
+from django.contrib.syndication.views import Feed
+from django.core.cache import cache
 from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse, QueryDict
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.feedgenerator import Atom1Feed
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from patents.models import Patent
-from patents.presentation import display_title, official_url, reference_number
+from patents.presentation import canonical_url, display_title, official_url, reference_number
 from patents.selectors import patent_get
 from patents.services import patent_provenance
 from search.exports import export_bibtex, export_csv, export_ris, export_row
@@ -249,6 +253,71 @@ def search_export(request, fmt):
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     response["Content-Disposition"] = f'attachment; filename="search-{stamp}.{fmt}"'
     return response
+
+
+class SearchAlertFeed(Feed):
+    """Alerts without an account: newly published inventions that match a search above
+    SEARCH_ALERT_MIN_SIMILARITY (cosine), newest first. Cached per query and filters for
+    SEARCH_ALERT_CACHE_SECONDS, so a poll is a cache read; a miss is one search."""
+
+    feed_type = Atom1Feed
+    link = "/search/"
+
+    def get_object(self, request):
+        try:
+            params = search_params_parse(_search_data(request))
+        except SearchParamError as exc:
+            raise Http404(str(exc)) from None
+        self.request = request
+        return params
+
+    def title(self, params):
+        return f"All the Patents: new inventions like “{params.q[:80]}”"
+
+    def subtitle(self, params):
+        return (
+            "Generated inventions published as prior art that match this search "
+            f"(similarity at least {settings.SEARCH_ALERT_MIN_SIMILARITY})."
+        )
+
+    def items(self, params):
+        key = "alert:" + hashlib.sha256(self.request.GET.urlencode().encode()).hexdigest()
+        try:
+            ids = cache.get(key)
+        except Exception:  # a dead cache: compute every time
+            ids = None
+        if ids is None:
+            result = search_patents(params.q, filters=params.filters, k=50)
+            ids = [
+                h.patent.pk
+                for h in result.hits
+                if h.dense_score is not None
+                and h.dense_score >= settings.SEARCH_ALERT_MIN_SIMILARITY
+            ]
+            try:
+                cache.set(key, ids, timeout=settings.SEARCH_ALERT_CACHE_SECONDS)
+            except Exception:  # noqa: S110 (no cache: the next poll searches again)
+                pass
+        return list(
+            Patent.objects.filter(pk__in=ids, status=Patent.Status.PUBLISHED).order_by(
+                "-published_at"
+            )[:30]
+        )
+
+    def item_title(self, item):
+        return display_title(item)
+
+    def item_description(self, item):
+        return item.abstract
+
+    def item_link(self, item):
+        return item.get_absolute_url()
+
+    def item_pubdate(self, item):
+        return item.published_at
+
+    def item_guid(self, item):
+        return canonical_url(item)
 
 
 def _api_data(request):

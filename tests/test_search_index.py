@@ -144,3 +144,35 @@ def test_a_forced_rebuild_keeps_serving_the_old_index(fixture_corpus, settings):
     search_index_rebuild(progress=lambda n: counts.append(manifest_read()["count"]))
     assert set(counts) == {full}  # no partial index replaced the good one mid-rebuild
     assert index_health()["count"] == full
+
+
+@pytest.mark.django_db
+def test_search_alert_feed_lists_new_matching_inventions(
+    client, settings, tmp_path, memo_embeddings
+):
+    settings.INDEX_DIR = tmp_path / "alerts"
+    settings.SEARCH_ALERT_CACHE_SECONDS = 0
+    reader_reset()
+    stirrer = dict(
+        title="Self-stirring mug",
+        abstract="A mug with a magnetic stirrer driven by a small motor in its base.",
+        claims=[{"number": 1, "text": "A mug comprising a base, a motor and a magnetic stirrer."}],
+    )
+    patent_published(n=1, **stirrer)
+    patent_published(
+        n=2,
+        title="Folding ladder hook",
+        abstract="A hook that holds a folding ladder on a wall bracket.",
+        claims=[{"number": 1, "text": "A hook comprising a bracket and a hinge."}],
+    )
+    search_documents_sync()
+    search_index_update()
+    url = "/search/feed.atom?q=mug+with+a+magnetic+stirrer+motor"
+    feed = client.get(url).content.decode()
+    assert "Self-stirring mug" in feed and "Folding ladder hook" not in feed
+    later = patent_published(n=3, **{**stirrer, "title": "Self-stirring travel mug"})
+    search_documents_sync()
+    search_index_update()
+    feed = client.get(url).content.decode()
+    assert "Self-stirring travel mug" in feed and later.public_id in feed
+    reader_reset()
