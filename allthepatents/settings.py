@@ -221,8 +221,9 @@ CACHES = {
 }
 
 # --- Generation ----------------------------------------------------------------------------
-MODELS_DIR = env_path("MODELS_DIR", DATA_DIR / "models")
 HF_HOME = env_path("HF_HOME", DATA_DIR / "hf-cache")
+# Read by huggingface_hub when it is first imported, which is always after settings.
+os.environ.setdefault("HF_HOME", str(HF_HOME))
 GENERATION_DEVICE = env_str("GENERATION_DEVICE", "auto")  # auto | cpu | cuda
 GENERATION_QUANTIZE = env_str("GENERATION_QUANTIZE", "int8")  # none | int8
 GENERATION_BATCH_SIZE = env_int("GENERATION_BATCH_SIZE", 16, minimum=1)

@@ -11,7 +11,6 @@ DOT42_SYSTEM = (
     "포티투닷 (42dot)에서 개발했습니다. 봇은 인간의 질문에 대해 친절하게 유용하고 상세한 답변을 "
     "제공합니다. "
 )
-DOT42_SFT_DEFAULTS = {"temperature": 0.5, "top_p": 0.95, "top_k": 20, "repetition_penalty": 1.2}
 
 KULLM3_SYSTEM = (
     "당신은 고려대학교 NLP&AI 연구실에서 만든 AI 챗봇입니다. 당신의 이름은 'KULLM'으로, 한국어로는 "

@@ -11,7 +11,7 @@ MAX_CLAIMS = 150
 REPETITION_NGRAM = 4
 # Share of repeated word 4-grams above which a text is degenerate. Real patents from the
 # shared corpus (claims + abstract) sit at a median of ~0.25 and a 99th percentile of ~0.62
-# (tests/test_quality.py measures this on the fixture); runaway loops score above 0.8.
+# (tests/test_generation_text.py measures this on the fixture); runaway loops score above 0.8.
 REPETITION_MAX = 0.7
 
 REASONS = {

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from generation.backends import TransientBackendError
 from generation.models import GenerationJob
-from generation.services import job_fail, job_run, jobs_recover
+from generation.services import job_fail, job_run
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,3 @@ def job_run_task(self, job_id: int):
             raise self.retry(countdown=max(1, int(wait) + 1))
     return result
 
-
-@shared_task(name="generation.recover_jobs")
-def jobs_recover_task():
-    return jobs_recover()
