@@ -265,6 +265,8 @@ SEARCH_QUERY_CHUNK_WORDS = env_int("SEARCH_QUERY_CHUNK_WORDS", 0, minimum=0)
 # A filter that keeps at most this many vectors is ranked exactly over just those vectors;
 # a broader one searches the whole index deep enough to fill the page (see dense_search).
 SEARCH_EXACT_SUBSET_MAX = env_int("SEARCH_EXACT_SUBSET_MAX", 50_000, minimum=0)
+# Claim-element mapping: a passage meets an element at this cosine or above.
+SEARCH_ELEMENT_THRESHOLD = env_float("SEARCH_ELEMENT_THRESHOLD", 0.5)
 # Search alerts (/search/feed.atom): how similar a new invention must be, how long a feed is
 # cached (a poll inside that is a cache read).
 SEARCH_ALERT_MIN_SIMILARITY = env_float("SEARCH_ALERT_MIN_SIMILARITY", 0.5)

@@ -17,6 +17,7 @@ from patents.models import Patent
 from patents.presentation import canonical_url, display_title, official_url, reference_number
 from patents.selectors import patent_get
 from patents.services import patent_provenance
+from search.elements import claim_elements, element_charts
 from search.exports import export_bibtex, export_csv, export_ris, export_row
 from search.params import SearchParamError, search_params_parse
 from search.ratelimit import rate_limit_check
@@ -136,7 +137,26 @@ def _linkable_query(params, data, *, qid: str = "") -> str:
     return query.urlencode()
 
 
+def _charts(params, result) -> dict:
+    elements = claim_elements(params.q)
+    if len(elements) < 2 or not result.hits:
+        return {}
+    return element_charts(elements, [h.patent for h in result.hits])
+
+
+def _chart_rows_html(chart):
+    return [
+        {
+            "row": r,
+            "element_html": highlight(r.element, r.shared_terms),
+            "passage_html": highlight(snippet_words(r.passage, 700), r.shared_terms),
+        }
+        for r in chart.rows
+    ]
+
+
 def _page_context(request, params, result, *, base_query: str):
+    charts = _charts(params, result)
     hits = [
         {
             "hit": h,
@@ -147,6 +167,8 @@ def _page_context(request, params, result, *, base_query: str):
             "parent_html": highlight(snippet_words(h.parent_claim.text, 300), result.terms)
             if h.parent_claim
             else "",
+            "chart": charts.get(h.patent.pk),
+            "chart_rows": _chart_rows_html(charts[h.patent.pk]) if h.patent.pk in charts else [],
         }
         for h in result.hits
     ]
@@ -345,16 +367,30 @@ def api_search(request):
     except SearchParamError as exc:
         return _error(str(exc))
     result = search_patents(params.q, filters=params.filters, k=params.k, page=params.page)
+    data = _api_data(request)
+    charts = {}
+    elements = []
+    if str(data.get("elements", "")).lower() in ("1", "true", "yes", "on"):
+        elements = claim_elements(params.q)
+        charts = element_charts(elements, [h.patent for h in result.hits])
+    results = []
+    for h in result.hits:
+        row = _hit_json(h, request)
+        if elements:
+            chart = charts.get(h.patent.pk)
+            row["elements"] = chart.as_json() if chart else None
+        results.append(row)
     return json_safe_response(
         {
             "query": params.q,
+            **({"query_elements": elements} if elements else {}),
             "k": params.k,
             "page": params.page,
             "total": result.total,
             "total_exact": result.total_exact,
             "engine": result.engine,
             "notice": result.notice,
-            "results": [_hit_json(h, request) for h in result.hits],
+            "results": results,
         }
     )
 

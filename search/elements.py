@@ -1,0 +1,150 @@
+"""Claim-element mapping: the examiner's chart of which passage of a prior-art document
+meets each element of the claim at issue.
+
+The query claim is split into its preamble and elements; each element is embedded once; a
+result's passages are its abstract (its document vector) and its claims (their claim
+vectors), read back from the FAISS index rather than embedded again, so a page of ten results
+costs one small embedding batch and a few matrix products.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from search.text import query_terms
+
+_PREAMBLE_RE = re.compile(
+    r"^(.{10,400}?\b(?:comprising|consisting of|including|characterized in that)\b\s*:?)\s+",
+    re.IGNORECASE | re.DOTALL,
+)
+_SPLIT_RE = re.compile(
+    r"\s*;\s*(?:and\s+)?|\s*\n+\s*|\s+(?=wherein\b)|\s+(?=\(\w\)\s)", re.IGNORECASE
+)
+_NUMBER_RE = re.compile(r"^\s*\d+\s*[.)]\s*")
+MIN_ELEMENT_WORDS = 3
+
+
+def claim_elements(text: str) -> list[str]:
+    """Preamble first, then the elements (at ";", new lines, "wherein", "(a)"); a short
+    query or one without structure is a single element."""
+    text = _NUMBER_RE.sub("", " ".join(text.split(" ")).strip())
+    if len(text.split()) < 12:
+        return [text] if text else []
+    parts = []
+    match = _PREAMBLE_RE.match(text)
+    if match:
+        parts.append(match.group(1).rstrip(" :"))
+        text = text[match.end() :]
+    for piece in _SPLIT_RE.split(text):
+        piece = piece.strip(" ;,.:")
+        if not piece:
+            continue
+        if parts and len(piece.split()) < MIN_ELEMENT_WORDS:
+            parts[-1] = f"{parts[-1]}; {piece}"
+        else:
+            parts.append(piece)
+    return parts or [text]
+
+
+@dataclass
+class ElementMatch:
+    element: str
+    passage_label: str
+    passage: str
+    score: float
+    covered: bool
+    shared_terms: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ElementChart:
+    rows: list[ElementMatch]
+
+    @property
+    def covered(self) -> int:
+        return sum(1 for r in self.rows if r.covered)
+
+    def as_json(self) -> dict:
+        return {
+            "covered": self.covered,
+            "elements": len(self.rows),
+            "rows": [
+                {
+                    "element": r.element,
+                    "passage": r.passage_label,
+                    "text": r.passage,
+                    "score": round(r.score, 4),
+                    "covered": r.covered,
+                    "shared_terms": r.shared_terms,
+                }
+                for r in self.rows
+            ],
+        }
+
+
+def element_charts(elements: list[str], patents: list) -> dict[int, ElementChart]:
+    """{patent pk: chart} for the given patents (one page of results). Empty when the
+    index is unavailable; patents not indexed yet get no chart."""
+    import numpy as np
+
+    from search.embeddings import embed
+    from search.models import IndexedVector
+    from search.store import IndexUnavailable, index_for_search
+
+    if not elements or not patents:
+        return {}
+    try:
+        loaded = index_for_search(model=settings.EMBEDDING_MODEL)
+    except IndexUnavailable:
+        return {}
+    sorted_ids, order, matrix = loaded.vectors()
+    rows = list(
+        IndexedVector.objects.filter(
+            patent__in=[p.pk for p in patents],
+            pk__lte=int(loaded.manifest.get("last_vector_id", 0)),
+        ).values_list("pk", "patent_id", "claim_number")
+    )
+    if not rows or not len(sorted_ids):
+        return {}
+    wanted = np.array([r[0] for r in rows], dtype="int64")
+    pos = np.minimum(np.searchsorted(sorted_ids, wanted), len(sorted_ids) - 1)
+    present = sorted_ids[pos] == wanted
+    element_vectors = embed(elements)
+    threshold = settings.SEARCH_ELEMENT_THRESHOLD
+    by_patent: dict[int, list] = {}
+    for (_vid, pid, claim_no), ok, p in zip(rows, present, pos, strict=True):
+        if ok:
+            by_patent.setdefault(pid, []).append((claim_no, order[p]))
+    charts = {}
+    for patent in patents:
+        passages = by_patent.get(patent.pk)
+        if not passages:
+            continue
+        claims = {c.number: c.text for c in patent.claims.all()}
+        labels, texts, vector_rows = [], [], []
+        for claim_no, row in sorted(passages, key=lambda x: (x[0] is not None, x[0] or 0)):
+            if claim_no is None:
+                labels.append("abstract")
+                texts.append(patent.abstract or patent.title)
+            else:
+                labels.append(f"claim {claim_no}")
+                texts.append(claims.get(claim_no, ""))
+            vector_rows.append(row)
+        scores = element_vectors @ matrix[np.array(vector_rows)].T  # elements x passages
+        chart = []
+        for e, element in enumerate(elements):
+            best = int(np.argmax(scores[e]))
+            shared = sorted(set(query_terms(element)) & set(query_terms(texts[best])))
+            chart.append(
+                ElementMatch(
+                    element=element,
+                    passage_label=labels[best],
+                    passage=texts[best],
+                    score=float(scores[e, best]),
+                    covered=float(scores[e, best]) >= threshold,
+                    shared_terms=shared,
+                )
+            )
+        charts[patent.pk] = ElementChart(rows=chart)
+    return charts

@@ -1,0 +1,84 @@
+"""Claim-element mapping (#16, part 1) with the real MiniLM and the real index."""
+
+import pytest
+
+from search.elements import claim_elements
+from search.services import search_documents_sync, search_index_update
+from search.store import reader_reset
+from tests.factories import patent_published
+
+CLAIM = (
+    "1. A beverage mug comprising: a vessel with a base; an electric motor housed in the "
+    "base; a magnetic stirrer driven by the motor through the floor of the vessel; and a "
+    "rechargeable battery that powers the motor, wherein the stirrer is removable for cleaning."
+)
+
+
+def test_a_claim_splits_into_preamble_and_elements():
+    elements = claim_elements(CLAIM)
+    assert elements[0] == "A beverage mug comprising"
+    assert elements[1] == "a vessel with a base"
+    assert "an electric motor housed in the base" in elements
+    assert any(e.startswith("wherein the stirrer is removable") for e in elements)
+    assert len(elements) == 6
+
+
+def test_a_short_query_is_one_element():
+    assert claim_elements("self-stirring mug") == ["self-stirring mug"]
+    assert claim_elements("") == []
+
+
+@pytest.fixture
+def indexed(settings, tmp_path, memo_embeddings):
+    settings.INDEX_DIR = tmp_path / "elements"
+    reader_reset()
+    mug = patent_published(
+        n=1,
+        title="Self-stirring mug",
+        abstract="A mug whose base holds a motor that turns a magnetic stirrer in the drink.",
+        claims=[
+            {"number": 1, "text": "A mug comprising a vessel, a base and a motor in the base."},
+            {
+                "number": 2,
+                "text": "The mug of claim 1, wherein the motor drives a magnetic stirrer.",
+            },
+            {
+                "number": 3,
+                "text": "The mug of claim 1, wherein a rechargeable battery powers the motor.",
+            },
+        ],
+    )
+    patent_published(
+        n=2,
+        title="Folding ladder hook",
+        abstract="A hook that holds a folding ladder on a wall bracket.",
+        claims=[{"number": 1, "text": "A hook comprising a bracket and a hinge."}],
+    )
+    search_documents_sync()
+    search_index_update()
+    yield mug
+    reader_reset()
+
+
+@pytest.mark.django_db
+def test_results_show_which_elements_they_cover(client, indexed):
+    html = client.get("/search/", {"q": CLAIM}).content.decode()
+    assert "Covers <strong>" in html and "of 6</strong> elements" in html
+    chart = html.split('<details class="element-chart">')[1].split("</details>")[0]
+    assert "Claim 3" in chart and "<mark>battery</mark>" in chart
+
+
+@pytest.mark.django_db
+def test_api_returns_the_element_table_when_asked(client, indexed):
+    data = client.post(
+        "/api/search", {"q": CLAIM, "elements": 1}, content_type="application/json"
+    ).json()
+    assert data["query_elements"] == claim_elements(CLAIM)
+    top = data["results"][0]
+    assert top["public_id"] == indexed.public_id
+    table = top["elements"]
+    assert table["elements"] == 6 and 0 < table["covered"] <= 6
+    battery = next(r for r in table["rows"] if "battery" in r["element"])
+    assert battery["passage"] == "claim 3" and "battery" in battery["shared_terms"]
+    plain = client.get("/api/search", {"q": CLAIM}).json()
+    assert "elements" not in plain["results"][0]
