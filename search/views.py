@@ -448,6 +448,11 @@ _FILTERS = {
     },
     "generator": {"type": "string"},
     "mode": {"type": "string", "enum": ["top-down", "bottom-up"]},
+    "elements": {
+        "type": "boolean",
+        "description": "add, per result, the claim-element table: the passage (abstract or "
+        "claim) that best meets each element of the query, with its similarity",
+    },
 }
 _Q = {
     "type": "string",
