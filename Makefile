@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format venv demo-data clean
+.PHONY: run test lint format venv demo demo-data clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,9 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+demo: $(STAMP)
+	bash scripts/demo.sh
 
 demo-data: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
