@@ -1,15 +1,15 @@
 import time
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import transaction
-from tqdm import tqdm
 
+from allthepatents.commands import ProgressCommand
 from generation.models import GenerationJob
 from generation.selectors import job_cost
 from generation.services import JobParameterError, generator_resolve, job_create, job_run
 
 
-class Command(BaseCommand):
+class Command(ProgressCommand):
     help = "Create a generation job (the same service the admin uses); --wait follows it."
 
     def add_arguments(self, parser):
@@ -61,10 +61,9 @@ class Command(BaseCommand):
             f"job {job.pk} created: {job.count} x {job.mode} on {generator.name}"
             + (f" ({override})" if override else "")
         )
-        bar = tqdm(
+        bar = self.progress(
             total=job.count,
             unit=" samples",
-            file=self.stderr._out,
             disable=not (o["wait"] or o["inline"]),
         )
 

@@ -1,13 +1,13 @@
 import json
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
+from django.core.management.base import CommandError
 
+from allthepatents.commands import ProgressCommand
 from generation.training import SIZES, TrainConfig, train
 
 
-class Command(BaseCommand):
+class Command(ProgressCommand):
     help = (
         "Fine-tune (or train from scratch) a patent generator on both task orders; writes "
         "a model directory the generator registry loads as is, and a JSON report."
@@ -63,7 +63,7 @@ class Command(BaseCommand):
             limit=o["limit"],
             threads=o["threads"],
         )
-        bar = tqdm(total=cfg.steps, unit=" steps", file=self.stderr._out)
+        bar = self.progress(total=cfg.steps, unit=" steps")
 
         def show(step, loss):
             bar.n = step

@@ -1,11 +1,10 @@
 from django.conf import settings
-from django.core.management.base import BaseCommand
-from tqdm import tqdm
 
+from allthepatents.commands import ProgressCommand
 from patents.services import dump_export
 
 
-class Command(BaseCommand):
+class Command(ProgressCommand):
     help = "Write a dated, gzipped JSON Lines dump of all published inventions with a manifest."
 
     def add_arguments(self, parser):
@@ -15,7 +14,7 @@ class Command(BaseCommand):
     def handle(self, *args, out, no_progress, **options):
         from pathlib import Path
 
-        bar = tqdm(unit=" inventions", disable=no_progress, file=self.stderr._out)
+        bar = self.progress(unit=" inventions", disable=no_progress)
         manifest = dump_export(
             out_dir=Path(out) if out else settings.EXPORT_DIR, progress=bar.update
         )

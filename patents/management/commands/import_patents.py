@@ -1,14 +1,14 @@
 import time
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
+from django.core.management.base import CommandError
 
+from allthepatents.commands import ProgressCommand
 from patents.services import jsonl_lines, reference_import_records, uspto_import_paths
 from patents.uspto import is_uspto_path
 
 
-class Command(BaseCommand):
+class Command(ProgressCommand):
     help = (
         "Import real patents as reference patents: JSON Lines (plain or .gz) or USPTO full "
         "text (grant/application XML, weekly .zip archives). Idempotent by publication id."
@@ -31,11 +31,10 @@ class Command(BaseCommand):
         for path in paths:
             started = time.monotonic()
             uspto = is_uspto_path(path)
-            bar = tqdm(
+            bar = self.progress(
                 desc=path.name,
                 unit=" documents" if uspto else " lines",
                 disable=no_progress,
-                file=self.stderr._out,
             )
             if uspto:
                 report = uspto_import_paths([path], batch_size=batch_size, progress=bar.update)

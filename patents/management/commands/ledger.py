@@ -1,14 +1,14 @@
 import json
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
+from django.core.management.base import CommandError
 
+from allthepatents.commands import ProgressCommand
 from patents.ledger import HeadsFileError, ledger_heads_parse, ledger_timestamp_heads, ledger_verify
 from patents.models import LedgerEntry
 
 
-class Command(BaseCommand):
+class Command(ProgressCommand):
     help = (
         "ledger verify [--heads FILE]: the chain, every entry against its invention and every "
         "invention against its entries, saved heads, timestamp tokens. "
@@ -39,11 +39,10 @@ class Command(BaseCommand):
                 saved.update(ledger_heads_parse(json.loads(path.read_text())))
             except (OSError, ValueError, HeadsFileError) as exc:
                 raise CommandError(f"{path}: {exc}") from None
-        bar = tqdm(
+        bar = self.progress(
             total=LedgerEntry.objects.count(),
             unit=" entries",
             disable=no_progress,
-            file=self.stderr,
         )
         checked, problem = ledger_verify(heads=saved, progress=bar.update)
         bar.close()

@@ -2,9 +2,9 @@ import json
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
+from django.core.management.base import CommandError
 
+from allthepatents.commands import ProgressCommand
 from patents.services import jsonl_lines
 from search.embedder_training import SPLITS
 from search.evaluation import eval_cases_load, eval_distractors_load, search_eval_run
@@ -16,7 +16,7 @@ FUSION_VARIANTS = {
 }
 
 
-class Command(BaseCommand):
+class Command(ProgressCommand):
     help = (
         "Recall@1, recall@10 and MRR of keyword, dense and hybrid ranking on a scratch store: "
         "each query is a patent's first claim, the answer that patent (title + abstract)."
@@ -73,7 +73,7 @@ class Command(BaseCommand):
             }
         }
         fusions = {**hybrid, **FUSION_VARIANTS} if variants else hybrid
-        bar = tqdm(total=len(cases), unit=" queries", disable=as_json, file=self.stderr)
+        bar = self.progress(total=len(cases), unit=" queries", disable=as_json)
         results = search_eval_run(
             cases,
             distractors=distractors,

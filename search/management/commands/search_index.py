@@ -1,14 +1,12 @@
 import json
 
-from django.core.management.base import BaseCommand
-from tqdm import tqdm
-
+from allthepatents.commands import ProgressCommand
 from search.models import IndexedVector
 from search.selectors import index_health
 from search.services import search_documents_sync, search_index_rebuild, search_index_update
 
 
-class Command(BaseCommand):
+class Command(ProgressCommand):
     help = "Search index: status | update (incremental) | rebuild (from the database)."
 
     def add_arguments(self, parser):
@@ -20,11 +18,10 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(index_health(), indent=2))
             return
         search_documents_sync()
-        bar = tqdm(
+        bar = self.progress(
             total=IndexedVector.objects.count() if action == "rebuild" else None,
             unit=" vectors",
             disable=no_progress,
-            file=self.stderr._out,
         )
         run = search_index_rebuild if action == "rebuild" else search_index_update
         result = run(progress=bar.update)

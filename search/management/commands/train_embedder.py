@@ -1,15 +1,15 @@
 import os
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
+from django.core.management.base import CommandError
 
+from allthepatents.commands import ProgressCommand
 from patents.services import jsonl_lines
 from search.embedder_training import embedder_pairs_load, embedder_train
 from search.embeddings import OFFLINE_PACKAGE_NAME, cpu_has_native_bf16
 
 
-class Command(BaseCommand):
+class Command(ProgressCommand):
     help = (
         "Fine-tunes the sentence embedder on (first claim, title + abstract) pairs of the "
         "train split of a JSON Lines file; EMBEDDING_MODEL=OUT makes the site use it."
@@ -52,7 +52,7 @@ class Command(BaseCommand):
             raise CommandError("fewer than two (claim, title + abstract) pairs in the train split")
         bf16 = options["bf16"] == "on" or (options["bf16"] == "auto" and cpu_has_native_bf16())
         self.stdout.write(f"{len(pairs)} training pairs from {data} (train split)")
-        bar = tqdm(unit=" steps", file=self.stderr)
+        bar = self.progress(unit=" steps")
 
         def progress(step, total):
             bar.total = total
