@@ -88,16 +88,8 @@ class SampleInline(admin.TabularInline):
 
 @admin.register(GenerationJob)
 class GenerationJobAdmin(admin.ModelAdmin):
-    list_display = [
-        "id",
-        "generator",
-        "mode",
-        "status",
-        "progress",
-        "published_count",
-        "rejected_count",
-        "created_at",
-    ]
+    # Few, narrow columns: at 1280 px the filter panel must not cover the last ones.
+    list_display = ["id", "generator", "mode", "status", "progress", "created_at"]
     list_filter = ["status", "mode", "generator"]
     actions = ["start_jobs", "cancel_jobs", "rerun_jobs"]
 
@@ -187,7 +179,7 @@ class GenerationJobAdmin(admin.ModelAdmin):
     def progress(self, obj):
         return format_html(
             '<progress class="job-progress" max="{}" value="{}" data-job="{}">{}%</progress> '
-            '<span class="job-progress-text">{} / {} ({})</span>',
+            '<span class="job-progress-text">{} / {} ({}), {} published</span>',
             obj.count,
             obj.done_count,
             obj.pk,
@@ -195,6 +187,7 @@ class GenerationJobAdmin(admin.ModelAdmin):
             obj.done_count,
             obj.count,
             obj.get_status_display(),
+            obj.published_count,
         )
 
     def get_urls(self):

@@ -171,6 +171,13 @@ def test_admin_starts_a_job_watches_it_finish_and_finds_the_invention(live_site,
     page.fill("#id_seed", "11")
     page.click("input[name=_save]")
     page.wait_for_selector("#result_list")
+    # At 1280 px every column of the job list stays clear of the filter panel.
+    page.set_viewport_size({"width": 1280, "height": 900})
+    last = page.locator("#result_list thead th").last.bounding_box()
+    panel = page.locator("#changelist-filter").bounding_box()
+    assert last["x"] + last["width"] <= panel["x"] + 1, (last, panel)
+    page.screenshot(path=str(ARTIFACTS / "admin-jobs-1280.png"))
+    page.set_viewport_size({"width": 1200, "height": 900})
     page.click("#result_list tbody tr th a")
     page.wait_for_selector("progress.job-progress")
     # The bar is updated by the page's own script (polling); no eval here: the CSP forbids it.
