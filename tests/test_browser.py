@@ -173,10 +173,10 @@ def test_admin_starts_a_job_watches_it_finish_and_finds_the_invention(live_site,
     page.wait_for_selector("#result_list")
     # At 1280 px every column of the job list stays clear of the filter panel.
     page.set_viewport_size({"width": 1280, "height": 900})
+    page.screenshot(path=str(ARTIFACTS / "admin-jobs-1280.png"))
     last = page.locator("#result_list thead th").last.bounding_box()
     panel = page.locator("#changelist-filter").bounding_box()
     assert last["x"] + last["width"] <= panel["x"] + 1, (last, panel)
-    page.screenshot(path=str(ARTIFACTS / "admin-jobs-1280.png"))
     page.set_viewport_size({"width": 1200, "height": 900})
     page.click("#result_list tbody tr th a")
     page.wait_for_selector("progress.job-progress")

@@ -17,11 +17,17 @@ from generation.backends import (
     TransientBackendError,
 )
 
-HOLD = 0.5  # seconds each request takes, whatever else is in flight
+HOLD = 0.2  # seconds each request takes once its batch has gathered
+GATHER = 5.0  # a request waits at most this long for the others of its batch
 
 
 class FakeVLLM:
-    def __init__(self, *, status=200):
+    """Holds each request until ``expect`` are in flight (or GATHER seconds pass), as a
+    server batching concurrent requests would: one at a time, every request would wait
+    GATHER seconds; sent together, they all finish together."""
+
+    def __init__(self, *, status=200, expect=1):
+        self.expect = expect
         self.seen = []
         self.in_flight = 0
         self.most_in_flight = 0
@@ -36,6 +42,9 @@ class FakeVLLM:
                     fake.in_flight += 1
                     fake.most_in_flight = max(fake.most_in_flight, fake.in_flight)
                     fake.seen.append(body)
+                deadline = time.monotonic() + GATHER
+                while fake.most_in_flight < fake.expect and time.monotonic() < deadline:
+                    time.sleep(0.01)
                 time.sleep(HOLD)
                 with lock:
                     fake.in_flight -= 1
@@ -69,8 +78,8 @@ class FakeVLLM:
 
 
 @pytest.fixture
-def fake_vllm():
-    server = FakeVLLM()
+def fake_vllm(request):
+    server = FakeVLLM(expect=getattr(request, "param", 16))
     yield server
     server.close()
 
@@ -87,15 +96,16 @@ def test_sixteen_prompts_finish_in_about_the_time_of_one(fake_vllm):
         heartbeat=lambda: beats.append(1),
     )
     took = time.monotonic() - started
-    # Not a timing assert on the machine's speed: the fake holds each request HOLD seconds,
-    # so one at a time would take 16 x HOLD = 8 s; concurrently about HOLD.
-    assert took < 8 * HOLD, took
+    # Not a timing assert on the machine's speed: one request at a time, each would wait
+    # GATHER seconds for the others (16 x 5 s); sent together, the batch gathers at once.
     assert fake_vllm.most_in_flight == 16
+    assert took < GATHER, took
     assert [o.text for o in outputs] == [f"## Title\nseed {s}" for s in seeds]  # order kept
     assert sorted(b["seed"] for b in fake_vllm.seen) == seeds  # one seed per sample
     assert all(o.tokens == 7 and o.finished for o in outputs) and len(beats) == 16
 
 
+@pytest.mark.parametrize("fake_vllm", [4], indirect=True)
 def test_concurrency_is_bounded(fake_vllm):
     backend = OpenAIBackend(base_url=fake_vllm.url, model="kullm3", concurrency=4)
     backend.generate([f"p{i}" for i in range(10)], list(range(10)), SamplingParams())
