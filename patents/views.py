@@ -31,6 +31,7 @@ from patents.presentation import (
     citation_bibtex,
     citation_plain,
     claim_html,
+    display_title,
     patent_jsonld,
     patent_markdown,
 )
@@ -262,8 +263,29 @@ class PatentSitemap(Sitemap):
         return obj.get_absolute_url()
 
 
-class LatestFeed(Feed):
+class PatentFeed(Feed):
+    """Atom entries for inventions: the base of the site feed and the search alerts."""
+
     feed_type = Atom1Feed
+    item_guid_is_permalink = True
+
+    def item_title(self, item):
+        return display_title(item)
+
+    def item_description(self, item):
+        return item.abstract
+
+    def item_link(self, item):
+        return item.get_absolute_url()
+
+    def item_pubdate(self, item):
+        return item.published_at
+
+    def item_guid(self, item):
+        return canonical_url(item)
+
+
+class LatestFeed(PatentFeed):
     title = "All the Patents: new inventions"
     link = "/patents/"
 
@@ -280,23 +302,6 @@ class LatestFeed(Feed):
 
     def items(self):
         return patents_latest(limit=50)
-
-    def item_title(self, item):
-        return item.title
-
-    def item_description(self, item):
-        return item.abstract
-
-    def item_link(self, item):
-        return item.get_absolute_url()
-
-    def item_pubdate(self, item):
-        return item.published_at
-
-    def item_guid(self, item):
-        return canonical_url(item)
-
-    item_guid_is_permalink = True
 
 
 def page_not_found(request, exception=None):

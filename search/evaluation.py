@@ -100,53 +100,51 @@ def _rank(ranked: list[int], target: int) -> int | None:
         return None
 
 
-def _embed_cached(
-    texts: list[str], *, model: str | None, cache_dir: Path | None, bulk: bool = False
-):
-    """Embeddings, kept on disk by (model, precision, texts) so that fusion settings can be
-    compared without re-embedding tens of thousands of claims. Documents and claims are
-    embedded as the site indexes them (``bulk``), queries as the site embeds queries."""
+def _npy_cached(cache_dir: Path | None, key: str, texts: list[str], compute):
+    """``compute()``, kept on disk by (key, texts) so that fusion settings can be compared
+    without re-embedding tens of thousands of claims."""
     import numpy as np
-    from django.conf import settings
-
-    from search.embeddings import embed, embedding_bulk_precision
 
     if cache_dir is None or not texts:
-        return embed(texts, name=model, bulk=bulk)
-    digest = hashlib.sha256()
-    digest.update((model or settings.EMBEDDING_MODEL).encode())
-    digest.update((embedding_bulk_precision() if bulk else "fp32").encode())
+        return compute()
+    digest = hashlib.sha256(key.encode())
     for text in texts:
         digest.update(b"\x00" + text.encode("utf-8", "replace"))
     path = cache_dir / f"{digest.hexdigest()[:24]}.npy"
     if path.exists():
         return np.load(path)
-    vectors = embed(texts, name=model, bulk=bulk)
+    vectors = compute()
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)
     return vectors
 
 
+def _embed_cached(
+    texts: list[str], *, model: str | None, cache_dir: Path | None, bulk: bool = False
+):
+    """Documents and claims embedded as the site indexes them (``bulk``)."""
+    from django.conf import settings
+
+    from search.embeddings import embed, embedding_bulk_precision
+
+    precision = embedding_bulk_precision() if bulk else "fp32"
+    key = f"{model or settings.EMBEDDING_MODEL}{precision}"
+    return _npy_cached(cache_dir, key, texts, lambda: embed(texts, name=model, bulk=bulk))
+
+
 def _queries_cached(texts, *, model, cache_dir, words):
-    """Query vectors as the site makes them (``embed_queries``), cached like documents."""
-    import numpy as np
+    """Query vectors as the site makes them (``embed_queries``)."""
     from django.conf import settings
 
     from search.embeddings import embed_queries
 
     words = settings.SEARCH_QUERY_CHUNK_WORDS if words is None else words
-    if cache_dir is None:
-        return embed_queries(texts, name=model, chunk_words=words)
-    digest = hashlib.sha256(f"queries:{model}:{words}".encode())
-    for text in texts:
-        digest.update(b"\x00" + text.encode("utf-8", "replace"))
-    path = cache_dir / f"q-{digest.hexdigest()[:24]}.npy"
-    if path.exists():
-        return np.load(path)
-    vectors = embed_queries(texts, name=model, chunk_words=words)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    np.save(path, vectors)
-    return vectors
+    return _npy_cached(
+        cache_dir,
+        f"queries:{model}:{words}",
+        texts,
+        lambda: embed_queries(texts, name=model, chunk_words=words),
+    )
 
 
 def search_eval_run(

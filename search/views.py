@@ -3,7 +3,6 @@ import json
 from functools import wraps
 
 from django.conf import settings
-from django.contrib.syndication.views import Feed
 from django.core.cache import cache
 from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse, QueryDict
 from django.shortcuts import render
@@ -14,9 +13,10 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from patents.models import Patent
-from patents.presentation import canonical_url, display_title, official_url, reference_number
+from patents.presentation import display_title, official_url, reference_number
 from patents.selectors import patent_get
 from patents.services import patent_provenance
+from patents.views import PatentFeed
 from search.elements import claim_elements, element_charts, element_combinations
 from search.exports import export_bibtex, export_csv, export_ris, export_row
 from search.params import SearchParamError, search_params_parse
@@ -277,19 +277,28 @@ EXPORT_TYPES = {
 }
 
 
+def _limited_search(request, read):
+    """Rate limit, parameters from ``read(request)``, search: (params, result, None), or
+    (None, None, the JSON error response)."""
+    wait = rate_limit_check(request)
+    if wait:
+        return None, None, _error("too many requests; slow down", 429, Retry_After=str(wait))
+    try:
+        params = search_params_parse(read(request))
+    except SearchParamError as exc:
+        return None, None, _error(str(exc))
+    result = search_patents(params.q, filters=params.filters, k=params.k, page=params.page)
+    return params, result, None
+
+
 @require_http_methods(["GET"])
 def search_export(request, fmt):
     """The result page's hits as CSV, RIS or BibTeX, for an examiner's file."""
     if fmt not in EXPORT_TYPES:
         raise Http404("unknown export format")
-    wait = rate_limit_check(request)
-    if wait:
-        return _error("too many requests; slow down", 429, Retry_After=str(wait))
-    try:
-        params = search_params_parse(_search_data(request))
-    except SearchParamError as exc:
-        return _error(str(exc))
-    result = search_patents(params.q, filters=params.filters, k=params.k, page=params.page)
+    params, result, error = _limited_search(request, _search_data)
+    if error:
+        return error
     rows = [
         export_row(h.patent, score=h.score, rank=(params.page - 1) * params.k + n, request=request)
         for n, h in enumerate(result.hits, start=1)
@@ -301,7 +310,7 @@ def search_export(request, fmt):
     return response
 
 
-class SearchAlertFeed(Feed):
+class SearchAlertFeed(PatentFeed):
     """Alerts without an account: newly published inventions that match a search above
     SEARCH_ALERT_MIN_SIMILARITY (cosine), newest first. Cached per query and filters for
     SEARCH_ALERT_CACHE_SECONDS, so a poll is a cache read; a miss is one search."""
@@ -349,21 +358,6 @@ class SearchAlertFeed(Feed):
                 "-published_at"
             )[:30]
         )
-
-    def item_title(self, item):
-        return display_title(item)
-
-    def item_description(self, item):
-        return item.abstract
-
-    def item_link(self, item):
-        return item.get_absolute_url()
-
-    def item_pubdate(self, item):
-        return item.published_at
-
-    def item_guid(self, item):
-        return canonical_url(item)
 
 
 COMBINATION_DEPTH = 30
@@ -421,14 +415,9 @@ def _api_data(request):
 @csrf_exempt  # JSON only, no cookie authentication: nothing for a forged request to use
 @api_methods("GET", "POST")
 def api_search(request):
-    wait = rate_limit_check(request)
-    if wait:
-        return _error("too many requests; slow down", 429, Retry_After=str(wait))
-    try:
-        params = search_params_parse(_api_data(request))
-    except SearchParamError as exc:
-        return _error(str(exc))
-    result = search_patents(params.q, filters=params.filters, k=params.k, page=params.page)
+    params, result, error = _limited_search(request, _api_data)
+    if error:
+        return error
     data = _api_data(request)
     charts = {}
     elements = []
