@@ -191,7 +191,10 @@ def dense_search(query: str, *, limit: int, filters: SearchFilters | None = None
             rows = rows.filter(patent__in=patents_matching(filters).values("pk"))
         mapping = {r[0]: (r[1], r[2]) for r in rows.values_list("pk", "patent_id", "claim_number")}
         docs, claims = _split_docs_claims(pairs, mapping, limit)
-        if (len(docs) >= limit and len(claims) >= limit) or k >= ntotal:
+        # Deep enough when the candidates name ``limit`` patents (a page and then some):
+        # claim vectors outnumber documents, so both lists need not be full.
+        found = {pid for pid, _, _ in docs} | {pid for pid, _, _ in claims}
+        if len(found) >= limit or k >= ntotal:
             return docs, claims
         k = min(ntotal, k * 2)
 
