@@ -19,3 +19,14 @@ def client_address(request) -> str:
     if not forwarded:
         return remote
     return forwarded[-trusted] if len(forwarded) >= trusted else forwarded[0]
+
+
+def client_ip_or_none(request) -> str | None:
+    """``client_address`` when it is an IP address, else None: what django-axes stores
+    (PostgreSQL's inet column refuses anything else, such as a forged X-Forwarded-For)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(client_address(request)))
+    except ValueError:
+        return None

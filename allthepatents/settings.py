@@ -98,7 +98,7 @@ AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = dt.timedelta(minutes=env_int("ADMIN_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]
 AXES_RESET_ON_SUCCESS = True
-AXES_CLIENT_IP_CALLABLE = "allthepatents.client.client_address"
+AXES_CLIENT_IP_CALLABLE = "allthepatents.client.client_ip_or_none"
 AXES_VERBOSE = False
 
 ROOT_URLCONF = "allthepatents.urls"

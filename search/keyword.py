@@ -66,14 +66,15 @@ def keyword_search(query: str, *, limit: int = 200, allowed=None) -> list[tuple[
             cursor.execute(
                 "SELECT f.rowid, bm25(search_fts, 3.0, 2.0, 1.0) AS rank FROM search_fts f "  # noqa: S608 (Django-compiled subquery, parameters bound)
                 "JOIN search_keyworddocument k ON k.patent_id = f.rowid "
-                f"WHERE search_fts MATCH %s{restrict} ORDER BY rank LIMIT %s",
+                f"WHERE search_fts MATCH %s{restrict} ORDER BY rank, f.rowid LIMIT %s",
                 [fts5_match_expression(terms), *restrict_params, limit],
             )
             return [(int(pk), -float(rank)) for pk, rank in cursor.fetchall()]
         cursor.execute(
             "SELECT s.patent_id, ts_rank_cd(s.tsv, q) AS rank "  # noqa: S608 (as above)
             "FROM search_tsv s JOIN search_keyworddocument k ON k.patent_id = s.patent_id, "
-            f"to_tsquery('english', %s) q WHERE s.tsv @@ q{restrict} ORDER BY rank DESC LIMIT %s",
+            f"to_tsquery('english', %s) q WHERE s.tsv @@ q{restrict} "
+            "ORDER BY rank DESC, s.patent_id LIMIT %s",
             [" | ".join(_pg_lexeme(t) for t in terms), *restrict_params, limit],
         )
         return [(int(pk), float(rank)) for pk, rank in cursor.fetchall()]
