@@ -189,11 +189,13 @@ class GenerationJobAdmin(admin.ModelAdmin):
     @admin.display(description="progress")
     def progress(self, obj):
         return format_html(
-            '<progress class="job-progress" max="{}" value="{}" data-job="{}">{}%</progress> '
+            '<progress class="job-progress" max="{}" value="{}" data-job="{}" data-status="{}">'
+            "{}%</progress> "
             '<span class="job-progress-text">{} / {}</span>',
             obj.count,
             obj.done_count,
             obj.pk,
+            obj.status,
             obj.progress_percent,
             obj.done_count,
             obj.count,

@@ -4,18 +4,19 @@
   if (!bar) return;
   var text = document.querySelector(".job-progress-text");
   var url = window.location.pathname.replace(/change\/?$/, "progress/");
-  var watched = false; // saw the job active on this page
+  // The status the page was rendered with: when the job has ended since, reload so every
+  // field (status, counts, samples) is current, not only the bar.
+  var rendered = bar.getAttribute("data-status");
+  var active = function (s) { return s === "queued" || s === "running"; };
   function tick() {
     fetch(url, { credentials: "same-origin" })
       .then(function (r) { return r.json(); })
       .then(function (d) {
         bar.max = d.count; bar.value = d.done;
         if (text) text.textContent = d.done + " / " + d.count + " (" + d.status + "), published " + d.published + ", rejected " + d.rejected;
-        if (d.status === "queued" || d.status === "running") {
-          watched = true;
+        if (active(d.status)) {
           setTimeout(tick, 1000);
-        } else if (watched) {
-          // It ended while we watched: reload so every field (status, counts, samples) is current.
+        } else if (active(rendered)) {
           window.location.reload();
         }
       })
