@@ -252,7 +252,11 @@ def test_cancel_stops_a_running_job_between_batches(generators, tiny_neox, worke
         message=worker.log_text()[-3000:],
     )
     job_cancel(job=GenerationJob.objects.get(pk=job.pk))
-    wait_for(lambda: GenerationJob.objects.get(pk=job.pk).status == "cancelled", timeout=60)
+    wait_for(
+        lambda: GenerationJob.objects.get(pk=job.pk).status == "cancelled",
+        timeout=120,
+        message=worker.log_text()[-3000:],
+    )
     done = Sample.objects.filter(job=job).count()
     assert done < 200
     job.refresh_from_db()

@@ -89,10 +89,13 @@ def test_rows_arriving_mid_run_are_indexed_by_the_same_run(fixture_corpus):
 
 @pytest.mark.django_db
 def test_one_pending_index_task_at_a_time(settings, monkeypatch):
-    import allthepatents.celery as celery_module
 
     sent = []
-    monkeypatch.setattr(celery_module, "task_send", lambda task, **kw: sent.append(task.name))
+    from search.tasks import search_index_update_task
+
+    monkeypatch.setattr(
+        search_index_update_task, "apply_async", lambda **kw: sent.append("search.update_index")
+    )
     search_index_update_started()
     for _ in range(5):
         search_index_update_enqueue()
