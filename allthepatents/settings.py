@@ -228,9 +228,6 @@ GENERATION_DEVICE = env_str("GENERATION_DEVICE", "auto")  # auto | cpu | cuda
 GENERATION_QUANTIZE = env_str("GENERATION_QUANTIZE", "int8")  # none | int8
 GENERATION_BATCH_SIZE = env_int("GENERATION_BATCH_SIZE", 16, minimum=1)
 GENERATION_MAX_COUNT = env_int("GENERATION_MAX_COUNT", 10000, minimum=1)
-# Tasks sent per job: with several worker processes (or machines), that many share a job's
-# batches. 1 keeps a job on one worker.
-GENERATION_JOB_WORKERS = env_int("GENERATION_JOB_WORKERS", 1, minimum=1)
 GENERATION_LEASE_SECONDS = env_int("GENERATION_LEASE_SECONDS", 120, minimum=1)
 GENERATION_SOFT_TIME_LIMIT = env_int("GENERATION_SOFT_TIME_LIMIT", 6 * 3600, minimum=1)
 GENERATION_HARD_TIME_LIMIT = env_int("GENERATION_HARD_TIME_LIMIT", 6 * 3600 + 300, minimum=1)

@@ -135,7 +135,6 @@ class Sample(models.Model):
     verdict = models.CharField(max_length=16, choices=Verdict.choices, db_index=True)
     reasons = models.JSONField(default=list, blank=True)
     details = models.JSONField(default=dict, blank=True, help_text="e.g. the near-copy found")
-    worker = models.CharField(max_length=200, blank=True, help_text="host:pid that made it")
     patent = models.OneToOneField(
         "patents.Patent", null=True, blank=True, on_delete=models.SET_NULL, related_name="sample"
     )
@@ -149,17 +148,3 @@ class Sample(models.Model):
 
     def __str__(self):
         return f"job {self.job_id} sample {self.index}: {self.verdict}"
-
-
-class BatchLease(models.Model):
-    """Sample indexes of a job that one worker is generating now. Several workers share a
-    job by leasing batches; an expired lease (a dead worker) frees its indexes again. The
-    unique (job, index) of Sample keeps the outcome exact even if two leases overlapped."""
-
-    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="batch_leases")
-    owner = models.CharField(max_length=200)
-    indexes = models.JSONField(default=list)
-    expires_at = models.DateTimeField(db_index=True)
-
-    def __str__(self):
-        return f"job {self.job_id} batch of {len(self.indexes)} for {self.owner}"

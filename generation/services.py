@@ -20,7 +20,7 @@ from generation.backends import (
     SamplingParams,
     backend_for,
 )
-from generation.models import BatchLease, GenerationJob, Generator, Sample
+from generation.models import GenerationJob, Generator, Sample
 from generation.parsing import patent_text_parse
 from generation.prompts import (
     BOTTOM_UP,
@@ -162,9 +162,7 @@ def job_dispatch(*, job_id: int) -> bool:
     from generation.tasks import job_run_task
 
     try:
-        # The first task claims the job; the others help it (GENERATION_JOB_WORKERS).
-        for _ in range(settings.GENERATION_JOB_WORKERS):
-            task_send(job_run_task, args=[job_id])
+        task_send(job_run_task, args=[job_id])
     except Exception as exc:  # kombu raises many types for a dead broker
         logger.warning("could not dispatch job %s: %s", job_id, exc)
         GenerationJob.objects.filter(pk=job_id, status=Status.QUEUED).update(
@@ -318,47 +316,10 @@ def _sample_record(
         raw_text=document,
         tokens=output.tokens,
         finished=output.finished,
-        worker=WORKER_ID,
         verdict=Sample.Verdict.PUBLISHED if patent else Sample.Verdict.REJECTED,
         reasons=reasons,
         details=details,
         patent=patent,
-    )
-
-
-def _batch_reserve(job: GenerationJob, token: str, size: int) -> list[int]:
-    """The next sample indexes for this worker: neither recorded nor leased by another
-    live worker. Replaces this worker's previous lease."""
-    now = timezone.now()
-    with transaction.atomic():
-        # Serialises reservations on PostgreSQL (SQLite serialises writers anyway).
-        list(GenerationJob.objects.select_for_update().filter(pk=job.pk).values_list("pk"))
-        BatchLease.objects.filter(job=job, owner=token).delete()
-        taken: set[int] = set()
-        for indexes in BatchLease.objects.filter(job=job, expires_at__gt=now).values_list(
-            "indexes", flat=True
-        ):
-            taken.update(indexes)
-        done = set(Sample.objects.filter(job=job).values_list("index", flat=True))
-        todo = [i for i in range(job.count) if i not in done and i not in taken][:size]
-        if todo:
-            BatchLease.objects.create(
-                job=job,
-                owner=token,
-                indexes=todo,
-                expires_at=now + timedelta(seconds=settings.GENERATION_LEASE_SECONDS),
-            )
-    return todo
-
-
-def _job_all_recorded(job: GenerationJob) -> bool:
-    return Sample.objects.filter(job=job).count() >= job.count
-
-
-def _job_done(job: GenerationJob) -> None:
-    _job_counters_refresh(job)  # the last word: counters from every worker's rows
-    GenerationJob.objects.filter(pk=job.pk, status=Status.RUNNING).update(
-        status=Status.DONE, finished_at=timezone.now(), lease_owner="", lease_expires_at=None
     )
 
 
@@ -367,14 +328,10 @@ def job_run(*, job_id: int, progress: Callable[[GenerationJob], None] | None = N
 
     Work goes in batches; each batch's samples, publications and the job's counters commit
     in one transaction, so a killed worker loses at most the batch in flight, and a
-    restarted run skips sample indexes already recorded. The worker that claims the job
-    owns it (its lease, its end); other workers sent to a running job help by leasing
-    batches of their own (``GENERATION_JOB_WORKERS`` tasks per dispatch), and leave when no
-    batch is left to take.
+    restarted run skips sample indexes already recorded.
     """
     token = f"{WORKER_ID}:{uuid.uuid4().hex[:8]}"
-    owner = _job_claim(job_id, token)
-    if not owner and not GenerationJob.objects.filter(pk=job_id, status=Status.RUNNING).exists():
+    if not _job_claim(job_id, token):
         return "not-claimed"
     job = GenerationJob.objects.select_related("generator").get(pk=job_id)
     try:
@@ -389,118 +346,68 @@ def job_run(*, job_id: int, progress: Callable[[GenerationJob], None] | None = N
     }
     params = SamplingParams(**job.sampling_params())
     batch_size = settings.GENERATION_BATCH_SIZE
-    try:
-        while True:
-            job.refresh_from_db()
-            if job.status != Status.RUNNING:
-                return job.status
-            if job.cancel_requested:
-                _job_finish(job_id, Status.CANCELLED)
-                return Status.CANCELLED
-            todo = _batch_reserve(job, token, batch_size)
-            if not todo:
-                if _job_all_recorded(job):
-                    _job_done(job)
-                    return Status.DONE
-                if not owner:
-                    # The rest is leased to others. Come back (the task retries when the
-                    # owner's lease ends) in case one of them died and nobody finishes.
-                    return "not-claimed"
-                # Helpers hold the rest: keep the job's lease while they finish (or their
-                # leases run out and the indexes come back to this loop).
-                if not _lease_renew(job_id, token):
-                    return "lease-lost"
-                time.sleep(1)
-                continue
-            _batch_run(
-                job=job,
-                todo=todo,
-                token=token,
-                owner=owner,
-                backend=backend,
-                params=params,
-                provenance_base=provenance_base,
+    while True:
+        job.refresh_from_db()
+        if job.cancel_requested:
+            _job_finish(job_id, Status.CANCELLED)
+            return Status.CANCELLED
+        done = set(Sample.objects.filter(job=job).values_list("index", flat=True))
+        todo = [i for i in range(job.count) if i not in done][:batch_size]
+        if not todo:
+            _job_finish(job_id, Status.DONE)
+            return Status.DONE
+        # Group by mode so a mixed batch still shares one forward pass per mode.
+        started = time.monotonic()
+        cpu_started = time.process_time()
+        prompts, seeds, modes = [], [], []
+        for index in todo:
+            mode = sample_mode(job_mode=job.mode, index=index)
+            topic = job.topics[index % len(job.topics)] if job.topics else ""
+            prompts.append(
+                prompt_render(
+                    prompt_format=job.generator.prompt_format,
+                    mode=mode,
+                    topic=topic,
+                    language=job.generator.language,
+                )
             )
-            if progress:
-                job.refresh_from_db()
-                progress(job)
-    except _LeaseLost:
-        return "lease-lost"
-    finally:
-        BatchLease.objects.filter(job_id=job_id, owner=token).delete()
-
-
-class _LeaseLost(Exception):
-    pass
-
-
-def _batch_run(*, job, todo, token, owner, backend, params, provenance_base) -> None:
-    started = time.monotonic()
-    cpu_started = time.process_time()
-    # Group by mode so a mixed batch still shares one forward pass per mode.
-    prompts, seeds, modes = [], [], []
-    for index in todo:
-        mode = sample_mode(job_mode=job.mode, index=index)
-        topic = job.topics[index % len(job.topics)] if job.topics else ""
-        prompts.append(
-            prompt_render(
-                prompt_format=job.generator.prompt_format,
-                mode=mode,
-                topic=topic,
-                language=job.generator.language,
-            )
+            seeds.append(sample_seed(job_seed=job.seed, index=index))
+            modes.append(mode)
+        outputs = backend.generate(
+            prompts, seeds, params, heartbeat=_lease_keeper(job_id=job_id, token=token)
         )
-        seeds.append(sample_seed(job_seed=job.seed, index=index))
-        modes.append(mode)
-    outputs = backend.generate(
-        prompts, seeds, params, heartbeat=_lease_keeper(job_id=job.pk, token=token, owner=owner)
-    )
-    took = time.process_time() - cpu_started
-    with transaction.atomic():
-        if owner and not _lease_renew(job.pk, token):
-            raise _LeaseLost
-        if not owner:
-            _job_lease_extend(job.pk)
-        for index, mode, seed, prompt, output in zip(
-            todo, modes, seeds, prompts, outputs, strict=True
-        ):
-            try:
-                with transaction.atomic():
-                    _sample_record(
-                        job=job,
-                        index=index,
-                        mode=mode,
-                        seed=seed,
-                        prompt=prompt,
-                        output=output,
-                        provenance_base=provenance_base,
-                    )
-            except IntegrityError:
-                # Another worker recorded this index first: keep theirs.
-                logger.info("job %s sample %s already recorded", job.pk, index)
-        _job_counters_refresh(job)
-        GenerationJob.objects.filter(pk=job.pk).update(worker_seconds=F("worker_seconds") + took)
-    logger.info(
-        "job %s: %d samples in %.1fs (%s)",
-        job.pk,
-        len(todo),
-        time.monotonic() - started,
-        "owner" if owner else "helper",
-    )
+        took = time.process_time() - cpu_started
+        with transaction.atomic():
+            if not _lease_renew(job_id, token):
+                return "lease-lost"
+            for index, mode, seed, prompt, output in zip(
+                todo, modes, seeds, prompts, outputs, strict=True
+            ):
+                try:
+                    with transaction.atomic():
+                        _sample_record(
+                            job=job,
+                            index=index,
+                            mode=mode,
+                            seed=seed,
+                            prompt=prompt,
+                            output=output,
+                            provenance_base=provenance_base,
+                        )
+                except IntegrityError:
+                    # Another worker recorded this index first: keep theirs.
+                    logger.info("job %s sample %s already recorded", job_id, index)
+            _job_counters_refresh(job)
+            GenerationJob.objects.filter(pk=job_id).update(worker_seconds=job.worker_seconds + took)
+        logger.info("job %s: %d samples in %.1fs", job_id, len(todo), time.monotonic() - started)
+        if progress:
+            job.refresh_from_db()
+            progress(job)
 
 
-def _job_lease_extend(job_id: int) -> None:
-    """A helper at work keeps the job from looking abandoned."""
-    lease = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
-    GenerationJob.objects.filter(
-        pk=job_id, status=Status.RUNNING, lease_expires_at__lt=lease
-    ).update(lease_expires_at=lease)
-
-
-def _lease_keeper(*, job_id: int, token: str, owner: bool = True):
-    """A heartbeat for the backend: renews the leases (the job's, for its owner, and this
-    worker's batch) at most every third of their length, so a batch longer than the lease
-    (long samples, fp32, a slow box) is not taken over."""
+def _lease_keeper(*, job_id: int, token: str):
+    """A heartbeat for the backend: renews the lease at most every third of its length, so
+    a batch longer than the lease (long samples, fp32, a slow box) is not taken over."""
     every = settings.GENERATION_LEASE_SECONDS / 3
     last = time.monotonic()
 
@@ -508,13 +415,7 @@ def _lease_keeper(*, job_id: int, token: str, owner: bool = True):
         nonlocal last
         if time.monotonic() - last >= every:
             last = time.monotonic()
-            if owner:
-                _lease_renew(job_id, token)
-            else:
-                _job_lease_extend(job_id)
-            BatchLease.objects.filter(job_id=job_id, owner=token).update(
-                expires_at=timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
-            )
+            _lease_renew(job_id, token)
 
     return beat
 

@@ -202,39 +202,7 @@ def test_kill9_mid_job_then_new_worker_completes_exactly_once(
     indexes = list(Sample.objects.filter(job=job).values_list("index", flat=True))
     assert sorted(indexes) == list(range(24))  # none missing, none twice
     job.refresh_from_db()
-    assert job.done_count == 24
-    # The second worker finished what the first left, its batch included once its lease ran
-    # out (as a helper of the dead owner, or as the new owner).
-    workers = set(Sample.objects.filter(job=job).values_list("worker", flat=True))
-    assert len(workers) == 2
-
-
-@pytest.mark.django_db(transaction=True)
-def test_two_workers_share_one_job_every_index_exactly_once(
-    generators, tiny_neox, worker_factory, settings
-):
-    settings.GENERATION_JOB_WORKERS = 2
-    first = worker_factory(GENERATION_BATCH_SIZE="2")
-    second = worker_factory(GENERATION_BATCH_SIZE="2")
-    job = job_create(
-        generator=generators["kl3m-002-170m-patent"],
-        count=20,
-        model_override=str(tiny_neox),
-        max_new_tokens=48,
-    )  # dispatched on commit: GENERATION_JOB_WORKERS tasks
-    wait_for(
-        lambda: GenerationJob.objects.get(pk=job.pk).status == "done",
-        timeout=240,
-        message=first.log_text()[-2000:] + second.log_text()[-2000:],
-    )
-    samples = Sample.objects.filter(job=job)
-    assert sorted(samples.values_list("index", flat=True)) == list(range(20))
-    by_worker = {}
-    for worker in samples.values_list("worker", flat=True):
-        by_worker[worker] = by_worker.get(worker, 0) + 1
-    assert len(by_worker) == 2 and min(by_worker.values()) >= 2, by_worker
-    job.refresh_from_db()
-    assert job.done_count == 20 and job.published_count + job.rejected_count == 20
+    assert job.done_count == 24 and job.attempts >= 2
 
 
 @pytest.mark.django_db(transaction=True)
