@@ -56,4 +56,3 @@ def job_run_task(self, job_id: int):
             wait = (job.lease_expires_at - timezone.now()).total_seconds()
             raise self.retry(countdown=max(1, int(wait) + 1))
     return result
-

@@ -5,7 +5,6 @@ import re
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.sitemaps import Sitemap
-from django.contrib.syndication.views import Feed
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
 from django.http import (
     FileResponse,
@@ -15,7 +14,6 @@ from django.http import (
     JsonResponse,
 )
 from django.shortcuts import redirect, render
-from django.utils.feedgenerator import Atom1Feed
 from django.views.decorators.http import require_GET
 
 from generation.selectors import (
@@ -24,6 +22,7 @@ from generation.selectors import (
     stats_hit_rates,
     stats_rejection_reasons,
 )
+from patents.feeds import PatentFeed
 from patents.ledger import ledger_daily_heads, ledger_heads_document
 from patents.models import Patent
 from patents.presentation import (
@@ -31,7 +30,6 @@ from patents.presentation import (
     citation_bibtex,
     citation_plain,
     claim_html,
-    display_title,
     patent_jsonld,
     patent_markdown,
 )
@@ -261,28 +259,6 @@ class PatentSitemap(Sitemap):
 
     def location(self, obj):
         return obj.get_absolute_url()
-
-
-class PatentFeed(Feed):
-    """Atom entries for inventions: the base of the site feed and the search alerts."""
-
-    feed_type = Atom1Feed
-    item_guid_is_permalink = True
-
-    def item_title(self, item):
-        return display_title(item)
-
-    def item_description(self, item):
-        return item.abstract
-
-    def item_link(self, item):
-        return item.get_absolute_url()
-
-    def item_pubdate(self, item):
-        return item.published_at
-
-    def item_guid(self, item):
-        return canonical_url(item)
 
 
 class LatestFeed(PatentFeed):

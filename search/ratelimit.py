@@ -20,10 +20,6 @@ _local: dict[str, int] = {}
 _last_warning = 0.0
 
 
-def client_key(request) -> str:
-    return client_address(request)
-
-
 def _count_shared(key: str, window: int) -> int:
     cache.add(key, 0, timeout=window + 1)  # starts the window's counter if absent
     try:
@@ -50,7 +46,7 @@ def rate_limit_check(request, *, scope: str = "search") -> int | None:
         return None
     window = settings.SEARCH_RATE_WINDOW
     now = int(time.time())
-    key = f"rl:{scope}:{client_key(request)}:{now // window}"
+    key = f"rl:{scope}:{client_address(request)}:{now // window}"
     try:
         count = _count_shared(key, window)
     except Exception as exc:  # redis.ConnectionError, timeouts: any cache backend's own

@@ -12,11 +12,11 @@ from django.utils.feedgenerator import Atom1Feed
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from patents.feeds import PatentFeed
 from patents.models import Patent
 from patents.presentation import display_title, official_url, reference_number
 from patents.selectors import patent_get
 from patents.services import patent_provenance
-from patents.views import PatentFeed
 from search.elements import claim_elements, element_charts, element_combinations
 from search.exports import export_bibtex, export_csv, export_ris, export_row
 from search.params import SearchParamError, search_params_parse
@@ -277,14 +277,14 @@ EXPORT_TYPES = {
 }
 
 
-def _limited_search(request, read):
-    """Rate limit, parameters from ``read(request)``, search: (params, result, None), or
+def _limited_search(request, data):
+    """Rate limit, parameters from ``data``, search: (params, result, None), or
     (None, None, the JSON error response)."""
     wait = rate_limit_check(request)
     if wait:
         return None, None, _error("too many requests; slow down", 429, Retry_After=str(wait))
     try:
-        params = search_params_parse(read(request))
+        params = search_params_parse(data)
     except SearchParamError as exc:
         return None, None, _error(str(exc))
     result = search_patents(params.q, filters=params.filters, k=params.k, page=params.page)
@@ -296,7 +296,11 @@ def search_export(request, fmt):
     """The result page's hits as CSV, RIS or BibTeX, for an examiner's file."""
     if fmt not in EXPORT_TYPES:
         raise Http404("unknown export format")
-    params, result, error = _limited_search(request, _search_data)
+    try:
+        data = _search_data(request)
+    except SearchParamError as exc:
+        return _error(str(exc))
+    params, result, error = _limited_search(request, data)
     if error:
         return error
     rows = [
@@ -415,10 +419,13 @@ def _api_data(request):
 @csrf_exempt  # JSON only, no cookie authentication: nothing for a forged request to use
 @api_methods("GET", "POST")
 def api_search(request):
-    params, result, error = _limited_search(request, _api_data)
+    try:
+        data = _api_data(request)  # the JSON body is parsed once
+    except SearchParamError as exc:
+        return _error(str(exc))
+    params, result, error = _limited_search(request, data)
     if error:
         return error
-    data = _api_data(request)
     charts = {}
     elements = []
     want_elements = str(data.get("elements", "")).lower() in ("1", "true", "yes", "on")
