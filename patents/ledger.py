@@ -13,7 +13,7 @@ import base64
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -357,13 +357,6 @@ def ledger_timestamp_heads(*, now: dt.datetime | None = None) -> dict:
         )
         stamped += 1
     return {"stamped": stamped, "failed": failed}
-
-
-def ledger_positions(entry_ids: Iterable[int]) -> dict[int, int]:
-    """Position in the chain of each entry id (entries up to and including it)."""
-    return {
-        pk: LedgerEntry.objects.filter(pk__lte=pk).count() for pk in entry_ids if pk is not None
-    }
 
 
 def ledger_timestamp_soon(patent_ids: list[int]) -> None:
