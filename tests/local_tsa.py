@@ -5,8 +5,9 @@ import http.server
 import shutil
 import subprocess
 import tempfile
-import threading
 from pathlib import Path
+
+from tests.helpers import QuietHandler, http_serve
 
 CONFIG = """
 [ req ]
@@ -67,7 +68,7 @@ class LocalTSA:
         self.down = False
         tsa = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler, http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 if tsa.down:
                     self.send_error(503, "TSA down for the test")
@@ -95,19 +96,9 @@ class LocalTSA:
                     )
                     data = reply.read_bytes()
                 tsa.requests += 1
-                self.send_response(200)
-                self.send_header("Content-Type", "application/timestamp-reply")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(data, "application/timestamp-reply")
 
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/tsa"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server, self.url = http_serve(Handler, path="/tsa")
 
     def close(self):
         self.server.shutdown()

@@ -16,6 +16,7 @@ from generation.backends import (
     SamplingParams,
     TransientBackendError,
 )
+from tests.helpers import QuietHandler, http_serve
 
 HOLD = 0.2  # seconds each request takes once its batch has gathered
 GATHER = 5.0  # a request waits at most this long for the others of its batch
@@ -35,7 +36,7 @@ class FakeVLLM:
         lock = threading.Lock()
         fake = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler, http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with lock:
@@ -59,18 +60,9 @@ class FakeVLLM:
                         "usage": {"completion_tokens": 7},
                     }
                 ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(data, "application/json")
 
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = http_serve(Handler, path="/v1")
 
     def close(self):
         self.server.shutdown()
