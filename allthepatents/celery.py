@@ -1,6 +1,7 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "allthepatents.settings")
 
@@ -30,13 +31,35 @@ def ping(value=None):
     return {"pong": value}
 
 
+# Set in worker processes (prefork children inherit it): there, tasks are sent through the
+# app's own producer pool, never on an extra connection opened beside the worker's consumer.
+IN_WORKER = False
+
+
+@worker_init.connect
+def _mark_worker(**kwargs):
+    global IN_WORKER
+    IN_WORKER = True
+
+
 def task_send(task, *, args=(), countdown=None, timeout: float | None = None):
     """Publishes ``task`` on a connection of its own whose every socket operation gives up
     after ``timeout`` seconds (BROKER_SEND_TIMEOUT). A broker that is down refuses at once;
     one that accepts connections but never answers (a hung Redis, a black-holed host) would
     otherwise hold the caller, a web worker, for as long as the kernel lets it. Raises
-    whatever the transport raises; callers say what that means for their work."""
+    whatever the transport raises; callers say what that means for their work.
+
+    Inside a worker the broker is the one it consumes from, and the app's producer pool is
+    what Celery itself uses for retries: publishing there keeps one kind of connection."""
     from django.conf import settings
+
+    if IN_WORKER:
+        return task.apply_async(
+            args=args,
+            countdown=countdown,
+            retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+        )
 
     timeout = settings.BROKER_SEND_TIMEOUT if timeout is None else timeout
     options = {"socket_connect_timeout": timeout, "socket_timeout": timeout}

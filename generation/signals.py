@@ -52,18 +52,17 @@ def _heartbeat(sender=None, **kwargs):
 
 @worker_ready.connect
 def _recover_jobs(sender=None, **kwargs):
-    def run():
-        from django.db import close_old_connections
+    """Runs in the worker's main thread before it consumes: a side thread publishing beside
+    the consumer's event loop could leave the worker holding tasks it never ran."""
+    from django.db import close_old_connections
 
-        from generation.services import jobs_recover
+    from generation.services import jobs_recover
 
-        try:
-            ids = jobs_recover()
-            if ids:
-                logger.info("re-dispatched jobs %s", ids)
-        except Exception:
-            logger.exception("job recovery failed")
-        finally:
-            close_old_connections()
-
-    threading.Thread(target=run, daemon=True).start()
+    try:
+        ids = jobs_recover()
+        if ids:
+            logger.info("re-dispatched jobs %s", ids)
+    except Exception:
+        logger.exception("job recovery failed")
+    finally:
+        close_old_connections()

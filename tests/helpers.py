@@ -140,14 +140,17 @@ class WorkerProcess:
         self.log.close()
 
 
-def wait_for(predicate, *, timeout: float = 60, interval: float = 0.2, message: str = ""):
+def wait_for(predicate, *, timeout: float = 60, interval: float = 0.2, message=""):
+    """Polls ``predicate``; on timeout fails with ``message``, which may be a callable so
+    that a worker's log is read when the wait ends, not when it starts."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s: {message}")
+    text = message() if callable(message) else message
+    raise AssertionError(f"timed out after {timeout}s: {text}")
 
 
 class QuietHandler:

@@ -166,7 +166,7 @@ def test_worker_runs_a_job_over_redis(generators, memo_model, redis_worker):
     wait_for(
         lambda: GenerationJob.objects.get(pk=job.pk).status == "done",
         timeout=120,
-        message=redis_worker.log_text()[-3000:],
+        message=lambda: redis_worker.log_text()[-6000:],
     )
     job.refresh_from_db()
     assert job.done_count == 4 and job.published_count >= 1
@@ -183,11 +183,13 @@ def test_kill9_mid_job_then_new_worker_completes_exactly_once(
         model_override=str(tiny_neox),
         max_new_tokens=64,
     )
-    first = worker_factory(GENERATION_BATCH_SIZE="2")
+    # A lease that outlives the second worker's start-up, so that worker must wait for it
+    # (the retry path) rather than find it already expired.
+    first = worker_factory(GENERATION_BATCH_SIZE="2", GENERATION_LEASE_SECONDS="8")
     wait_for(
         lambda: Sample.objects.filter(job=job).count() >= 4,
         timeout=120,
-        message=first.log_text()[-3000:],
+        message=lambda: first.log_text()[-6000:],
     )
     first.kill9()
     done_at_kill = Sample.objects.filter(job=job).count()
@@ -197,7 +199,11 @@ def test_kill9_mid_job_then_new_worker_completes_exactly_once(
     wait_for(
         lambda: GenerationJob.objects.get(pk=job.pk).status == "done",
         timeout=180,
-        message=second.log_text()[-3000:],
+        message=lambda: (
+            f"job {GenerationJob.objects.filter(pk=job.pk).values().first()}\n"
+            f"first worker:\n{first.log_text()[-3000:]}\nsecond worker:\n"
+            f"{second.log_text()[-6000:]}"
+        ),
     )
     indexes = list(Sample.objects.filter(job=job).values_list("index", flat=True))
     assert sorted(indexes) == list(range(24))  # none missing, none twice
@@ -217,13 +223,13 @@ def test_cancel_stops_a_running_job_between_batches(generators, tiny_neox, worke
     wait_for(
         lambda: Sample.objects.filter(job=job).count() >= 2,
         timeout=120,
-        message=worker.log_text()[-3000:],
+        message=lambda: worker.log_text()[-6000:],
     )
     job_cancel(job=GenerationJob.objects.get(pk=job.pk))
     wait_for(
         lambda: GenerationJob.objects.get(pk=job.pk).status == "cancelled",
         timeout=120,
-        message=worker.log_text()[-3000:],
+        message=lambda: worker.log_text()[-6000:],
     )
     done = Sample.objects.filter(job=job).count()
     assert done < 200

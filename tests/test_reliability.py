@@ -100,7 +100,7 @@ def test_job_left_queued_by_a_dead_broker_runs_when_a_worker_starts(
     wait_for(
         lambda: GenerationJob.objects.get(pk=job.pk).status == "done",
         timeout=120,
-        message=worker.log_text()[-3000:],
+        message=lambda: worker.log_text()[-6000:],
     )
 
 
