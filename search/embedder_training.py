@@ -39,13 +39,13 @@ def document_text(title: str, abstract: str) -> str:
     return title or abstract
 
 
-def embedder_pairs_load(
+def embedder_examples_load(
     lines: Iterable[str], *, split: str = "train", extra_claims: int = 0
-) -> list[tuple[str, str]]:
-    """(first claim, title + abstract) of each patent of ``split`` that has both, and with
-    ``extra_claims`` up to that many of its other independent claims against the same
-    document (an examiner pastes whichever claim is at issue)."""
-    pairs = []
+) -> list[tuple[str, str, str]]:
+    """(patent id, claim, title + abstract) for each patent of ``split`` that has both: its
+    first claim, and with ``extra_claims`` up to that many of its other independent claims
+    against the same document (an examiner pastes whichever claim is at issue)."""
+    examples = []
     for line in lines:
         try:
             parsed = reference_record_parse(json.loads(line))
@@ -56,16 +56,101 @@ def embedder_pairs_load(
         doc = document_text(parsed["title"], parsed["abstract"])
         if not doc:
             continue
-        pairs.append((parsed["claims"][0]["text"], doc))
+        pid = parsed["source_id"]
+        examples.append((pid, parsed["claims"][0]["text"], doc))
         others = [c for c in parsed["claims"][1:] if c["depends_on"] is None]
-        pairs.extend((c["text"], doc) for c in others[:extra_claims])
-    return pairs
+        examples.extend((pid, c["text"], doc) for c in others[:extra_claims])
+    return examples
+
+
+def embedder_pairs_load(
+    lines: Iterable[str], *, split: str = "train", extra_claims: int = 0
+) -> list[tuple[str, str]]:
+    """(claim, title + abstract) pairs: ``embedder_examples_load`` without the ids."""
+    return [
+        (claim, doc)
+        for _, claim, doc in embedder_examples_load(lines, split=split, extra_claims=extra_claims)
+    ]
+
+
+def hard_negatives_mine(
+    examples: list[tuple[str, str, str]],
+    *,
+    encode: Callable[[list[str]], "object"],
+    max_ratio: float = 0.95,
+) -> list[str]:
+    """One hard negative per example: the text most similar to its claim among the other
+    patents' documents and claims, below ``max_ratio`` times the similarity of its own
+    document (a candidate scoring as high as the positive is more likely a missed positive
+    than a negative; NV-Retriever's "TopK-PercPos").
+
+    Claims are candidates as well as documents because that is the failure seen on the site:
+    another patent's claim outranking the target's abstract. ``encode`` maps texts to unit
+    vectors (rows), e.g. the base model's bulk encoder. Returns one negative per example."""
+    import numpy as np
+
+    if not examples:
+        return []
+    owners = [pid for pid, _, _ in examples]
+    claims = [claim for _, claim, _ in examples]
+    doc_index: dict[str, int] = {}
+    docs: list[str] = []
+    doc_owner: list[str] = []
+    for pid, _, doc in examples:
+        if pid not in doc_index:
+            doc_index[pid] = len(docs)
+            docs.append(doc)
+            doc_owner.append(pid)
+    claim_vecs = np.asarray(encode(claims), dtype="float32")
+    doc_vecs = np.asarray(encode(docs), dtype="float32")
+    pool = np.concatenate([doc_vecs, claim_vecs])
+    pool_text = docs + claims
+    pool_owner = np.array(doc_owner + owners)
+    negatives = []
+    for start in range(0, len(examples), 512):
+        block = claim_vecs[start : start + 512]
+        sims = block @ pool.T
+        for row, i in enumerate(range(start, start + len(block))):
+            own = owners[i]
+            positive = float(sims[row, doc_index[own]])
+            scores = sims[row].copy()
+            scores[pool_owner == own] = -np.inf
+            scores[scores >= max_ratio * positive] = -np.inf
+            best = int(np.argmax(scores))
+            if not np.isfinite(scores[best]):  # nothing qualifies: a random other document
+                best = (doc_index[own] + 1) % len(docs)
+            negatives.append(pool_text[best])
+    return negatives
+
+
+def base_encoder(base: str, *, bf16: bool, threads: int | None = None):
+    """The untrained model as an ``encode`` for ``hard_negatives_mine`` (bf16 where the CPU
+    computes it natively: mining only ranks, and 16 bits keep the order)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from search.embeddings import embedding_model_source
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = SentenceTransformer(embedding_model_source(base), device="cpu")
+    if bf16:
+        model = model.to(torch.bfloat16)
+
+    def encode(texts: list[str]):
+        vectors = model.encode(
+            texts, batch_size=64, normalize_embeddings=True, convert_to_tensor=True
+        )
+        return vectors.float().cpu().numpy()
+
+    return encode
 
 
 def embedder_train(
     *,
     pairs: list[tuple[str, str]],
     out: Path,
+    negatives: list[str] | None = None,
     base: str,
     epochs: int = 2,
     batch_size: int = 32,
@@ -99,9 +184,14 @@ def embedder_train(
         torch.set_num_threads(threads)
     model = SentenceTransformer(embedding_model_source(base), device="cpu")
     model.max_seq_length = max_seq_length
-    dataset = Dataset.from_dict(
-        {"anchor": [a for a, _ in pairs], "positive": [p for _, p in pairs]}
-    )
+    columns = {"anchor": [a for a, _ in pairs], "positive": [p for _, p in pairs]}
+    if negatives is not None:
+        if len(negatives) != len(pairs):
+            raise ValueError("one negative per pair")
+        # MultipleNegativesRankingLoss scores every anchor against every positive and
+        # negative of the batch: the mined ones are the hard part.
+        columns["negative"] = list(negatives)
+    dataset = Dataset.from_dict(columns)
     loss = losses.MultipleNegativesRankingLoss(model)
     out.mkdir(parents=True, exist_ok=True)
     args = SentenceTransformerTrainingArguments(
@@ -137,6 +227,7 @@ def embedder_train(
     report = {
         "base": base,
         "pairs": len(pairs),
+        "hard_negatives": negatives is not None,
         "epochs": epochs,
         "batch_size": batch_size,
         "learning_rate": learning_rate,

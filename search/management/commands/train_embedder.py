@@ -1,11 +1,17 @@
 import os
+import time
 from pathlib import Path
 
 from django.core.management.base import CommandError
 
 from allthepatents.commands import ProgressCommand
 from patents.services import jsonl_lines
-from search.embedder_training import embedder_pairs_load, embedder_train
+from search.embedder_training import (
+    base_encoder,
+    embedder_examples_load,
+    embedder_train,
+    hard_negatives_mine,
+)
 from search.embeddings import OFFLINE_PACKAGE_NAME, cpu_has_native_bf16
 
 
@@ -19,7 +25,7 @@ class Command(ProgressCommand):
         parser.add_argument("--data", type=Path, required=True)
         parser.add_argument("--out", type=Path, required=True)
         parser.add_argument("--base", default=OFFLINE_PACKAGE_NAME)
-        parser.add_argument("--epochs", type=int, default=2)
+        parser.add_argument("--epochs", type=int, default=1)
         parser.add_argument("--batch-size", type=int, default=32)
         parser.add_argument("--learning-rate", type=float, default=5e-5)
         parser.add_argument("--max-seq-length", type=int, default=256)
@@ -36,22 +42,38 @@ class Command(ProgressCommand):
             default=2,
             help="also pair up to this many other independent claims with the document",
         )
+        parser.add_argument(
+            "--hard-negatives",
+            choices=["on", "off"],
+            default="on",
+            help="mine one hard negative per pair with the base model (other patents' "
+            "documents and claims)",
+        )
         parser.add_argument("--limit", type=int, help="at most this many pairs (smoke runs)")
 
     def handle(self, *args, data, out, base, epochs, batch_size, learning_rate, **options):
         if not data.exists():
             raise CommandError(f"{data}: no such file")
-        pairs = embedder_pairs_load(
+        examples = embedder_examples_load(
             (line for _, line in jsonl_lines(data)),
             split="train",
             extra_claims=options["extra_claims"],
         )
         if options["limit"]:
-            pairs = pairs[: options["limit"]]
-        if len(pairs) < 2:
+            examples = examples[: options["limit"]]
+        if len(examples) < 2:
             raise CommandError("fewer than two (claim, title + abstract) pairs in the train split")
+        pairs = [(claim, doc) for _, claim, doc in examples]
         bf16 = options["bf16"] == "on" or (options["bf16"] == "auto" and cpu_has_native_bf16())
         self.stdout.write(f"{len(pairs)} training pairs from {data} (train split)")
+        negatives = None
+        if options["hard_negatives"] == "on":
+            started = time.monotonic()
+            encode = base_encoder(base, bf16=bf16, threads=options["threads"])
+            negatives = hard_negatives_mine(examples, encode=encode)
+            self.stdout.write(
+                f"mined {len(negatives)} hard negatives in {time.monotonic() - started:.0f} s"
+            )
         bar = self.progress(unit=" steps")
 
         def progress(step, total):
@@ -61,6 +83,7 @@ class Command(ProgressCommand):
 
         report = embedder_train(
             pairs=pairs,
+            negatives=negatives,
             out=out,
             base=base,
             epochs=epochs,
