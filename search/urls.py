@@ -5,6 +5,7 @@ from search import views
 urlpatterns = [
     path("search/", views.search_page, name="search"),
     path("search/export.<str:fmt>", views.search_export, name="search-export"),
+    path("search/report/", views.search_report, name="search-report"),
     path("search/feed.atom", views.SearchAlertFeed(), name="search-feed"),
     path("search/like/<str:public_id>/", views.search_like, name="search-like"),
     path("api/search", views.api_search, name="api-search"),

@@ -314,6 +314,60 @@ def search_export(request, fmt):
     return response
 
 
+@require_http_methods(["GET"])
+def search_report(request):
+    """A printable search report for an examiner's file: the query in full, its filters,
+    the time of the search, and for each result its id, dates, content hash, URL, score and
+    element table. Plain HTML with print styles (the browser's "Save as PDF" makes the PDF;
+    no maintained Python library renders one without a browser engine or system libraries).
+    """
+    try:
+        data = _search_data(request)
+    except SearchParamError as exc:
+        return _error(str(exc))
+    params, result, error = _limited_search(request, data)
+    if error:
+        return error
+    charts = _charts(params, result)
+    first = (params.page - 1) * params.k + 1
+    rows = [
+        {
+            **export_row(h.patent, score=h.score, rank=first + n, request=request),
+            "chart": charts.get(h.patent.pk),
+            "chart_rows": _chart_rows_html(charts[h.patent.pk]) if h.patent.pk in charts else [],
+        }
+        for n, h in enumerate(result.hits)
+    ]
+    filters = [
+        (label, data.get(key))
+        for key, label in (
+            ("origin", "Origin"),
+            ("before", "Published before"),
+            ("after", "Published after"),
+            ("filed_before", "Filed before"),
+            ("filed_after", "Filed after"),
+            ("mode", "Mode"),
+            ("generator", "Generator"),
+        )
+        if data.get(key)
+    ]
+    base = request.GET.copy()
+    base.pop("page", None)
+    context = {
+        "query": params.q,
+        "elements": claim_elements(params.q),
+        "filters": filters or [("Origin", "generated (default)")],
+        "searched_at": timezone.now(),
+        "rows": rows,
+        "result": result,
+        "page": params.page,
+        "k": params.k,
+        "embedding_model": settings.EMBEDDING_MODEL,
+        "results_url": f"{reverse('search')}?{base.urlencode()}",
+    }
+    return render(request, "search/report.html", context)
+
+
 class SearchAlertFeed(PatentFeed):
     """Alerts without an account: newly published inventions that match a search above
     SEARCH_ALERT_MIN_SIMILARITY (cosine), newest first. Cached per query and filters for

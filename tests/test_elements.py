@@ -1,6 +1,7 @@
 """Claim-element mapping (#16, part 1) with the real MiniLM and the real index."""
 
 import pytest
+from django.utils.html import escape
 
 from search.elements import claim_elements
 from search.services import search_documents_sync, search_index_update
@@ -137,3 +138,24 @@ def test_pairs_that_together_meet_the_claim(client, split_art, settings):
     assert sources == {motor.public_id, battery.public_id}  # each brings elements
     html = client.get("/search/", {"q": CLAIM}).content.decode()
     assert "<h2>Combinations</h2>" in html
+
+
+@pytest.mark.django_db
+def test_printable_report_names_each_result_with_its_proof_and_element_table(client, indexed):
+    page = client.get("/search/", {"q": CLAIM}).content.decode()
+    assert "/search/report/?" in page
+    response = client.get("/search/report/", {"q": CLAIM, "before": "2100-01-01"})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Prior-art search report" in html
+    assert "Published before: 2100-01-01" in html
+    assert '<time datetime="' in html  # the time of the search
+    for element in claim_elements(CLAIM):
+        assert f"<li>{escape(element)}</li>" in html
+    mug = html.split("Self-stirring mug")[1].split("</section>")[0]
+    assert indexed.public_id in mug and indexed.content_hash in mug
+    assert f"http://testserver{indexed.get_absolute_url()}" in mug
+    assert "Meets " in mug and "<mark>battery</mark>" in mug
+    # Untrusted text stays text.
+    hostile = client.get("/search/report/", {"q": "<script>alert(1)</script> mug"})
+    assert "<script>alert(1)</script>" not in hostile.content.decode()
