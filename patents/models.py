@@ -35,6 +35,9 @@ class Patent(models.Model):
     )
     filing_date = models.DateField(null=True, blank=True, db_index=True)
     source_meta = models.JSONField(default=dict, blank=True)
+    # CPC codes without spaces, each preceded and followed by a space (" H04L9/32 G06F21/00 "),
+    # so a prefix filter is one LIKE on any database: contains " H04L9".
+    cpc_codes = models.TextField(blank=True, default="")
 
     # Generated inventions: how they were made, enough to reproduce a sample.
     generator_model = models.CharField(max_length=300, blank=True, db_index=True)

@@ -170,3 +170,21 @@ def patent_jsonld(patent: Patent) -> SafeString:
         data["creator"] = {"@type": "SoftwareApplication", "name": patent.generator_model}
     text = json.dumps(data, ensure_ascii=False).translate(_JSON_SCRIPT_ESCAPES)
     return mark_safe(f'<script type="application/ld+json">{text}</script>')  # noqa: S308
+
+
+def cpc_suggest(references, *, top: int = 3) -> list[tuple[str, int]]:
+    """The CPC main groups most common among ``references`` (nearest first): (group, how
+    many of them carry it). For a generated invention these are suggestions, not a
+    classification anyone made; ties go to the group of the nearer reference."""
+    counts: dict[str, int] = {}
+    first_seen: dict[str, int] = {}
+    position = 0
+    for ref in references:
+        # In the reference's own order (its first code is usually its main one), once each.
+        groups = dict.fromkeys(code.split("/")[0] for code in (ref.cpc_codes or "").split())
+        for group in groups:
+            counts[group] = counts.get(group, 0) + 1
+            first_seen.setdefault(group, position)
+            position += 1
+    ranked = sorted(counts, key=lambda g: (-counts[g], first_seen[g]))
+    return [(g, counts[g]) for g in ranked[:top]]

@@ -24,7 +24,12 @@ from patents.ledger import (
 )
 from patents.models import Claim, LedgerEntry, Patent
 from patents.nearcopy import bands_store
-from patents.text import claim_find_dependency, claim_split_number, content_hash
+from patents.text import (
+    claim_find_dependency,
+    claim_split_number,
+    content_hash,
+    cpc_codes_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -328,6 +333,7 @@ def _reference_batch_write(parsed: list[dict], report: ImportReport) -> list[int
                 source_date=p["source_date"],
                 filing_date=p["filing_date"],
                 source_meta=p["source_meta"],
+                cpc_codes=cpc_codes_text(p["source_meta"].get("cpc")),
             )
             for i, p in enumerate(fresh)
         ]

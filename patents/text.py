@@ -52,3 +52,23 @@ def content_canonical(*, title: str, abstract: str, claims: list[dict]) -> str:
 def content_hash(*, title: str, abstract: str, claims: list[dict]) -> str:
     canonical = content_canonical(title=title, abstract=abstract, claims=claims)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+_CPC_PREFIX = re.compile(r"^[A-HY](\d{2}([A-Z](\d{1,4}(/\d{0,6})?)?)?)?$")
+
+
+def cpc_normalise(code: str) -> str:
+    """A CPC code (or prefix) as stored and filtered: upper case, no spaces ("h04l 9/32"
+    becomes "H04L9/32"); empty when it is not one."""
+    compact = re.sub(r"\s+", "", str(code)).upper()
+    return compact if _CPC_PREFIX.match(compact) else ""
+
+
+def cpc_codes_text(codes) -> str:
+    """The stored form of a patent's CPC codes: " CODE CODE " (see Patent.cpc_codes)."""
+    seen = []
+    for code in codes or []:
+        norm = cpc_normalise(code)
+        if norm and norm not in seen:
+            seen.append(norm)
+    return f" {' '.join(seen)} " if seen else ""

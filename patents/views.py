@@ -30,6 +30,7 @@ from patents.presentation import (
     citation_bibtex,
     citation_plain,
     claim_html,
+    cpc_suggest,
     patent_jsonld,
     patent_markdown,
 )
@@ -138,6 +139,11 @@ def patent_detail(request, public_id):
     numbers = {c.number for c in claims}
     from search.selectors import patents_similar
 
+    references = (
+        patents_similar(patent, k=10, origin=Patent.Origin.REFERENCE)
+        if patent.origin == Patent.Origin.GENERATED
+        else patents_similar(patent, k=5, origin=Patent.Origin.REFERENCE)
+    )
     return render(
         request,
         "patents/detail.html",
@@ -149,7 +155,11 @@ def patent_detail(request, public_id):
             "jsonld": patent_jsonld(patent),
             "canonical": canonical_url(patent),
             "similar": patents_similar(patent, k=10),
-            "references": patents_similar(patent, k=5, origin=Patent.Origin.REFERENCE),
+            "references": references[:5],
+            "suggested_cpc": cpc_suggest(references)
+            if patent.origin == Patent.Origin.GENERATED
+            else [],
+            "suggested_from": len(references),
             "sampling": json.dumps(patent.sampling_params, sort_keys=True),
         },
     )

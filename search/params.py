@@ -1,10 +1,12 @@
 """Validation of search parameters, shared by the page and the API."""
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 from django.conf import settings
 
+from patents.text import cpc_normalise
 from search.selectors import SearchFilters
 
 
@@ -74,6 +76,20 @@ def search_params_parse(data, *, default_k: int = 10) -> SearchParams:
     if mode not in ("", "top-down", "bottom-up"):
         raise SearchParamError("'mode' must be top-down or bottom-up")
     generator = str(data.get("generator") or "")[:300]
+    cpc = []
+    raw_codes = []
+    for part in re.split(r"[,;]", str(data.get("cpc") or "")):
+        # "A61B 5/02" is one code as printed; "H04L G06F" two.
+        raw_codes += [part] if cpc_normalise(part) else part.split()
+    for raw in raw_codes[:10]:
+        code = cpc_normalise(raw)
+        if not code:
+            raise SearchParamError(
+                f"'cpc' takes CPC codes or prefixes such as H04L or A61B5/02, not {raw[:40]!r}"
+            )
+        if re.fullmatch(r"[A-HY]\d{2}[A-Z]\d{1,4}", code):
+            code += "/"  # main group A61B5 is A61B5/..., not A61B50/...
+        cpc.append(code)
     return SearchParams(
         q=q,
         k=k,
@@ -86,5 +102,6 @@ def search_params_parse(data, *, default_k: int = 10) -> SearchParams:
             origin=origin,
             generator=generator,
             mode=mode,
+            cpc=tuple(cpc),
         ),
     )

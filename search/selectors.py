@@ -32,6 +32,7 @@ class SearchFilters:
     origin: str = Patent.Origin.GENERATED  # generated | reference | all
     generator: str = ""
     mode: str = ""
+    cpc: tuple[str, ...] = ()  # CPC prefixes, any of which a reference's codes must start
 
     @property
     def narrows(self) -> bool:
@@ -89,6 +90,12 @@ def patents_matching(filters: SearchFilters):
         qs = qs.filter(generator_model=filters.generator)
     if filters.mode:
         qs = qs.filter(mode=filters.mode)
+    if filters.cpc:
+        # Only reference patents carry CPC codes; a generated invention's are suggestions.
+        any_prefix = Q()
+        for prefix in filters.cpc:
+            any_prefix |= Q(cpc_codes__contains=f" {prefix}")
+        qs = qs.filter(any_prefix)
     return qs
 
 

@@ -109,7 +109,17 @@ def api_methods(*methods):
 # A GET request line must stay under gunicorn's 4,094 bytes (limit_request_line) with room
 # for the path and the filters; longer queries go through a stored query id.
 MAX_QUERY_STRING = 2000
-SEARCH_FIELDS = ("q", "k", "before", "after", "filed_before", "filed_after", "origin", "mode")
+SEARCH_FIELDS = (
+    "q",
+    "k",
+    "before",
+    "after",
+    "filed_before",
+    "filed_after",
+    "origin",
+    "mode",
+    "cpc",
+)
 
 
 def _search_data(request):
@@ -348,6 +358,7 @@ def search_report(request):
             ("filed_after", "Filed after"),
             ("mode", "Mode"),
             ("generator", "Generator"),
+            ("cpc", "CPC"),
         )
         if data.get(key)
     ]
@@ -566,6 +577,11 @@ _FILTERS = {
     },
     "generator": {"type": "string"},
     "mode": {"type": "string", "enum": ["top-down", "bottom-up"]},
+    "cpc": {
+        "type": "string",
+        "description": "CPC codes or prefixes, space- or comma-separated (H04L, A61B5/02): "
+        "reference patents with a code under any of them",
+    },
     "combinations": {
         "type": "boolean",
         "description": "add up to 3 pairs of results (from the top 30) that together meet "

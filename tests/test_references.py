@@ -213,3 +213,52 @@ def test_results_export_as_csv_ris_and_bibtex(client):
     bib = client.get("/search/export.bib", query).content.decode()
     assert "@patent{US6859910" in bib and "number = {US6859910 B2}" in bib
     assert client.get("/search/export.pdf", query).status_code == 404
+
+
+@pytest.mark.django_db
+def test_cpc_prefix_filter_acts_inside_retrieval(client, settings, tmp_path, memo_embeddings):
+    """#16.6: a CPC prefix keeps references with a code under it, in both retrievals; a
+    main group is not a string prefix (A61B5 is not A61B50)."""
+    heart = {
+        **GRANT,
+        "id": "US1000001",
+        "title": "Telephone heart monitor",
+        "abstract": "A telephone keyboard that measures the pulse of the finger on a key.",
+        "cpc": ["A61B 5/0205", "H04M1/23"],
+    }
+    tray = {
+        **GRANT,
+        "id": "US1000002",
+        "title": "Telephone instrument tray",
+        "abstract": "A telephone keyboard tray holding surgical instruments.",
+        "cpc": ["A61B50/20"],
+    }
+    from search.services import search_index_update
+    from search.store import reader_reset
+
+    settings.INDEX_DIR = tmp_path / "cpc"
+    reader_reset()
+    refs = _import(GRANT, heart, tray, UNDATED)
+    search_index_update()
+    assert refs["US1000001"].cpc_codes == " A61B5/0205 H04M1/23 "
+    for engine in ("keyword", "dense"):
+        for prefix, expected in (
+            ("A61B5", {"US1000001"}),
+            ("a61b 50", {"US1000002"}),
+            ("A61B", {"US1000001", "US1000002"}),
+            ("H04M1/23, A61B50", {"US6859910", "US1000001", "US1000002"}),
+        ):
+            from search.params import search_params_parse
+
+            params = search_params_parse(
+                {"q": "telephone keyboard", "origin": "all", "cpc": prefix}
+            )
+            found = search_patents(params.q, filters=params.filters, k=20, engine=engine).hits
+            assert {h.patent.source_id for h in found} == expected, (engine, prefix)
+    api = client.get("/api/search", {"q": "telephone", "origin": "all", "cpc": "A61B5"})
+    assert [r["reference"]["number"] for r in api.json()["results"]] == ["US1000001"]
+    bad = client.get("/api/search", {"q": "telephone", "cpc": "<b>"})
+    assert bad.status_code == 400 and "CPC" in bad.json()["error"]
+    html = client.get("/search/", {"q": "telephone heart", "origin": "reference"}).content
+    assert b"CPC A61B5/0205, H04M1/23" in html
+    reader_reset()

@@ -341,7 +341,32 @@ def test_invention_page_lists_closest_references_and_similar_inventions(
     html = client.get(mine.get_absolute_url()).content.decode()
     assert "Closest reference patents" in html and record["id"] in html
     assert "Similar inventions" in html and sibling.get_absolute_url() in html
+    # #16.6: a generated invention gets the CPC groups of its nearest references, as such.
+    classified = next(r for r in corpus if r.get("cpc") and r.get("abstract") and r["title"])
+    copy = patent_published(n=3, title=classified["title"], abstract=classified["abstract"])
+    search_index_rebuild()
+    html = client.get(copy.get_absolute_url()).content.decode()
+    suggested = html.split('class="suggested-cpc"')[1].split("</p>")[0]
+    assert "a suggestion, not a classification" in suggested
+    groups = {code.replace(" ", "").split("/")[0] for code in classified["cpc"]}
+    assert any(f">{group}</a>" in suggested for group in groups), (groups, suggested)
     reader_reset()
+
+
+def test_cpc_suggestions_count_main_groups_nearest_first():
+    from types import SimpleNamespace
+
+    from patents.presentation import cpc_suggest
+
+    refs = [
+        SimpleNamespace(cpc_codes=" H04M1/23 H04M1/247 "),  # one patent counts once
+        SimpleNamespace(cpc_codes=" G06F3/01 "),
+        SimpleNamespace(cpc_codes=" G06F3/02 H04M1/02 "),
+        SimpleNamespace(cpc_codes=""),
+        SimpleNamespace(cpc_codes=" A61B5/00 "),
+    ]
+    assert cpc_suggest(refs) == [("H04M1", 2), ("G06F3", 2), ("A61B5", 1)]
+    assert cpc_suggest([]) == []
 
 
 @pytest.mark.django_db

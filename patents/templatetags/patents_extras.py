@@ -18,3 +18,9 @@ def reference_number(patent) -> str:
 @register.filter
 def official_url(patent) -> str:
     return presentation.official_url(patent)
+
+
+@register.filter
+def cpc_list(patent) -> list[str]:
+    """A patent's CPC codes as stored (normalised): what the CPC filter matches."""
+    return (getattr(patent, "cpc_codes", "") or "").split()
