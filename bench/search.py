@@ -293,7 +293,25 @@ QUERIES = [
 ]
 
 
-def bench_api(args):
+def _claim_queries(path: str, count: int) -> list[str]:
+    """First claims with several elements (a ';'), from a JSON Lines file (plain or .gz)."""
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    out = []
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            claims = json.loads(line).get("claims") or []
+            if claims and ";" in claims[0] and len(claims[0]) < 1500:
+                out.append(claims[0])
+            if len(out) >= count:
+                break
+    return out
+
+
+def bench_api(args, *, extra: dict | None = None, queries: list[str] | None = None):
+    queries = queries or QUERIES
+    extra = extra or {}
     results = []
     for clients in [int(c) for c in args.clients.split(",")]:
         lat, errors, count = [], 0, 0
@@ -304,10 +322,10 @@ def bench_api(args):
             nonlocal errors, count
             i = seed
             while time.monotonic() < deadline and count < args.max_requests:
-                q = QUERIES[i % len(QUERIES)]
+                q = queries[i % len(queries)]
                 i += 1
                 url = f"{args.url}/api/search?" + urllib.parse.urlencode(
-                    {"q": q, "origin": "all", "k": 10}
+                    {"q": q, "origin": "all", "k": 10, **extra}
                 )
                 t = time.perf_counter()
                 try:
@@ -330,6 +348,7 @@ def bench_api(args):
             t.join()
         wall = time.monotonic() - started
         row = {
+            "params": "&".join(f"{k}={v}" for k, v in extra.items()) or "plain",
             "clients": clients,
             "requests": count,
             "errors": errors,
@@ -371,7 +390,26 @@ def main():
     a.add_argument("--clients", default="1,8,32")
     a.add_argument("--seconds", type=float, default=20)
     a.add_argument("--max-requests", type=int, default=100_000)
+    w = sub.add_parser(
+        "workbench",
+        help="one client, pasted multi-element claims: plain, elements=1, combinations=1",
+    )
+    w.add_argument("--url", default="http://127.0.0.1:8000")
+    w.add_argument("--claims", required=True, help="JSON Lines file whose first claims are queries")
+    w.add_argument("--count", type=int, default=200)
+    w.add_argument("--seconds", type=float, default=30)
+    w.add_argument("--max-requests", type=int, default=100_000)
     args = parser.parse_args()
+    if args.cmd == "workbench":
+        host = urllib.parse.urlparse(args.url).hostname
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            parser.error("runs against this machine only (127.0.0.1 / localhost)")
+        args.clients = "1"
+        queries = _claim_queries(args.claims, args.count)
+        print(f"{len(queries)} claims from {args.claims}", flush=True)
+        for extra in ({}, {"elements": 1}, {"combinations": 1}):
+            bench_api(args, extra=extra, queries=queries)
+        return
     commands = {
         "faiss": bench_faiss,
         "embed": bench_embed,

@@ -54,6 +54,7 @@ def live_site(tmp_path_factory, memo_model_path):
         "PYTHONUNBUFFERED": "1",
         "HEALTHZ_TOKEN": HEALTH_TOKEN,
         "HEALTHZ_CACHE_SECONDS": "0",
+        "SEARCH_ALERT_CACHE_SECONDS": "0",
     }
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=300
@@ -255,6 +256,86 @@ def test_the_api_takes_a_12000_character_claim_as_json_by_post(live_site):
         data = json.loads(r.read())
     assert r.status == 200 and len(data["results"]) == 5
     assert data["query"].startswith("1. A telephone")
+
+
+def _fixture_record(n: int) -> dict:
+    import json
+
+    lines = (ROOT / "tests" / "fixtures" / "patents-40.jsonl").read_text().splitlines()
+    return json.loads(lines[n])
+
+
+def test_examiner_workbench_elements_exports_report_and_alert_feed(live_site, page):
+    """#16 end to end: paste a claim, expand a result's element table, export CSV, open
+    and print the report, subscribe to the search's feed and see a newly published
+    matching invention arrive in it."""
+    import csv
+    import io
+    import json
+
+    base = live_site["base"]
+    # A record the seed did not publish (it publishes the first 25): its claim is the query.
+    record = next(
+        r
+        for r in (_fixture_record(n) for n in range(25, 40))
+        if r["title"] and r["abstract"] and r["claims"] and ";" in r["claims"][0]
+    )
+    claim = record["claims"][0]
+    page.goto(base + "/search/")
+    page.fill("textarea#q", claim)
+    page.select_option("select[name=origin]", "all")
+    page.click("button[type=submit]")
+    page.wait_for_selector("ol.results li")
+    chart = page.locator("details.element-chart").first
+    chart.locator("summary").click()
+    table = chart.locator("table")
+    assert table.is_visible() and table.locator("tbody tr").count() >= 2
+    page.screenshot(path=str(ARTIFACTS / "workbench-element-table.png"), full_page=True)
+
+    with page.expect_download() as download:
+        page.click("p.exports a:text('CSV')")
+    rows = list(csv.DictReader(io.StringIO(open(download.value.path()).read())))
+    assert rows and rows[0]["rank"] == "1" and rows[0]["content_hash"]
+
+    results_url = page.url
+    page.click("p.exports a:text('Printable report')")
+    page.wait_for_selector("article.search-report")
+    assert page.locator(".report-elements li").count() >= 2
+    assert page.locator("section.report-result").count() == len(rows)
+    page.emulate_media(media="print")
+    assert not page.locator("header.site-header").is_visible()
+    page.screenshot(path=str(ARTIFACTS / "search-report-print.png"), full_page=True)
+    page.pdf(path=str(ARTIFACTS / "search-report.pdf"))
+    page.emulate_media(media="screen")
+
+    page.goto(results_url)
+    feed_url = page.locator("p.alerts a").get_attribute("href")
+    with urllib.request.urlopen(base + feed_url, timeout=30) as r:  # noqa: S310 (local site)
+        before = r.read().decode()
+    assert "<feed" in before and record["title"] not in before
+    publish = (
+        "import json, os, sys, django; django.setup(); "
+        "from patents.services import claims_normalise, patent_publish; "
+        "r = json.loads(sys.argv[1]); "
+        "patent_publish(title=r['title'], abstract=r['abstract'], "
+        "claims=claims_normalise(r['claims']), provenance={'generator_model': 'e2e/alert'})"
+    )
+    subprocess.run(
+        [sys.executable, "-c", publish, json.dumps(record)],
+        cwd=ROOT,
+        env={**live_site["env"], "DJANGO_SETTINGS_MODULE": "allthepatents.settings"},
+        check=True,
+        timeout=120,
+    )
+    # The worker indexes it (the publish hook); the feed then carries it.
+    deadline = time.monotonic() + 90
+    while True:
+        with urllib.request.urlopen(base + feed_url, timeout=30) as r:  # noqa: S310
+            after = r.read().decode()
+        if record["title"] in after or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert record["title"] in after, live_site["log"].read_text()[-3000:]
 
 
 def test_web_workers_load_the_embedder_and_index_before_taking_requests(live_site):
