@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format venv demo demo-data clean
+.PHONY: run test test-fast lint format venv demo demo-data clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/test.sh
+
+# The unit tier: no database, services, models or shared data; seconds, not minutes.
+test-fast: $(STAMP)
+	DATA_DIR=$${TEST_DATA_DIR:-$$PWD/var/test} HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 \
+		$(BIN)/pytest -m unit -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

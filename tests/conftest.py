@@ -148,3 +148,37 @@ def memo_embeddings():
     embeddings.embed = embed
     yield
     embeddings.embed = real
+
+
+# The fast tier may use only these fixtures (the two autouse ones here only touch settings).
+UNIT_FIXTURES = {
+    "request",
+    "tmp_path",
+    "capsys",
+    "monkeypatch",
+    "settings",
+    "fixture_jsonl",
+    "memo_embeddings",  # lazy: wraps embed, loads nothing until a test embeds
+    "_fresh_health_probes",
+    "_plain_static_storage",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test marked ``unit`` that asks for a database or a service fixture is a mistake in
+    the tier, not a slow unit test: refuse it at collection."""
+    for item in items:
+        if not item.get_closest_marker("unit"):
+            continue
+        params = set(getattr(getattr(item, "callspec", None), "params", {}) or {})
+        extra = {
+            name
+            for name in set(item.fixturenames) - UNIT_FIXTURES - params
+            # pytest-django's and Faker's own autouse plumbing, not a database or service
+            if not name.startswith("_")
+            and name not in ("django_db_blocker", "django_test_environment")
+        }
+        if item.get_closest_marker("django_db") or extra:
+            raise pytest.UsageError(
+                f"{item.nodeid} is marked unit but needs {sorted(extra) or 'the database'}"
+            )

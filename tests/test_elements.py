@@ -15,6 +15,7 @@ CLAIM = (
 )
 
 
+@pytest.mark.unit
 def test_a_claim_splits_into_preamble_and_elements():
     elements = claim_elements(CLAIM)
     assert elements[0] == "A beverage mug comprising"
@@ -24,6 +25,7 @@ def test_a_claim_splits_into_preamble_and_elements():
     assert len(elements) == 6
 
 
+@pytest.mark.unit
 def test_a_short_query_is_one_element():
     assert claim_elements("self-stirring mug") == ["self-stirring mug"]
     assert claim_elements("") == []

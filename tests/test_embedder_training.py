@@ -17,6 +17,7 @@ from search.embedder_training import (
 FIXTURE = Path(__file__).parent / "fixtures" / "patents-40.jsonl"
 
 
+@pytest.mark.unit
 def test_examples_come_from_one_split_only_and_keep_their_patent():
     lines = FIXTURE.read_text().splitlines()
     for split in ("train", "dev", "test"):
@@ -36,6 +37,7 @@ def _encoder(table: dict[str, list[float]]):
     return encode
 
 
+@pytest.mark.unit
 def test_hard_negative_is_the_closest_other_patent_below_the_positive():
     examples = [
         ("A", "claim a1", "doc a"),

@@ -33,6 +33,7 @@ def _setting(name, **env):
     return result.stdout.strip()
 
 
+@pytest.mark.unit
 def test_site_url_follows_host_and_port_when_unset():
     assert _setting("SITE_URL", PORT="8100") == "http://127.0.0.1:8100"
     assert _setting("SITE_URL", HOST="0.0.0.0", PORT="9000") == "http://127.0.0.1:9000"

@@ -21,6 +21,7 @@ CLAIMS = [
 ]
 
 
+@pytest.mark.unit
 def test_content_hash_ignores_whitespace_at_field_ends():
     a = content_hash(title="Cup", abstract="A cup.", claims=CLAIMS)
     b = content_hash(
@@ -32,6 +33,7 @@ def test_content_hash_ignores_whitespace_at_field_ends():
     assert len(a) == 64
 
 
+@pytest.mark.unit
 def test_content_hash_changes_with_a_claim():
     a = content_hash(title="Cup", abstract="A cup.", claims=CLAIMS)
     changed = [CLAIMS[0], {**CLAIMS[1], "text": "The cup of claim 1, made of glass."}]
@@ -39,6 +41,7 @@ def test_content_hash_changes_with_a_claim():
     assert content_hash(title="Cup!", abstract="A cup.", claims=CLAIMS) != a
 
 
+@pytest.mark.unit
 def test_public_ids_are_short_and_url_safe():
     ids = {public_id_new() for _ in range(2000)}
     assert len(ids) == 2000

@@ -11,6 +11,7 @@ from generation.quality import REPETITION_MAX, repetition_ratio, sample_judge
 from patents.services import claims_normalise
 
 
+@pytest.mark.unit
 def test_kl3m_prompts_are_exact():
     assert prompt_render(prompt_format="kl3m", mode="top-down") == "# Patent\n\n## Title"
     assert prompt_render(prompt_format="kl3m", mode="bottom-up") == "# Patent\n\n## Claims"
@@ -24,6 +25,7 @@ def test_kl3m_prompts_are_exact():
     )
 
 
+@pytest.mark.unit
 def test_42dot_sft_prompt_is_exact():
     prompt = prompt_render(prompt_format="chat-42dot", mode="top-down", topic="a mug")
     assert DOT42_SYSTEM == (
@@ -36,6 +38,7 @@ def test_42dot_sft_prompt_is_exact():
     assert "a mug" in prompt and "## Claims" in prompt
 
 
+@pytest.mark.unit
 def test_fewshot_and_kullm3_prompts():
     few = prompt_render(prompt_format="fewshot", mode="bottom-up", language="ko")
     assert few.endswith("# Patent\n\n## Claims") and "청구" not in few.split("# Patent")[-1]
@@ -74,6 +77,7 @@ def render(p, mode):
     )
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("mode", ["top-down", "bottom-up"])
 def test_parser_recovers_real_patents_in_both_orders(fixture_jsonl, mode):
     patents = _fixture_patents(fixture_jsonl)
@@ -88,6 +92,7 @@ def test_parser_recovers_real_patents_in_both_orders(fixture_jsonl, mode):
     assert passed >= 0.9 * len(patents)  # real, complete patents pass the gate
 
 
+@pytest.mark.unit
 def test_parser_truncated_output_flags_last_claim(fixture_jsonl):
     p = _fixture_patents(fixture_jsonl)[0]
     text = render(p, "top-down")
@@ -97,6 +102,7 @@ def test_parser_truncated_output_flags_last_claim(fixture_jsonl):
     assert "truncated_claim" in sample_judge(parsed)
 
 
+@pytest.mark.unit
 def test_parser_tolerates_garbage_repeats_and_missing_sections(fixture_jsonl):
     p = _fixture_patents(fixture_jsonl)[1]
     text = render(p, "top-down")
@@ -116,6 +122,7 @@ def test_parser_tolerates_garbage_repeats_and_missing_sections(fixture_jsonl):
         patent_text_parse("".join(chars)[: rng.randrange(1, len(chars))], finished=False)
 
 
+@pytest.mark.unit
 def test_gate_rejects_structural_faults():
     base = (
         "# Patent\n\n## Title\nA cup\n\n## Abstract\nA drinking cup with a handle, made of "
@@ -133,6 +140,7 @@ def test_gate_rejects_structural_faults():
     assert "repetition" in sample_judge(loop)
 
 
+@pytest.mark.unit
 def test_repetition_threshold_sits_above_real_patents(fixture_jsonl):
     ratios = sorted(
         repetition_ratio(" ".join([p["abstract"]] + [c["text"] for c in p["claims"]]))

@@ -378,6 +378,7 @@ def test_an_unreachable_tsa_leaves_publishing_working_and_retries(tsa, settings)
         call_command("ledger", "timestamp")
 
 
+@pytest.mark.unit
 def test_heads_file_formats_are_read():
     assert ledger_heads_parse({"heads": [{"position": 2, "head": "ab"}]}) == {2: "ab"}
     assert ledger_heads_parse({"chain_head": "cd", "chain_position": 7}) == {7: "cd"}

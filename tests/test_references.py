@@ -170,6 +170,7 @@ def test_page_two_numbers_on_and_a_dependent_match_shows_its_parent(client):
     assert "It depends on <strong>claim 1</strong>" in html
 
 
+@pytest.mark.unit
 def test_snippets_end_on_word_boundaries():
     from search.text import snippet, snippet_words
 

@@ -353,6 +353,7 @@ def test_invention_page_lists_closest_references_and_similar_inventions(
     reader_reset()
 
 
+@pytest.mark.unit
 def test_cpc_suggestions_count_main_groups_nearest_first():
     from types import SimpleNamespace
 
@@ -397,6 +398,7 @@ def test_reworded_copy_is_caught_by_the_embedding_check(corpus):
     assert unrelated is None
 
 
+@pytest.mark.unit
 def test_convex_fusion_keeps_score_gaps_that_rrf_throws_away():
     """A dense hit far ahead of the rest must beat a keyword near-tie; RRF, which sees only
     ranks, puts the keyword leader first. An item one list lacks still ranks."""

@@ -10,6 +10,7 @@ from generation.training import DatasetReport, patent_render, training_examples
 from tests.helpers import shared_path
 
 
+@pytest.mark.unit
 def test_render_matches_the_generation_prompts():
     text = patent_render(
         title="Mug", abstract="A mug.", claims=["A mug.", "The mug of claim 1."], order="top-down"
