@@ -31,9 +31,10 @@ from generation.prompts import (
 )
 from generation.quality import sample_judge
 from patents.models import Patent
-from patents.nearcopy import embedding_near_copy_find, near_copy_find
+from patents.nearcopy import near_copy_find
 from patents.services import patent_publish
 from patents.text import content_hash
+from search.nearcopy import embedding_near_copy_find
 
 logger = logging.getLogger(__name__)
 

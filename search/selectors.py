@@ -62,6 +62,22 @@ class SearchResult:
     total_exact: bool = True  # False: at least ``total`` (a candidate list hit its depth)
 
 
+def vector_owners(
+    vector_ids, *, documents_only: bool = False, patents=None
+) -> dict[int, tuple[int, int | None]]:
+    """FAISS id -> (patent id, claim number or None for the document vector): the one
+    mapping from the index back to the database. ``patents`` (a queryset of ids) narrows
+    it to those patents."""
+    rows = IndexedVector.objects.filter(pk__in=[int(i) for i in vector_ids if i >= 0])
+    if documents_only:
+        rows = rows.filter(claim_number=None)
+    if patents is not None:
+        rows = rows.filter(patent__in=patents)
+    return {
+        pk: (pid, claim) for pk, pid, claim in rows.values_list("pk", "patent_id", "claim_number")
+    }
+
+
 def patents_matching(filters: SearchFilters):
     """Published patents that pass ``filters``: the one definition both retrievals use."""
     qs = Patent.objects.filter(status=Patent.Status.PUBLISHED)
@@ -193,10 +209,10 @@ def dense_search(query: str, *, limit: int, filters: SearchFilters | None = None
     while True:
         scores, ids = loaded.index.search(np.ascontiguousarray(vector), k)
         pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-        rows = IndexedVector.objects.filter(pk__in=[i for i, _ in pairs])
-        if filters.narrows:
-            rows = rows.filter(patent__in=patents_matching(filters).values("pk"))
-        mapping = {r[0]: (r[1], r[2]) for r in rows.values_list("pk", "patent_id", "claim_number")}
+        mapping = vector_owners(
+            [i for i, _ in pairs],
+            patents=patents_matching(filters).values("pk") if filters.narrows else None,
+        )
         docs, claims = _split_docs_claims(pairs, mapping, limit)
         # Deep enough when the candidates name ``limit`` patents (a page and then some):
         # claim vectors outnumber documents, so both lists need not be full.
@@ -425,14 +441,10 @@ def patents_similar(
     scores, ids = loaded.index.search(
         np.asarray([vector], dtype="float32"), min(loaded.index.ntotal, k * 40)
     )
-    mapping = dict(
-        IndexedVector.objects.filter(
-            pk__in=[int(i) for i in ids[0] if i >= 0], claim_number=None
-        ).values_list("pk", "patent_id")
-    )
+    mapping = vector_owners(ids[0], documents_only=True)
     order = []
     for i in ids[0]:
-        pid = mapping.get(int(i))
+        pid = mapping.get(int(i), (None, None))[0]
         if pid and pid != patent.pk and pid not in order:
             order.append(pid)
     found = {

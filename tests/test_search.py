@@ -372,7 +372,8 @@ def test_cpc_suggestions_count_main_groups_nearest_first():
 
 @pytest.mark.django_db
 def test_reworded_copy_is_caught_by_the_embedding_check(corpus):
-    from patents.nearcopy import embedding_near_copy_find, near_copy_find
+    from patents.nearcopy import near_copy_find
+    from search.nearcopy import embedding_near_copy_find
 
     record = corpus[9]
     rng = __import__("random").Random(3)
