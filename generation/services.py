@@ -33,7 +33,7 @@ from generation.quality import sample_judge
 from patents.models import Patent
 from patents.nearcopy import near_copy_find
 from patents.services import patent_publish
-from patents.text import content_hash
+from patents.text import content_hash, control_chars_strip
 from search.nearcopy import embedding_near_copy_find
 
 logger = logging.getLogger(__name__)
@@ -271,15 +271,18 @@ def _sample_record(
     provenance_base: dict,
 ) -> Sample:
     fmt = job.generator.prompt_format
+    # A model can emit any byte: a NUL alone made PostgreSQL refuse the batch and failed
+    # the job. The count is kept with the sample, so nothing is removed silently.
+    completion, removed = control_chars_strip(output.text)
     document = (
-        prompt_document_part(prompt_format=fmt, prompt=prompt) + output.text
+        prompt_document_part(prompt_format=fmt, prompt=prompt) + completion
         if prompt_continues_document(fmt)
-        else output.text
+        else completion
     )
     parsed = patent_text_parse(document, finished=output.finished)
     reasons = sample_judge(parsed)
     patent = None
-    details: dict = {}
+    details: dict = {"control_characters_removed": removed} if removed else {}
     if not reasons:
         digest = content_hash(
             title=parsed.title, abstract=parsed.abstract, claims=parsed.claims_as_dicts()

@@ -28,6 +28,7 @@ from patents.text import (
     claim_find_dependency,
     claim_split_number,
     content_hash,
+    control_chars_strip,
     cpc_codes_text,
 )
 
@@ -81,10 +82,10 @@ def claims_normalise(claims: Iterable) -> list[dict]:
     for position, item in enumerate(claims, start=1):
         if isinstance(item, dict):
             number = int(item.get("number") or position)
-            text = str(item.get("text", "")).strip()
+            text = control_chars_strip(str(item.get("text", "")))[0].strip()
             depends_on = item.get("depends_on")
         else:
-            parsed_number, text = claim_split_number(str(item))
+            parsed_number, text = claim_split_number(control_chars_strip(str(item))[0])
             number = parsed_number or position
             depends_on = None
         if not text:
@@ -214,7 +215,7 @@ def _expect_str(record: dict, key: str) -> str:
         return ""
     if not isinstance(value, str):
         raise RecordError(f"field {key!r} must be a string, got {type(value).__name__}")
-    return value.strip()
+    return control_chars_strip(value)[0].strip()
 
 
 def _expect_str_list(record: dict, key: str) -> list[str]:
@@ -223,7 +224,7 @@ def _expect_str_list(record: dict, key: str) -> list[str]:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise RecordError(f"field {key!r} must be a list of strings")
-    return value
+    return [control_chars_strip(v)[0] for v in value]
 
 
 def reference_record_parse(record) -> dict:
@@ -277,8 +278,8 @@ def reference_record_parse(record) -> dict:
     source = record.get("source")
     if isinstance(source, list):
         source = "; ".join(str(x) for x in source if isinstance(x, str))
-    meta["source"] = source if isinstance(source, str) else ""
-    meta["kind"] = record.get("kind") if isinstance(record.get("kind"), str) else ""
+    meta["source"] = control_chars_strip(source)[0] if isinstance(source, str) else ""
+    meta["kind"] = _expect_str(record, "kind") if isinstance(record.get("kind"), str) else ""
     meta["claims_complete"] = bool(record.get("claims_complete"))
     if filing_date:
         meta["filing_date"] = filing_date.isoformat()

@@ -297,3 +297,36 @@ def test_a_long_batch_keeps_its_lease_alive(generators, settings):
     time.sleep(1.1)
     beat()  # w1 no longer owns it: its heartbeat changes nothing
     assert GenerationJob.objects.get(pk=job.pk).lease_expires_at == renewed
+
+
+@pytest.mark.django_db
+def test_control_characters_in_model_output_are_dropped_and_counted(generators, monkeypatch):
+    """A random-weight model emitted a NUL: PostgreSQL refused the batch and the job failed
+    (seen in CI). The sample is recorded without it, with the count in its details, and a
+    good text is still published."""
+    import generation.services as services
+    from generation.backends import GenerationOutput
+
+    completion = (
+        "\nSelf-stirring\x00 mug\n\n## Abstract\nA mug whose base holds a motor that turns a "
+        "magnetic\x1b stirrer in the drink, powered by a rechargeable battery.\n\n## Claims\n\n"
+        "1. A mug comprising a vessel, a base, and a motor in the base.\n\n"
+        "2. The mug of claim 1, wherein the motor drives a magnetic stirrer.\x00\n"
+    )
+
+    class Emits:
+        revision_loaded = ""
+
+        def generate(self, prompts, seeds, params, heartbeat=None):
+            return [GenerationOutput(text=completion, tokens=60, finished=True) for _ in prompts]
+
+    monkeypatch.setattr(services, "backend_for", lambda generator, model_override="": Emits())
+    job = job_create(generator=generators["kl3m-002-170m-patent"], count=2, dispatch=False)
+    assert job_run(job_id=job.pk) == "done"
+    samples = list(Sample.objects.filter(job=job).order_by("index"))
+    assert len(samples) == 2
+    for sample in samples:
+        assert "\x00" not in sample.raw_text and "\x1b" not in sample.raw_text
+        assert sample.details["control_characters_removed"] == 3
+    patent = Patent.objects.get(job=job)  # the second is a duplicate of the first
+    assert patent.title == "Self-stirring mug" and "\x00" not in patent.claims.last().text

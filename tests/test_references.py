@@ -263,3 +263,19 @@ def test_cpc_prefix_filter_acts_inside_retrieval(client, settings, tmp_path, mem
     html = client.get("/search/", {"q": "telephone heart", "origin": "reference"}).content
     assert b"CPC A61B5/0205, H04M1/23" in html
     reader_reset()
+
+
+@pytest.mark.django_db
+def test_control_characters_in_imported_records_are_dropped():
+    record = {
+        **GRANT,
+        "id": "US1000003",
+        "title": "Tele\x00phone",
+        "abstract": "A phone\x07 with keys.",
+        "claims": ["1. A phone\x00 comprising keys."],
+        "cpc": ["H04M\x001/23"],
+    }
+    patent = _import(record)["US1000003"]
+    assert patent.title == "Telephone" and patent.abstract == "A phone with keys."
+    assert patent.claims.get().text == "A phone comprising keys."
+    assert patent.source_meta["cpc"] == ["H04M1/23"] and patent.cpc_codes == " H04M1/23 "
