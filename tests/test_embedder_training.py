@@ -91,6 +91,8 @@ def test_train_embedder_command_fine_tunes_the_packaged_model(tmp_path, capsys):
         "1",
         "--bf16",
         "off",
+        "--hard-negatives",
+        "on",
     )
     printed = capsys.readouterr().out
     assert "mined 16 hard negatives" in printed and "EMBEDDING_MODEL=" in printed

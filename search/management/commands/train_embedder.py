@@ -45,9 +45,10 @@ class Command(ProgressCommand):
         parser.add_argument(
             "--hard-negatives",
             choices=["on", "off"],
-            default="on",
+            # Off until measured: the published figures are for the recipe without them.
+            default="off",
             help="mine one hard negative per pair with the base model (other patents' "
-            "documents and claims)",
+            "documents and claims); not yet measured against the default",
         )
         parser.add_argument("--limit", type=int, help="at most this many pairs (smoke runs)")
 
