@@ -309,6 +309,30 @@ def _claim_queries(path: str, count: int) -> list[str]:
     return out
 
 
+def bench_feed(url: str, queries: list[str]) -> dict:
+    """What one poll of a search's alert feed costs: the first (a cache miss, one search)
+    and a second poll of the same feed (a cache hit)."""
+
+    def get(q):
+        t = time.perf_counter()
+        feed = f"{url}/search/feed.atom?" + urllib.parse.urlencode({"q": q[:1500]})
+        with urllib.request.urlopen(feed, timeout=60) as resp:  # noqa: S310 (localhost)
+            resp.read()
+        return (time.perf_counter() - t) * 1000
+
+    miss = [get(q) for q in queries]
+    hit = [get(q) for q in queries]
+    row = {
+        "feed_polls": len(queries),
+        "miss_p50_ms": round(pct(miss, 0.5), 1),
+        "miss_p95_ms": round(pct(miss, 0.95), 1),
+        "hit_p50_ms": round(pct(hit, 0.5), 1),
+        "hit_p95_ms": round(pct(hit, 0.95), 1),
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def bench_api(args, *, extra: dict | None = None, queries: list[str] | None = None):
     queries = queries or QUERIES
     extra = extra or {}
@@ -409,6 +433,7 @@ def main():
         print(f"{len(queries)} claims from {args.claims}", flush=True)
         for extra in ({}, {"elements": 1}, {"combinations": 1}):
             bench_api(args, extra=extra, queries=queries)
+        bench_feed(args.url, queries[:50])
         return
     commands = {
         "faiss": bench_faiss,
