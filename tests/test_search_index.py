@@ -179,3 +179,39 @@ def test_search_alert_feed_lists_new_matching_inventions(
     feed = client.get(url).content.decode()
     assert "Self-stirring travel mug" in feed and later.public_id in feed
     reader_reset()
+
+
+@pytest.mark.django_db
+def test_a_first_build_keeps_every_core_when_it_loads_the_model(
+    fixture_jsonl, tmp_path, settings, monkeypatch
+):
+    """The model's first load used to reset torch to TORCH_THREADS inside the indexing
+    context: a first `search_index update` from the command line ran on one core."""
+    import torch
+
+    import search.embeddings as embeddings
+
+    settings.INDEX_DIR = tmp_path / "threads"
+    settings.TORCH_THREADS = 1
+    settings.SEARCH_INDEX_THREADS = 2
+    settings.NEAR_COPY_EMBEDDING_CHECK = False
+    reader_reset()
+    lines = fixture_jsonl.read_text().splitlines()[:3]
+    reference_import_records(enumerate(lines, start=1))
+    search_documents_sync()
+    monkeypatch.setattr(embeddings, "_models", {})
+    monkeypatch.setattr(embeddings, "_bulk_models", {})
+    real = embeddings.embed
+    seen = []
+
+    def embed(texts, **kwargs):
+        vectors = real(texts, **kwargs)
+        seen.append(torch.get_num_threads())
+        return vectors
+
+    monkeypatch.setattr(embeddings, "embed", embed)
+    before = torch.get_num_threads()
+    search_index_update()
+    assert seen and set(seen) == {2}
+    assert torch.get_num_threads() == before  # queries go back to their own setting
+    reader_reset()
