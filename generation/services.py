@@ -203,7 +203,7 @@ def job_rerun(*, job: GenerationJob) -> GenerationJob:
     return job
 
 
-def _job_claim(job_id: int, token: str) -> bool:
+def job_claim(*, job_id: int, token: str) -> bool:
     """Compare-and-swap: take a queued job, or a running one whose lease has expired."""
     now = timezone.now()
     lease = now + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
@@ -335,7 +335,7 @@ def job_run(*, job_id: int, progress: Callable[[GenerationJob], None] | None = N
     restarted run skips sample indexes already recorded.
     """
     token = f"{WORKER_ID}:{uuid.uuid4().hex[:8]}"
-    if not _job_claim(job_id, token):
+    if not job_claim(job_id=job_id, token=token):
         return "not-claimed"
     job = GenerationJob.objects.select_related("generator").get(pk=job_id)
     try:
@@ -378,7 +378,7 @@ def job_run(*, job_id: int, progress: Callable[[GenerationJob], None] | None = N
             seeds.append(sample_seed(job_seed=job.seed, index=index))
             modes.append(mode)
         outputs = backend.generate(
-            prompts, seeds, params, heartbeat=_lease_keeper(job_id=job_id, token=token)
+            prompts, seeds, params, heartbeat=job_lease_keeper(job_id=job_id, token=token)
         )
         took = time.process_time() - cpu_started
         with transaction.atomic():
@@ -409,7 +409,7 @@ def job_run(*, job_id: int, progress: Callable[[GenerationJob], None] | None = N
             progress(job)
 
 
-def _lease_keeper(*, job_id: int, token: str):
+def job_lease_keeper(*, job_id: int, token: str):
     """A heartbeat for the backend: renews the lease at most every third of its length, so
     a batch longer than the lease (long samples, fp32, a slow box) is not taken over."""
     every = settings.GENERATION_LEASE_SECONDS / 3

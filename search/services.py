@@ -136,7 +136,7 @@ def progress_write(data: dict) -> None:
         logger.warning("could not write index progress: %s", exc)
 
 
-def _add_rows(index, rows, progress: _Progress | None, checkpoint=None):
+def index_rows_add(index, rows, progress: _Progress | None = None, checkpoint=None):
     """Embeds and adds ``rows``; ``checkpoint(index, last_id)`` saves a partial index every
     SEARCH_INDEX_CHECKPOINT vectors so that search uses what is done while the rest runs."""
     import numpy as np
@@ -227,7 +227,7 @@ def search_index_update(
         added, new_last = 0, last_id
         try:
             while rows:
-                _add_rows(index, rows, tracker, checkpoint if use_checkpoints else None)
+                index_rows_add(index, rows, tracker, checkpoint if use_checkpoints else None)
                 added += len(rows)
                 new_last = max(new_last, rows[-1].pk)
                 rows = list(IndexedVector.objects.filter(pk__gt=new_last).order_by("pk"))

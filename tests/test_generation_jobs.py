@@ -279,12 +279,12 @@ def test_a_long_batch_keeps_its_lease_alive(generators, settings):
     runs longer than the lease is not taken over by another worker; a lost lease stays lost."""
     import time
 
-    from generation.services import _job_claim, _lease_keeper
+    from generation.services import job_claim, job_lease_keeper
 
     settings.GENERATION_LEASE_SECONDS = 3
     job = job_create(generator=generators["kl3m-002-170m-patent"], count=1, dispatch=False)
-    assert _job_claim(job.pk, "w1")
-    beat = _lease_keeper(job_id=job.pk, token="w1")
+    assert job_claim(job_id=job.pk, token="w1")
+    beat = job_lease_keeper(job_id=job.pk, token="w1")
     first = GenerationJob.objects.get(pk=job.pk).lease_expires_at
     beat()  # too soon: no write
     assert GenerationJob.objects.get(pk=job.pk).lease_expires_at == first
@@ -292,7 +292,7 @@ def test_a_long_batch_keeps_its_lease_alive(generators, settings):
     beat()
     renewed = GenerationJob.objects.get(pk=job.pk).lease_expires_at
     assert renewed > first
-    assert not _job_claim(job.pk, "w2")  # the lease is live: nobody else may claim
+    assert not job_claim(job_id=job.pk, token="w2")  # the lease is live: nobody else may claim
     GenerationJob.objects.filter(pk=job.pk).update(lease_owner="w2")
     time.sleep(1.1)
     beat()  # w1 no longer owns it: its heartbeat changes nothing

@@ -115,7 +115,7 @@ def test_withdrawn_patent_leaves_the_results(corpus):
 def _first_half_indexed(settings) -> tuple[list[int], int]:
     """Saves an exact index of the first half of the vectors, as if the rest came later.
     Returns all vector ids and the last one indexed."""
-    from search.services import _add_rows
+    from search.services import index_rows_add
     from search.store import index_new, index_save
 
     reader_reset()
@@ -123,7 +123,7 @@ def _first_half_indexed(settings) -> tuple[list[int], int]:
     half = ids[len(ids) // 2]
     index, kind = index_new(384, 0)
     assert kind == "flat"
-    _add_rows(index, list(IndexedVector.objects.filter(pk__lte=half).order_by("pk")), None)
+    index_rows_add(index, list(IndexedVector.objects.filter(pk__lte=half).order_by("pk")))
     index_save(
         index,
         manifest={
