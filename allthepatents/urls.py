@@ -7,6 +7,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("", include("search.urls")),
+    path("", include("generation.urls")),
     path("", include("patents.urls")),
 ]
 

@@ -13,7 +13,6 @@ urlpatterns = [
         views.patent_download,
         name="patent-download",
     ),
-    path("stats/", views.stats, name="stats"),
     path("ledger/", views.ledger, name="ledger"),
     path("ledger/heads.json", views.ledger_heads_json, name="ledger-heads"),
     path("downloads/", views.downloads, name="downloads"),
