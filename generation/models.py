@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from patents import vocabulary
+
 
 class Generator(models.Model):
     """A registered text generator: a model, where it lives, and how to prompt it."""
@@ -50,8 +52,8 @@ class GenerationJob(models.Model):
         CANCELLED = "cancelled", "Cancelled"
 
     class Mode(models.TextChoices):
-        TOP_DOWN = "top-down", "Top-down (title, abstract, claims)"
-        BOTTOM_UP = "bottom-up", "Bottom-up (claims, abstract, title)"
+        TOP_DOWN = vocabulary.TOP_DOWN, "Top-down (title, abstract, claims)"
+        BOTTOM_UP = vocabulary.BOTTOM_UP, "Bottom-up (claims, abstract, title)"
         MIXED = "mixed", "Mixed (alternating)"
 
     generator = models.ForeignKey(Generator, on_delete=models.PROTECT, related_name="jobs")

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from patents.text import claim_find_dependency
+from patents.vocabulary import BOTTOM_UP, TOP_DOWN
 
 SECTION_RE = re.compile(
     r"^[ \t]*#{2,3}[ \t]*(title|abstract|claims?|제목|요약|청구항|청구범위)[ \t]*:?[ \t]*$",
@@ -107,9 +108,9 @@ def patent_text_parse(text: str, *, finished: bool = True) -> ParsedPatent:
     result.claims = _claims_parse(sections.get("claims", ""))
 
     if order[:1] == ["title"]:
-        result.order = "top-down"
+        result.order = TOP_DOWN
     elif order[:1] == ["claims"]:
-        result.order = "bottom-up"
+        result.order = BOTTOM_UP
 
     last_section = order[-1] if order else ""
     if not finished:

@@ -1,7 +1,6 @@
 """Prompt formats of the supported generators, as exact strings."""
 
-TOP_DOWN = "top-down"
-BOTTOM_UP = "bottom-up"
+from patents.vocabulary import BOTTOM_UP, TOP_DOWN  # noqa: F401 (re-exported)
 
 KL3M_TOP_DOWN = "# Patent\n\n## Title"
 KL3M_BOTTOM_UP = "# Patent\n\n## Claims"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generation.prompts import KL3M_BOTTOM_UP, KL3M_TOP_DOWN
+from patents.vocabulary import BOTTOM_UP, MODES, TOP_DOWN
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ SIZES = {
 def patent_render(*, title: str, abstract: str, claims: list[str], order: str) -> str:
     """Exactly the generation prompts' format (see generation.prompts), without EOS."""
     claims_md = "\n\n".join(f"{i}. {text}" for i, text in enumerate(claims, start=1))
-    if order == "top-down":
+    if order == TOP_DOWN:
         return f"{KL3M_TOP_DOWN}\n{title}\n\n## Abstract\n{abstract}\n\n## Claims\n\n{claims_md}"
     return f"{KL3M_BOTTOM_UP}\n\n{claims_md}\n\n## Abstract\n{abstract}\n\n## Title\n{title}"
 
@@ -55,7 +56,7 @@ class DatasetReport:
     skipped_incomplete: int = 0
     skipped_too_long: int = 0
     truncated: int = 0
-    examples: dict = field(default_factory=lambda: {"top-down": 0, "bottom-up": 0})
+    examples: dict = field(default_factory=lambda: dict.fromkeys(MODES, 0))
 
 
 def training_examples(
@@ -78,7 +79,7 @@ def training_examples(
         if not (title and abstract and claims):
             report.skipped_incomplete += 1
             continue
-        order = "top-down" if rng.random() < mix else "bottom-up"
+        order = TOP_DOWN if rng.random() < mix else BOTTOM_UP
         kept = len(claims)
         while True:
             text = (
@@ -337,7 +338,7 @@ def hit_rate_measure(
         temperature=0.8, top_p=0.95, top_k=50, repetition_penalty=1.1, max_new_tokens=max_new_tokens
     )
     out = {}
-    for mode, prompt in (("top-down", KL3M_TOP_DOWN), ("bottom-up", KL3M_BOTTOM_UP)):
+    for mode, prompt in ((TOP_DOWN, KL3M_TOP_DOWN), (BOTTOM_UP, KL3M_BOTTOM_UP)):
         passed, copies, closest, reasons = 0, 0, [], {}
         for start in range(0, count, 8):
             n = min(8, count - start)

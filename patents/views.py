@@ -40,6 +40,7 @@ from patents.selectors import (
     patents_visible,
 )
 from patents.services import patent_as_record
+from patents.vocabulary import MODES
 
 PER_PAGE = 20
 DUMP_NAME_RE = re.compile(
@@ -64,7 +65,7 @@ def home(request):
 def browse(request):
     generator = request.GET.get("generator", "")[:300]
     mode = request.GET.get("mode", "")
-    if mode not in ("", "top-down", "bottom-up"):
+    if mode and mode not in MODES:
         return HttpResponseBadRequest("mode must be top-down or bottom-up")
     on = None
     if request.GET.get("date"):

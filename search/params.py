@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from patents.text import cpc_normalise
+from patents.vocabulary import GENERATED, MODES, ORIGIN_ALL, ORIGINS
 from search.selectors import SearchFilters
 
 
@@ -69,11 +70,11 @@ def search_params_parse(data, *, default_k: int = 10) -> SearchParams:
     filed_after = _date(data.get("filed_after"), "filed_after")
     if filed_before and filed_after and filed_after >= filed_before:
         raise SearchParamError("'filed_after' must be earlier than 'filed_before'")
-    origin = str(data.get("origin") or "generated")
-    if origin not in ("generated", "reference", "all"):
+    origin = str(data.get("origin") or GENERATED)
+    if origin not in (*ORIGINS, ORIGIN_ALL):
         raise SearchParamError("'origin' must be generated, reference or all")
     mode = str(data.get("mode") or "")
-    if mode not in ("", "top-down", "bottom-up"):
+    if mode and mode not in MODES:
         raise SearchParamError("'mode' must be top-down or bottom-up")
     generator = str(data.get("generator") or "")[:300]
     cpc = []

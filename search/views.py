@@ -17,6 +17,7 @@ from patents.models import Patent
 from patents.presentation import display_title, official_url, reference_number
 from patents.selectors import patent_get
 from patents.services import patent_provenance
+from patents.vocabulary import GENERATED, MODES, ORIGIN_ALL, ORIGINS, REFERENCE
 from search.elements import claim_elements, element_charts, element_combinations
 from search.exports import export_bibtex, export_csv, export_ris, export_row
 from search.params import SearchParamError, search_params_parse
@@ -186,7 +187,7 @@ def _page_context(request, params, result, *, base_query: str):
     if not hits and params.page == 1 and params.filters.origin != "all":
         count = origin_other_count(params.q, filters=params.filters)
         if count:
-            other_origin = "reference" if params.filters.origin == "generated" else "generated"
+            other_origin = REFERENCE if params.filters.origin == GENERATED else GENERATED
             query = QueryDict(base_query, mutable=True)
             query["origin"] = other_origin
             other = {"count": count, "origin": other_origin, "query": query.urlencode()}
@@ -572,11 +573,11 @@ _FILTERS = {
     "filed_after": {**_DATE, "description": "filed on or after (references)"},
     "origin": {
         "type": "string",
-        "enum": ["generated", "reference", "all"],
-        "default": "generated",
+        "enum": [*ORIGINS, ORIGIN_ALL],
+        "default": GENERATED,
     },
     "generator": {"type": "string"},
-    "mode": {"type": "string", "enum": ["top-down", "bottom-up"]},
+    "mode": {"type": "string", "enum": list(MODES)},
     "cpc": {
         "type": "string",
         "description": "CPC codes or prefixes, space- or comma-separated (H04L, A61B5/02): "
@@ -691,7 +692,7 @@ OPENAPI = {
                     "title": {"type": "string"},
                     "display_title": {"type": "string"},
                     "url": {"type": "string"},
-                    "origin": {"type": "string", "enum": ["generated", "reference"]},
+                    "origin": {"type": "string", "enum": list(ORIGINS)},
                     "published_at": {
                         "type": "string",
                         "format": "date-time",

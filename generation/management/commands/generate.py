@@ -18,7 +18,9 @@ class Command(ProgressCommand):
             default="kl3m-002-170m-patent",
             help="registry name, hub id, or a local model directory",
         )
-        parser.add_argument("--mode", default="top-down", choices=GenerationJob.Mode.values)
+        parser.add_argument(
+            "--mode", default=GenerationJob.Mode.TOP_DOWN, choices=GenerationJob.Mode.values
+        )
         parser.add_argument("--count", type=int, default=20)
         parser.add_argument("--temperature", type=float)
         parser.add_argument("--top-p", type=float)
