@@ -53,21 +53,10 @@ def task_send(task, *, args=(), countdown=None, timeout: float | None = None):
     what Celery itself uses for retries: publishing there keeps one kind of connection."""
     from django.conf import settings
 
+    # Retries follow task_publish_retry_policy above (one quick retry).
     if IN_WORKER:
-        return task.apply_async(
-            args=args,
-            countdown=countdown,
-            retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
-        )
-
+        return task.apply_async(args=args, countdown=countdown)
     timeout = settings.BROKER_SEND_TIMEOUT if timeout is None else timeout
     options = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
     with app.connection_for_write(transport_options=options, connect_timeout=timeout) as conn:
-        return task.apply_async(
-            args=args,
-            countdown=countdown,
-            connection=conn,
-            retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
-        )
+        return task.apply_async(args=args, countdown=countdown, connection=conn)

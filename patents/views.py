@@ -134,11 +134,8 @@ def patent_detail(request, public_id):
     numbers = {c.number for c in claims}
     from search.selectors import patents_similar
 
-    references = (
-        patents_similar(patent, k=10, origin=Patent.Origin.REFERENCE)
-        if patent.origin == Patent.Origin.GENERATED
-        else patents_similar(patent, k=5, origin=Patent.Origin.REFERENCE)
-    )
+    # Ten nearest references: the page lists five, the CPC suggestion counts all ten.
+    references = patents_similar(patent, k=10, origin=Patent.Origin.REFERENCE)
     return render(
         request,
         "patents/detail.html",

@@ -267,6 +267,7 @@ def search_index_update_enqueue() -> bool:
     runs. Returns whether a task was sent."""
     from django.core.cache import cache
 
+    from allthepatents.celery import task_send
     from search.tasks import search_index_update_task
 
     try:
@@ -275,10 +276,7 @@ def search_index_update_enqueue() -> bool:
     except Exception as exc:  # the cache is down: enqueue anyway, a no-op costs little
         logger.warning("index enqueue mark unavailable: %s", exc)
     try:
-        # The publish hook runs in workers too: the app's own producer pool, as before.
-        search_index_update_task.apply_async(
-            countdown=2, retry=True, retry_policy={"max_retries": 1, "interval_start": 0}
-        )
+        task_send(search_index_update_task, countdown=2)
         return True
     except Exception as exc:  # a dead broker: the next update (or `search_index update`) catches up
         logger.warning("could not enqueue indexing: %s", exc)

@@ -302,22 +302,34 @@ def _limited_search(request, data):
     return params, result, None
 
 
+def _result_page_search(request):
+    """A result page's search from its GET (``q`` or ``qid``), rate-limited: (data, params,
+    result, None), or (None, None, None, the JSON error response)."""
+    try:
+        data = _search_data(request)
+    except SearchParamError as exc:
+        return None, None, None, _error(str(exc))
+    params, result, error = _limited_search(request, data)
+    return data, params, result, error
+
+
+def _export_rows(request, params, result) -> list[dict]:
+    first = (params.page - 1) * params.k + 1
+    return [
+        export_row(h.patent, score=h.score, rank=first + n, request=request)
+        for n, h in enumerate(result.hits)
+    ]
+
+
 @require_http_methods(["GET"])
 def search_export(request, fmt):
     """The result page's hits as CSV, RIS or BibTeX, for an examiner's file."""
     if fmt not in EXPORT_TYPES:
         raise Http404("unknown export format")
-    try:
-        data = _search_data(request)
-    except SearchParamError as exc:
-        return _error(str(exc))
-    params, result, error = _limited_search(request, data)
+    _data, params, result, error = _result_page_search(request)
     if error:
         return error
-    rows = [
-        export_row(h.patent, score=h.score, rank=(params.page - 1) * params.k + n, request=request)
-        for n, h in enumerate(result.hits, start=1)
-    ]
+    rows = _export_rows(request, params, result)
     body = {"csv": export_csv, "ris": export_ris, "bib": export_bibtex}[fmt](rows)
     response = HttpResponse(body, content_type=EXPORT_TYPES[fmt])
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
@@ -332,22 +344,19 @@ def search_report(request):
     element table. Plain HTML with print styles (the browser's "Save as PDF" makes the PDF;
     no maintained Python library renders one without a browser engine or system libraries).
     """
-    try:
-        data = _search_data(request)
-    except SearchParamError as exc:
-        return _error(str(exc))
-    params, result, error = _limited_search(request, data)
+    data, params, result, error = _result_page_search(request)
     if error:
         return error
     charts = _charts(params, result)
-    first = (params.page - 1) * params.k + 1
     rows = [
         {
-            **export_row(h.patent, score=h.score, rank=first + n, request=request),
-            "chart": charts.get(h.patent.pk),
-            "chart_rows": _chart_rows_html(charts[h.patent.pk]) if h.patent.pk in charts else [],
+            **row,
+            "chart": charts.get(row["patent"].pk),
+            "chart_rows": _chart_rows_html(charts[row["patent"].pk])
+            if row["patent"].pk in charts
+            else [],
         }
-        for n, h in enumerate(result.hits)
+        for row in _export_rows(request, params, result)
     ]
     filters = [
         (label, data.get(key))
