@@ -1,4 +1,5 @@
 import os
+from urllib.parse import urlsplit
 
 from celery import Celery
 from celery.signals import worker_init
@@ -57,6 +58,12 @@ def task_send(task, *, args=(), countdown=None, timeout: float | None = None):
     if IN_WORKER:
         return task.apply_async(args=args, countdown=countdown)
     timeout = settings.BROKER_SEND_TIMEOUT if timeout is None else timeout
-    options = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    options = {}
+    # Socket timeouts are the Redis transport's options; the SQLAlchemy transport (the
+    # broker without Redis) hands its options to create_engine, which refuses them. A
+    # database broker is local, and its driver's own timeouts apply.
+    scheme = urlsplit(app.conf.broker_url or "").scheme
+    if scheme.startswith("redis") or scheme == "sentinel":
+        options = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
     with app.connection_for_write(transport_options=options, connect_timeout=timeout) as conn:
         return task.apply_async(args=args, countdown=countdown, connection=conn)

@@ -8,6 +8,10 @@ pasted claim lands next to the document it claims.
 Patents are split by a hash of their id: ``train`` (70 %) teaches, ``dev`` (15 %) tunes
 settings, ``test`` (15 %) is only ever reported. ``search_eval --split`` uses the same
 function, so evaluation never sees a training pair.
+
+Training and mining import nothing of Django at module level, so that the GPU bench
+(``bench/embedder_gpu.py``) runs this very code on a machine that has only torch and
+sentence-transformers.
 """
 
 import hashlib
@@ -16,8 +20,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-
-from patents.services import RecordError, reference_record_parse
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ def embedder_examples_load(
     """(patent id, claim, title + abstract) for each patent of ``split`` that has both: its
     first claim, and with ``extra_claims`` up to that many of its other independent claims
     against the same document (an examiner pastes whichever claim is at issue)."""
+    from patents.services import RecordError, reference_record_parse
+
     examples = []
     for line in lines:
         try:
@@ -123,17 +127,26 @@ def hard_negatives_mine(
     return negatives
 
 
+def model_source(name: str) -> str:
+    """A model name or directory as SentenceTransformer loads it: the offline package's name
+    resolves to its directory. A directory is taken as it is, without importing the site's
+    settings (the GPU bench has no Django)."""
+    if Path(name).is_dir():
+        return name
+    from search.embeddings import embedding_model_source
+
+    return embedding_model_source(name)
+
+
 def base_encoder(base: str, *, bf16: bool, threads: int | None = None):
     """The untrained model as an ``encode`` for ``hard_negatives_mine`` (bf16 where the CPU
     computes it natively: mining only ranks, and 16 bits keep the order)."""
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from search.embeddings import embedding_model_source
-
     if threads:
         torch.set_num_threads(threads)
-    model = SentenceTransformer(embedding_model_source(base), device="cpu")
+    model = SentenceTransformer(model_source(base), device="cpu")
     # The opening of a claim names its subject; half the window halves the mining time.
     model.max_seq_length = min(model.max_seq_length, 128)
     if bf16:
@@ -176,15 +189,13 @@ def embedder_train(
     from sentence_transformers.training_args import BatchSamplers
     from transformers import TrainerCallback
 
-    from search.embeddings import embedding_model_source
-
     if len(pairs) < 2:
         raise ValueError("need at least two training pairs")
     torch.manual_seed(seed)
     if threads:
         # A one-off batch job, unlike the web and worker processes: use every core.
         torch.set_num_threads(threads)
-    model = SentenceTransformer(embedding_model_source(base), device="cpu")
+    model = SentenceTransformer(model_source(base), device="cpu")
     model.max_seq_length = max_seq_length
     columns = {"anchor": [a for a, _ in pairs], "positive": [p for _, p in pairs]}
     if negatives is not None:

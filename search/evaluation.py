@@ -4,7 +4,7 @@ Each query is a patent's first claim; the right answer is that patent, indexed b
 + abstract only (its own claims would find themselves). Distractors are other patents added
 to the corpus; with ``distractor_claims`` they keep their claims, in the keyword index and
 as claim vectors, as they would on the site. Ranking goes through the site's own fusion
-(``search.selectors.hybrid_rank``). The site's database and index are never touched.
+(``search.ranking``). The site's database and index are never touched.
 """
 
 import hashlib
@@ -17,7 +17,7 @@ from pathlib import Path
 from patents.services import RecordError, reference_record_parse
 from search.embedder_training import document_text, patent_split
 from search.keyword import fts5_match_expression
-from search.selectors import hybrid_rank, rrf_fuse
+from search.ranking import eval_query_ranks, retrieval_metrics
 from search.text import query_terms
 
 DEPTH = 100
@@ -84,22 +84,6 @@ def eval_distractors_load(lines, *, count: int, exclude: set[str]) -> list[EvalD
     return docs
 
 
-def _metrics(ranks: list[int | None]) -> dict:
-    n = len(ranks) or 1
-    return {
-        "recall@1": round(sum(1 for r in ranks if r == 1) / n, 4),
-        "recall@10": round(sum(1 for r in ranks if r and r <= 10) / n, 4),
-        "mrr": round(sum(1 / r for r in ranks if r) / n, 4),
-    }
-
-
-def _rank(ranked: list[int], target: int) -> int | None:
-    try:
-        return ranked.index(target) + 1
-    except ValueError:
-        return None
-
-
 def _npy_cached(cache_dir: Path | None, key: str, texts: list[str], compute):
     """``compute()``, kept on disk by (key, texts) so that fusion settings can be compared
     without re-embedding tens of thousands of claims."""
@@ -147,6 +131,37 @@ def _queries_cached(texts, *, model, cache_dir, words):
     )
 
 
+def keyword_index_build(docs: list[EvalDoc], *, with_claims: bool) -> sqlite3.Connection:
+    """An in-memory FTS5 table of ``docs`` (row id = position), weighted as the site's."""
+    db = sqlite3.connect(":memory:")
+    db.execute(
+        "CREATE VIRTUAL TABLE docs USING fts5(title, abstract, claims, tokenize='porter unicode61')"
+    )
+    db.executemany(
+        "INSERT INTO docs(rowid, title, abstract, claims) VALUES (?, ?, ?, ?)",
+        [
+            (i, d.title, d.abstract, "\n".join(d.claims) if with_claims else "")
+            for i, d in enumerate(docs)
+        ],
+    )
+    return db
+
+
+def keyword_ranked(db: sqlite3.Connection, query: str, *, depth: int = DEPTH):
+    """(row id, score) best first: BM25 over title, abstract and claims (3 : 2 : 1)."""
+    terms = query_terms(query)
+    if not terms:
+        return []
+    return [
+        (row[0], -row[1])
+        for row in db.execute(
+            "SELECT rowid, bm25(docs, 3.0, 2.0, 1.0) AS rank FROM docs "
+            "WHERE docs MATCH ? ORDER BY rank LIMIT ?",
+            (fts5_match_expression(terms), depth),
+        )
+    ]
+
+
 def search_eval_run(
     cases: list[EvalCase],
     *,
@@ -163,17 +178,7 @@ def search_eval_run(
 
     distractors = distractors or []
     docs = [EvalDoc(t, a) for t, a in (c.doc_text for c in cases)] + distractors
-    db = sqlite3.connect(":memory:")
-    db.execute(
-        "CREATE VIRTUAL TABLE docs USING fts5(title, abstract, claims, tokenize='porter unicode61')"
-    )
-    db.executemany(
-        "INSERT INTO docs(rowid, title, abstract, claims) VALUES (?, ?, ?, ?)",
-        [
-            (i, d.title, d.abstract, "\n".join(d.claims) if distractor_claims else "")
-            for i, d in enumerate(docs)
-        ],
-    )
+    db = keyword_index_build(docs, with_claims=distractor_claims)
     doc_vectors = _embed_cached(
         [document_text(d.title, d.abstract) for d in docs],
         model=model,
@@ -212,57 +217,20 @@ def search_eval_run(
                 query_vectors, min(DEPTH * 8, claim_index.ntotal)
             )
         for offset, case in enumerate(chunk):
-            target = start + offset
-            terms = query_terms(case.query)
-            keyword_scored = (
-                [
-                    (row[0], -row[1])
-                    for row in db.execute(
-                        "SELECT rowid, bm25(docs, 3.0, 2.0, 1.0) AS rank FROM docs "
-                        "WHERE docs MATCH ? ORDER BY rank LIMIT ?",
-                        (fts5_match_expression(terms), DEPTH),
-                    )
-                ]
-                if terms
-                else []
-            )
-            dense_docs = [
-                (int(i), float(s), None)
-                for i, s in zip(dense_ids[offset], dense_scores[offset], strict=True)
-                if i >= 0
-            ]
-            dense_claims, seen = [], set()
-            if claim_index is not None:
-                for i, s in zip(claim_ids[offset], claim_scores[offset], strict=True):
-                    owner = claim_owner[int(i)] if i >= 0 else None
-                    if owner is not None and owner not in seen:
-                        seen.add(owner)
-                        dense_claims.append((owner, float(s), 1))
-            dense_only = hybrid_rank(
-                dense_docs=dense_docs,
-                dense_claims=dense_claims,
-                keyword=[],
-                alpha=1.0,
+            query_ranks = eval_query_ranks(
+                target=start + offset,
+                dense_ids=dense_ids[offset],
+                dense_scores=dense_scores[offset],
+                claim_ids=claim_ids[offset] if claim_index is not None else None,
+                claim_scores=claim_scores[offset] if claim_index is not None else None,
+                claim_owner=claim_owner,
+                keyword_scored=keyword_ranked(db, case.query),
+                fusions=fusions,
+                alpha=default["alpha"],
                 claim_margin=default["claim_margin"],
             )
-            ranks["keyword"].append(_rank([item for item, _ in keyword_scored], target))
-            ranks["dense"].append(_rank([item for item, _ in dense_only], target))
-            for name, conf in fusions.items():
-                if "k" not in conf:
-                    fused = hybrid_rank(
-                        dense_docs=dense_docs,
-                        dense_claims=dense_claims,
-                        keyword=keyword_scored,
-                        alpha=conf.get("alpha", default["alpha"]),
-                        claim_margin=conf.get("claim_margin", default["claim_margin"]),
-                    )
-                else:
-                    fused = rrf_fuse(
-                        [[i for i, _ in dense_only], [i for i, _ in keyword_scored]],
-                        k=conf["k"],
-                        weights=conf["weights"],
-                    )
-                ranks[name].append(_rank([item for item, _ in fused], target))
+            for name, rank in query_ranks.items():
+                ranks[name].append(rank)
         if progress:
             progress(len(chunk))
-    return {name: _metrics(r) for name, r in ranks.items()}
+    return {name: retrieval_metrics(r) for name, r in ranks.items()}

@@ -12,12 +12,12 @@ from django.db.models import Max, Q
 from patents.models import Claim, Patent
 from search.keyword import keyword_search
 from search.models import IndexedVector, StoredQuery
+from search.ranking import convex_fuse, hybrid_rank, rrf_fuse  # noqa: F401 (re-exported)
 from search.store import IndexUnavailable, index_for_search, manifest_read
 from search.text import query_terms, snippet
 
 logger = logging.getLogger(__name__)
 
-RRF_K = 60
 CANDIDATES = 100  # per list; the depth search_eval measures fusion at
 
 
@@ -220,50 +220,6 @@ def dense_search(query: str, *, limit: int, filters: SearchFilters | None = None
         if len(found) >= limit or k >= ntotal:
             return docs, claims
         k = min(ntotal, k * 2)
-
-
-def rrf_fuse(lists: list[list[int]], *, k: int = RRF_K, weights: list[float] | None = None):
-    """Reciprocal rank fusion: sum of w / (k + rank) over the lists that hold an item."""
-    weights = weights or [1.0] * len(lists)
-    scores: dict[int, float] = {}
-    for ranked, weight in zip(lists, weights, strict=True):
-        for rank, item in enumerate(ranked, start=1):
-            scores[item] = scores.get(item, 0.0) + weight / (k + rank)
-    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-
-
-def convex_fuse(lists: list[list[tuple[int, float]]], *, weights: list[float]):
-    """Convex combination of min-max normalised scores: sum of w * (s - min) / (max - min)
-    over the lists that hold an item (an item a list lacks scores 0 there, as its worst).
-
-    Unlike RRF it keeps how far apart scores are: a dense list whose best hit is far ahead
-    of the rest outweighs a keyword list of near-ties (measured in `search_eval`)."""
-    scores: dict[int, float] = {}
-    for ranked, weight in zip(lists, weights, strict=True):
-        if not ranked or not weight:
-            continue
-        values = [s for _, s in ranked]
-        low, high = min(values), max(values)
-        for item, score in ranked:
-            # All tied (or a single hit): each is the list's best.
-            norm = (score - low) / (high - low) if high > low else 1.0
-            scores[item] = scores.get(item, 0.0) + weight * norm
-    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-
-
-def hybrid_rank(*, dense_docs, dense_claims, keyword, alpha: float, claim_margin: float):
-    """The site's ranking, also what `search_eval` measures. A patent's dense score is the
-    better of its document vector and its best claim vector less ``claim_margin`` (a pasted
-    claim is best matched by a claim, a description by the abstract, but claims resemble
-    each other in form); then the convex fusion with the keyword scores."""
-    dense: dict[int, float] = {}
-    for pid, score, _ in dense_docs:
-        dense[pid] = max(score, dense.get(pid, score))
-    for pid, score, _ in dense_claims:
-        score -= claim_margin
-        dense[pid] = max(score, dense.get(pid, score))
-    dense_ranked = sorted(dense.items(), key=lambda kv: -kv[1])
-    return convex_fuse([dense_ranked, keyword], weights=[alpha, 1.0 - alpha])
 
 
 def search_patents(

@@ -245,7 +245,9 @@ def test_task_round_trip_over_redis(redis_worker):
 
 def test_task_round_trip_over_embedded_broker(tmp_path):
     """No Redis at all: kombu's SQLAlchemy transport on SQLite, worker and client in
-    separate processes."""
+    separate processes. ``task_send`` is how the site enqueues (jobs, indexing): it once
+    handed Redis socket options to SQLAlchemy's create_engine, so `make run` without Redis
+    could not enqueue anything."""
     env = {
         "REDIS_URL": "",
         "DATA_DIR": str(tmp_path),
@@ -261,7 +263,9 @@ def test_task_round_trip_over_embedded_broker(tmp_path):
             [
                 sys.executable,
                 "-c",
-                "import django; django.setup(); from allthepatents.celery import ping;"
+                "import django; django.setup(); from allthepatents.celery import ping, task_send;"
+                # task_send first: the transport caches its engine per URL.
+                "print(task_send(ping, args=['sent']).get(timeout=60));"
                 "print(ping.delay('embedded').get(timeout=60))",
             ],
             cwd=ROOT,
@@ -274,6 +278,7 @@ def test_task_round_trip_over_embedded_broker(tmp_path):
         worker.stop()
     assert client.returncode == 0, client.stderr + worker.log_text()[-3000:]
     assert "{'pong': 'embedded'}" in client.stdout
+    assert "{'pong': 'sent'}" in client.stdout
 
 
 def test_database_vendor_is_known():

@@ -1,0 +1,307 @@
+"""Embedder recipes compared on a GPU: the #12 training variants, measured the way
+`search_eval` measures, where a CPU would take hours per variant.
+
+Two steps. ``prepare`` runs here (Django, the shared data): it writes the train pairs, the
+dev and test queries, the distractors, the keyword rankings of every query (they do not
+depend on the embedder) and a 16-bit copy of the base model to one folder (about 50 MB,
+small enough to travel to a lent GPU machine). ``run`` needs only torch and
+sentence-transformers (and `datasets` for the trainer): it trains each variant through
+``search.embedder_training.embedder_train`` (the code behind ``manage.py train_embedder``),
+embeds, and ranks through ``search.ranking`` (the code behind the site and `search_eval`).
+
+    .venv/bin/python bench/embedder_gpu.py prepare --data ../shared/data/patents.jsonl.gz \\
+        --out var/gpu
+    python3 bench/embedder_gpu.py run --prepared var/gpu --out "$OUT" \\
+        --variants stock,e1,e1-hn,e2-hn
+
+Differences from `search_eval` on a CPU, none of which touch the ranking: inner products
+are exact on the GPU (as FAISS's flat index), documents are embedded in fp32 (the site's
+bulk path is bf16 where the CPU has it), and the base weights travel as fp16 (cosine
+against the fp32 originals is printed by ``prepare``).
+"""
+
+import argparse
+import gzip
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DISTRACTORS = 10_000
+SPLITS = ("dev", "test")
+# (corpus name, distractors, distractors keep their claims)
+CORPORA = (("alone", False, False), ("distractors", True, False), ("claims", True, True))
+VARIANTS = {
+    "stock": None,
+    "e1": {"epochs": 1, "hard_negatives": False},
+    "e1-hn": {"epochs": 1, "hard_negatives": True},
+    "e2": {"epochs": 2, "hard_negatives": False},
+    "e2-hn": {"epochs": 2, "hard_negatives": True},
+    "e1-hn-b64": {"epochs": 1, "hard_negatives": True, "batch_size": 64},
+    "e3-hn": {"epochs": 3, "hard_negatives": True},
+}
+
+
+def prepare(args) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "allthepatents.settings")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import django
+
+    django.setup()
+    import numpy as np
+    from django.conf import settings
+    from sentence_transformers import SentenceTransformer
+
+    from patents.services import jsonl_lines
+    from search.embedder_training import document_text, embedder_examples_load
+    from search.embeddings import OFFLINE_PACKAGE_NAME, embedding_model_source
+    from search.evaluation import (
+        EvalDoc,
+        eval_cases_load,
+        eval_distractors_load,
+        keyword_index_build,
+        keyword_ranked,
+    )
+    from search.text import query_chunks
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+
+    def lines():
+        return (line for _, line in jsonl_lines(args.data))
+
+    train = embedder_examples_load(lines(), split="train", extra_claims=args.extra_claims)
+    cases = {split: eval_cases_load(lines(), split=split) for split in SPLITS}
+    exclude = {c.source_id for split in SPLITS for c in cases[split]}
+    distractors = eval_distractors_load(lines(), count=DISTRACTORS, exclude=exclude)
+    words = settings.SEARCH_QUERY_CHUNK_WORDS
+    data = {
+        "settings": {
+            "alpha": settings.SEARCH_HYBRID_ALPHA,
+            "claim_margin": settings.SEARCH_CLAIM_MARGIN,
+            "query_chunk_words": words,
+            "extra_claims": args.extra_claims,
+        },
+        "train": train,
+        "distractors": [
+            {"doc": document_text(d.title, d.abstract), "claims": d.claims} for d in distractors
+        ],
+        "splits": {},
+    }
+    for split in SPLITS:
+        split_cases = cases[split]
+        docs = [EvalDoc(t, a) for t, a in (c.doc_text for c in split_cases)]
+        keyword = {}
+        for corpus, with_distractors, with_claims in CORPORA:
+            db = keyword_index_build(
+                docs + (distractors if with_distractors else []), with_claims=with_claims
+            )
+            keyword[corpus] = [keyword_ranked(db, c.query) for c in split_cases]
+        data["splits"][split] = {
+            "docs": [document_text(*c.doc_text) for c in split_cases],
+            "queries": [query_chunks(c.query, max_words=words) for c in split_cases],
+            "ids": [c.source_id for c in split_cases],
+            "keyword": keyword,
+        }
+        print(f"{split}: {len(split_cases)} queries", flush=True)
+    with gzip.open(out / "data.json.gz", "wt", encoding="utf-8") as fh:
+        json.dump(data, fh)
+    source = embedding_model_source(OFFLINE_PACKAGE_NAME)
+    model = SentenceTransformer(source, device="cpu")
+    sample = [d["doc"] for d in data["distractors"][:64]]
+    full = model.encode(sample, normalize_embeddings=True)
+    model.half().save(str(out / "base-fp16"))
+    back = SentenceTransformer(str(out / "base-fp16"), device="cpu").float()
+    cos = (full * back.encode(sample, normalize_embeddings=True)).sum(axis=1)
+    print(
+        f"train pairs {len(train)}, distractors {len(distractors)}; fp16 base against fp32: "
+        f"cosine min {float(np.min(cos)):.5f}",
+        flush=True,
+    )
+
+
+def _encode(model, texts, *, batch_size=256):
+    import torch
+
+    if not texts:
+        return torch.zeros((0, 384), device=model.device)
+    return model.encode(
+        texts,
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_tensor=True,
+        show_progress_bar=False,
+    ).float()
+
+
+def _queries(model, chunked):
+    import torch
+
+    flat = [p for chunks in chunked for p in chunks]
+    vectors = _encode(model, flat)
+    out, at = [], 0
+    for chunks in chunked:
+        mean = vectors[at : at + len(chunks)].mean(dim=0)
+        out.append(mean / mean.norm().clamp_min(1e-12))
+        at += len(chunks)
+    return torch.stack(out)
+
+
+def fusion_grid(conf: dict, grid: bool) -> dict:
+    """The site's fusion, and with ``grid`` the neighbouring settings to tune on dev."""
+    fusions = {"hybrid": {"alpha": conf["alpha"], "claim_margin": conf["claim_margin"]}}
+    if grid:
+        for alpha in (0.6, 0.7, 0.8, 0.9):
+            for margin in (0.0, 0.05, 0.1):
+                fusions[f"a{alpha:.1f}-m{margin:.2f}"] = {"alpha": alpha, "claim_margin": margin}
+    return fusions
+
+
+def evaluate(model, data, *, smoke: bool = False, grid: bool = False) -> dict:
+    """search_eval's numbers for each split and corpus, with this model (``smoke``: the
+    first 40 queries of each split, without distractors, to try the code on a CPU)."""
+    import torch
+
+    from search.ranking import eval_query_ranks, retrieval_metrics
+
+    conf = data["settings"]
+    distractors = [] if smoke else data["distractors"]
+    distractor_docs = _encode(model, [d["doc"] for d in distractors])
+    claim_texts, claim_owner_d = [], []
+    for i, d in enumerate(distractors):
+        for text in d["claims"]:
+            claim_texts.append(text)
+            claim_owner_d.append(i)
+    distractor_claims = _encode(model, claim_texts)
+    fusions = fusion_grid(conf, grid)
+    results = {}
+    for split, block in data["splits"].items():
+        own = _encode(model, block["docs"])
+        queries = _queries(model, block["queries"][: 40 if smoke else None])
+        n = len(block["docs"])
+        for corpus, with_distractors, with_claims in CORPORA:
+            if smoke and with_distractors:
+                continue
+            docs = torch.cat([own, distractor_docs]) if with_distractors else own
+            scores, ids = (queries @ docs.T).topk(min(100, docs.shape[0]), dim=1)
+            scores, ids = scores.cpu().numpy(), ids.cpu().numpy()
+            claim_scores = claim_ids = None
+            owners = [n + i for i in claim_owner_d]
+            if with_claims and claim_texts:
+                depth = min(800, distractor_claims.shape[0])
+                cs, ci = (queries @ distractor_claims.T).topk(depth, dim=1)
+                claim_scores, claim_ids = cs.cpu().numpy(), ci.cpu().numpy()
+            ranks = {"keyword": [], "dense": [], **{name: [] for name in fusions}}
+            for q in range(queries.shape[0]):
+                row = eval_query_ranks(
+                    target=q,
+                    dense_ids=ids[q],
+                    dense_scores=scores[q],
+                    claim_ids=None if claim_ids is None else claim_ids[q],
+                    claim_scores=None if claim_scores is None else claim_scores[q],
+                    claim_owner=owners,
+                    keyword_scored=[tuple(k) for k in block["keyword"][corpus][q]],
+                    fusions=fusions,
+                    alpha=conf["alpha"],
+                    claim_margin=conf["claim_margin"],
+                )
+                for name, rank in row.items():
+                    ranks[name].append(rank)
+            results[f"{split}/{corpus}"] = {name: retrieval_metrics(r) for name, r in ranks.items()}
+    return results
+
+
+def run(args) -> None:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from search.embedder_training import embedder_train, hard_negatives_mine
+
+    started_all = time.monotonic()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
+    print(f"device {name}; torch {torch.__version__}", flush=True)
+    with gzip.open(args.prepared / "data.json.gz", "rt", encoding="utf-8") as fh:
+        data = json.load(fh)
+    work = Path(args.work)
+    base = work / "base"
+    if not (base / "config.json").exists():  # fp16 on the wire, fp32 to train from
+        SentenceTransformer(str(args.prepared / "base-fp16"), device="cpu").float().save(str(base))
+    examples = [tuple(e) for e in data["train"]][: 48 if args.smoke else None]
+    pairs = [(claim, doc) for _, claim, doc in examples]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"device": name, "train_pairs": len(pairs), "settings": data["settings"]}
+    negatives = None
+    for variant in args.variants.split(","):
+        recipe = VARIANTS[variant]
+        t0 = time.monotonic()
+        entry = {"recipe": recipe}
+        if recipe is None:
+            model = SentenceTransformer(str(base), device=device)
+        else:
+            if recipe.get("hard_negatives") and negatives is None:
+                miner = SentenceTransformer(str(base), device=device)
+                miner.max_seq_length = 128  # as base_encoder
+                m0 = time.monotonic()
+                negatives = hard_negatives_mine(
+                    examples, encode=lambda texts, m=miner: _encode(m, texts).cpu().numpy()
+                )
+                report["mining_seconds"] = round(time.monotonic() - m0, 1)
+                del miner
+            trained = embedder_train(
+                pairs=pairs,
+                negatives=negatives if recipe.get("hard_negatives") else None,
+                out=work / variant,
+                base=str(base),
+                epochs=recipe["epochs"],
+                batch_size=recipe.get("batch_size", 32),
+                bf16=device == "cuda",
+            )
+            entry["training_seconds"] = trained["seconds"]
+            model = SentenceTransformer(str(work / variant), device=device)
+        entry["results"] = evaluate(model, data, smoke=args.smoke, grid=args.grid)
+        entry["seconds"] = round(time.monotonic() - t0, 1)
+        report[variant] = entry
+        (out / "embedder_gpu.json").write_text(json.dumps(report, indent=1))
+        print(f"== {variant} ({entry['seconds']} s)", flush=True)
+        for key, metrics in entry["results"].items():
+            print(
+                f"  {key:18s} "
+                + "  ".join(
+                    f"{m}: R@1 {v['recall@1']:.3f} R@10 {v['recall@10']:.3f} MRR {v['mrr']:.3f}"
+                    for m, v in metrics.items()
+                    if m in ("keyword", "dense", "hybrid")
+                ),
+                flush=True,
+            )
+        del model
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    print(f"all done in {time.monotonic() - started_all:.0f} s", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/patents.jsonl.gz")
+    p.add_argument("--out", type=Path, default=ROOT / "var/gpu")
+    p.add_argument("--extra-claims", type=int, default=2, help="as train_embedder's default")
+    r = sub.add_parser("run")
+    r.add_argument("--prepared", type=Path, default=ROOT / "var/gpu")
+    r.add_argument("--out", default=os.environ.get("OUT", "var/gpu-out"))
+    r.add_argument("--work", default="/tmp/embedder-gpu")
+    r.add_argument("--variants", default="stock,e1,e1-hn,e2-hn")
+    r.add_argument("--grid", action="store_true", help="also fusion settings around the site's")
+    r.add_argument("--smoke", action="store_true", help="a few pairs and queries (CPU check)")
+    args = parser.parse_args()
+    prepare(args) if args.cmd == "prepare" else run(args)
+
+
+if __name__ == "__main__":
+    main()
