@@ -8,6 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
+from enum import StrEnum
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -20,6 +21,7 @@ from generation.backends import (
     SamplingParams,
     backend_for,
 )
+from generation.gate import gate_run
 from generation.models import GenerationJob, Generator, Sample
 from generation.parsing import patent_text_parse
 from generation.prompts import (
@@ -29,12 +31,8 @@ from generation.prompts import (
     prompt_document_part,
     prompt_render,
 )
-from generation.quality import sample_judge
-from patents.models import Patent
-from patents.nearcopy import near_copy_find
 from patents.services import patent_publish
-from patents.text import content_hash, control_chars_strip
-from search.nearcopy import embedding_near_copy_find
+from patents.text import control_chars_strip
 
 logger = logging.getLogger(__name__)
 
@@ -280,28 +278,10 @@ def _sample_record(
         else completion
     )
     parsed = patent_text_parse(document, finished=output.finished)
-    reasons = sample_judge(parsed)
+    reasons, details = gate_run(parsed)
     patent = None
-    details: dict = {"control_characters_removed": removed} if removed else {}
-    if not reasons:
-        digest = content_hash(
-            title=parsed.title, abstract=parsed.abstract, claims=parsed.claims_as_dicts()
-        )
-        if Patent.objects.filter(content_hash=digest, origin=Patent.Origin.GENERATED).exists():
-            reasons = ["duplicate"]
-    if not reasons:
-        found = near_copy_find(abstract=parsed.abstract, claims=[c.text for c in parsed.claims])
-        if found is None and settings.NEAR_COPY_EMBEDDING_CHECK:
-            found = embedding_near_copy_find(title=parsed.title, abstract=parsed.abstract)
-        if found:
-            reasons = ["near_copy"]
-            details["near_copy"] = {
-                "public_id": found.patent.public_id,
-                "source_id": found.patent.source_id,
-                "title": found.patent.title[:300],
-                "similarity": round(found.similarity, 4),
-                "method": found.method,
-            }
+    if removed:
+        details["control_characters_removed"] = removed
     if not reasons:
         patent = patent_publish(
             title=parsed.title,
@@ -327,22 +307,91 @@ def _sample_record(
     )
 
 
-def job_run(*, job_id: int, progress: Callable[[GenerationJob], None] | None = None) -> str:
-    """Runs a job to the end (the worker's entry point). Returns the final status.
+class JobRunOutcome(StrEnum):
+    """How ``job_run`` ended. The first three are the job's final status; the last two
+    mean this worker stopped and another (or a retry) carries on."""
 
-    Work goes in batches; each batch's samples, publications and the job's counters commit
-    in one transaction, so a killed worker loses at most the batch in flight, and a
-    restarted run skips sample indexes already recorded.
+    DONE = GenerationJob.Status.DONE.value
+    FAILED = GenerationJob.Status.FAILED.value
+    CANCELLED = GenerationJob.Status.CANCELLED.value
+    NOT_CLAIMED = "not-claimed"  # another worker holds the lease
+    LEASE_LOST = "lease-lost"  # taken over while this batch ran; its results are dropped
+
+
+def job_batch_run(
+    *,
+    job: GenerationJob,
+    backend,
+    indexes: list[int],
+    params: SamplingParams,
+    provenance_base: dict,
+    token: str,
+) -> bool:
+    """Generates, judges and records the samples ``indexes`` of ``job``, with the job's
+    counters, in one transaction. False when the lease was lost meanwhile (nothing is
+    recorded: the new owner redoes the batch)."""
+    cpu_started = time.process_time()
+    prompts, seeds, modes = [], [], []
+    for index in indexes:
+        mode = sample_mode(job_mode=job.mode, index=index)
+        topic = job.topics[index % len(job.topics)] if job.topics else ""
+        prompts.append(
+            prompt_render(
+                prompt_format=job.generator.prompt_format,
+                mode=mode,
+                topic=topic,
+                language=job.generator.language,
+            )
+        )
+        seeds.append(sample_seed(job_seed=job.seed, index=index))
+        modes.append(mode)
+    outputs = backend.generate(
+        prompts, seeds, params, heartbeat=job_lease_keeper(job_id=job.pk, token=token)
+    )
+    took = time.process_time() - cpu_started
+    with transaction.atomic():
+        if not _lease_renew(job.pk, token):
+            return False
+        for index, mode, seed, prompt, output in zip(
+            indexes, modes, seeds, prompts, outputs, strict=True
+        ):
+            try:
+                with transaction.atomic():
+                    _sample_record(
+                        job=job,
+                        index=index,
+                        mode=mode,
+                        seed=seed,
+                        prompt=prompt,
+                        output=output,
+                        provenance_base=provenance_base,
+                    )
+            except IntegrityError:
+                # Another worker recorded this index first: keep theirs.
+                logger.info("job %s sample %s already recorded", job.pk, index)
+        _job_counters_refresh(job)
+        GenerationJob.objects.filter(pk=job.pk).update(worker_seconds=F("worker_seconds") + took)
+    return True
+
+
+def job_run(
+    *, job_id: int, progress: Callable[[GenerationJob], None] | None = None
+) -> JobRunOutcome:
+    """Runs a job to the end (the worker's entry point).
+
+    Work goes in batches (``job_batch_run``); each batch's samples, publications and the
+    job's counters commit in one transaction, so a killed worker loses at most the batch in
+    flight, and a restarted run skips sample indexes already recorded.
     """
     token = f"{WORKER_ID}:{uuid.uuid4().hex[:8]}"
     if not job_claim(job_id=job_id, token=token):
-        return "not-claimed"
+        return JobRunOutcome.NOT_CLAIMED
     job = GenerationJob.objects.select_related("generator").get(pk=job_id)
     try:
         backend = backend_for(job.generator, model_override=job.model_override)
     except (ModelLoadError, BackendUnavailable) as exc:
         _job_finish(job_id, Status.FAILED, error=str(exc))
-        return Status.FAILED
+        return JobRunOutcome.FAILED
     provenance_base = {
         "generator_model": job.model_override or job.generator.model_id,
         "generator_revision": getattr(backend, "revision_loaded", "") or job.generator.revision,
@@ -354,55 +403,22 @@ def job_run(*, job_id: int, progress: Callable[[GenerationJob], None] | None = N
         job.refresh_from_db()
         if job.cancel_requested:
             _job_finish(job_id, Status.CANCELLED)
-            return Status.CANCELLED
+            return JobRunOutcome.CANCELLED
         done = set(Sample.objects.filter(job=job).values_list("index", flat=True))
         todo = [i for i in range(job.count) if i not in done][:batch_size]
         if not todo:
             _job_finish(job_id, Status.DONE)
-            return Status.DONE
-        # Group by mode so a mixed batch still shares one forward pass per mode.
+            return JobRunOutcome.DONE
         started = time.monotonic()
-        cpu_started = time.process_time()
-        prompts, seeds, modes = [], [], []
-        for index in todo:
-            mode = sample_mode(job_mode=job.mode, index=index)
-            topic = job.topics[index % len(job.topics)] if job.topics else ""
-            prompts.append(
-                prompt_render(
-                    prompt_format=job.generator.prompt_format,
-                    mode=mode,
-                    topic=topic,
-                    language=job.generator.language,
-                )
-            )
-            seeds.append(sample_seed(job_seed=job.seed, index=index))
-            modes.append(mode)
-        outputs = backend.generate(
-            prompts, seeds, params, heartbeat=job_lease_keeper(job_id=job_id, token=token)
-        )
-        took = time.process_time() - cpu_started
-        with transaction.atomic():
-            if not _lease_renew(job_id, token):
-                return "lease-lost"
-            for index, mode, seed, prompt, output in zip(
-                todo, modes, seeds, prompts, outputs, strict=True
-            ):
-                try:
-                    with transaction.atomic():
-                        _sample_record(
-                            job=job,
-                            index=index,
-                            mode=mode,
-                            seed=seed,
-                            prompt=prompt,
-                            output=output,
-                            provenance_base=provenance_base,
-                        )
-                except IntegrityError:
-                    # Another worker recorded this index first: keep theirs.
-                    logger.info("job %s sample %s already recorded", job_id, index)
-            _job_counters_refresh(job)
-            GenerationJob.objects.filter(pk=job_id).update(worker_seconds=job.worker_seconds + took)
+        if not job_batch_run(
+            job=job,
+            backend=backend,
+            indexes=todo,
+            params=params,
+            provenance_base=provenance_base,
+            token=token,
+        ):
+            return JobRunOutcome.LEASE_LOST
         logger.info("job %s: %d samples in %.1fs", job_id, len(todo), time.monotonic() - started)
         if progress:
             job.refresh_from_db()

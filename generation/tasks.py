@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from generation.backends import TransientBackendError
 from generation.models import GenerationJob
-from generation.services import job_fail, job_run
+from generation.services import JobRunOutcome, job_fail, job_run
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +34,12 @@ def job_run_task(self, job_id: int):
         result = job_run(job_id=job_id)
     except SoftTimeLimitExceeded:
         job_fail(job_id=job_id, error="stopped by the soft time limit; re-run to continue")
-        return "failed"
+        return JobRunOutcome.FAILED
     except TRANSIENT_ERRORS as exc:
         transient_tries = self.request.retries
         if transient_tries >= 5:
             job_fail(job_id=job_id, error=f"gave up after {transient_tries} retries: {exc}")
-            return "failed"
+            return JobRunOutcome.FAILED
         # Let the retry claim the job straight away.
         GenerationJob.objects.filter(pk=job_id, status=GenerationJob.Status.RUNNING).update(
             lease_expires_at=timezone.now()
@@ -48,8 +48,8 @@ def job_run_task(self, job_id: int):
     except Exception as exc:
         logger.exception("job %s failed", job_id)
         job_fail(job_id=job_id, error=f"{type(exc).__name__}: {exc}")
-        return "failed"
-    if result == "not-claimed":
+        return JobRunOutcome.FAILED
+    if result == JobRunOutcome.NOT_CLAIMED:
         job.refresh_from_db()
         if job.status == GenerationJob.Status.RUNNING and job.lease_expires_at:
             # Another worker holds it, or a dead one did: look again when its lease ends.

@@ -145,6 +145,8 @@ def test_inline_job_publishes_rejects_and_counts(generators, memo_model):
     assert job.done_count == 6 == job.published_count + job.rejected_count
     assert 1 <= job.published_count <= 2  # two memorised patents, the rest are duplicates
     assert job.rejection_counts.get("duplicate", 0) == job.rejected_count
+    rejected = Sample.objects.filter(job=job, verdict=Sample.Verdict.REJECTED)
+    assert {s.details["gate_step"] for s in rejected} <= {"duplicate"}
     assert sorted(Sample.objects.filter(job=job).values_list("index", flat=True)) == list(range(6))
     patent = Patent.objects.filter(job=job).first()
     assert patent.origin == "generated" and patent.claims.count() == 2

@@ -82,3 +82,5 @@ def test_the_gate_rejects_a_near_copy_with_the_closest_document(references, gene
     assert rejected
     details = rejected[0].details["near_copy"]
     assert details["source_id"] == "USMEMO1" and details["similarity"] >= 0.2
+    # The gate names the step that objected (#17.4): shingles caught a verbatim recital.
+    assert rejected[0].details["gate_step"] == "shingle_near_copy"

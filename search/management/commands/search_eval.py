@@ -11,8 +11,11 @@ from search.evaluation import eval_cases_load, eval_distractors_load, search_eva
 
 FUSION_VARIANTS = {
     "rrf_k60": {"k": 60, "weights": [1.0, 1.0]},
-    **{f"convex_a{a:.2f}": {"alpha": a} for a in (0.5, 0.6, 0.7, 0.8, 0.9)},
-    **{f"margin_{m:.2f}": {"claim_margin": m} for m in (0.0, 0.05, 0.1, 0.15, 0.2)},
+    **{
+        f"a{a:.2f}-m{m:.2f}": {"alpha": a, "claim_margin": m}
+        for a in (0.6, 0.7, 0.8, 0.9, 1.0)
+        for m in (0.0, 0.05, 0.1, 0.15, 0.2)
+    },
 }
 
 
