@@ -11,10 +11,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from django.conf import settings
+
+from generation.sampling import kv_cache_preallocated, logits_adjust, sample_rows
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,23 @@ class GenerationOutput:
     text: str  # the completion only, special tokens removed
     tokens: int
     finished: bool  # stopped on end-of-text rather than on the token limit
+
+
+class GenerationBackend(Protocol):
+    """What a job needs of a backend. ``generate`` returns one output per prompt, in order;
+    sample i depends only on its prompt and seed. ``heartbeat()``, when given, is called
+    every so often so that a long batch keeps its job's lease."""
+
+    revision_loaded: str
+
+    def generate(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        params: SamplingParams,
+        *,
+        heartbeat: Callable[[], None] | None = None,
+    ) -> list[GenerationOutput]: ...
 
 
 def _cuda_available() -> bool:
@@ -160,7 +181,7 @@ class TransformersBackend:
         rows = list(range(batch))  # original row of each live row in the shrinking batch
         # Preallocated KV buffers: the default cache concatenates on every step, copying the
         # whole cache (GBs at 1,024 tokens x 16 rows) once per token.
-        past = _preallocated_cache(
+        past = kv_cache_preallocated(
             self.model.config, capacity=input_ids.shape[1] + params.max_new_tokens
         )
         cur_ids, cur_pos = input_ids, positions
@@ -177,17 +198,14 @@ class TransformersBackend:
                     logits_to_keep=1,
                 )
                 past = out.past_key_values
-                logits = out.logits[:, -1, :].float().cpu()
-                if params.repetition_penalty and params.repetition_penalty != 1.0:
-                    rp = params.repetition_penalty
-                    seen_cpu = seen.cpu()
-                    score = logits.gather(1, seen_cpu)
-                    score = torch.where(score < 0, score * rp, score / rp)
-                    logits.scatter_(1, seen_cpu, score)
-                if step < params.min_new_tokens:
-                    logits[:, self.eos_id] = float("-inf")
-                logits = logits / max(params.temperature, 1e-5)
-                nxt = _sample_rows(
+                logits = logits_adjust(
+                    out.logits[:, -1, :].float().cpu(),
+                    seen=seen,
+                    step=step,
+                    params=params,
+                    eos_id=self.eos_id,
+                )
+                nxt = sample_rows(
                     logits,
                     top_k=params.top_k,
                     top_p=params.top_p,
@@ -225,94 +243,6 @@ class TransformersBackend:
             )
             for i, ids in enumerate(out_tokens)
         ]
-
-
-def _preallocated_cache(config, *, capacity: int):
-    """A transformers cache whose layers write into buffers sized for the whole generation
-    and hand attention a view of the filled part: no per-step copy of the cache."""
-    from transformers.cache_utils import DynamicCache
-
-    layer_class = _preallocated_layer_class()
-    cache = DynamicCache()
-    cache.layers = [
-        layer_class(capacity=capacity)
-        for _ in range(config.get_text_config(decoder=True).num_hidden_layers)
-    ]
-    return cache
-
-
-_layer_class = None
-
-
-def _preallocated_layer_class():
-    global _layer_class
-    if _layer_class is not None:
-        return _layer_class
-    import torch
-    from transformers.cache_utils import DynamicLayer
-
-    class PreallocatedLayer(DynamicLayer):
-        def __init__(self, *, capacity: int):
-            super().__init__()
-            self.capacity = capacity
-            self.length = 0
-            self._k = self._v = None
-
-        def lazy_initialization(self, key_states, value_states):
-            self.dtype, self.device = key_states.dtype, key_states.device
-            batch, heads, _, dim = key_states.shape
-            shape = (batch, heads, self.capacity, dim)
-            self._k = torch.empty(shape, dtype=key_states.dtype, device=key_states.device)
-            self._v = torch.empty(shape, dtype=value_states.dtype, device=value_states.device)
-            self.is_initialized = True
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            end = self.length + key_states.shape[-2]
-            if end > self.capacity:
-                raise RuntimeError(f"KV cache full: {end} > {self.capacity} positions")
-            self._k[:, :, self.length : end].copy_(key_states)
-            self._v[:, :, self.length : end].copy_(value_states)
-            self.length = end
-            self.keys = self._k[:, :, :end]
-            self.values = self._v[:, :, :end]
-            return self.keys, self.values
-
-        def get_seq_length(self) -> int:
-            return self.length
-
-        def batch_select_indices(self, indices):
-            if self.is_initialized:
-                self._k = self._k[indices]
-                self._v = self._v[indices]
-                self.keys = self._k[:, :, : self.length]
-                self.values = self._v[:, :, : self.length]
-
-    _layer_class = PreallocatedLayer
-    return _layer_class
-
-
-def _sample_rows(logits, *, top_k: int, top_p: float, generators):
-    """One token per row. Top-k first (a partial sort), then top-p within the k survivors,
-    then a draw from each row's own generator: the same distribution as filtering the full
-    vocabulary, at a fraction of the cost (no full sort, no 32k-way draw)."""
-    import torch
-
-    vocab = logits.shape[-1]
-    if top_k and top_k < vocab:
-        values, indices = torch.topk(logits, top_k, dim=-1)  # sorted, best first
-    else:
-        values, indices = torch.sort(logits, descending=True, dim=-1)
-    if top_p and top_p < 1.0:
-        cum = torch.softmax(values, dim=-1).cumsum(-1)
-        remove = cum > top_p
-        remove[:, 1:] = remove[:, :-1].clone()
-        remove[:, 0] = False
-        values = values.masked_fill(remove, float("-inf"))
-    probs = torch.softmax(values, dim=-1)
-    picks = [torch.multinomial(probs[i], 1, generator=generators[i]) for i in range(len(probs))]
-    return indices.gather(1, torch.stack(picks))[:, 0]
 
 
 class OpenAIBackend:
@@ -414,7 +344,7 @@ _cache: dict[tuple, object] = {}
 _cache_lock = threading.Lock()
 
 
-def backend_for(generator, *, model_override: str = ""):
+def backend_for(generator, *, model_override: str = "") -> GenerationBackend:
     """The backend for a generator, loaded once per process and kept."""
     if generator.backend == "openai":
         return OpenAIBackend(
