@@ -18,7 +18,12 @@ from typing import Protocol
 
 from django.conf import settings
 
-from generation.sampling import kv_cache_preallocated, logits_adjust, sample_rows
+from generation.sampling import (  # noqa: F401 (SamplingParams is re-exported)
+    SamplingParams,
+    kv_cache_preallocated,
+    logits_adjust,
+    sample_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,16 +38,6 @@ class BackendUnavailable(RuntimeError):
 
 class TransientBackendError(RuntimeError):
     """Worth retrying: an HTTP endpoint timed out or answered 5xx/429."""
-
-
-@dataclass
-class SamplingParams:
-    temperature: float = 0.8
-    top_p: float = 0.95
-    top_k: int = 50
-    repetition_penalty: float = 1.1
-    max_new_tokens: int = 768
-    min_new_tokens: int = 0  # benchmarks force the length so random weights don't stop
 
 
 @dataclass

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 
+from generation.sampling import JOB_SAMPLING_FIELDS, SAMPLING_DEFAULTS
 from patents import vocabulary
 
 
@@ -62,11 +63,11 @@ class GenerationJob(models.Model):
     )
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.TOP_DOWN)
     count = models.PositiveIntegerField(default=10)
-    temperature = models.FloatField(default=0.8)
-    top_p = models.FloatField(default=0.95)
-    top_k = models.PositiveIntegerField(default=50)
-    repetition_penalty = models.FloatField(default=1.1)
-    max_new_tokens = models.PositiveIntegerField(default=768)
+    temperature = models.FloatField(default=SAMPLING_DEFAULTS.temperature)
+    top_p = models.FloatField(default=SAMPLING_DEFAULTS.top_p)
+    top_k = models.PositiveIntegerField(default=SAMPLING_DEFAULTS.top_k)
+    repetition_penalty = models.FloatField(default=SAMPLING_DEFAULTS.repetition_penalty)
+    max_new_tokens = models.PositiveIntegerField(default=SAMPLING_DEFAULTS.max_new_tokens)
     seed = models.BigIntegerField(default=0)
     topics = models.JSONField(default=list, blank=True)
 
@@ -110,13 +111,7 @@ class GenerationJob(models.Model):
         return self.status in (self.Status.QUEUED, self.Status.RUNNING)
 
     def sampling_params(self) -> dict:
-        return {
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "repetition_penalty": self.repetition_penalty,
-            "max_new_tokens": self.max_new_tokens,
-        }
+        return {name: getattr(self, name) for name in JOB_SAMPLING_FIELDS}
 
 
 class Sample(models.Model):

@@ -9,7 +9,28 @@ lazy-initialisation interface (``lazy_initialization``, ``is_initialized``, ``ke
 installed version has what the subclass overrides).
 """
 
+from dataclasses import dataclass
+
 TRANSFORMERS_MIN = "4.56"
+
+
+@dataclass
+class SamplingParams:
+    """Sampling settings. These defaults are the only ones: the job model's field defaults,
+    ``job_create`` and the training recipe's hit-rate check all read them from here (a
+    generator's ``default_params`` override them per generator)."""
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 50
+    repetition_penalty: float = 1.1
+    max_new_tokens: int = 768
+    min_new_tokens: int = 0  # benchmarks force the length so random weights don't stop
+
+
+SAMPLING_DEFAULTS = SamplingParams()
+# What a job records and an admin may set (min_new_tokens is for benchmarks only).
+JOB_SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")
 
 
 def logits_adjust(logits, *, seen, step: int, params, eos_id: int):

@@ -31,6 +31,7 @@ from generation.prompts import (
     prompt_document_part,
     prompt_render,
 )
+from generation.sampling import JOB_SAMPLING_FIELDS, SAMPLING_DEFAULTS
 from patents.services import patent_publish
 from patents.text import control_chars_strip
 
@@ -120,11 +121,7 @@ def job_create(
 ) -> GenerationJob:
     """Creates a job with validated parameters and dispatches it after commit."""
     defaults = {
-        "temperature": 0.8,
-        "top_p": 0.95,
-        "top_k": 50,
-        "repetition_penalty": 1.1,
-        "max_new_tokens": 768,
+        **{name: getattr(SAMPLING_DEFAULTS, name) for name in JOB_SAMPLING_FIELDS},
         **(generator.default_params or {}),
     }
     params = {

@@ -334,9 +334,7 @@ def hit_rate_measure(
     from patents.nearcopy import JACCARD_NEAR_COPY, jaccard, patent_text, shingles
 
     backend = TransformersBackend(str(model_dir), quantize="none")
-    params = SamplingParams(
-        temperature=0.8, top_p=0.95, top_k=50, repetition_penalty=1.1, max_new_tokens=max_new_tokens
-    )
+    params = SamplingParams(max_new_tokens=max_new_tokens)  # the job defaults otherwise
     out = {}
     for mode, prompt in ((TOP_DOWN, KL3M_TOP_DOWN), (BOTTOM_UP, KL3M_BOTTOM_UP)):
         passed, copies, closest, reasons = 0, 0, [], {}

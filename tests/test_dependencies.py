@@ -34,3 +34,14 @@ def test_transformers_lower_bound_is_the_first_with_the_cache_layer_interface():
         assert getattr(layer_class, name) is not getattr(DynamicLayer, name)
     layer = layer_class(capacity=4)
     assert layer.is_initialized is False  # set by DynamicLayer.__init__, read by update()
+
+
+def test_sampling_defaults_have_one_source():
+    """#17.6: the job model, job_create's fallbacks and the backends' SamplingParams agree
+    because they read one object; change it and all three follow."""
+    from generation.models import GenerationJob
+    from generation.sampling import JOB_SAMPLING_FIELDS, SAMPLING_DEFAULTS, SamplingParams
+
+    job_defaults = {f: GenerationJob._meta.get_field(f).default for f in JOB_SAMPLING_FIELDS}
+    assert job_defaults == {f: getattr(SamplingParams(), f) for f in JOB_SAMPLING_FIELDS}
+    assert SAMPLING_DEFAULTS == SamplingParams()
