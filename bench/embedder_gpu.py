@@ -56,7 +56,7 @@ def prepare(args) -> None:
     from django.conf import settings
     from sentence_transformers import SentenceTransformer
 
-    from patents.services import jsonl_lines
+    from patents.records import jsonl_lines
     from search.embedder_training import document_text, embedder_examples_load
     from search.embeddings import OFFLINE_PACKAGE_NAME, embedding_model_source
     from search.evaluation import (

@@ -37,9 +37,9 @@ def main():
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    from patents.dumps import dump_export
     from patents.ledger import GENESIS_HASH, ledger_entry_hash, ledger_verify
     from patents.models import Claim, LedgerEntry, Patent
-    from patents.services import dump_export
     from patents.text import content_hash
 
     started = time.perf_counter()

@@ -175,7 +175,7 @@ def bench_index(args):
     if Patent.objects.count() < args.patents:
         import gzip
 
-        from patents.services import reference_import_records
+        from patents.importing import reference_import_records
 
         lines = []
         with gzip.open(ROOT.parent / "shared" / "data" / "patents.jsonl.gz", "rt") as fh:

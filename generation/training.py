@@ -176,7 +176,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, float], None] | None = N
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from patents.services import jsonl_lines
+    from patents.records import jsonl_lines
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)

@@ -39,7 +39,7 @@ from patents.selectors import (
     patents_latest,
     patents_visible,
 )
-from patents.services import patent_as_record
+from patents.serializers import patent_serialize
 from patents.vocabulary import MODES
 
 PER_PAGE = 20
@@ -168,7 +168,7 @@ def patent_download(request, public_id, fmt):
         )
     else:
         response = HttpResponse(
-            json.dumps(patent_as_record(patent), ensure_ascii=False, indent=2),
+            json.dumps(patent_serialize(patent), ensure_ascii=False, indent=2),
             content_type="application/json; charset=utf-8",
         )
     response["Content-Disposition"] = f'attachment; filename="{patent.public_id}.{fmt}"'

@@ -47,7 +47,7 @@ def embedder_examples_load(
     """(patent id, claim, title + abstract) for each patent of ``split`` that has both: its
     first claim, and with ``extra_claims`` up to that many of its other independent claims
     against the same document (an examiner pastes whichever claim is at issue)."""
-    from patents.services import RecordError, reference_record_parse
+    from patents.records import RecordError, reference_record_parse
 
     examples = []
     for line in lines:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from patents.services import RecordError, reference_record_parse
+from patents.records import RecordError, reference_record_parse
 from search.embedder_training import document_text, patent_split
 from search.keyword import fts5_match_expression
 from search.ranking import eval_query_ranks, retrieval_metrics

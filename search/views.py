@@ -14,9 +14,9 @@ from django.views.decorators.http import require_http_methods
 
 from patents.feeds import PatentFeed
 from patents.models import Patent
-from patents.presentation import display_title, official_url, reference_number
+from patents.presentation import display_title
 from patents.selectors import patent_get
-from patents.services import patent_provenance
+from patents.serializers import patent_serialize, reference_serialize
 from patents.vocabulary import GENERATED, MODES, ORIGIN_ALL, ORIGINS, REFERENCE
 from search.elements import claim_elements, element_charts, element_combinations
 from search.exports import export_bibtex, export_csv, export_ris, export_row
@@ -33,23 +33,6 @@ def json_safe_response(data, status=200) -> HttpResponse:
     """JSON whose text can never be read as HTML, even by a sniffing client."""
     body = json.dumps(data, ensure_ascii=False).translate(_JSON_ESCAPES)
     return HttpResponse(body, status=status, content_type="application/json; charset=utf-8")
-
-
-def reference_json(patent: Patent) -> dict:
-    """A reference patent as the document it is: number, kind, its own dates kept apart."""
-    meta = patent.source_meta or {}
-    return {
-        "number": patent.source_id,
-        "kind": meta.get("kind") or None,
-        "label": reference_number(patent),
-        "publication_date": patent.source_date.isoformat() if patent.source_date else None,
-        "filing_date": patent.filing_date.isoformat() if patent.filing_date else None,
-        "cpc": meta.get("cpc", []),
-        "ipc": meta.get("ipc", []),
-        "citations": meta.get("citations", []),
-        "official_url": official_url(patent) or None,
-        "source": meta.get("source", ""),
-    }
 
 
 def _claim_json(claim, score=None):
@@ -75,7 +58,7 @@ def _hit_json(hit, request):
         "parent_claim": _claim_json(hit.parent_claim),
     }
     if p.origin == Patent.Origin.REFERENCE:
-        data["reference"] = reference_json(p)
+        data["reference"] = reference_serialize(p)
     else:
         data["published_at"] = p.published_at.isoformat()
     return data
@@ -535,29 +518,7 @@ def api_search(request):
 
 
 def patent_json(patent: Patent, request) -> dict:
-    data = {
-        "public_id": patent.public_id,
-        "url": request.build_absolute_uri(patent.get_absolute_url()),
-        "status": patent.status,
-        "origin": patent.origin,
-        "title": patent.title,
-        "abstract": patent.abstract,
-        "claims": [
-            {"number": c.number, "text": c.text, "depends_on": c.depends_on}
-            for c in patent.claims.all()
-        ],
-        "published_at": patent.published_at.isoformat(),
-        "content_hash": patent.content_hash,
-    }
-    if patent.origin == Patent.Origin.GENERATED:
-        data["provenance"] = patent_provenance(patent)
-    else:
-        data["reference"] = reference_json(patent)
-        data.pop("published_at")  # this site's import time, not the document's date
-    if patent.is_withdrawn:
-        data = {k: data[k] for k in ("public_id", "url", "status", "published_at", "content_hash")}
-        data["withdrawn_at"] = patent.withdrawn_at.isoformat() if patent.withdrawn_at else None
-    return data
+    return patent_serialize(patent, url=request.build_absolute_uri(patent.get_absolute_url()))
 
 
 @api_methods("GET")

@@ -12,7 +12,8 @@ import django
 def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "allthepatents.settings")
     django.setup()
-    from patents.services import claims_normalise, patent_publish
+    from patents.records import claims_normalise
+    from patents.services import patent_publish
     from search.services import search_index_rebuild
 
     lines = (Path(__file__).parent / "fixtures" / "patents-40.jsonl").read_text().splitlines()

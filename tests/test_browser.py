@@ -315,7 +315,7 @@ def test_examiner_workbench_elements_exports_report_and_alert_feed(live_site, pa
     assert "<feed" in before and record["title"] not in before
     publish = (
         "import json, os, sys, django; django.setup(); "
-        "from patents.services import claims_normalise, patent_publish; "
+        "from patents.records import claims_normalise; from patents.services import patent_publish; "
         "r = json.loads(sys.argv[1]); "
         "patent_publish(title=r['title'], abstract=r['abstract'], "
         "claims=claims_normalise(r['claims']), provenance={'generator_model': 'e2e/alert'})"

@@ -8,8 +8,10 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
+from patents.importing import reference_import_records
 from patents.models import Claim, Patent
-from patents.services import jsonl_lines, public_id_new, reference_import_records
+from patents.records import jsonl_lines
+from patents.services import public_id_new
 from patents.text import content_hash
 from tests.helpers import ROOT, WorkerProcess, shared_path
 

@@ -8,7 +8,7 @@ import pytest
 from generation.parsing import patent_text_parse
 from generation.prompts import DOT42_SYSTEM, prompt_render
 from generation.quality import REPETITION_MAX, repetition_ratio, sample_judge
-from patents.services import claims_normalise
+from patents.records import claims_normalise
 
 
 @pytest.mark.unit

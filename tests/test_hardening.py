@@ -11,8 +11,9 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
+from patents.importing import reference_import_records
 from patents.models import Patent
-from patents.services import RecordError, reference_import_records
+from patents.records import RecordError
 from tests.factories import patent_published
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"

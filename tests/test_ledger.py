@@ -16,6 +16,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
+from patents.dumps import dump_export
 from patents.ledger import (
     ledger_heads_document,
     ledger_heads_parse,
@@ -23,7 +24,7 @@ from patents.ledger import (
     ledger_verify,
 )
 from patents.models import LedgerEntry, LedgerTimestamp, Patent
-from patents.services import dump_export, patent_withdraw
+from patents.services import patent_withdraw
 from tests.factories import patent_published
 from tests.helpers import require
 

@@ -7,9 +7,10 @@ import pytest
 
 from generation.models import Sample
 from generation.services import job_create, job_run
+from patents.importing import reference_import_records
 from patents.models import MinHashBand
 from patents.nearcopy import jaccard, near_copy_find, shingles
-from patents.services import jsonl_lines, reference_import_records
+from patents.records import jsonl_lines
 
 
 def _edit(text: str, every: int, rng: random.Random) -> str:
@@ -57,7 +58,7 @@ def test_distinct_real_patents_are_far_apart(references):
 
 @pytest.mark.django_db
 def test_the_gate_rejects_a_near_copy_with_the_closest_document(references, generators, memo_model):
-    from patents.services import reference_import_records
+    from patents.importing import reference_import_records
     from tests.tiny_models import MEMO_PATENTS
 
     # The memorised model recites MEMO_PATENTS[0]: import it as a reference patent first.

@@ -83,6 +83,10 @@ def test_downloads_of_one_invention(client):
     assert md.content.decode().startswith("# Patent\n\n## Title\nSelf-cleaning widget 3")
     data = json.loads(client.get(f"/p/{patent.public_id}.json").content)
     assert data["content_hash"] == patent.content_hash and len(data["claims"]) == 2
+    api = client.get(f"/api/patents/{patent.public_id}").json()
+    for field in ("public_id", "title", "abstract", "claims", "content_hash", "provenance"):
+        assert data[field] == api[field], field
+    assert data["provenance"]["generator_model"] == patent.generator_model
 
 
 @pytest.mark.django_db

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
+from patents.importing import reference_import_records
 from patents.models import Patent
-from patents.services import reference_import_records
 from search.selectors import SearchFilters, search_patents
 from search.services import search_documents_sync
 from tests.factories import patent_published
@@ -75,6 +75,14 @@ def test_reference_page_names_the_real_document(client):
     )
     assert "All the Patents" not in citation
     assert '"datePublished": "2005-02-22"' in html
+    # Its JSON download is the document too (one serializer with the API, #17.2), not an
+    # empty generator provenance.
+    download = client.get(f"/p/{grant.public_id}.json").json()
+    assert "provenance" not in download
+    assert (
+        download["reference"] == client.get(f"/api/patents/{grant.public_id}").json()["reference"]
+    )
+    assert download["reference"]["label"] == "US6859910 B2"
 
 
 @pytest.mark.django_db

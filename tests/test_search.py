@@ -10,8 +10,9 @@ from datetime import date, timedelta
 import pytest
 from django.test import override_settings
 
+from patents.importing import reference_import_records
 from patents.models import Patent
-from patents.services import patent_withdraw, reference_import_records
+from patents.services import patent_withdraw
 from search.models import IndexedVector
 from search.selectors import SearchFilters, index_health, search_patents
 from search.services import search_index_rebuild, search_index_update

@@ -9,8 +9,8 @@ import random
 import pytest
 from django.test import override_settings
 
+from patents.importing import reference_import_records
 from patents.models import LedgerEntry, Patent
-from patents.services import reference_import_records
 from search.keyword import keyword_search
 from search.selectors import SearchFilters, hybrid_rank, patents_matching, search_patents
 from search.services import search_index_rebuild, vector_texts

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from patents.services import reference_import_records
+from patents.importing import reference_import_records
 from search.selectors import SearchFilters, index_health, search_patents
 from search.services import (
     search_documents_sync,

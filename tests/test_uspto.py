@@ -5,8 +5,8 @@ import zipfile
 import pytest
 from django.core.management import call_command
 
+from patents.importing import uspto_import_paths
 from patents.models import Patent
-from patents.services import uspto_import_paths
 from patents.uspto import DocumentError, uspto_document_parse, uspto_documents
 from tests.helpers import shared_path
 

@@ -1,7 +1,7 @@
 from django.conf import settings
 
 from allthepatents.commands import ProgressCommand
-from patents.services import dump_export
+from patents.dumps import dump_export
 
 
 class Command(ProgressCommand):

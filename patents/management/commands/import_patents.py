@@ -4,7 +4,8 @@ from pathlib import Path
 from django.core.management.base import CommandError
 
 from allthepatents.commands import ProgressCommand
-from patents.services import jsonl_lines, reference_import_records, uspto_import_paths
+from patents.importing import reference_import_records, uspto_import_paths
+from patents.records import jsonl_lines
 from patents.uspto import is_uspto_path
 
 

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.management.base import CommandError
 
 from allthepatents.commands import ProgressCommand
-from patents.services import jsonl_lines
+from patents.records import jsonl_lines
 from search.embedder_training import SPLITS
 from search.evaluation import eval_cases_load, eval_distractors_load, search_eval_run
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from django.core.management.base import CommandError
 
 from allthepatents.commands import ProgressCommand
-from patents.services import jsonl_lines
+from patents.records import jsonl_lines
 from search.embedder_training import (
     base_encoder,
     embedder_examples_load,

@@ -1,0 +1,163 @@
+"""Importing reference patents: JSON Lines of the shared format and USPTO full-text files
+(XML, SGML, weekly zips), streamed in batches; each batch is one transaction, and a
+re-import skips what is there (by source id)."""
+
+import datetime as dt
+import json
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from patents.models import Claim, Patent
+from patents.nearcopy import bands_store
+from patents.records import ImportReport, RecordError, reference_record_parse
+from patents.services import patent_ids_unused, publish_hooks_run
+from patents.text import content_hash, cpc_codes_text
+
+
+def _reference_batch_write(parsed: list[dict], report: ImportReport) -> list[int]:
+    """Writes one batch in one transaction: all of a patent or none of it."""
+    ids = [p["source_id"] for p in parsed]
+    existing = set(Patent.objects.filter(source_id__in=ids).values_list("source_id", flat=True))
+    fresh = []
+    for p in parsed:
+        if p["source_id"] in existing:
+            report.skipped_existing += 1
+            continue
+        existing.add(p["source_id"])
+        fresh.append(p)
+    if not fresh:
+        return []
+    now = timezone.now()
+    public_ids = patent_ids_unused(len(fresh))
+    with transaction.atomic():
+        patents = [
+            Patent(
+                public_id=public_ids[i],
+                origin=Patent.Origin.REFERENCE,
+                title=p["title"],
+                abstract=p["abstract"],
+                content_hash=content_hash(
+                    title=p["title"], abstract=p["abstract"], claims=p["claims"]
+                ),
+                published_at=(
+                    dt.datetime.combine(p["source_date"], dt.time(), tzinfo=dt.UTC)
+                    if p["source_date"]
+                    else now
+                ),
+                source_id=p["source_id"],
+                source_date=p["source_date"],
+                filing_date=p["filing_date"],
+                source_meta=p["source_meta"],
+                cpc_codes=cpc_codes_text(p["source_meta"].get("cpc")),
+            )
+            for i, p in enumerate(fresh)
+        ]
+        Patent.objects.bulk_create(patents)
+        # bulk_create sets pks on PostgreSQL and SQLite >= 3.35; re-read to be portable.
+        pk_by_source = dict(
+            Patent.objects.filter(source_id__in=[p["source_id"] for p in fresh]).values_list(
+                "source_id", "pk"
+            )
+        )
+        Claim.objects.bulk_create(
+            Claim(patent_id=pk_by_source[p["source_id"]], **c) for p in fresh for c in p["claims"]
+        )
+        new_ids = list(pk_by_source.values())
+        bands_store(Patent.objects.filter(pk__in=new_ids).prefetch_related("claims"))
+        transaction.on_commit(lambda: publish_hooks_run(new_ids))
+    report.imported += len(fresh)
+    return new_ids
+
+
+def _import_in_batches(records: Iterable[dict], report: ImportReport, batch_size: int) -> None:
+    batch: list[dict] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= batch_size:
+            _reference_batch_write(batch, report)
+            batch = []
+    if batch:
+        _reference_batch_write(batch, report)
+
+
+def reference_import_records(
+    records: Iterable[tuple[int, str]],
+    *,
+    batch_size: int = 500,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Imports reference patents from numbered JSON lines; idempotent by source id."""
+    report = ImportReport()
+
+    def parsed():
+        line_no = 0
+        iterator = iter(records)
+        while True:
+            try:
+                line_no, line = next(iterator)
+            except StopIteration:
+                return
+            except (EOFError, OSError, zlib.error, UnicodeError) as exc:
+                # A truncated or corrupt file: keep what came before, say where it broke.
+                report.broken = (
+                    f"the file breaks after line {line_no:,}: "
+                    f"{type(exc).__name__}: {exc or 'unexpected end of data'}"
+                )
+                report.bad.append((f"after line {line_no}", report.broken))
+                return
+            report.lines += 1
+            if progress:
+                progress(1)
+            if not line.strip():
+                continue
+            try:
+                yield reference_record_parse(json.loads(line))
+            except json.JSONDecodeError as exc:
+                report.bad.append((line_no, f"invalid JSON: {exc.msg}"))
+            except RecordError as exc:
+                report.bad.append((line_no, str(exc)))
+
+    _import_in_batches(parsed(), report, batch_size)
+    return report
+
+
+def uspto_import_paths(
+    paths: list[Path], *, batch_size: int = 500, progress: Callable[[int], None] | None = None
+) -> ImportReport:
+    """Imports USPTO full-text files (XML, weekly zips) as reference patents, streaming."""
+    from patents.uspto import DocumentError, uspto_document_parse, uspto_documents
+
+    report = ImportReport()
+
+    def documents(path):
+        location = "the start"
+        iterator = uspto_documents(path)
+        while True:
+            try:
+                location, text = next(iterator)
+            except StopIteration:
+                return
+            except (EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
+                report.broken = f"{path.name} breaks after {location}: {type(exc).__name__}: {exc}"
+                report.bad.append((f"{path.name}:{location}", report.broken))
+                return
+            yield location, text
+
+    def parsed():
+        for path in paths:
+            for location, text in documents(path):
+                report.lines += 1
+                if progress:
+                    progress(1)
+                try:
+                    yield reference_record_parse(uspto_document_parse(text))
+                except (DocumentError, RecordError) as exc:
+                    report.bad.append((f"{path.name}:{location}", str(exc)))
+
+    _import_in_batches(parsed(), report, batch_size)
+    return report
