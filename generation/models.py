@@ -70,6 +70,8 @@ class GenerationJob(models.Model):
     max_new_tokens = models.PositiveIntegerField(default=SAMPLING_DEFAULTS.max_new_tokens)
     seed = models.BigIntegerField(default=0)
     topics = models.JSONField(default=list, blank=True)
+    # Fixed at creation so that every worker cuts the job into the same batches.
+    batch_size = models.PositiveIntegerField(default=16)
 
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
@@ -83,9 +85,10 @@ class GenerationJob(models.Model):
     last_error = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    # The worker that last took a batch and until when (the batches' own leases decide).
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0, help_text="Workers that have taken part.")
 
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
@@ -114,6 +117,27 @@ class GenerationJob(models.Model):
         return {name: getattr(self, name) for name in JOB_SAMPLING_FIELDS}
 
 
+class JobBatch(models.Model):
+    """A lease on the sample indexes [start, end) of a job: the unit by which several
+    workers share one job. A worker takes a batch nobody holds (or whose lease ran out),
+    renews the lease while it generates, and deletes the row when the batch is recorded:
+    whether a batch is done is read from its Sample rows, never from here."""
+
+    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="batches")
+    start = models.PositiveIntegerField()
+    end = models.PositiveIntegerField()
+    owner = models.CharField(max_length=200)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "start"], name="jobbatch_unique_job_start")
+        ]
+
+    def __str__(self):
+        return f"job {self.job_id} [{self.start}, {self.end}) held by {self.owner}"
+
+
 class Sample(models.Model):
     """One generated text, published or rejected; (job, index) makes work idempotent."""
 
@@ -132,6 +156,7 @@ class Sample(models.Model):
     verdict = models.CharField(max_length=16, choices=Verdict.choices, db_index=True)
     reasons = models.JSONField(default=list, blank=True)
     details = models.JSONField(default=dict, blank=True, help_text="e.g. the near-copy found")
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the worker")
     patent = models.OneToOneField(
         "patents.Patent", null=True, blank=True, on_delete=models.SET_NULL, related_name="sample"
     )

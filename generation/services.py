@@ -7,7 +7,8 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from django.conf import settings
@@ -22,7 +23,7 @@ from generation.backends import (
     backend_for,
 )
 from generation.gate import gate_run
-from generation.models import GenerationJob, Generator, Sample
+from generation.models import GenerationJob, Generator, JobBatch, Sample
 from generation.parsing import patent_text_parse
 from generation.prompts import (
     BOTTOM_UP,
@@ -144,6 +145,7 @@ def job_create(
         seed=seed if seed is not None else int.from_bytes(os.urandom(4), "big"),
         topics=[t.strip() for t in (topics or []) if t and t.strip()],
         created_by=created_by,
+        batch_size=settings.GENERATION_BATCH_SIZE,
         **params,
     )
     if dispatch:
@@ -152,13 +154,21 @@ def job_create(
 
 
 def job_dispatch(*, job_id: int) -> bool:
-    """Sends the job to the generation queue. A dead broker leaves it queued, with a note;
-    workers re-dispatch queued jobs when they start, and the admin can start it again."""
+    """Sends the job to the generation queue (GENERATION_JOB_FANOUT messages, so that as
+    many workers can share it). A dead broker leaves it queued, with a note; workers
+    re-dispatch queued jobs when they start, and the admin can start it again."""
     from allthepatents.celery import task_send
     from generation.tasks import job_run_task
 
+    job = GenerationJob.objects.filter(pk=job_id).only("count", "batch_size").first()
+    if job is None:
+        return False
+    # One message per worker that may share the job (at most one per batch): each free
+    # worker takes one and joins in; one that finds nothing left returns at once.
+    batches = -(-job.count // max(job.batch_size, 1))
     try:
-        task_send(job_run_task, args=[job_id])
+        for _ in range(max(1, min(settings.GENERATION_JOB_FANOUT, batches))):
+            task_send(job_run_task, args=[job_id])
     except Exception as exc:  # kombu raises many types for a dead broker
         logger.warning("could not dispatch job %s: %s", job_id, exc)
         GenerationJob.objects.filter(pk=job_id, status=Status.QUEUED).update(
@@ -192,40 +202,98 @@ def job_rerun(*, job: GenerationJob) -> GenerationJob:
         lease_owner="",
         lease_expires_at=None,
     )
+    if updated:
+        # Leases of the stopped run: a worker still finishing one loses it and its batch is
+        # redone, rather than the new run waiting for it to run out.
+        JobBatch.objects.filter(job_id=job.pk).delete()
     job.refresh_from_db()
     if updated:
         transaction.on_commit(lambda: job_dispatch(job_id=job.pk))
     return job
 
 
-def job_claim(*, job_id: int, token: str) -> bool:
-    """Compare-and-swap: take a queued job, or a running one whose lease has expired."""
+@dataclass(frozen=True)
+class BatchClaim:
+    """What ``job_claim`` found: the batch this worker now holds, if any, and else when the
+    earliest lease held by another worker runs out (None: nothing is held)."""
+
+    start: int | None = None
+    end: int | None = None
+    others_until: datetime | None = None
+
+    def __bool__(self) -> bool:
+        return self.start is not None
+
+
+def job_claim(*, job_id: int, token: str) -> BatchClaim:
+    """Takes the first batch of the job that is neither recorded nor held: a new lease row
+    (the unique (job, start) constraint decides between two workers), or a compare-and-swap
+    on a lease that has run out. A queued job becomes running on the way."""
     now = timezone.now()
     lease = now + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
-    # The attempt count rides in the same UPDATE as the claim: no read-modify-write race.
-    fields = {
-        "status": Status.RUNNING,
-        "lease_owner": token,
-        "lease_expires_at": lease,
-        "attempts": F("attempts") + 1,
-    }
-    claimed = GenerationJob.objects.filter(pk=job_id, status=Status.QUEUED).update(
-        started_at=now, **fields
+    GenerationJob.objects.filter(pk=job_id, status=Status.QUEUED).update(
+        status=Status.RUNNING, started_at=now
     )
-    if not claimed:
-        claimed = GenerationJob.objects.filter(
-            pk=job_id, status=Status.RUNNING, lease_expires_at__lt=now
-        ).update(**fields)
-    return bool(claimed)
+    job = GenerationJob.objects.filter(pk=job_id, status=Status.RUNNING).first()
+    if job is None or job.cancel_requested:
+        return BatchClaim()
+    done = set(Sample.objects.filter(job_id=job_id).values_list("index", flat=True))
+    held = {b.start: b for b in JobBatch.objects.filter(job_id=job_id)}
+    size = max(job.batch_size, 1)
+    others_until = None
+    for start in range(0, job.count, size):
+        end = min(start + size, job.count)
+        if all(i in done for i in range(start, end)):
+            continue
+        current = held.get(start)
+        if current is None:
+            try:
+                with transaction.atomic():
+                    JobBatch.objects.create(
+                        job_id=job_id, start=start, end=end, owner=token, expires_at=lease
+                    )
+            except IntegrityError:
+                continue  # another worker took it a moment ago
+        elif current.expires_at < now and current.owner != token:
+            taken = JobBatch.objects.filter(pk=current.pk, expires_at__lt=now).update(
+                owner=token, expires_at=lease
+            )
+            if not taken:
+                continue
+        elif current.owner != token:
+            if others_until is None or current.expires_at < others_until:
+                others_until = current.expires_at
+            continue
+        else:  # ours from an earlier pass (a lost race with ourselves cannot happen)
+            JobBatch.objects.filter(pk=current.pk).update(expires_at=lease)
+        GenerationJob.objects.filter(pk=job_id).update(lease_owner=token, lease_expires_at=lease)
+        return BatchClaim(start=start, end=end)
+    return BatchClaim(others_until=others_until)
 
 
 def _lease_renew(job_id: int, token: str) -> bool:
+    """Extends this worker's batch leases on the job; False when it holds none any more."""
     lease = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
-    return bool(
-        GenerationJob.objects.filter(pk=job_id, lease_owner=token, status=Status.RUNNING).update(
-            lease_expires_at=lease
-        )
+    renewed = JobBatch.objects.filter(job_id=job_id, owner=token).update(expires_at=lease)
+    if renewed:
+        GenerationJob.objects.filter(pk=job_id, lease_owner=token).update(lease_expires_at=lease)
+    return bool(renewed)
+
+
+def job_leases_release(*, job_id: int, worker: str) -> int:
+    """Lets the batches that this worker process holds on the job be taken at once (a
+    transient error: its retry, or another worker, carries on without waiting)."""
+    return JobBatch.objects.filter(job_id=job_id, owner__startswith=f"{worker}:").update(
+        expires_at=timezone.now()
     )
+
+
+def job_wait_seconds(*, job_id: int) -> float | None:
+    """Seconds until the earliest batch lease on the job runs out (None: none is held)."""
+    first = JobBatch.objects.filter(job_id=job_id).order_by("expires_at").first()
+    if first is None:
+        return None
+    return max(0.0, (first.expires_at - timezone.now()).total_seconds())
 
 
 def sample_seed(*, job_seed: int, index: int) -> int:
@@ -258,6 +326,7 @@ def _job_counters_refresh(job: GenerationJob) -> None:
 def _sample_record(
     *,
     job: GenerationJob,
+    worker: str,
     index: int,
     mode: str,
     seed: int,
@@ -290,6 +359,7 @@ def _sample_record(
         )
     return Sample.objects.create(
         job=job,
+        worker=worker,
         index=index,
         mode=mode,
         seed=seed,
@@ -305,14 +375,21 @@ def _sample_record(
 
 
 class JobRunOutcome(StrEnum):
-    """How ``job_run`` ended. The first three are the job's final status; the last two
-    mean this worker stopped and another (or a retry) carries on."""
+    """How ``job_run`` ended for this worker. The first three are the job's final status;
+    NOT_CLAIMED means the rest is in other workers' hands (the task looks again when their
+    leases would run out, in case one died)."""
 
     DONE = GenerationJob.Status.DONE.value
     FAILED = GenerationJob.Status.FAILED.value
     CANCELLED = GenerationJob.Status.CANCELLED.value
-    NOT_CLAIMED = "not-claimed"  # another worker holds the lease
-    LEASE_LOST = "lease-lost"  # taken over while this batch ran; its results are dropped
+    NOT_CLAIMED = "not-claimed"  # nothing free: other workers hold what is left
+
+
+_FINAL_OUTCOMES = {
+    Status.DONE: JobRunOutcome.DONE,
+    Status.FAILED: JobRunOutcome.FAILED,
+    Status.CANCELLED: JobRunOutcome.CANCELLED,
+}
 
 
 def job_batch_run(
@@ -323,10 +400,12 @@ def job_batch_run(
     params: SamplingParams,
     provenance_base: dict,
     token: str,
+    release: int | None = None,
 ) -> bool:
     """Generates, judges and records the samples ``indexes`` of ``job``, with the job's
-    counters, in one transaction. False when the lease was lost meanwhile (nothing is
-    recorded: the new owner redoes the batch)."""
+    counters, in one transaction, and drops the lease of the batch starting at ``release``.
+    False when the lease was lost meanwhile (nothing is recorded: the new owner redoes the
+    batch)."""
     cpu_started = time.process_time()
     prompts, seeds, modes = [], [], []
     for index in indexes:
@@ -356,6 +435,7 @@ def job_batch_run(
                 with transaction.atomic():
                     _sample_record(
                         job=job,
+                        worker=WORKER_ID,
                         index=index,
                         mode=mode,
                         seed=seed,
@@ -368,22 +448,29 @@ def job_batch_run(
                 logger.info("job %s sample %s already recorded", job.pk, index)
         _job_counters_refresh(job)
         GenerationJob.objects.filter(pk=job.pk).update(worker_seconds=F("worker_seconds") + took)
+        if release is not None:
+            JobBatch.objects.filter(job_id=job.pk, owner=token, start=release).delete()
     return True
 
 
 def job_run(
     *, job_id: int, progress: Callable[[GenerationJob], None] | None = None
 ) -> JobRunOutcome:
-    """Runs a job to the end (the worker's entry point).
+    """Works on a job until nothing is left for this worker (the worker's entry point).
 
-    Work goes in batches (``job_batch_run``); each batch's samples, publications and the
-    job's counters commit in one transaction, so a killed worker loses at most the batch in
-    flight, and a restarted run skips sample indexes already recorded.
+    The job is cut into batches of ``job.batch_size`` sample indexes; this worker takes one
+    at a time (``job_claim``), so several workers share a job. Each batch's samples,
+    publications and the job's counters commit in one transaction: a killed worker loses at
+    most the batch in flight, whose lease runs out for another to take. The worker that
+    finds every index recorded marks the job done.
     """
     token = f"{WORKER_ID}:{uuid.uuid4().hex[:8]}"
-    if not job_claim(job_id=job_id, token=token):
+    job = GenerationJob.objects.select_related("generator").filter(pk=job_id).first()
+    if job is None:
         return JobRunOutcome.NOT_CLAIMED
-    job = GenerationJob.objects.select_related("generator").get(pk=job_id)
+    if not job.is_active:
+        return _FINAL_OUTCOMES.get(job.status, JobRunOutcome.NOT_CLAIMED)
+    # Loaded before any batch is taken: a load longer than the lease would lose it.
     try:
         backend = backend_for(job.generator, model_override=job.model_override)
     except (ModelLoadError, BackendUnavailable) as exc:
@@ -395,31 +482,59 @@ def job_run(
         "sampling_params": job.sampling_params(),
     }
     params = SamplingParams(**job.sampling_params())
-    batch_size = settings.GENERATION_BATCH_SIZE
+    joined = False
     while True:
         job.refresh_from_db()
         if job.cancel_requested:
             _job_finish(job_id, Status.CANCELLED)
             return JobRunOutcome.CANCELLED
+        claim = job_claim(job_id=job_id, token=token)
+        if not claim:
+            job.refresh_from_db()
+            if job.status != Status.RUNNING:
+                return _FINAL_OUTCOMES.get(job.status, JobRunOutcome.NOT_CLAIMED)
+            if claim.others_until is None and job_all_recorded(job=job):
+                _job_counters_refresh(job)  # the last batches may have committed side by side
+                _job_finish(job_id, Status.DONE)
+                return JobRunOutcome.DONE
+            return JobRunOutcome.NOT_CLAIMED  # the rest is held by other workers
+        if not joined:
+            GenerationJob.objects.filter(pk=job_id).update(attempts=F("attempts") + 1)
+            joined = True
         done = set(Sample.objects.filter(job=job).values_list("index", flat=True))
-        todo = [i for i in range(job.count) if i not in done][:batch_size]
-        if not todo:
-            _job_finish(job_id, Status.DONE)
-            return JobRunOutcome.DONE
+        todo = [i for i in range(claim.start, claim.end) if i not in done]
+        if not todo:  # recorded by a worker that held it before us
+            JobBatch.objects.filter(job_id=job_id, owner=token, start=claim.start).delete()
+            continue
         started = time.monotonic()
-        if not job_batch_run(
+        recorded = job_batch_run(
             job=job,
             backend=backend,
             indexes=todo,
             params=params,
             provenance_base=provenance_base,
             token=token,
-        ):
-            return JobRunOutcome.LEASE_LOST
-        logger.info("job %s: %d samples in %.1fs", job_id, len(todo), time.monotonic() - started)
+            release=claim.start,
+        )
+        if not recorded:
+            # Taken over while this batch ran (a stall longer than the lease): the new
+            # holder redoes it; this worker goes on with whatever else is free.
+            logger.warning("job %s: lost the lease on batch %s", job_id, claim.start)
+            continue
+        logger.info(
+            "job %s: samples %d-%d in %.1fs",
+            job_id,
+            claim.start,
+            claim.end - 1,
+            time.monotonic() - started,
+        )
         if progress:
             job.refresh_from_db()
             progress(job)
+
+
+def job_all_recorded(*, job: GenerationJob) -> bool:
+    return Sample.objects.filter(job=job).count() >= job.count
 
 
 def job_lease_keeper(*, job_id: int, token: str):
@@ -438,6 +553,8 @@ def job_lease_keeper(*, job_id: int, token: str):
 
 
 def _job_finish(job_id: int, status: str, *, error: str = "") -> None:
+    """Final status, once: only a job still queued or running changes (two workers that
+    both see the end write it once)."""
     fields = {
         "status": status,
         "finished_at": timezone.now(),
@@ -446,7 +563,10 @@ def _job_finish(job_id: int, status: str, *, error: str = "") -> None:
     }
     if error:
         fields["last_error"] = error
-    GenerationJob.objects.filter(pk=job_id).update(**fields)
+    GenerationJob.objects.filter(pk=job_id, status__in=[Status.QUEUED, Status.RUNNING]).update(
+        **fields
+    )
+    JobBatch.objects.filter(job_id=job_id).delete()
 
 
 def job_fail(*, job_id: int, error: str) -> None:

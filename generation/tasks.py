@@ -6,11 +6,17 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
-from django.utils import timezone
 
 from generation.backends import TransientBackendError
 from generation.models import GenerationJob
-from generation.services import JobRunOutcome, job_fail, job_run
+from generation.services import (
+    WORKER_ID,
+    JobRunOutcome,
+    job_fail,
+    job_leases_release,
+    job_run,
+    job_wait_seconds,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +46,8 @@ def job_run_task(self, job_id: int):
         if transient_tries >= 5:
             job_fail(job_id=job_id, error=f"gave up after {transient_tries} retries: {exc}")
             return JobRunOutcome.FAILED
-        # Let the retry claim the job straight away.
-        GenerationJob.objects.filter(pk=job_id, status=GenerationJob.Status.RUNNING).update(
-            lease_expires_at=timezone.now()
-        )
+        # Let the retry (or another worker) take this worker's batches straight away.
+        job_leases_release(job_id=job_id, worker=WORKER_ID)
         raise self.retry(exc=exc, countdown=min(2 ** (transient_tries + 1), 60)) from exc
     except Exception as exc:
         logger.exception("job %s failed", job_id)
@@ -51,8 +55,9 @@ def job_run_task(self, job_id: int):
         return JobRunOutcome.FAILED
     if result == JobRunOutcome.NOT_CLAIMED:
         job.refresh_from_db()
-        if job.status == GenerationJob.Status.RUNNING and job.lease_expires_at:
-            # Another worker holds it, or a dead one did: look again when its lease ends.
-            wait = (job.lease_expires_at - timezone.now()).total_seconds()
+        wait = job_wait_seconds(job_id=job_id)
+        if job.status == GenerationJob.Status.RUNNING and wait is not None:
+            # Other workers hold the rest, or a dead one did: look again when the first
+            # of their leases would run out.
             raise self.retry(countdown=max(1, int(wait) + 1))
     return result

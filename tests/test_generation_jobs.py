@@ -179,6 +179,7 @@ def test_worker_runs_a_job_over_redis(generators, memo_model, redis_worker):
 def test_kill9_mid_job_then_new_worker_completes_exactly_once(
     generators, tiny_neox, worker_factory, settings
 ):
+    settings.GENERATION_BATCH_SIZE = 2  # fixed on the job at creation
     job = job_create(
         generator=generators["kl3m-002-170m-patent"],
         count=24,
@@ -187,7 +188,7 @@ def test_kill9_mid_job_then_new_worker_completes_exactly_once(
     )
     # A lease that outlives the second worker's start-up, so that worker must wait for it
     # (the retry path) rather than find it already expired.
-    first = worker_factory(GENERATION_BATCH_SIZE="2", GENERATION_LEASE_SECONDS="8")
+    first = worker_factory(GENERATION_LEASE_SECONDS="8")
     wait_for(
         lambda: Sample.objects.filter(job=job).count() >= 4,
         timeout=120,
@@ -197,7 +198,7 @@ def test_kill9_mid_job_then_new_worker_completes_exactly_once(
     done_at_kill = Sample.objects.filter(job=job).count()
     assert done_at_kill < 24
     assert GenerationJob.objects.get(pk=job.pk).status == "running"
-    second = worker_factory(GENERATION_BATCH_SIZE="2")
+    second = worker_factory()
     wait_for(
         lambda: GenerationJob.objects.get(pk=job.pk).status == "done",
         timeout=180,
@@ -214,14 +215,51 @@ def test_kill9_mid_job_then_new_worker_completes_exactly_once(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_cancel_stops_a_running_job_between_batches(generators, tiny_neox, worker_factory):
+def test_two_workers_share_one_job_every_sample_index_once(
+    generators, tiny_neox, worker_factory, settings
+):
+    """#15.4: a job's batches are shared by the workers that are free: both take part, and
+    every sample index is recorded exactly once."""
+    from generation.models import JobBatch
+
+    settings.GENERATION_BATCH_SIZE = 2
+    first, second = worker_factory(), worker_factory()
+    job = job_create(
+        generator=generators["kl3m-002-170m-patent"],
+        count=20,
+        model_override=str(tiny_neox),
+        max_new_tokens=64,
+    )
+    wait_for(
+        lambda: GenerationJob.objects.get(pk=job.pk).status == "done",
+        timeout=240,
+        message=lambda: (
+            f"job {GenerationJob.objects.filter(pk=job.pk).values().first()}\n"
+            f"first worker:\n{first.log_text()[-3000:]}\nsecond worker:\n"
+            f"{second.log_text()[-3000:]}"
+        ),
+    )
+    indexes = sorted(Sample.objects.filter(job=job).values_list("index", flat=True))
+    assert indexes == list(range(20))  # none missing, none twice
+    workers = set(Sample.objects.filter(job=job).values_list("worker", flat=True))
+    assert len(workers) == 2, f"one worker did it all: {workers}"
+    job.refresh_from_db()
+    assert job.done_count == 20 and job.attempts == 2
+    assert not JobBatch.objects.filter(job=job).exists()  # every lease given back
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_stops_a_running_job_between_batches(
+    generators, tiny_neox, worker_factory, settings
+):
+    settings.GENERATION_BATCH_SIZE = 2
     job = job_create(
         generator=generators["kl3m-002-170m-patent"],
         count=200,
         model_override=str(tiny_neox),
         max_new_tokens=64,
     )
-    worker = worker_factory(GENERATION_BATCH_SIZE="2")
+    worker = worker_factory()
     wait_for(
         lambda: Sample.objects.filter(job=job).count() >= 2,
         timeout=120,
@@ -277,28 +315,36 @@ def test_rows_that_finish_early_leave_the_batch_without_changing_the_others(memo
 
 
 def test_a_long_batch_keeps_its_lease_alive(generators, settings):
-    """The backend's heartbeat renews the lease (at most every third of it), so a batch that
-    runs longer than the lease is not taken over by another worker; a lost lease stays lost."""
+    """The backend's heartbeat renews the batch's lease (at most every third of it), so a
+    batch that runs longer than the lease is not taken over by another worker; a lost lease
+    stays lost."""
     import time
 
+    from generation.models import JobBatch
     from generation.services import job_claim, job_lease_keeper
 
     settings.GENERATION_LEASE_SECONDS = 3
     job = job_create(generator=generators["kl3m-002-170m-patent"], count=1, dispatch=False)
-    assert job_claim(job_id=job.pk, token="w1")
+    claim = job_claim(job_id=job.pk, token="w1")
+    assert (claim.start, claim.end) == (0, 1)
+
+    def expires():
+        return JobBatch.objects.get(job=job).expires_at
+
     beat = job_lease_keeper(job_id=job.pk, token="w1")
-    first = GenerationJob.objects.get(pk=job.pk).lease_expires_at
+    first = expires()
     beat()  # too soon: no write
-    assert GenerationJob.objects.get(pk=job.pk).lease_expires_at == first
+    assert expires() == first
     time.sleep(1.1)
     beat()
-    renewed = GenerationJob.objects.get(pk=job.pk).lease_expires_at
+    renewed = expires()
     assert renewed > first
-    assert not job_claim(job_id=job.pk, token="w2")  # the lease is live: nobody else may claim
-    GenerationJob.objects.filter(pk=job.pk).update(lease_owner="w2")
+    refused = job_claim(job_id=job.pk, token="w2")  # the lease is live: nobody else may take it
+    assert not refused and refused.others_until == renewed
+    JobBatch.objects.filter(job=job).update(owner="w2")
     time.sleep(1.1)
     beat()  # w1 no longer owns it: its heartbeat changes nothing
-    assert GenerationJob.objects.get(pk=job.pk).lease_expires_at == renewed
+    assert expires() == renewed
 
 
 @pytest.mark.django_db
