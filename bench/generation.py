@@ -3,6 +3,10 @@
 Run by hand (not in CI):
 
     .venv/bin/python bench/generation.py --tokens 1024 --batch 16
+    .venv/bin/python bench/generation.py --skip a,b,c-fp32 --threads 1 --processes 1,2
+
+``--processes`` runs (c) int8 in that many processes at once (one worker each, as when
+adding workers on one machine) and prints their total tokens/s.
 
 (a) the model card's recipe: pipeline('text-generation'), do_sample, temperature 0.5,
     num_return_sequences=3, with the shipped generation config (KV cache off);
@@ -101,6 +105,32 @@ def run_worker_path(
     return sum(o.tokens for o in outs) / took
 
 
+def _worker_process(model_dir: str, tokens: int, batch: int, threads: int) -> float:
+    import torch
+
+    os.environ["TORCH_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    return run_worker_path(Path(model_dir), tokens, batch, "int8")
+
+
+def run_processes(model_dir: Path, tokens: int, batch: int, threads: int, n: int) -> dict:
+    """(c) int8 in ``n`` processes at once: their summed rate and the wall-clock rate."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    started = time.perf_counter()
+    with ctx.Pool(n) as pool:
+        rates = pool.starmap(_worker_process, [(str(model_dir), tokens, batch, threads)] * n)
+    wall = time.perf_counter() - started
+    return {
+        "processes": n,
+        "threads_each": threads,
+        "tok_s_total": round(sum(rates), 1),
+        "tok_s_each": [round(r, 1) for r in rates],
+        "wall_s_with_load": round(wall, 1),
+    }
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=1024)
@@ -111,11 +141,16 @@ def main():
     )
     parser.add_argument("--skip", default="", help="comma list of a,b,c,c-fp32 to skip")
     parser.add_argument("--profile", action="store_true", help="op table for (c) int8")
+    parser.add_argument("--processes", default="", help="e.g. 1,2: (c) int8 in parallel processes")
     args = parser.parse_args()
     os.environ["TORCH_THREADS"] = str(args.threads)
     import torch
 
     torch.set_num_threads(args.threads)
+    from search.embeddings import cpu_flags, cpu_model_name
+
+    flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni"})
+    print(f"cpu: {cpu_model_name()} {flags}", flush=True)
     skip = set(args.skip.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_full_size(Path(tmp) / "model", args.source)
@@ -134,6 +169,9 @@ def main():
                 model_dir, args.tokens, args.batch, "int8", profile=args.profile
             )
             print(f"(c int8) {results['c_worker_int8']:.1f} tok/s", flush=True)
+        for n in [int(x) for x in args.processes.split(",") if x]:
+            row = run_processes(model_dir, args.tokens, args.batch, args.threads, n)
+            print(json.dumps(row), flush=True)
     base = results.get("b_pipeline_cache_on")
     for name, value in results.items():
         ratio = f"  {value / base:.1f}x (b)" if base else ""
