@@ -387,6 +387,73 @@ def bench_api(args, *, extra: dict | None = None, queries: list[str] | None = No
     return results
 
 
+def bench_site_eval(args) -> None:
+    """The #12 protocol through the site itself. Each query is a patent's first claim; the
+    answer is that patent, imported with its title and abstract only (its own claims would
+    find themselves), among distractors that keep their claims.
+
+        bench/search.py site-eval --prepare var/siteeval.jsonl
+        DATA_DIR=var/siteeval EMBEDDING_MODEL=DIR manage.py import_patents var/siteeval.jsonl
+        DATA_DIR=var/siteeval EMBEDDING_MODEL=DIR manage.py search_index update
+        (serve it: gunicorn, SEARCH_RATE_LIMIT=0)  then  bench/search.py site-eval --url URL
+    """
+    import gzip
+
+    import django
+
+    django.setup()
+    from search.embedder_training import patent_split
+    from search.evaluation import eval_cases_load
+
+    def lines():
+        with gzip.open(args.data, "rt", encoding="utf-8") as fh:
+            yield from fh
+
+    cases = eval_cases_load(lines(), split=args.split)
+    targets = {c.source_id for c in cases}
+    if args.prepare:
+        written = distractors = 0
+        with open(args.prepare, "w", encoding="utf-8") as out:
+            for line in lines():
+                record = json.loads(line)
+                pid = str(record.get("id", "")).strip()
+                if pid in targets:
+                    record = {**record, "claims": []}
+                elif distractors < args.distractor_count and patent_split(pid) != args.split:
+                    distractors += 1
+                else:
+                    continue
+                out.write(json.dumps(record) + "\n")
+                written += 1
+        print(f"{written} records ({len(targets)} targets, {distractors} distractors)")
+        return
+    ranks = []
+    started = time.perf_counter()
+    for case in cases:
+        request = urllib.request.Request(
+            f"{args.url}/api/search",
+            data=json.dumps({"q": case.query, "origin": "reference", "k": 10}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310 (local)
+            results = json.loads(resp.read())["results"]
+        numbers = [(r.get("reference") or {}).get("number") for r in results]
+        ranks.append(numbers.index(case.source_id) + 1 if case.source_id in numbers else None)
+    n = len(ranks) or 1
+    print(
+        json.dumps(
+            {
+                "queries": len(ranks),
+                "split": args.split,
+                "recall@1": round(sum(r == 1 for r in ranks) / n, 4),
+                "recall@10": round(sum(r is not None for r in ranks) / n, 4),
+                "mrr@10": round(sum(1 / r for r in ranks if r) / n, 4),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+    )
+
+
 def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -423,7 +490,20 @@ def main():
     w.add_argument("--count", type=int, default=200)
     w.add_argument("--seconds", type=float, default=30)
     w.add_argument("--max-requests", type=int, default=100_000)
+    s = sub.add_parser(
+        "site-eval",
+        help="recall through the running site: --prepare writes the corpus to import, then "
+        "queries /api/search with each first claim of the split",
+    )
+    s.add_argument("--url", default="http://127.0.0.1:8000")
+    s.add_argument("--data", default=str(ROOT.parent / "shared/data/patents.jsonl.gz"))
+    s.add_argument("--split", default="test")
+    s.add_argument("--distractor-count", type=int, default=10_000)
+    s.add_argument("--prepare", help="write the JSON Lines to import here, and stop")
     args = parser.parse_args()
+    if args.cmd == "site-eval":
+        bench_site_eval(args)
+        return
     if args.cmd == "workbench":
         host = urllib.parse.urlparse(args.url).hostname
         if host not in ("127.0.0.1", "localhost", "::1"):

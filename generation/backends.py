@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -45,6 +45,9 @@ class GenerationOutput:
     text: str  # the completion only, special tokens removed
     tokens: int
     finished: bool  # stopped on end-of-text rather than on the token limit
+    # The sampled ids (end token excluded) where the backend knows them: what a proof of
+    # sampling checks (generation/proof.py).
+    token_ids: list[int] = field(default_factory=list)
 
 
 class GenerationBackend(Protocol):
@@ -235,6 +238,7 @@ class TransformersBackend:
                 text=tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False),
                 tokens=len(ids) + (1 if finished[i] else 0),
                 finished=bool(finished[i]),
+                token_ids=list(ids),
             )
             for i, ids in enumerate(out_tokens)
         ]

@@ -1,0 +1,132 @@
+"""Proof of sampling (#18): false rejects on genuine samples, detection of edited and
+foreign texts, and the check's cost against generating the same text.
+
+    .venv/bin/python bench/proof.py --model var/models/demo --samples 32 --tokens 256
+    .venv/bin/python bench/proof.py --model var/models/demo --other OTHER_MODEL_DIR
+    .venv/bin/python bench/proof.py --full-size --samples 8 --tokens 256   # the cost ratio
+
+Genuine samples come from the worker's own paths (fp32 and dynamic int8, batch 8); each is
+checked by one fp32 forward pass (generation/proof.py). Edited: one word in 20 replaced by
+another word of the same text. Foreign (--other): samples of another model with the same
+tokenizer, checked as if they came from --model.
+"""
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "allthepatents.settings")
+os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="bench-proof-"))
+
+
+def edit_one_word_in_20(text: str, rng: random.Random) -> str:
+    words = text.split(" ")
+    if len(words) < 2:
+        return text + " edited"
+    for i in range(0, len(words), 20):
+        j = min(len(words) - 1, i + rng.randrange(20))
+        words[j] = rng.choice([w for w in words if w != words[j]] or ["widget"])
+    return " ".join(words)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", help="a trained model directory")
+    parser.add_argument(
+        "--full-size",
+        action="store_true",
+        help="random weights of the exact kl3m-002-170m-patent shape (for the cost ratio)",
+    )
+    parser.add_argument("--other", help="a second model with the same tokenizer")
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--tolerance", type=float, default=None)
+    args = parser.parse_args()
+    import django
+
+    django.setup()
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
+    from generation.backends import SamplingParams, TransformersBackend
+    from generation.prompts import KL3M_BOTTOM_UP, KL3M_TOP_DOWN
+    from generation.proof import LOGIT_TOLERANCE, sample_proof_check
+    from search.embeddings import cpu_flags, cpu_model_name
+
+    tolerance = LOGIT_TOLERANCE if args.tolerance is None else args.tolerance
+    if args.full_size:
+        from bench.generation import build_full_size
+
+        source = ROOT.parent / "shared" / "models" / "kl3m-002-170m-patent"
+        args.model = str(build_full_size(Path(tempfile.mkdtemp()) / "model", source))
+    if not args.model:
+        parser.error("--model or --full-size")
+    flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+    print(f"cpu: {cpu_model_name()} {flags}; tolerance {tolerance}", flush=True)
+    checker = TransformersBackend(args.model, quantize="none")
+    params = SamplingParams(max_new_tokens=args.tokens)
+    prompts = [KL3M_TOP_DOWN, KL3M_BOTTOM_UP] * (args.samples // 2)
+    rng = random.Random(7)
+    report = {"tolerance": tolerance, "tokens": args.tokens}
+
+    def generate(backend):
+        outs, seconds = [], 0.0
+        for start in range(0, len(prompts), 8):
+            chunk = prompts[start : start + 8]
+            t0 = time.perf_counter()
+            outs += backend.generate(chunk, [start + i for i in range(len(chunk))], params)
+            seconds += time.perf_counter() - t0
+        return outs, seconds
+
+    def check(outs, texts=None):
+        results = []
+        for i, (prompt, out) in enumerate(zip(prompts, outs, strict=True)):
+            ids = out.token_ids
+            if texts is not None:
+                ids = checker.tokenizer(texts[i], add_special_tokens=False)["input_ids"]
+            results.append(
+                sample_proof_check(
+                    backend=checker,
+                    prompt=prompt,
+                    token_ids=ids,
+                    finished=out.finished,
+                    params=params,
+                    logit_tolerance=tolerance,
+                )
+            )
+        return results
+
+    for path in ("fp32", "int8"):
+        backend = checker if path == "fp32" else TransformersBackend(args.model, quantize="int8")
+        outs, gen_seconds = generate(backend)
+        genuine = check(outs)
+        edited = check(outs, [edit_one_word_in_20(o.text, rng) for o in outs])
+        proof_seconds = sum(r.seconds for r in genuine)
+        report[path] = {
+            "samples": len(outs),
+            "false_reject_rate": round(sum(not r.ok for r in genuine) / len(genuine), 4),
+            "worst_genuine_excess": max(r.worst_excess for r in genuine),
+            "edited_detection_rate": round(sum(not r.ok for r in edited) / len(edited), 4),
+            "generation_seconds": round(gen_seconds, 2),
+            "proof_seconds": round(proof_seconds, 2),
+            "proof_cost_share": round(proof_seconds / gen_seconds, 4),
+        }
+        print(json.dumps({path: report[path]}), flush=True)
+    if args.other:
+        other = TransformersBackend(args.other, quantize="none")
+        outs, _ = generate(other)
+        foreign = check(outs)
+        report["foreign_detection_rate"] = round(sum(not r.ok for r in foreign) / len(foreign), 4)
+        print(json.dumps({"foreign_detection_rate": report["foreign_detection_rate"]}))
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Proof of sampling (#18): one forward pass says whether tokens could have been sampled."""
+
+import pytest
+
+from generation.backends import SamplingParams, TransformersBackend
+from generation.proof import sample_proof_check
+
+PROMPTS = ["# Patent\n\n## Title", "# Patent\n\n## Claims"] * 2
+PARAMS = SamplingParams(max_new_tokens=40, min_new_tokens=40)  # random weights rarely stop
+
+
+@pytest.mark.unit
+def test_the_batched_adjustment_is_the_samplers_step_by_step():
+    import torch
+
+    from generation.proof import _adjust_rows
+    from generation.sampling import logits_adjust
+
+    torch.manual_seed(0)
+    params = SamplingParams(repetition_penalty=1.3, temperature=0.7, min_new_tokens=3)
+    history = torch.randint(0, 50, (12,))  # 4 prompt tokens, then 8 drawn
+    logits = torch.randn(8, 50)
+    seen = history[:11].repeat(8, 1)
+    seen[torch.arange(11)[None, :] >= (4 + torch.arange(8))[:, None]] = history[0]
+    batched = _adjust_rows(logits.clone(), seen=seen, start=0, params=params, eos_id=7)
+    for step in range(8):
+        one = logits_adjust(
+            logits[step : step + 1].clone(),
+            seen=history[None, : 4 + step],
+            step=step,
+            params=params,
+            eos_id=7,
+        )
+        assert torch.allclose(one[0], batched[step])
+
+
+@pytest.fixture(scope="module")
+def checker(tiny_neox):
+    return TransformersBackend(str(tiny_neox), quantize="none")
+
+
+def _check(checker, prompt, out, ids=None):
+    return sample_proof_check(
+        backend=checker,
+        prompt=prompt,
+        token_ids=out.token_ids if ids is None else ids,
+        finished=out.finished,
+        params=PARAMS,
+    )
+
+
+def test_genuine_samples_pass_on_both_sampling_paths(tiny_neox, checker):
+    for backend in (checker, TransformersBackend(str(tiny_neox), quantize="int8")):
+        outs = backend.generate(PROMPTS, [11, 12, 13, 14], PARAMS)
+        for prompt, out in zip(PROMPTS, outs, strict=True):
+            assert len(out.token_ids) == 40
+            result = _check(checker, prompt, out)
+            assert result.ok, (backend.quantize, result)
+
+
+def test_an_edited_sample_fails_at_the_edit(checker):
+    out = checker.generate(PROMPTS[:1], [21], PARAMS)[0]
+    assert _check(checker, PROMPTS[0], out).ok
+    ids = list(out.token_ids)
+    # The least likely token there: what a hand edit looks like to the model.
+    import torch
+
+    context = checker.tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"] + ids[:20]
+    with torch.inference_mode():
+        logits = checker.model(input_ids=torch.tensor([context])).logits[0, -1]
+    ids[20] = int(logits.argmin())
+    result = _check(checker, PROMPTS[0], out, ids=ids)
+    assert not result.ok and result.first_violation == 20
+    assert not _check(checker, PROMPTS[0], out, ids=[10**9]).ok  # not even a token id
+
+
+def test_another_models_text_fails(checker, memo_model):
+    other = TransformersBackend(str(memo_model), quantize="none")
+    outs = other.generate(PROMPTS, [31, 32, 33, 34], PARAMS)
+    results = [_check(checker, prompt, out) for prompt, out in zip(PROMPTS, outs, strict=True)]
+    assert not any(r.ok for r in results)
+    assert all(r.violations > 5 for r in results)
