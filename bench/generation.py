@@ -139,7 +139,7 @@ def main():
     parser.add_argument(
         "--source", type=Path, default=ROOT.parent / "shared" / "models" / "kl3m-002-170m-patent"
     )
-    parser.add_argument("--skip", default="", help="comma list of a,b,c,c-fp32 to skip")
+    parser.add_argument("--skip", default="", help="comma list of a,b,c,c-fp32,c-bf16 to skip")
     parser.add_argument("--profile", action="store_true", help="op table for (c) int8")
     parser.add_argument("--processes", default="", help="e.g. 1,2: (c) int8 in parallel processes")
     args = parser.parse_args()
@@ -147,10 +147,15 @@ def main():
     import torch
 
     torch.set_num_threads(args.threads)
+    from generation.backends import generation_precision
     from search.embeddings import cpu_flags, cpu_model_name
 
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni"})
-    print(f"cpu: {cpu_model_name()} {flags}", flush=True)
+    print(
+        f"cpu: {cpu_model_name()} {flags}; GENERATION_QUANTIZE=auto picks "
+        f"{generation_precision('auto')}",
+        flush=True,
+    )
     skip = set(args.skip.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_full_size(Path(tmp) / "model", args.source)
@@ -164,6 +169,9 @@ def main():
         if "c-fp32" not in skip:
             results["c_worker_fp32"] = run_worker_path(model_dir, args.tokens, args.batch, "none")
             print(f"(c fp32) {results['c_worker_fp32']:.1f} tok/s", flush=True)
+        if "c-bf16" not in skip:
+            results["c_worker_bf16"] = run_worker_path(model_dir, args.tokens, args.batch, "bf16")
+            print(f"(c bf16) {results['c_worker_bf16']:.1f} tok/s", flush=True)
         if "c" not in skip:
             results["c_worker_int8"] = run_worker_path(
                 model_dir, args.tokens, args.batch, "int8", profile=args.profile

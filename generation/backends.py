@@ -67,6 +67,18 @@ class GenerationBackend(Protocol):
     ) -> list[GenerationOutput]: ...
 
 
+def generation_precision(choice: str, *, device: str = "cpu") -> str:
+    """GENERATION_QUANTIZE resolved: ``auto`` is bf16 where the CPU computes bf16 natively
+    (AMX or AVX512-BF16), else int8; on a GPU the model runs in fp16 whatever is asked."""
+    if device != "cpu":
+        return "none"
+    if choice == "auto":
+        from search.embeddings import cpu_has_native_bf16
+
+        return "bf16" if cpu_has_native_bf16() else "int8"
+    return choice
+
+
 def _cuda_available() -> bool:
     import torch
 
@@ -86,8 +98,10 @@ class TransformersBackend:
     def __init__(self, source: str, *, revision: str = "", quantize: str | None = None):
         self.source = source
         self.revision = revision or None
-        self.quantize = settings.GENERATION_QUANTIZE if quantize is None else quantize
         self.device = _device()
+        self.quantize = generation_precision(
+            settings.GENERATION_QUANTIZE if quantize is None else quantize, device=self.device
+        )
         self._load()
 
     def _load(self):
@@ -145,6 +159,10 @@ class TransformersBackend:
             from torch.ao.quantization import quantize_dynamic
 
             model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        elif self.device == "cpu" and self.quantize == "bf16":
+            # Weights and so the KV cache in bf16, where the CPU computes it natively (AMX,
+            # AVX512-BF16): half the bytes per token of context that attention reads.
+            model = model.to(torch.bfloat16)
         else:
             model.to(self.device)
         self.model = model

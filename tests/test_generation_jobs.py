@@ -378,3 +378,24 @@ def test_control_characters_in_model_output_are_dropped_and_counted(generators, 
         assert sample.details["control_characters_removed"] == 3
     patent = Patent.objects.get(job=job)  # the second is a duplicate of the first
     assert patent.title == "Self-stirring mug" and "\x00" not in patent.claims.last().text
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch, tiny_neox):
+    """GENERATION_QUANTIZE=auto: bf16 where the CPU computes it natively, int8 elsewhere;
+    the bf16 path really runs the model (and so its KV cache) in bf16."""
+    import torch
+
+    import search.embeddings
+    from generation.backends import SamplingParams, TransformersBackend, generation_precision
+
+    monkeypatch.setattr(search.embeddings, "cpu_flags", lambda: {"avx2"})
+    assert generation_precision("auto") == "int8"
+    monkeypatch.setattr(search.embeddings, "cpu_flags", lambda: {"avx2", "amx_bf16"})
+    assert generation_precision("auto") == "bf16"
+    assert generation_precision("none") == "none"
+    assert generation_precision("auto", device="cuda") == "none"
+    backend = TransformersBackend(str(tiny_neox), quantize="auto")
+    assert backend.quantize == "bf16"
+    assert next(backend.model.parameters()).dtype == torch.bfloat16
+    out = backend.generate(["# Patent\n\n## Title"], [1], SamplingParams(max_new_tokens=8))
+    assert out[0].tokens > 0
