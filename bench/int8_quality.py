@@ -1,5 +1,6 @@
-"""Does dynamic int8 change what a model writes? Gate pass rate per mode, fp32 against int8,
-same prompts and seeds (by hand, not in CI; needs a trained model such as the demo model).
+"""Does a faster precision change what a model writes? Gate pass rate per mode, fp32 against
+int8 and bf16, same prompts and seeds (by hand, not in CI; needs a trained model such as the
+demo model).
 
     .venv/bin/python bench/int8_quality.py var/models/demo --samples 20
 """
@@ -37,7 +38,7 @@ def main():
     params = SamplingParams(max_new_tokens=args.max_new_tokens)  # the job defaults
     seeds = list(range(args.seed, args.seed + args.samples))
     results = {}
-    for quantize in ("none", "int8"):
+    for quantize in ("none", "int8", "bf16"):
         backend = TransformersBackend(str(args.model), quantize=quantize)
         for mode, prompt in (("top-down", KL3M_TOP_DOWN), ("bottom-up", KL3M_BOTTOM_UP)):
             outputs = backend.generate([prompt] * len(seeds), seeds, params)
