@@ -24,6 +24,7 @@ from generation.sampling import (  # noqa: F401 (SamplingParams is re-exported)
     logits_adjust,
     sample_rows,
 )
+from generation.vocabulary import BACKEND_OPENAI, BACKEND_TRANSFORMERS
 
 logger = logging.getLogger(__name__)
 
@@ -363,7 +364,7 @@ _cache_lock = threading.Lock()
 
 def backend_for(generator, *, model_override: str = "") -> GenerationBackend:
     """The backend for a generator, loaded once per process and kept."""
-    if generator.backend == "openai":
+    if generator.backend == BACKEND_OPENAI:
         return OpenAIBackend(
             base_url=settings.OPENAI_API_BASE,
             model=settings.OPENAI_MODEL or generator.model_id,
@@ -373,7 +374,7 @@ def backend_for(generator, *, model_override: str = "") -> GenerationBackend:
     source = model_override or generator.source
     if generator.requires_gpu and _device() != "cuda":
         raise BackendUnavailable(f"{generator.name} needs a GPU and this worker has none.")
-    key = ("transformers", source, generator.revision, settings.GENERATION_QUANTIZE)
+    key = (BACKEND_TRANSFORMERS, source, generator.revision, settings.GENERATION_QUANTIZE)
     with _cache_lock:
         if key not in _cache:
             started = time.monotonic()

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.db import models
 
 from generation.sampling import JOB_SAMPLING_FIELDS, SAMPLING_DEFAULTS
+from generation.vocabulary import BACKEND_OPENAI, BACKEND_TRANSFORMERS
 from patents import vocabulary
 
 
@@ -9,8 +10,8 @@ class Generator(models.Model):
     """A registered text generator: a model, where it lives, and how to prompt it."""
 
     class Backend(models.TextChoices):
-        TRANSFORMERS = "transformers", "Local transformers (CPU or CUDA)"
-        OPENAI = "openai", "OpenAI-compatible HTTP endpoint (vLLM)"
+        TRANSFORMERS = BACKEND_TRANSFORMERS, "Local transformers (CPU or CUDA)"
+        OPENAI = BACKEND_OPENAI, "OpenAI-compatible HTTP endpoint (vLLM)"
 
     class PromptFormat(models.TextChoices):
         KL3M = "kl3m", "kl3m patent markdown"

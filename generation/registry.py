@@ -1,10 +1,12 @@
 """The generators present after migrate (the seed models of the project)."""
 
+from generation.vocabulary import BACKEND_OPENAI, BACKEND_TRANSFORMERS
+
 SEEDS = [
     {
         "name": "kl3m-002-170m-patent",
         "model_id": "alea-institute/kl3m-002-170m-patent",
-        "backend": "transformers",
+        "backend": BACKEND_TRANSFORMERS,
         "prompt_format": "kl3m",
         "is_default": True,
         "notes": "GPT-NeoX 168M, fine-tuned on patents (top-down and bottom-up).",
@@ -12,21 +14,21 @@ SEEDS = [
     {
         "name": "kl3m-002-170m",
         "model_id": "alea-institute/kl3m-002-170m",
-        "backend": "transformers",
+        "backend": BACKEND_TRANSFORMERS,
         "prompt_format": "kl3m",
         "notes": "The base model; same tokenizer and prompts.",
     },
     {
         "name": "42dot-llm-plm-1-3b",
         "model_id": "42dot/42dot_LLM-PLM-1.3B",
-        "backend": "transformers",
+        "backend": BACKEND_TRANSFORMERS,
         "prompt_format": "fewshot",
         "notes": "LLaMA 1.3B, few-shot patent prompt.",
     },
     {
         "name": "42dot-llm-sft-1-3b",
         "model_id": "42dot/42dot_LLM-SFT-1.3B",
-        "backend": "transformers",
+        "backend": BACKEND_TRANSFORMERS,
         "prompt_format": "chat-42dot",
         "default_params": {
             "temperature": 0.5,
@@ -39,7 +41,7 @@ SEEDS = [
     {
         "name": "kullm3-awq",
         "model_id": "taeminlee/KULLM3-awq",
-        "backend": "openai",
+        "backend": BACKEND_OPENAI,
         "prompt_format": "kullm3",
         "language": "ko",
         "requires_gpu": True,
