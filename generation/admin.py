@@ -5,11 +5,11 @@ from django.db import transaction
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from allthepatents.admin import ReadOnlyAdmin
 from generation.models import GenerationJob, Generator, Sample
-from generation.selectors import job_cost
+from generation.selectors import job_cost, job_workers
 from generation.services import (
     JobParameterError,
     job_cancel,
@@ -121,7 +121,7 @@ class GenerationJobAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        return ["progress", "cost", *[f.name for f in self.model._meta.fields]]
+        return ["progress", "cost", "workers", *[f.name for f in self.model._meta.fields]]
 
     @admin.display(description="cost")
     def cost(self, obj):
@@ -133,6 +133,24 @@ class GenerationJobAdmin(admin.ModelAdmin):
             c["tokens_per_second"] if c["tokens_per_second"] is not None else "—",
             c["seconds_per_sample"] if c["seconds_per_sample"] is not None else "—",
             c["seconds_per_invention"] if c["seconds_per_invention"] is not None else "—",
+        )
+
+    @admin.display(description="workers")
+    def workers(self, obj):
+        rows = job_workers(obj)
+        if not rows:
+            return "—"
+        return format_html_join(
+            "; ",
+            "{}: {} samples{}",
+            (
+                (
+                    r["worker"] or "unknown",
+                    r["samples"],
+                    f", holding {', '.join(r['holding'])}" if r["holding"] else "",
+                )
+                for r in rows
+            ),
         )
 
     def has_add_permission(self, request):

@@ -88,6 +88,24 @@ def job_cost(job) -> dict:
     }
 
 
+def job_workers(job) -> list[dict]:
+    """Who worked on a job: per worker, the samples it recorded and the batches it holds
+    now (a job is shared batch by batch, #15)."""
+    from django.db.models import Count
+
+    from generation.models import JobBatch, Sample
+
+    rows = {
+        r["worker"]: {"worker": r["worker"], "samples": r["n"], "holding": []}
+        for r in Sample.objects.filter(job=job).values("worker").annotate(n=Count("id"))
+    }
+    for batch in JobBatch.objects.filter(job=job).order_by("start"):
+        worker = batch.owner.rsplit(":", 1)[0]  # the lease token is host:pid:nonce
+        row = rows.setdefault(worker, {"worker": worker, "samples": 0, "holding": []})
+        row["holding"].append(f"{batch.start}-{batch.end - 1}")
+    return sorted(rows.values(), key=lambda r: (-r["samples"], r["worker"]))
+
+
 def stats_cost_by_model() -> list[dict]:
     """Cost per model used and mode, over all jobs: tokens per CPU-second, CPU-seconds per
     sample and per published invention, beside the hit rate."""

@@ -106,3 +106,35 @@ def test_cost_per_invention_is_shown(client, admin_client):
     assert "50%" in row
     page = admin_client.get(f"/admin/generation/generationjob/{job.pk}/change/").content.decode()
     assert "200.0 tokens/s" in page and "10.0 s per published invention" in page
+
+
+@pytest.mark.django_db
+def test_job_page_names_the_workers_that_share_it(admin_client):
+    """A job shared by workers (#15.4) says who did what, and who holds a batch now."""
+    from datetime import timedelta
+
+    from generation.models import JobBatch, Sample
+
+    gen = GeneratorFactory(name="shared-gen", model_id="test/shared")
+    job = GenerationJob.objects.create(generator=gen, count=6, mode="top-down", batch_size=2)
+    for index, worker in ((0, "host-a:11"), (1, "host-a:11"), (2, "host-b:22")):
+        Sample.objects.create(
+            job=job,
+            index=index,
+            mode="top-down",
+            seed=index,
+            prompt="p",
+            raw_text="t",
+            verdict="rejected",
+            worker=worker,
+        )
+    JobBatch.objects.create(
+        job=job,
+        start=4,
+        end=6,
+        owner="host-b:22:ab12cd34",
+        expires_at=timezone.now() + timedelta(seconds=60),
+    )
+    page = admin_client.get(f"/admin/generation/generationjob/{job.pk}/change/").content.decode()
+    assert "host-a:11: 2 samples" in page
+    assert "host-b:22: 1 samples, holding 4-5" in page
