@@ -223,7 +223,10 @@ def test_two_workers_share_one_job_every_sample_index_once(
     from generation.models import JobBatch
 
     settings.GENERATION_BATCH_SIZE = 2
-    first, second = worker_factory(), worker_factory()
+    # Leases long enough that a slow first batch (model loads on a busy CI box) is never
+    # taken over: this test is about sharing, the kill -9 test about taking over.
+    first = worker_factory(GENERATION_LEASE_SECONDS="60")
+    second = worker_factory(GENERATION_LEASE_SECONDS="60")
     job = job_create(
         generator=generators["kl3m-002-170m-patent"],
         count=20,
