@@ -234,6 +234,8 @@ GENERATION_MAX_COUNT = env_int("GENERATION_MAX_COUNT", 10000, minimum=1)
 GENERATION_LEASE_SECONDS = env_int("GENERATION_LEASE_SECONDS", 120, minimum=1)
 # Messages sent per job: up to this many workers share one job, batch by batch.
 GENERATION_JOB_FANOUT = env_int("GENERATION_JOB_FANOUT", 4, minimum=1)
+# Work units one contributor may hold at once (#18).
+CONTRIBUTOR_MAX_LEASES = env_int("CONTRIBUTOR_MAX_LEASES", 2, minimum=1)
 GENERATION_SOFT_TIME_LIMIT = env_int("GENERATION_SOFT_TIME_LIMIT", 6 * 3600, minimum=1)
 GENERATION_HARD_TIME_LIMIT = env_int("GENERATION_HARD_TIME_LIMIT", 6 * 3600 + 300, minimum=1)
 OPENAI_API_BASE = env_str("OPENAI_API_BASE", "")

@@ -6,8 +6,9 @@ from allthepatents import views
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
-    path("", include("search.urls")),
+    # Before search's: it ends with the catch-all for unknown /api/ paths.
     path("", include("generation.urls")),
+    path("", include("search.urls")),
     path("", include("patents.urls")),
 ]
 

@@ -8,7 +8,8 @@ from django.urls import path
 from django.utils.html import format_html, format_html_join
 
 from allthepatents.admin import ReadOnlyAdmin
-from generation.models import GenerationJob, Generator, Sample
+from generation.contributions import contributor_create, contributor_revoke
+from generation.models import Contributor, GenerationJob, Generator, Sample
 from generation.selectors import job_cost, job_workers
 from generation.services import (
     JobParameterError,
@@ -57,6 +58,7 @@ class JobCreateForm(forms.ModelForm):
             "repetition_penalty",
             "max_new_tokens",
             "seed",
+            "open_to_contributors",
         ]
 
     def clean(self):
@@ -177,6 +179,7 @@ class GenerationJobAdmin(admin.ModelAdmin):
             seed=data.get("seed"),
             topics=topics,
             created_by=request.user,
+            open_to_contributors=bool(data.get("open_to_contributors")),
             dispatch=False,
         )
         obj.pk = created.pk
@@ -290,3 +293,49 @@ class GenerationJobAdmin(admin.ModelAdmin):
 class SampleAdmin(ReadOnlyAdmin):
     list_display = ["id", "job", "index", "mode", "verdict", "tokens"]
     list_filter = ["verdict", "mode"]
+
+
+class ContributorAddForm(forms.ModelForm):
+    class Meta:
+        model = Contributor
+        fields = ["name"]
+
+
+@admin.register(Contributor)
+class ContributorAdmin(admin.ModelAdmin):
+    """Contributors' API tokens: made here, shown once, stored hashed, revocable."""
+
+    list_display = ["name", "token_prefix", "active", "created_at", "revoked_at", "samples_done"]
+    actions = ["revoke"]
+    form = ContributorAddForm
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else ["name", "token_prefix", "active", "revoked_at"]
+
+    def get_fields(self, request, obj=None):
+        return ["name"] if obj is None else ["name", "token_prefix", "active", "revoked_at"]
+
+    @admin.display(description="samples")
+    def samples_done(self, obj):
+        return obj.samples.count()
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # their samples keep the name: revoke instead
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return
+        created, token = contributor_create(name=form.cleaned_data["name"])
+        obj.pk = created.pk
+        obj.refresh_from_db()
+        self.message_user(
+            request,
+            f"API token for {created.name} (shown once, not stored): {token}",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke the selected contributors' tokens")
+    def revoke(self, request, queryset):
+        for contributor in queryset:
+            contributor_revoke(contributor=contributor)
+        self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)

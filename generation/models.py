@@ -45,6 +45,21 @@ class Generator(models.Model):
         return self.local_path or self.model_id
 
 
+class Contributor(models.Model):
+    """Someone who generates on their own machine and submits over HTTP (#18). The API
+    token is shown once when made; only its SHA-256 is kept."""
+
+    name = models.CharField(max_length=100, unique=True)
+    token_hash = models.CharField(max_length=64, unique=True)
+    token_prefix = models.CharField(max_length=12, help_text="Tells tokens apart; not secret.")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return self.name
+
+
 class GenerationJob(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -73,6 +88,9 @@ class GenerationJob(models.Model):
     topics = models.JSONField(default=list, blank=True)
     # Fixed at creation so that every worker cuts the job into the same batches.
     batch_size = models.PositiveIntegerField(default=16)
+    open_to_contributors = models.BooleanField(
+        default=False, help_text="Contributors' workers may lease its batches over HTTP."
+    )
 
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
@@ -158,6 +176,9 @@ class Sample(models.Model):
     reasons = models.JSONField(default=list, blank=True)
     details = models.JSONField(default=dict, blank=True, help_text="e.g. the near-copy found")
     worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the worker")
+    contributor = models.ForeignKey(
+        Contributor, null=True, blank=True, on_delete=models.PROTECT, related_name="samples"
+    )
     patent = models.OneToOneField(
         "patents.Patent", null=True, blank=True, on_delete=models.SET_NULL, related_name="sample"
     )

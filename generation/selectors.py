@@ -141,3 +141,25 @@ def stats_cost_by_model() -> list[dict]:
             }
         )
     return out
+
+
+def contributors_credits() -> list[dict]:
+    """The public credits: per contributor (revoked ones too: their work stands), samples
+    recorded, inventions published, since when; most published first."""
+    from django.db.models import Count, Q
+
+    from generation.models import Contributor, Sample
+
+    rows = Contributor.objects.annotate(
+        n_samples=Count("samples"),
+        n_published=Count("samples", filter=Q(samples__verdict=Sample.Verdict.PUBLISHED)),
+    ).order_by("-n_published", "-n_samples", "name")
+    return [
+        {
+            "name": c.name,
+            "samples": c.n_samples,
+            "published": c.n_published,
+            "created_at": c.created_at,
+        }
+        for c in rows
+    ]

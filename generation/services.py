@@ -118,6 +118,7 @@ def job_create(
     seed: int | None = None,
     topics: list[str] | None = None,
     created_by=None,
+    open_to_contributors: bool = False,
     dispatch: bool = True,
 ) -> GenerationJob:
     """Creates a job with validated parameters and dispatches it after commit."""
@@ -146,6 +147,7 @@ def job_create(
         topics=[t.strip() for t in (topics or []) if t and t.strip()],
         created_by=created_by,
         batch_size=settings.GENERATION_BATCH_SIZE,
+        open_to_contributors=open_to_contributors,
         **params,
     )
     if dispatch:
@@ -307,7 +309,7 @@ def sample_mode(*, job_mode: str, index: int) -> str:
     return job_mode
 
 
-def _job_counters_refresh(job: GenerationJob) -> None:
+def job_counters_refresh(job: GenerationJob) -> None:
     """Counters derive from the Sample rows, so a retried batch can never double-count."""
     samples = Sample.objects.filter(job=job)
     reasons: Counter = Counter()
@@ -323,7 +325,7 @@ def _job_counters_refresh(job: GenerationJob) -> None:
     )
 
 
-def _sample_record(
+def sample_record(
     *,
     job: GenerationJob,
     worker: str,
@@ -333,7 +335,10 @@ def _sample_record(
     prompt: str,
     output,
     provenance_base: dict,
+    contributor=None,
 ) -> Sample:
+    """Parses, judges and records one output as sample ``index`` of ``job`` (publishing it
+    when the gate passes): the one path for our workers' samples and contributors'."""
     fmt = job.generator.prompt_format
     # A model can emit any byte: a NUL alone made PostgreSQL refuse the batch and failed
     # the job. The count is kept with the sample, so nothing is removed silently.
@@ -360,6 +365,7 @@ def _sample_record(
     return Sample.objects.create(
         job=job,
         worker=worker,
+        contributor=contributor,
         index=index,
         mode=mode,
         seed=seed,
@@ -392,6 +398,25 @@ _FINAL_OUTCOMES = {
 }
 
 
+def job_prompts(*, job: GenerationJob, indexes: list[int]):
+    """(prompts, seeds, modes) of the samples ``indexes``: all a sample depends on."""
+    prompts, seeds, modes = [], [], []
+    for index in indexes:
+        mode = sample_mode(job_mode=job.mode, index=index)
+        topic = job.topics[index % len(job.topics)] if job.topics else ""
+        prompts.append(
+            prompt_render(
+                prompt_format=job.generator.prompt_format,
+                mode=mode,
+                topic=topic,
+                language=job.generator.language,
+            )
+        )
+        seeds.append(sample_seed(job_seed=job.seed, index=index))
+        modes.append(mode)
+    return prompts, seeds, modes
+
+
 def job_batch_run(
     *,
     job: GenerationJob,
@@ -407,20 +432,7 @@ def job_batch_run(
     False when the lease was lost meanwhile (nothing is recorded: the new owner redoes the
     batch)."""
     cpu_started = time.process_time()
-    prompts, seeds, modes = [], [], []
-    for index in indexes:
-        mode = sample_mode(job_mode=job.mode, index=index)
-        topic = job.topics[index % len(job.topics)] if job.topics else ""
-        prompts.append(
-            prompt_render(
-                prompt_format=job.generator.prompt_format,
-                mode=mode,
-                topic=topic,
-                language=job.generator.language,
-            )
-        )
-        seeds.append(sample_seed(job_seed=job.seed, index=index))
-        modes.append(mode)
+    prompts, seeds, modes = job_prompts(job=job, indexes=indexes)
     outputs = backend.generate(
         prompts, seeds, params, heartbeat=job_lease_keeper(job_id=job.pk, token=token)
     )
@@ -433,7 +445,7 @@ def job_batch_run(
         ):
             try:
                 with transaction.atomic():
-                    _sample_record(
+                    sample_record(
                         job=job,
                         worker=WORKER_ID,
                         index=index,
@@ -446,7 +458,7 @@ def job_batch_run(
             except IntegrityError:
                 # Another worker recorded this index first: keep theirs.
                 logger.info("job %s sample %s already recorded", job.pk, index)
-        _job_counters_refresh(job)
+        job_counters_refresh(job)
         GenerationJob.objects.filter(pk=job.pk).update(worker_seconds=F("worker_seconds") + took)
         if release is not None:
             JobBatch.objects.filter(job_id=job.pk, owner=token, start=release).delete()
@@ -474,7 +486,7 @@ def job_run(
     try:
         backend = backend_for(job.generator, model_override=job.model_override)
     except (ModelLoadError, BackendUnavailable) as exc:
-        _job_finish(job_id, Status.FAILED, error=str(exc))
+        job_finish(job_id, Status.FAILED, error=str(exc))
         return JobRunOutcome.FAILED
     provenance_base = {
         "generator_model": job.model_override or job.generator.model_id,
@@ -486,7 +498,7 @@ def job_run(
     while True:
         job.refresh_from_db()
         if job.cancel_requested:
-            _job_finish(job_id, Status.CANCELLED)
+            job_finish(job_id, Status.CANCELLED)
             return JobRunOutcome.CANCELLED
         claim = job_claim(job_id=job_id, token=token)
         if not claim:
@@ -494,8 +506,8 @@ def job_run(
             if job.status != Status.RUNNING:
                 return _FINAL_OUTCOMES.get(job.status, JobRunOutcome.NOT_CLAIMED)
             if claim.others_until is None and job_all_recorded(job=job):
-                _job_counters_refresh(job)  # the last batches may have committed side by side
-                _job_finish(job_id, Status.DONE)
+                job_counters_refresh(job)  # the last batches may have committed side by side
+                job_finish(job_id, Status.DONE)
                 return JobRunOutcome.DONE
             return JobRunOutcome.NOT_CLAIMED  # the rest is held by other workers
         if not joined:
@@ -552,7 +564,7 @@ def job_lease_keeper(*, job_id: int, token: str):
     return beat
 
 
-def _job_finish(job_id: int, status: str, *, error: str = "") -> None:
+def job_finish(job_id: int, status: str, *, error: str = "") -> None:
     """Final status, once: only a job still queued or running changes (two workers that
     both see the end write it once)."""
     fields = {

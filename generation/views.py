@@ -1,10 +1,23 @@
 """The public stats page: every number on it is generation's (hit rates, rejection reasons,
-efficiency, cost), next to the publication counts."""
+efficiency, cost), next to the publication counts. And the contributors' work-unit API
+(#18): JSON over HTTPS, a Bearer token per contributor, no cookies (so no CSRF)."""
 
+import json
+
+from django.http import JsonResponse
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
 
+from generation.contributions import (
+    ContributionError,
+    contributor_authenticate,
+    work_unit_lease,
+    work_unit_release,
+    work_unit_submit,
+)
 from generation.selectors import (
+    contributors_credits,
     stats_cost_by_model,
     stats_daily_efficiency,
     stats_hit_rates,
@@ -35,4 +48,57 @@ def stats(request):
             ],
             "costs": stats_cost_by_model(),
         },
+    )
+
+
+@require_GET
+def contributors(request):
+    return render(request, "generation/contributors.html", {"contributors": contributors_credits()})
+
+
+def _contribution_api(handler):
+    """Bearer-token authentication, a JSON body, and refusals as JSON with their status."""
+
+    @csrf_exempt
+    @require_POST
+    def view(request):
+        header = request.headers.get("Authorization", "")
+        token = header[7:].strip() if header.startswith("Bearer ") else ""
+        contributor = contributor_authenticate(token=token)
+        if contributor is None:
+            return JsonResponse({"error": "unknown or revoked token", "status": 401}, status=401)
+        try:
+            body = json.loads(request.body or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("a JSON object")
+        except ValueError:
+            return JsonResponse({"error": "send a JSON object", "status": 400}, status=400)
+        try:
+            return handler(contributor, body)
+        except ContributionError as exc:
+            return JsonResponse({"error": str(exc), "status": exc.status}, status=exc.status)
+
+    return view
+
+
+@_contribution_api
+def api_contribute_lease(contributor, body):
+    unit = work_unit_lease(contributor=contributor)
+    if unit is None:
+        return JsonResponse({"unit": None, "retry_after": 60})
+    return JsonResponse(unit)
+
+
+@_contribution_api
+def api_contribute_submit(contributor, body):
+    result = work_unit_submit(
+        contributor=contributor, unit_id=str(body.get("unit", "")), samples=body.get("samples")
+    )
+    return JsonResponse(result)
+
+
+@_contribution_api
+def api_contribute_release(contributor, body):
+    return JsonResponse(
+        {"released": work_unit_release(contributor=contributor, unit_id=str(body.get("unit")))}
     )

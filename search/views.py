@@ -693,6 +693,68 @@ OPENAPI = {
 }
 
 
+def _contribute_op(summary: str, request_schema: dict, response: str) -> dict:
+    return {
+        "post": {
+            "summary": summary,
+            "security": [{"contributorToken": []}],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": request_schema}},
+            },
+            "responses": {
+                "200": {"description": response},
+                "400": {"description": "malformed request"},
+                "401": {"description": "unknown or revoked token"},
+                "409": {"description": "the unit is not yours any more, or was submitted"},
+                "422": {"description": "a sample fails the proof of sampling"},
+                "429": {"description": "too many units leased at once"},
+            },
+        }
+    }
+
+
+_UNIT_REF = {"type": "object", "properties": {"unit": {"type": "string"}}, "required": ["unit"]}
+# The contributors' work-unit API (#18): generation/contributions.py.
+OPENAPI["paths"].update(
+    {
+        "/api/contribute/lease": _contribute_op(
+            "Lease a work unit: job, sample indexes, prompts, seeds, sampling settings, model",
+            {"type": "object"},
+            "a unit, or {unit: null, retry_after} when there is none",
+        ),
+        "/api/contribute/submit": _contribute_op(
+            "Submit a unit's sampled token ids; each is proved, then parsed, gated, published",
+            {
+                **_UNIT_REF,
+                "properties": {
+                    **_UNIT_REF["properties"],
+                    "samples": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "index": {"type": "integer"},
+                                "token_ids": {"type": "array", "items": {"type": "integer"}},
+                                "finished": {"type": "boolean"},
+                            },
+                            "required": ["index", "token_ids", "finished"],
+                        },
+                    },
+                },
+            },
+            "recorded, published ids, rejection reasons",
+        ),
+        "/api/contribute/release": _contribute_op(
+            "Give a unit back (stopping cleanly)", _UNIT_REF, "{released: bool}"
+        ),
+    }
+)
+OPENAPI["components"]["securitySchemes"] = {
+    "contributorToken": {"type": "http", "scheme": "bearer", "description": "atp_… token"}
+}
+
+
 @api_methods("GET")
 def api_openapi(request):
     return JsonResponse(OPENAPI)

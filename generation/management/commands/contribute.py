@@ -1,0 +1,92 @@
+import json
+import time
+import urllib.error
+import urllib.request
+
+from django.core.management.base import CommandError
+
+from allthepatents.commands import ProgressCommand
+
+
+class Command(ProgressCommand):
+    help = (
+        "Generate for a site on this machine: lease work units over HTTP, sample them with "
+        "the same backend code as the site's workers, submit the token ids (the site proves "
+        "them). Ctrl-C gives the unit in hand back; after a crash its lease simply runs out."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--server", required=True, help="the site, e.g. https://…")
+        parser.add_argument("--token", required=True, help="your contributor API token")
+        parser.add_argument("--model", help="a local copy of the unit's model (default: its id)")
+        parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+        parser.add_argument("--max-units", type=int, default=0, help="stop after N (0: run on)")
+        parser.add_argument("--idle-exit", action="store_true", help="stop when none is left")
+
+    def handle(self, *args, server, token, model, device, max_units, idle_exit, **options):
+        from django.conf import settings
+
+        from generation.backends import SamplingParams, TransformersBackend
+
+        settings.GENERATION_DEVICE = device
+        api = server.rstrip("/") + "/api/contribute/"
+
+        def call(verb: str, body: dict) -> dict:
+            request = urllib.request.Request(  # noqa: S310 (the contributor's own server)
+                api + verb,
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=600) as resp:  # noqa: S310
+                    return json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                detail = exc.read().decode("utf-8", "replace")[:500]
+                raise CommandError(f"{verb}: the server answered {exc.code}: {detail}") from exc
+            except urllib.error.URLError as exc:
+                raise CommandError(f"{verb}: cannot reach {server}: {exc.reason}") from exc
+
+        backends: dict[str, TransformersBackend] = {}
+        bar = self.progress(unit=" units", total=max_units or None)
+        done = published = 0
+        unit = None
+        try:
+            while not max_units or done < max_units:
+                unit = call("lease", {})
+                if not unit.get("unit"):
+                    unit = None
+                    if idle_exit:
+                        break
+                    time.sleep(30)
+                    continue
+                source = model or unit["model"]
+                if source not in backends:
+                    backends.clear()
+                    backends[source] = TransformersBackend(source, revision=unit["revision"])
+                params = SamplingParams(**unit["sampling"])
+                samples = unit["samples"]
+                outs = backends[source].generate(
+                    [s["prompt"] for s in samples], [s["seed"] for s in samples], params
+                )
+                result = call(
+                    "submit",
+                    {
+                        "unit": unit["unit"],
+                        "samples": [
+                            {"index": s["index"], "token_ids": o.token_ids, "finished": o.finished}
+                            for s, o in zip(samples, outs, strict=True)
+                        ],
+                    },
+                )
+                unit = None
+                done += 1
+                published += len(result.get("published", []))
+                bar.update(1)
+                bar.set_postfix(published=published)
+        except KeyboardInterrupt:
+            if unit and unit.get("unit"):
+                call("release", {"unit": unit["unit"]})
+                self.stderr.write(f"stopped; unit {unit['unit']} given back")
+        finally:
+            bar.close()
+        self.stdout.write(f"{done} units done, {published} inventions published")
