@@ -14,13 +14,14 @@ import hashlib
 import secrets
 import threading
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from generation.backends import GenerationOutput, SamplingParams, TransformersBackend
-from generation.models import Contributor, GenerationJob, JobBatch, Sample
+from generation.models import Contribution, Contributor, GenerationJob, JobBatch, Sample
 from generation.proof import sample_proof_check
 from generation.services import (
     job_all_recorded,
@@ -134,47 +135,106 @@ def _checker(job: GenerationJob) -> TransformersBackend:
         return _checkers[key]
 
 
-def work_unit_submit(*, contributor: Contributor, unit_id: str, samples: list) -> dict:
-    """Checks and records a unit's samples: ``[{"index", "token_ids", "finished"}]``, one per
-    sample of the unit. All or nothing: one sample that fails the proof refuses the unit."""
+def contribution_receive(*, contributor: Contributor, unit_id: str, samples) -> Contribution:
+    """Takes a unit's samples (``[{"index", "token_ids", "finished"}]``, one per sample of
+    the unit) for a worker to prove and record (``contribution_verify``). Refuses at once
+    what needs no model: a unit that is not the contributor's any more, or malformed data."""
     owner = _owner_prefix(contributor) + str(unit_id)
-    lease = JobBatch.objects.filter(owner=owner).select_related("job__generator").first()
+    lease = JobBatch.objects.filter(owner=owner).select_related("job").first()
     if lease is None or lease.expires_at < timezone.now():
         raise ContributionError(
             "this unit is not yours any more (it expired and was re-issued, or was already "
             "submitted or released)",
             status=409,
         )
-    job = lease.job
-    done = set(Sample.objects.filter(job=job).values_list("index", flat=True))
+    if Contribution.objects.filter(unit=owner, status=Contribution.Status.PENDING).exists():
+        raise ContributionError("this unit is being checked already", status=409)
+    done = set(Sample.objects.filter(job=lease.job).values_list("index", flat=True))
     expected = [i for i in range(lease.start, lease.end) if i not in done]
     if not isinstance(samples, list) or sorted(_index(s) for s in samples) != expected:
         raise ContributionError(f"submit exactly the unit's samples: {expected}", status=400)
-    prompts, seeds, modes = job_prompts(job=job, indexes=expected)
-    by_index = {_index(s): s for s in samples}
+    limit = lease.job.max_new_tokens
+    clean = []
+    for sample in samples:
+        ids, finished = sample.get("token_ids"), sample.get("finished")
+        if not isinstance(ids, list) or not all(type(t) is int for t in ids) or len(ids) > limit:
+            raise ContributionError(
+                f"sample {_index(sample)}: token_ids must be at most {limit} integers", status=400
+            )
+        if not isinstance(finished, bool):
+            raise ContributionError(
+                f"sample {_index(sample)}: finished must be true or false", status=400
+            )
+        clean.append({"index": _index(sample), "token_ids": ids, "finished": finished})
+    contribution = Contribution.objects.create(
+        contributor=contributor, job=lease.job, unit=owner, samples=clean
+    )
+    # A fresh lease for the check: the worker may take a while to get to it.
+    JobBatch.objects.filter(pk=lease.pk, owner=owner).update(
+        expires_at=timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
+    )
+    from allthepatents.celery import task_send
+    from generation.tasks import contribution_verify_task
+
+    try:
+        task_send(contribution_verify_task, args=[contribution.pk])
+    except Exception as exc:  # kombu raises many types for a dead broker
+        _contribution_finish(contribution, refused=f"the site's task broker is down: {exc}")
+        raise ContributionError(
+            "the site cannot check submissions now; submit again later", status=503
+        ) from exc
+    return contribution
+
+
+def _contribution_finish(contribution: Contribution, *, refused: str = "", result=None) -> None:
+    contribution.status = Contribution.Status.REFUSED if refused else Contribution.Status.ACCEPTED
+    contribution.error = refused
+    contribution.result = result or {}
+    contribution.finished_at = timezone.now()
+    contribution.save(update_fields=["status", "error", "result", "finished_at"])
+
+
+def contribution_verify(*, contribution_id: int) -> Contribution | None:
+    """The worker's half: proves every sample under the job's model (fp32) and, if all
+    pass, records them through the usual parser and gate, the unit's lease deleted in the
+    same transaction. All or nothing. Returns quietly if the row is gone."""
+    contribution = (
+        Contribution.objects.select_related("job__generator", "contributor")
+        .filter(pk=contribution_id, status=Contribution.Status.PENDING)
+        .first()
+    )
+    if contribution is None:
+        return None
+    job, contributor = contribution.job, contribution.contributor
+    samples = sorted(contribution.samples, key=lambda s: s["index"])
+    indexes = [s["index"] for s in samples]
+    prompts, seeds, modes = job_prompts(job=job, indexes=indexes)
     checker = _checker(job)
     params = SamplingParams(**job.sampling_params())
     outputs = []
-    for index, prompt in zip(expected, prompts, strict=True):
-        sample = by_index[index]
-        ids, finished = sample.get("token_ids"), sample.get("finished")
-        if not isinstance(ids, list) or not all(isinstance(t, int) for t in ids):
-            raise ContributionError(f"sample {index}: token_ids must be integers", status=400)
-        if not isinstance(finished, bool) or len(ids) > params.max_new_tokens:
-            raise ContributionError(f"sample {index}: bad finished flag or length", status=400)
+    for sample, prompt in zip(samples, prompts, strict=True):
         proof = sample_proof_check(
-            backend=checker, prompt=prompt, token_ids=ids, finished=finished, params=params
+            backend=checker,
+            prompt=prompt,
+            token_ids=sample["token_ids"],
+            finished=sample["finished"],
+            params=params,
         )
         if not proof.ok:
-            raise ContributionError(
-                f"sample {index} fails the proof of sampling: token {proof.first_violation} "
-                f"could not have been drawn from {job.generator.model_id} with these settings",
-                status=422,
+            _contribution_finish(
+                contribution,
+                refused=f"sample {sample['index']} fails the proof of sampling: token "
+                f"{proof.first_violation} could not have been drawn from "
+                f"{job.generator.model_id} with these settings",
             )
+            return contribution
+        ids = sample["token_ids"]
         text = checker.tokenizer.decode(
             ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
-        outputs.append(GenerationOutput(text, len(ids) + int(finished), finished, ids))
+        outputs.append(
+            GenerationOutput(text, len(ids) + int(sample["finished"]), sample["finished"], ids)
+        )
     provenance_base = {
         "generator_model": job.generator.model_id,
         "generator_revision": job.generator.revision,
@@ -182,33 +242,52 @@ def work_unit_submit(*, contributor: Contributor, unit_id: str, samples: list) -
         "contributor": contributor.name,
     }
     with transaction.atomic():
-        # The lease goes in the same transaction: a second submission finds nothing.
-        if not JobBatch.objects.filter(pk=lease.pk, owner=owner).delete()[0]:
-            raise ContributionError("this unit was submitted already", status=409)
-        recorded = [
-            sample_record(
-                job=job,
-                worker=f"contributor:{contributor.name}",
-                contributor=contributor,
-                index=index,
-                mode=mode,
-                seed=seed,
-                prompt=prompt,
-                output=output,
-                provenance_base=provenance_base,
-            )
-            for index, mode, seed, prompt, output in zip(
-                expected, modes, seeds, prompts, outputs, strict=True
-            )
-        ]
-        job_counters_refresh(job)
+        # The lease goes in the same transaction: it must still be this unit's (not run out
+        # and re-issued meanwhile), and a second submission then finds nothing.
+        taken = JobBatch.objects.filter(owner=contribution.unit).delete()[0]
+        if not taken:
+            transaction.set_rollback(True)
+            refused = "the unit's lease ran out before it was checked, and it was re-issued"
+        else:
+            refused = ""
+            recorded = [
+                sample_record(
+                    job=job,
+                    worker=f"contributor:{contributor.name}",
+                    contributor=contributor,
+                    index=index,
+                    mode=mode,
+                    seed=seed,
+                    prompt=prompt,
+                    output=output,
+                    provenance_base=provenance_base,
+                )
+                for index, mode, seed, prompt, output in zip(
+                    indexes, modes, seeds, prompts, outputs, strict=True
+                )
+            ]
+            job_counters_refresh(job)
+    if refused:
+        _contribution_finish(contribution, refused=refused)
+        return contribution
     if job_all_recorded(job=job) and not JobBatch.objects.filter(job=job).exists():
         job_finish(job.pk, Status.DONE)
-    return {
-        "recorded": len(recorded),
-        "published": [s.patent.public_id for s in recorded if s.patent_id],
-        "rejected": {str(s.index): s.reasons for s in recorded if not s.patent_id},
-    }
+    _contribution_finish(
+        contribution,
+        result={
+            "recorded": len(recorded),
+            "published": [s.patent.public_id for s in recorded if s.patent_id],
+            "rejected": {str(s.index): s.reasons for s in recorded if not s.patent_id},
+        },
+    )
+    return contribution
+
+
+def contribution_status(*, contributor: Contributor, contribution_id: int) -> dict:
+    row = Contribution.objects.filter(pk=contribution_id, contributor=contributor).first()
+    if row is None:
+        raise ContributionError("no such submission of yours", status=404)
+    return {"contribution": row.pk, "status": row.status, "error": row.error, **row.result}
 
 
 def _index(sample) -> int:

@@ -157,6 +157,31 @@ class JobBatch(models.Model):
         return f"job {self.job_id} [{self.start}, {self.end}) held by {self.owner}"
 
 
+class Contribution(models.Model):
+    """A contributor's submitted unit, checked by a worker (the proof of sampling needs the
+    model, which web processes do not load)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACCEPTED = "accepted", "Accepted"
+        REFUSED = "refused", "Refused"
+
+    contributor = models.ForeignKey(
+        Contributor, on_delete=models.PROTECT, related_name="contributions"
+    )
+    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="contributions")
+    unit = models.CharField(max_length=200, help_text="The lease owner: contributor:id:nonce.")
+    samples = models.JSONField(default=list)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"contribution {self.pk} ({self.status})"
+
+
 class Sample(models.Model):
     """One generated text, published or rejected; (job, index) makes work idempotent."""
 

@@ -61,3 +61,23 @@ def job_run_task(self, job_id: int):
             # of their leases would run out.
             raise self.retry(countdown=max(1, int(wait) + 1))
     return result
+
+
+@shared_task(
+    bind=True,
+    name="generation.verify_contribution",
+    acks_late=True,
+    max_retries=5,
+    soft_time_limit=settings.GENERATION_SOFT_TIME_LIMIT,
+    time_limit=settings.GENERATION_HARD_TIME_LIMIT,
+)
+def contribution_verify_task(self, contribution_id: int):
+    """A contributor's unit: the proof of sampling, then the usual gate (a worker's job:
+    it needs the model)."""
+    from generation.contributions import contribution_verify
+
+    try:
+        contribution = contribution_verify(contribution_id=contribution_id)
+    except (OperationalError, InterfaceError) as exc:
+        raise self.retry(exc=exc, countdown=min(2 ** (self.request.retries + 1), 60)) from exc
+    return contribution.status if contribution else None

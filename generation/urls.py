@@ -8,4 +8,5 @@ urlpatterns = [
     path("api/contribute/lease", views.api_contribute_lease, name="api_contribute_lease"),
     path("api/contribute/submit", views.api_contribute_submit, name="api_contribute_submit"),
     path("api/contribute/release", views.api_contribute_release, name="api_contribute_release"),
+    path("api/contribute/status", views.api_contribute_status, name="api_contribute_status"),
 ]

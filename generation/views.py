@@ -11,10 +11,11 @@ from django.views.decorators.http import require_GET, require_POST
 
 from generation.contributions import (
     ContributionError,
+    contribution_receive,
+    contribution_status,
     contributor_authenticate,
     work_unit_lease,
     work_unit_release,
-    work_unit_submit,
 )
 from generation.selectors import (
     contributors_credits,
@@ -91,10 +92,22 @@ def api_contribute_lease(contributor, body):
 
 @_contribution_api
 def api_contribute_submit(contributor, body):
-    result = work_unit_submit(
+    received = contribution_receive(
         contributor=contributor, unit_id=str(body.get("unit", "")), samples=body.get("samples")
     )
-    return JsonResponse(result)
+    # A worker proves and records it; ask /api/contribute/status with this id.
+    return JsonResponse({"contribution": received.pk, "status": received.status}, status=202)
+
+
+@_contribution_api
+def api_contribute_status(contributor, body):
+    try:
+        contribution_id = int(body.get("contribution"))
+    except (TypeError, ValueError):
+        raise ContributionError("contribution must be the id submit returned", status=400) from None
+    return JsonResponse(
+        contribution_status(contributor=contributor, contribution_id=contribution_id)
+    )
 
 
 @_contribution_api

@@ -724,7 +724,8 @@ OPENAPI["paths"].update(
             "a unit, or {unit: null, retry_after} when there is none",
         ),
         "/api/contribute/submit": _contribute_op(
-            "Submit a unit's sampled token ids; each is proved, then parsed, gated, published",
+            "Submit a unit's sampled token ids (202): a worker proves each, then parses, gates, "
+            "publishes",
             {
                 **_UNIT_REF,
                 "properties": {
@@ -744,6 +745,12 @@ OPENAPI["paths"].update(
                 },
             },
             "recorded, published ids, rejection reasons",
+        ),
+        "/api/contribute/status": _contribute_op(
+            "A submission's state: pending, accepted (recorded, published, rejected) or "
+            "refused (why)",
+            {"type": "object", "properties": {"contribution": {"type": "integer"}}},
+            "{contribution, status, error, recorded, published, rejected}",
         ),
         "/api/contribute/release": _contribute_op(
             "Give a unit back (stopping cleanly)", _UNIT_REF, "{released: bool}"

@@ -33,6 +33,22 @@ def _post(client, path, token, body):
     )
 
 
+def _submit(client, token, unit, samples):
+    """Submit, then do the worker's half in this process (the live test below runs a real
+    worker), then read the answer as the contributor would."""
+    from generation.contributions import contribution_verify
+
+    sent = _post(
+        client, "/api/contribute/submit", token, {"unit": unit["unit"], "samples": samples}
+    )
+    if sent.status_code != 202:
+        return sent.status_code, sent.json()
+    contribution = sent.json()["contribution"]
+    contribution_verify(contribution_id=contribution)
+    state = _post(client, "/api/contribute/status", token, {"contribution": contribution})
+    return state.status_code, state.json()
+
+
 def _generate(unit, model_dir):
     """What the contributor's machine does: the unit's prompts and seeds, our backend."""
     backend = TransformersBackend(str(model_dir), quantize="int8")
@@ -54,14 +70,9 @@ def test_a_contributor_completes_a_job_unit_by_unit(client, open_job, tiny_neox)
     for _ in range(2):
         unit = _post(client, "/api/contribute/lease", token, {}).json()
         assert unit["job"] == open_job.pk and len(unit["samples"]) == 2
-        done = _post(
-            client,
-            "/api/contribute/submit",
-            token,
-            {"unit": unit["unit"], "samples": _generate(unit, tiny_neox)},
-        )
-        assert done.status_code == 200, done.json()
-        assert done.json()["recorded"] == 2
+        status, done = _submit(client, token, unit, _generate(unit, tiny_neox))
+        assert status == 200 and done["status"] == "accepted", done
+        assert done["recorded"] == 2
     assert _post(client, "/api/contribute/lease", token, {}).json()["unit"] is None
     open_job.refresh_from_db()
     assert open_job.status == "done" and open_job.done_count == 4
@@ -77,26 +88,13 @@ def test_an_edited_submission_is_refused_and_records_nothing(client, open_job, t
     unit = _post(client, "/api/contribute/lease", token, {}).json()
     samples = _generate(unit, tiny_neox)
     samples[1]["token_ids"][5] = (samples[1]["token_ids"][5] + 12345) % 30000
-    refused = _post(
-        client, "/api/contribute/submit", token, {"unit": unit["unit"], "samples": samples}
-    )
-    assert refused.status_code == 422 and "proof of sampling" in refused.json()["error"]
+    status, refused = _submit(client, token, unit, samples)
+    assert refused["status"] == "refused" and "proof of sampling" in refused["error"]
     assert not Sample.objects.filter(job=open_job).exists()
-    # The unit is still theirs: the genuine samples go through.
-    ok = _post(
-        client,
-        "/api/contribute/submit",
-        token,
-        {"unit": unit["unit"], "samples": _generate(unit, tiny_neox)},
-    )
-    assert ok.status_code == 200
-    again = _post(
-        client,
-        "/api/contribute/submit",
-        token,
-        {"unit": unit["unit"], "samples": _generate(unit, tiny_neox)},
-    )
-    assert again.status_code == 409  # a unit counts once
+    # The unit is still theirs: the genuine samples go through, once.
+    assert _submit(client, token, unit, _generate(unit, tiny_neox))[1]["status"] == "accepted"
+    again, body = _submit(client, token, unit, _generate(unit, tiny_neox))
+    assert again == 409, body
     assert Sample.objects.filter(job=open_job).count() == 2
 
 
@@ -104,13 +102,8 @@ def test_an_edited_submission_is_refused_and_records_nothing(client, open_job, t
 def test_another_models_text_is_refused(client, open_job, memo_model):
     _, token = contributor_create(name="mallory")
     unit = _post(client, "/api/contribute/lease", token, {}).json()
-    refused = _post(
-        client,
-        "/api/contribute/submit",
-        token,
-        {"unit": unit["unit"], "samples": _generate(unit, memo_model)},
-    )
-    assert refused.status_code == 422
+    _, refused = _submit(client, token, unit, _generate(unit, memo_model))
+    assert refused["status"] == "refused" and "proof of sampling" in refused["error"]
 
 
 @pytest.mark.django_db
@@ -125,20 +118,10 @@ def test_an_expired_unit_is_reissued_and_the_late_submission_refused(
     settings.GENERATION_LEASE_SECONDS = 60
     second = _post(client, "/api/contribute/lease", quick, {}).json()
     assert second["samples"] == first["samples"]  # the same batch, re-issued
-    late = _post(
-        client,
-        "/api/contribute/submit",
-        slow,
-        {"unit": first["unit"], "samples": _generate(first, tiny_neox)},
-    )
-    assert late.status_code == 409
-    kept = _post(
-        client,
-        "/api/contribute/submit",
-        quick,
-        {"unit": second["unit"], "samples": _generate(second, tiny_neox)},
-    )
-    assert kept.status_code == 200
+    late, _ = _submit(client, slow, first, _generate(first, tiny_neox))
+    assert late == 409
+    _, kept = _submit(client, quick, second, _generate(second, tiny_neox))
+    assert kept["status"] == "accepted"
     assert {s.contributor.name for s in Sample.objects.filter(job=open_job)} == {"quick"}
 
 
@@ -156,10 +139,11 @@ def test_tokens_are_checked_and_leases_limited(client, open_job, settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_contribute_command_completes_units_over_http(
-    live_server, generators, tiny_neox, settings
+    live_server, redis_worker, generators, tiny_neox, settings
 ):
     """The contributor's own command, in its own process, against a live HTTP server (the
-    test server thread: the units go over real sockets as JSON)."""
+    test server thread: the units go over real sockets as JSON) and a real worker that
+    proves and records what it submits."""
     import os
     import subprocess
     import sys

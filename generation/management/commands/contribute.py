@@ -79,6 +79,9 @@ class Command(ProgressCommand):
                     },
                 )
                 unit = None
+                result = self._wait(call, result["contribution"])
+                if result["status"] != "accepted":
+                    raise CommandError(f"the site refused a unit: {result.get('error')}")
                 done += 1
                 published += len(result.get("published", []))
                 bar.update(1)
@@ -90,3 +93,13 @@ class Command(ProgressCommand):
         finally:
             bar.close()
         self.stdout.write(f"{done} units done, {published} inventions published")
+
+    @staticmethod
+    def _wait(call, contribution: int, timeout: float = 600) -> dict:
+        """The site's workers prove a unit before recording it: wait for their answer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = call("status", {"contribution": contribution})
+            if state["status"] != "pending" or time.monotonic() > deadline:
+                return state
+            time.sleep(0.5)
