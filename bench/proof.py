@@ -48,6 +48,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--tolerance", type=float, default=None)
+    parser.add_argument("--paths", default="fp32,int8", help="generation paths: fp32,int8,bf16")
+    parser.add_argument(
+        "--checker", default="none", help="the checking model's precision: none (fp32), bf16, int8"
+    )
     args = parser.parse_args()
     import django
 
@@ -70,7 +74,7 @@ def main() -> None:
         parser.error("--model or --full-size")
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
     print(f"cpu: {cpu_model_name()} {flags}; tolerance {tolerance}", flush=True)
-    checker = TransformersBackend(args.model, quantize="none")
+    checker = TransformersBackend(args.model, quantize=args.checker)
     params = SamplingParams(max_new_tokens=args.tokens)
     prompts = [KL3M_TOP_DOWN, KL3M_BOTTOM_UP] * (args.samples // 2)
     rng = random.Random(7)
@@ -103,8 +107,9 @@ def main() -> None:
             )
         return results
 
-    for path in ("fp32", "int8"):
-        backend = checker if path == "fp32" else TransformersBackend(args.model, quantize="int8")
+    report["checker"] = args.checker
+    for path in args.paths.split(","):
+        backend = TransformersBackend(args.model, quantize="none" if path == "fp32" else path)
         outs, gen_seconds = generate(backend)
         genuine = check(outs)
         edited = check(outs, [edit_one_word_in_20(o.text, rng) for o in outs])
