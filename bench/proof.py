@@ -61,7 +61,7 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
     from generation.backends import SamplingParams, TransformersBackend
     from generation.prompts import KL3M_BOTTOM_UP, KL3M_TOP_DOWN
-    from generation.proof import LOGIT_TOLERANCE, sample_proof_check
+    from generation.proof import LOGIT_TOLERANCE, samples_proof_check
     from search.embeddings import cpu_flags, cpu_model_name
 
     tolerance = LOGIT_TOLERANCE if args.tolerance is None else args.tolerance
@@ -90,24 +90,20 @@ def main() -> None:
         return outs, seconds
 
     def check(outs, texts=None):
-        results = []
-        for i, (prompt, out) in enumerate(zip(prompts, outs, strict=True)):
+        samples = []
+        for i, out in enumerate(outs):
             ids = out.token_ids
             if texts is not None:
                 ids = checker.tokenizer(texts[i], add_special_tokens=False)["input_ids"]
-            results.append(
-                sample_proof_check(
-                    backend=checker,
-                    prompt=prompt,
-                    token_ids=ids,
-                    finished=out.finished,
-                    params=params,
-                    logit_tolerance=tolerance,
-                )
-            )
-        return results
+            samples.append((ids, out.finished))
+        return samples_proof_check(
+            backend=checker,
+            prompts=prompts,
+            samples=samples,
+            params=params,
+            logit_tolerance=tolerance,
+        )
 
-    report["checker"] = args.checker
     for path in args.paths.split(","):
         backend = TransformersBackend(args.model, quantize="none" if path == "fp32" else path)
         outs, gen_seconds = generate(backend)

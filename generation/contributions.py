@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from generation.backends import GenerationOutput, SamplingParams, TransformersBackend
 from generation.models import Contribution, Contributor, GenerationJob, JobBatch, Sample
-from generation.proof import sample_proof_check
+from generation.proof import samples_proof_check
 from generation.services import (
     job_all_recorded,
     job_claim,
@@ -212,15 +212,14 @@ def contribution_verify(*, contribution_id: int) -> Contribution | None:
     prompts, seeds, modes = job_prompts(job=job, indexes=indexes)
     checker = _checker(job)
     params = SamplingParams(**job.sampling_params())
+    proofs = samples_proof_check(
+        backend=checker,
+        prompts=prompts,
+        samples=[(s["token_ids"], s["finished"]) for s in samples],
+        params=params,
+    )
     outputs = []
-    for sample, prompt in zip(samples, prompts, strict=True):
-        proof = sample_proof_check(
-            backend=checker,
-            prompt=prompt,
-            token_ids=sample["token_ids"],
-            finished=sample["finished"],
-            params=params,
-        )
+    for sample, proof in zip(samples, proofs, strict=True):
         if not proof.ok:
             _contribution_finish(
                 contribution,

@@ -13,6 +13,7 @@ A forged, edited or copied text puts tokens outside those sets almost everywhere
 a genuine one passes on another machine. The rates are measured by ``bench/proof.py``.
 """
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -45,24 +46,86 @@ def sample_proof_check(
     top_p_tolerance: float = TOP_P_TOLERANCE,
 ) -> ProofResult:
     """Checks ``token_ids`` (the completion, without the end token; ``finished``: the sampler
-    then drew the end token) against ``backend``'s model (a TransformersBackend; use fp32).
-    One forward pass; the per-position checks run on the CPU."""
+    then drew the end token) against ``backend``'s model (a TransformersBackend)."""
+    return samples_proof_check(
+        backend=backend,
+        prompts=[prompt],
+        samples=[(token_ids, finished)],
+        params=params,
+        logit_tolerance=logit_tolerance,
+        top_p_tolerance=top_p_tolerance,
+    )[0]
+
+
+def samples_proof_check(
+    *,
+    backend,
+    prompts: list[str],
+    samples: list[tuple[list[int], bool]],
+    params,
+    logit_tolerance: float = LOGIT_TOLERANCE,
+    top_p_tolerance: float = TOP_P_TOLERANCE,
+    group: int = 8,
+) -> list[ProofResult]:
+    """``sample_proof_check`` for many samples: one forward pass per ``group`` of them
+    (right-padded, so that no real position sees a pad), then each sample's positions
+    checked at once. The output layer runs per sample, on its real positions only."""
     import torch
 
     started = time.perf_counter()
     tok = backend.tokenizer
-    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    drawn = list(token_ids) + ([backend.eos_id] if finished else [])
-    if not drawn:
-        return ProofResult(True, 0, 0, None, 0.0, time.perf_counter() - started)
-    if any(not 0 <= t < backend.model.config.vocab_size for t in drawn):
-        return ProofResult(False, len(drawn), 1, 0, float("inf"), time.perf_counter() - started)
-    ids = torch.tensor([prompt_ids + drawn], dtype=torch.long, device=backend.device)
-    with torch.inference_mode():
-        logits = backend.model(input_ids=ids, use_cache=False).logits[0].float().cpu()
-    # Position p of the sequence predicts token p + 1; all positions are checked at once,
-    # in blocks that bound the (positions x vocabulary) masks.
-    first = len(prompt_ids) - 1
+    vocab = backend.model.config.vocab_size
+    results: list[ProofResult | None] = [None] * len(samples)
+    rows = []
+    for i, (prompt, (token_ids, finished)) in enumerate(zip(prompts, samples, strict=True)):
+        prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        drawn = list(token_ids) + ([backend.eos_id] if finished else [])
+        if not drawn:
+            results[i] = ProofResult(True, 0, 0, None, 0.0, 0.0)
+        elif any(not 0 <= t < vocab for t in drawn):
+            results[i] = ProofResult(False, len(drawn), 1, 0, float("inf"), 0.0)
+        else:
+            rows.append((i, prompt_ids, drawn))
+    body = backend.model.base_model
+    head = backend.model.get_output_embeddings()
+    pad = tok.pad_token_id if tok.pad_token_id is not None else backend.eos_id
+    for at in range(0, len(rows), group):
+        chunk = rows[at : at + group]
+        length = max(len(p) + len(d) for _, p, d in chunk)
+        ids = torch.full((len(chunk), length), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), length), dtype=torch.long)
+        for r, (_, prompt_ids, drawn) in enumerate(chunk):
+            n = len(prompt_ids) + len(drawn)
+            ids[r, :n] = torch.tensor(prompt_ids + drawn)
+            mask[r, :n] = 1
+        with torch.inference_mode():
+            hidden = body(
+                input_ids=ids.to(backend.device),
+                attention_mask=mask.to(backend.device),
+                use_cache=False,
+            ).last_hidden_state
+            for r, (i, prompt_ids, drawn) in enumerate(chunk):
+                # Position p of the sequence predicts token p + 1.
+                first = len(prompt_ids) - 1
+                logits = head(hidden[r, first : first + len(drawn)]).float().cpu()
+                results[i] = _check_one(
+                    logits,
+                    prompt_ids,
+                    drawn,
+                    params,
+                    backend.eos_id,
+                    logit_tolerance,
+                    top_p_tolerance,
+                )
+    seconds = (time.perf_counter() - started) / max(len(samples), 1)
+    return [dataclasses.replace(r, seconds=seconds) for r in results]
+
+
+def _check_one(logits, prompt_ids, drawn, params, eos_id, logit_tolerance, top_p_tolerance):
+    """One sample's verdict from the logits at its drawn positions (row t predicts
+    ``drawn[t]``), in blocks that bound the (positions x history) index."""
+    import torch
+
     history = torch.tensor(prompt_ids + drawn, dtype=torch.long)
     drawn_t = history[len(prompt_ids) :]
     excess = torch.empty(len(drawn))
@@ -77,11 +140,7 @@ def sample_proof_check(
         seen[torch.arange(width)[None, :] >= cut[:, None]] = history[0]
         excess[start:end] = _excess_rows(
             _adjust_rows(
-                logits[first + start : first + end].clone(),
-                seen=seen,
-                start=start,
-                params=params,
-                eos_id=backend.eos_id,
+                logits[start:end].clone(), seen=seen, start=start, params=params, eos_id=eos_id
             ),
             drawn_t[start:end],
             top_k=params.top_k,
@@ -95,7 +154,7 @@ def sample_proof_check(
         violations=len(bad),
         first_violation=int(bad[0]) if len(bad) else None,
         worst_excess=round(float(excess.max()), 4),
-        seconds=time.perf_counter() - started,
+        seconds=0.0,
     )
 
 

@@ -80,3 +80,21 @@ def test_another_models_text_fails(checker, memo_model):
     results = [_check(checker, prompt, out) for prompt, out in zip(PROMPTS, outs, strict=True)]
     assert not any(r.ok for r in results)
     assert all(r.violations > 5 for r in results)
+
+
+def test_checking_many_at_once_gives_each_its_own_verdict(checker):
+    """Right-padded together, each sample is judged as if alone (no position sees a pad)."""
+    from generation.proof import samples_proof_check
+
+    params = SamplingParams(max_new_tokens=30, min_new_tokens=0)
+    outs = checker.generate(PROMPTS, [41, 42, 43, 44], params)
+    samples = [(list(o.token_ids), o.finished) for o in outs]
+    samples[2][0][3] = (samples[2][0][3] + 999) % 1000 + 5  # one forged token
+    together = samples_proof_check(backend=checker, prompts=PROMPTS, samples=samples, params=params)
+    alone = [
+        sample_proof_check(backend=checker, prompt=p, token_ids=ids, finished=f, params=params)
+        for p, (ids, f) in zip(PROMPTS, samples, strict=True)
+    ]
+    assert [r.ok for r in together] == [r.ok for r in alone] == [True, True, False, True]
+    assert [r.first_violation for r in together] == [r.first_violation for r in alone]
+    assert [r.tokens for r in together] == [len(ids) + f for ids, f in samples]
