@@ -24,10 +24,9 @@ from generation.backends import GenerationOutput, SamplingParams, TransformersBa
 from generation.models import Contribution, Contributor, GenerationJob, JobBatch, Sample
 from generation.proof import samples_proof_check
 from generation.services import (
-    job_all_recorded,
     job_claim,
     job_counters_refresh,
-    job_finish,
+    job_finish_if_complete,
     job_prompts,
     sample_record,
 )
@@ -91,10 +90,8 @@ def work_unit_lease(*, contributor: Contributor) -> dict | None:
         claim = job_claim(job_id=job.pk, token=_owner_prefix(contributor) + unit_id)
         if not claim:
             continue
-        done = set(Sample.objects.filter(job=job).values_list("index", flat=True))
-        indexes = [i for i in range(claim.start, claim.end) if i not in done]
+        indexes = list(claim.indexes)
         prompts, seeds, modes = job_prompts(job=job, indexes=indexes)
-        lease = JobBatch.objects.get(job=job, start=claim.start)
         return {
             "unit": unit_id,
             "job": job.pk,
@@ -106,7 +103,7 @@ def work_unit_lease(*, contributor: Contributor) -> dict | None:
                 {"index": i, "prompt": p, "seed": s, "mode": m}
                 for i, p, s, m in zip(indexes, prompts, seeds, modes, strict=True)
             ],
-            "expires_at": lease.expires_at.isoformat(),
+            "expires_at": claim.expires_at.isoformat(),
         }
     return None
 
@@ -270,8 +267,7 @@ def contribution_verify(*, contribution_id: int) -> Contribution | None:
     if refused:
         _contribution_finish(contribution, refused=refused)
         return contribution
-    if job_all_recorded(job=job) and not JobBatch.objects.filter(job=job).exists():
-        job_finish(job.pk, Status.DONE)
+    job_finish_if_complete(job=job)
     _contribution_finish(
         contribution,
         result={

@@ -221,6 +221,8 @@ class BatchClaim:
 
     start: int | None = None
     end: int | None = None
+    indexes: tuple[int, ...] = ()  # of [start, end), those not recorded yet
+    expires_at: datetime | None = None
     others_until: datetime | None = None
 
     def __bool__(self) -> bool:
@@ -269,7 +271,8 @@ def job_claim(*, job_id: int, token: str) -> BatchClaim:
         else:  # ours from an earlier pass (a lost race with ourselves cannot happen)
             JobBatch.objects.filter(pk=current.pk).update(expires_at=lease)
         GenerationJob.objects.filter(pk=job_id).update(lease_owner=token, lease_expires_at=lease)
-        return BatchClaim(start=start, end=end)
+        indexes = tuple(i for i in range(start, end) if i not in done)
+        return BatchClaim(start=start, end=end, indexes=indexes, expires_at=lease)
     return BatchClaim(others_until=others_until)
 
 
@@ -505,24 +508,17 @@ def job_run(
             job.refresh_from_db()
             if job.status != Status.RUNNING:
                 return _FINAL_OUTCOMES.get(job.status, JobRunOutcome.NOT_CLAIMED)
-            if claim.others_until is None and job_all_recorded(job=job):
-                job_counters_refresh(job)  # the last batches may have committed side by side
-                job_finish(job_id, Status.DONE)
+            if claim.others_until is None and job_finish_if_complete(job=job):
                 return JobRunOutcome.DONE
             return JobRunOutcome.NOT_CLAIMED  # the rest is held by other workers
         if not joined:
             GenerationJob.objects.filter(pk=job_id).update(attempts=F("attempts") + 1)
             joined = True
-        done = set(Sample.objects.filter(job=job).values_list("index", flat=True))
-        todo = [i for i in range(claim.start, claim.end) if i not in done]
-        if not todo:  # recorded by a worker that held it before us
-            JobBatch.objects.filter(job_id=job_id, owner=token, start=claim.start).delete()
-            continue
         started = time.monotonic()
         recorded = job_batch_run(
             job=job,
             backend=backend,
-            indexes=todo,
+            indexes=list(claim.indexes),
             params=params,
             provenance_base=provenance_base,
             token=token,
@@ -545,8 +541,17 @@ def job_run(
             progress(job)
 
 
-def job_all_recorded(*, job: GenerationJob) -> bool:
-    return Sample.objects.filter(job=job).count() >= job.count
+def job_finish_if_complete(*, job: GenerationJob) -> bool:
+    """Marks the job done when every index is recorded and no batch is held (our workers'
+    or contributors'); the counters first, since the last batches may have committed side
+    by side. True when it is done."""
+    if JobBatch.objects.filter(job=job).exists():
+        return False
+    if Sample.objects.filter(job=job).count() < job.count:
+        return False
+    job_counters_refresh(job)
+    job_finish(job.pk, Status.DONE)
+    return True
 
 
 def job_lease_keeper(*, job_id: int, token: str):

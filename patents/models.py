@@ -48,6 +48,8 @@ class Patent(models.Model):
     prompt = models.TextField(blank=True)
     sampling_params = models.JSONField(default=dict, blank=True)
     seed = models.BigIntegerField(null=True, blank=True)
+    # Whose machine generated it, when a contributor did (#18); part of its provenance.
+    contributor = models.CharField(max_length=100, blank=True)
     job = models.ForeignKey(
         "generation.GenerationJob",
         null=True,

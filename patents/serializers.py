@@ -25,15 +25,8 @@ def patent_provenance(patent: Patent) -> dict:
         "sampling_params": patent.sampling_params,
         "seed": patent.seed,
         "job": patent.job_id,
-        "contributor": _contributor_name(patent),
+        "contributor": patent.contributor or None,
     }
-
-
-def _contributor_name(patent: Patent) -> str | None:
-    """The contributor whose machine generated it (#18), through its sample, if any."""
-    sample = getattr(patent, "sample", None) if patent.pk else None
-    contributor = getattr(sample, "contributor", None)
-    return contributor.name if contributor else None
 
 
 def reference_serialize(patent: Patent) -> dict:

@@ -96,6 +96,7 @@ def patent_publish(
         prompt=provenance.get("prompt", ""),
         sampling_params=provenance.get("sampling_params", {}),
         seed=provenance.get("seed"),
+        contributor=provenance.get("contributor", ""),
         job=job,
     )
     Claim.objects.bulk_create(Claim(patent=patent, **c) for c in claims)

@@ -200,6 +200,7 @@ def test_an_invention_names_its_contributor(client, open_job):
         abstract="A mug whose base holds a motor that turns a magnetic stirrer in the drink.",
         claims=["1. A mug comprising a vessel and a motor in its base."],
         job=open_job,
+        provenance={"contributor": contributor.name},
     )
     Sample.objects.create(
         job=open_job,
