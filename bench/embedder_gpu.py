@@ -24,6 +24,7 @@ import argparse
 import gzip
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -43,7 +44,18 @@ VARIANTS = {
     "e2-hn": {"epochs": 2, "hard_negatives": True},
     "e1-hn-b64": {"epochs": 1, "hard_negatives": True, "batch_size": 64},
     "e3-hn": {"epochs": 3, "hard_negatives": True},
+    # Session 6: learning rate, more negatives, a longer window, and weight averaging with
+    # the base model (WiSE-FT: "wise" is the fine-tuned share).
+    "e1-hn-lr1e4": {"epochs": 1, "hard_negatives": True, "learning_rate": 1e-4},
+    "e1-hn-lr2e5": {"epochs": 1, "hard_negatives": True, "learning_rate": 2e-5},
+    "e2-hn-lr2e5": {"epochs": 2, "hard_negatives": True, "learning_rate": 2e-5},
+    "e1-hn3": {"epochs": 1, "hard_negatives": True, "negatives": 3},
+    "e2-hn3": {"epochs": 2, "hard_negatives": True, "negatives": 3},
+    "e1-hn-len384": {"epochs": 1, "hard_negatives": True, "max_seq_length": 384},
+    "e1-hn-wise0.7": {"epochs": 1, "hard_negatives": True, "wise": 0.7},
+    "e2-hn3-lr1e4": {"epochs": 2, "hard_negatives": True, "negatives": 3, "learning_rate": 1e-4},
 }
+MAX_NEGATIVES = 3
 
 
 def prepare(args) -> None:
@@ -151,12 +163,45 @@ def _queries(model, chunked):
     return torch.stack(out)
 
 
+def _dev_score(results: dict) -> float:
+    """What --keep best maximises: dev hybrid recall@10 among distractors, without and
+    with their claims (the two rows #12 sets a target on)."""
+    rows = [results.get(f"dev/{c}", {}).get("hybrid", {}).get("recall@10") for c in CORPORA_KEYS]
+    rows = [r for r in rows if r is not None]
+    return sum(rows) / len(rows) if rows else 0.0
+
+
+CORPORA_KEYS = ("distractors", "claims", "alone")
+
+
+def _interpolate(model, base, share: float) -> None:
+    """WiSE-FT: ``share`` of the fine-tuned weights plus the rest of the base's."""
+    import torch
+
+    with torch.no_grad():
+        base_state = base.state_dict()
+        for name, tensor in model.state_dict().items():
+            if tensor.dtype.is_floating_point:
+                tensor.mul_(share).add_(base_state[name].to(tensor.device), alpha=1 - share)
+
+
+def _split_weights(folder: Path, *, part_bytes: int = 15 * 2**20) -> None:
+    """model.safetensors cut into model.safetensors.partNN (joined with cat on return)."""
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    for i in range(0, len(data), part_bytes):
+        (folder / f"model.safetensors.part{i // part_bytes:02d}").write_bytes(
+            data[i : i + part_bytes]
+        )
+    weights.unlink()
+
+
 def fusion_grid(conf: dict, grid: bool) -> dict:
     """The site's fusion, and with ``grid`` the neighbouring settings to tune on dev."""
     fusions = {"hybrid": {"alpha": conf["alpha"], "claim_margin": conf["claim_margin"]}}
     if grid:
-        for alpha in (0.6, 0.7, 0.8, 0.9):
-            for margin in (0.0, 0.05, 0.1):
+        for alpha in (0.7, 0.8, 0.9, 1.0):
+            for margin in (0.05, 0.1, 0.15, 0.2, 0.3):
                 fusions[f"a{alpha:.1f}-m{margin:.2f}"] = {"alpha": alpha, "claim_margin": margin}
     return fusions
 
@@ -237,6 +282,7 @@ def run(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     report = {"device": name, "train_pairs": len(pairs), "settings": data["settings"]}
     negatives = None
+    best = (-1.0, None)
     for variant in args.variants.split(","):
         recipe = VARIANTS[variant]
         t0 = time.monotonic()
@@ -249,22 +295,44 @@ def run(args) -> None:
                 miner.max_seq_length = 128  # as base_encoder
                 m0 = time.monotonic()
                 negatives = hard_negatives_mine(
-                    examples, encode=lambda texts, m=miner: _encode(m, texts).cpu().numpy()
+                    examples,
+                    encode=lambda texts, m=miner: _encode(m, texts).cpu().numpy(),
+                    count=MAX_NEGATIVES,
                 )
                 report["mining_seconds"] = round(time.monotonic() - m0, 1)
                 del miner
+            count = recipe.get("negatives", 1)
             trained = embedder_train(
                 pairs=pairs,
-                negatives=negatives if recipe.get("hard_negatives") else None,
+                negatives=[n[:count] for n in negatives] if recipe.get("hard_negatives") else None,
                 out=work / variant,
                 base=str(base),
                 epochs=recipe["epochs"],
                 batch_size=recipe.get("batch_size", 32),
+                learning_rate=recipe.get("learning_rate", 5e-5),
+                max_seq_length=recipe.get("max_seq_length", 256),
                 bf16=device == "cuda",
             )
             entry["training_seconds"] = trained["seconds"]
             model = SentenceTransformer(str(work / variant), device=device)
-        entry["results"] = evaluate(model, data, smoke=args.smoke, grid=args.grid)
+            if "wise" in recipe:
+                _interpolate(model, SentenceTransformer(str(base), device=device), recipe["wise"])
+
+        entry["results"] = evaluate(model, data, smoke=args.smoke)
+        score = _dev_score(entry["results"])
+        if args.keep in (variant, "best") and score > best[0]:
+            # fp16, in parts under the 16 MiB a file may bring back; the rest of the folder
+            # is the base's (configs, tokenizer) and stays behind.
+            best = (score, variant)
+            kept = out / "model"
+            shutil.rmtree(kept, ignore_errors=True)
+            model.half().save(str(kept), safe_serialization=True)
+            _split_weights(kept)
+            for path in kept.rglob("*"):
+                if path.is_file() and ".part" not in path.name:
+                    path.unlink()
+            model.float()
+            report["kept"] = {"variant": variant, "dev_score": score}
         entry["seconds"] = round(time.monotonic() - t0, 1)
         report[variant] = entry
         (out / "embedder_gpu.json").write_text(json.dumps(report, indent=1))
@@ -282,6 +350,14 @@ def run(args) -> None:
         del model
         if device == "cuda":
             torch.cuda.empty_cache()
+    if args.grid and best[1]:  # fusion settings around the site's, for the best recipe
+        recipe = VARIANTS[best[1]]
+        model = SentenceTransformer(str(work / best[1]) if recipe else str(base), device=device)
+        if recipe and "wise" in recipe:
+            _interpolate(model, SentenceTransformer(str(base), device=device), recipe["wise"])
+        report["kept"]["grid"] = evaluate(model, data, smoke=args.smoke, grid=True)
+        (out / "embedder_gpu.json").write_text(json.dumps(report, indent=1))
+        print(f"== grid for {best[1]} done", flush=True)
     print(f"all done in {time.monotonic() - started_all:.0f} s", flush=True)
 
 
@@ -298,6 +374,9 @@ def main() -> None:
     r.add_argument("--work", default="/tmp/embedder-gpu")
     r.add_argument("--variants", default="stock,e1,e1-hn,e2-hn")
     r.add_argument("--grid", action="store_true", help="also fusion settings around the site's")
+    r.add_argument(
+        "--keep", help="bring this variant's weights back (fp16, in parts), or the best on dev"
+    )
     r.add_argument("--smoke", action="store_true", help="a few pairs and queries (CPU check)")
     args = parser.parse_args()
     prepare(args) if args.cmd == "prepare" else run(args)

@@ -82,15 +82,17 @@ def hard_negatives_mine(
     *,
     encode: Callable[[list[str]], "object"],
     max_ratio: float = 0.95,
-) -> list[str]:
-    """One hard negative per example: the text most similar to its claim among the other
-    patents' documents and claims, below ``max_ratio`` times the similarity of its own
+    count: int = 1,
+) -> list[list[str]]:
+    """``count`` hard negatives per example: the texts most similar to its claim among the
+    other patents' documents and claims, below ``max_ratio`` times the similarity of its own
     document (a candidate scoring as high as the positive is more likely a missed positive
     than a negative; NV-Retriever's "TopK-PercPos").
 
     Claims are candidates as well as documents because that is the failure seen on the site:
     another patent's claim outranking the target's abstract. ``encode`` maps texts to unit
-    vectors (rows), e.g. the base model's bulk encoder. Returns one negative per example."""
+    vectors (rows), e.g. the base model's bulk encoder. Returns one list of ``count``
+    negatives per example, hardest first."""
     import numpy as np
 
     if not examples:
@@ -120,10 +122,13 @@ def hard_negatives_mine(
             scores = sims[row].copy()
             scores[pool_owner == own] = -np.inf
             scores[scores >= max_ratio * positive] = -np.inf
-            best = int(np.argmax(scores))
-            if not np.isfinite(scores[best]):  # nothing qualifies: a random other document
-                best = (doc_index[own] + 1) % len(docs)
-            negatives.append(pool_text[best])
+            top = np.argsort(-scores)[:count]
+            chosen = [pool_text[j] for j in top if np.isfinite(scores[j])]
+            filler = doc_index[own]
+            while len(chosen) < count:  # too few qualify: the next other documents
+                filler = (filler + 1) % len(docs)
+                chosen.append(docs[filler])
+            negatives.append(chosen)
     return negatives
 
 
@@ -165,7 +170,7 @@ def embedder_train(
     *,
     pairs: list[tuple[str, str]],
     out: Path,
-    negatives: list[str] | None = None,
+    negatives: list[list[str]] | None = None,
     base: str,
     epochs: int = 2,
     batch_size: int = 32,
@@ -199,11 +204,12 @@ def embedder_train(
     model.max_seq_length = max_seq_length
     columns = {"anchor": [a for a, _ in pairs], "positive": [p for _, p in pairs]}
     if negatives is not None:
-        if len(negatives) != len(pairs):
-            raise ValueError("one negative per pair")
+        if len(negatives) != len(pairs) or len({len(n) for n in negatives}) != 1:
+            raise ValueError("the same number of negatives for every pair")
         # MultipleNegativesRankingLoss scores every anchor against every positive and
         # negative of the batch: the mined ones are the hard part.
-        columns["negative"] = list(negatives)
+        for j in range(len(negatives[0])):
+            columns[f"negative_{j + 1}"] = [n[j] for n in negatives]
     dataset = Dataset.from_dict(columns)
     loss = losses.MultipleNegativesRankingLoss(model)
     out.mkdir(parents=True, exist_ok=True)
@@ -240,7 +246,7 @@ def embedder_train(
     report = {
         "base": base,
         "pairs": len(pairs),
-        "hard_negatives": negatives is not None,
+        "hard_negatives": len(negatives[0]) if negatives else 0,
         "epochs": epochs,
         "batch_size": batch_size,
         "learning_rate": learning_rate,

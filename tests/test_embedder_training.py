@@ -56,10 +56,13 @@ def test_hard_negative_is_the_closest_other_patent_below_the_positive():
     }
     negatives = hard_negatives_mine(examples, encode=_encoder(table))
     assert len(negatives) == len(examples)
-    assert negatives[0] == "claim c"
-    for (pid, _, _), negative in zip(examples, negatives, strict=True):
+    assert [n[0] for n in negatives][0] == "claim c"
+    for (pid, _, _), (negative,) in zip(examples, negatives, strict=True):
         owner_texts = {t for p, c, d in examples if p == pid for t in (c, d)}
         assert negative not in owner_texts
+    two = hard_negatives_mine(examples, encode=_encoder(table), count=2)
+    assert all(len(n) == 2 and len(set(n)) == 2 for n in two)
+    assert two[0][0] == "claim c"  # hardest first
 
 
 @pytest.mark.django_db

@@ -51,6 +51,12 @@ class Command(ProgressCommand):
             help="mine one hard negative per pair with the base model (other patents' "
             "documents and claims)",
         )
+        parser.add_argument(
+            "--negatives",
+            type=int,
+            default=1,
+            help="hard negatives mined per pair (with --hard-negatives on)",
+        )
         parser.add_argument("--limit", type=int, help="at most this many pairs (smoke runs)")
 
     def handle(self, *args, data, out, base, epochs, batch_size, learning_rate, **options):
@@ -72,9 +78,11 @@ class Command(ProgressCommand):
         if options["hard_negatives"] == "on":
             started = time.monotonic()
             encode = base_encoder(base, bf16=bf16, threads=options["threads"])
-            negatives = hard_negatives_mine(examples, encode=encode)
+            negatives = hard_negatives_mine(
+                examples, encode=encode, count=max(1, options["negatives"])
+            )
             self.stdout.write(
-                f"mined {len(negatives)} hard negatives in {time.monotonic() - started:.0f} s"
+                f"mined {sum(map(len, negatives))} hard negatives in {time.monotonic() - started:.0f} s"
             )
         bar = self.progress(unit=" steps")
 
