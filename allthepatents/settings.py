@@ -236,6 +236,11 @@ GENERATION_LEASE_SECONDS = env_int("GENERATION_LEASE_SECONDS", 120, minimum=1)
 GENERATION_JOB_FANOUT = env_int("GENERATION_JOB_FANOUT", 4, minimum=1)
 # Work units one contributor may hold at once (#18).
 CONTRIBUTOR_MAX_LEASES = env_int("CONTRIBUTOR_MAX_LEASES", 2, minimum=1)
+# Public sign-up for contributor tokens (/contributors/signup/): off, admins make accounts.
+# On, anyone may take a token; every sample is still proved before it counts, and sign-ups
+# are limited per client address and hour.
+CONTRIBUTOR_SIGNUP = env_bool("CONTRIBUTOR_SIGNUP", False)
+CONTRIBUTOR_SIGNUP_PER_HOUR = env_int("CONTRIBUTOR_SIGNUP_PER_HOUR", 3, minimum=1)
 GENERATION_SOFT_TIME_LIMIT = env_int("GENERATION_SOFT_TIME_LIMIT", 6 * 3600, minimum=1)
 GENERATION_HARD_TIME_LIMIT = env_int("GENERATION_HARD_TIME_LIMIT", 6 * 3600 + 300, minimum=1)
 OPENAI_API_BASE = env_str("OPENAI_API_BASE", "")

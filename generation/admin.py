@@ -305,15 +305,26 @@ class ContributorAddForm(forms.ModelForm):
 class ContributorAdmin(admin.ModelAdmin):
     """Contributors' API tokens: made here, shown once, stored hashed, revocable."""
 
-    list_display = ["name", "token_prefix", "active", "created_at", "revoked_at", "samples_done"]
+    list_display = [
+        "name",
+        "token_prefix",
+        "active",
+        "signed_up",
+        "created_at",
+        "revoked_at",
+        "samples_done",
+    ]
+    list_filter = ["active", "signed_up"]
     actions = ["revoke"]
     form = ContributorAddForm
 
     def get_readonly_fields(self, request, obj=None):
-        return [] if obj is None else ["name", "token_prefix", "active", "revoked_at"]
+        return [] if obj is None else ["name", "token_prefix", "active", "signed_up", "revoked_at"]
 
     def get_fields(self, request, obj=None):
-        return ["name"] if obj is None else ["name", "token_prefix", "active", "revoked_at"]
+        if obj is None:
+            return ["name"]
+        return ["name", "token_prefix", "active", "signed_up", "revoked_at"]
 
     @admin.display(description="samples")
     def samples_done(self, obj):

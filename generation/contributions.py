@@ -17,7 +17,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from generation.backends import GenerationOutput, SamplingParams, TransformersBackend
@@ -47,13 +47,39 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def contributor_create(*, name: str) -> tuple[Contributor, str]:
+def contributor_create(*, name: str, signed_up: bool = False) -> tuple[Contributor, str]:
     """A contributor and their API token. The token is returned once and never stored."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     contributor = Contributor.objects.create(
-        name=name.strip(), token_hash=_token_hash(token), token_prefix=token[:10]
+        name=name.strip(),
+        token_hash=_token_hash(token),
+        token_prefix=token[:10],
+        signed_up=signed_up,
     )
     return contributor, token
+
+
+SIGNUP_NAME_MIN, SIGNUP_NAME_MAX = 3, 60
+
+
+def contributor_sign_up(*, name: str) -> tuple[Contributor, str]:
+    """Public sign-up (``CONTRIBUTOR_SIGNUP``): a contributor under a public name, or a
+    ContributionError (400 a bad name, 409 a taken one, 404 sign-up off). The name is shown
+    on the credits page, so it is plain printable text of a sane length."""
+    if not settings.CONTRIBUTOR_SIGNUP:
+        raise ContributionError("public sign-up is off; ask an admin for a token", status=404)
+    name = " ".join((name or "").split())
+    if not SIGNUP_NAME_MIN <= len(name) <= SIGNUP_NAME_MAX or not name.isprintable():
+        raise ContributionError(
+            f"a name of {SIGNUP_NAME_MIN} to {SIGNUP_NAME_MAX} printable characters", status=400
+        )
+    if Contributor.objects.filter(name__iexact=name).exists():
+        raise ContributionError("that name is taken", status=409)
+    try:
+        with transaction.atomic():
+            return contributor_create(name=name, signed_up=True)
+    except IntegrityError:  # the same name, a moment earlier
+        raise ContributionError("that name is taken", status=409) from None
 
 
 def contributor_revoke(*, contributor: Contributor) -> Contributor:

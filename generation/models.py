@@ -53,6 +53,9 @@ class Contributor(models.Model):
     token_hash = models.CharField(max_length=64, unique=True)
     token_prefix = models.CharField(max_length=12, help_text="Tells tokens apart; not secret.")
     active = models.BooleanField(default=True)
+    signed_up = models.BooleanField(
+        default=False, help_text="Made by public sign-up (CONTRIBUTOR_SIGNUP), not by an admin."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 

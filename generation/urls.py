@@ -5,6 +5,7 @@ from generation import views
 urlpatterns = [
     path("stats/", views.stats, name="stats"),
     path("contributors/", views.contributors, name="contributors"),
+    path("contributors/signup/", views.contributor_signup, name="contributor_signup"),
     path("api/contribute/lease", views.api_contribute_lease, name="api_contribute_lease"),
     path("api/contribute/submit", views.api_contribute_submit, name="api_contribute_submit"),
     path("api/contribute/release", views.api_contribute_release, name="api_contribute_release"),

@@ -4,16 +4,18 @@ efficiency, cost), next to the publication counts. And the contributors' work-un
 
 import json
 
-from django.http import JsonResponse
+from django.conf import settings
+from django.http import Http404, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from generation.contributions import (
     ContributionError,
     contribution_receive,
     contribution_status,
     contributor_authenticate,
+    contributor_sign_up,
     work_unit_lease,
     work_unit_release,
 )
@@ -25,6 +27,7 @@ from generation.selectors import (
     stats_rejection_reasons,
 )
 from patents.selectors import patent_counts
+from search.ratelimit import rate_limit_check
 
 
 @require_GET
@@ -54,7 +57,42 @@ def stats(request):
 
 @require_GET
 def contributors(request):
-    return render(request, "generation/contributors.html", {"contributors": contributors_credits()})
+    return render(
+        request,
+        "generation/contributors.html",
+        {"contributors": contributors_credits(), "signup": settings.CONTRIBUTOR_SIGNUP},
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def contributor_signup(request):
+    """Public sign-up (off unless CONTRIBUTOR_SIGNUP): a name in, a token out, shown once."""
+    if not settings.CONTRIBUTOR_SIGNUP:
+        raise Http404("Public sign-up is off.")
+    context = {"name": "", "error": "", "token": ""}
+    status = 200
+    if request.method == "POST":
+        context["name"] = request.POST.get("name", "")[:200]
+        wait = rate_limit_check(
+            request,
+            scope="signup",
+            limit=settings.CONTRIBUTOR_SIGNUP_PER_HOUR,
+            window=3600,
+        )
+        if wait:
+            context["error"] = f"Too many sign-ups from your address; try again in {wait} s."
+            status = 429
+        else:
+            try:
+                contributor, token = contributor_sign_up(name=context["name"])
+            except ContributionError as exc:
+                context["error"], status = str(exc).capitalize() + ".", exc.status
+            else:
+                context.update(token=token, contributor=contributor)
+    response = render(request, "generation/contributor_signup.html", context, status=status)
+    if context["token"]:
+        response["Cache-Control"] = "no-store"  # the token is shown once, kept nowhere
+    return response
 
 
 def _contribution_api(handler):

@@ -38,13 +38,16 @@ def _count_local(key: str) -> int:
         return _local[key]
 
 
-def rate_limit_check(request, *, scope: str = "search") -> int | None:
-    """None when allowed, else the seconds to wait."""
+def rate_limit_check(
+    request, *, scope: str = "search", limit: int | None = None, window: int | None = None
+) -> int | None:
+    """None when allowed, else the seconds to wait. ``limit`` requests per ``window``
+    seconds per client (the search settings unless given)."""
     global _last_warning
-    limit = settings.SEARCH_RATE_LIMIT
+    limit = settings.SEARCH_RATE_LIMIT if limit is None else limit
     if not limit:
         return None
-    window = settings.SEARCH_RATE_WINDOW
+    window = window or settings.SEARCH_RATE_WINDOW
     now = int(time.time())
     key = f"rl:{scope}:{client_address(request)}:{now // window}"
     try:

@@ -221,3 +221,71 @@ def test_an_invention_names_its_contributor(client, open_job):
     credits = client.get("/contributors/").content.decode()
     row = credits.split('class="contributor-row"')[1].split("</tr>")[0]
     assert "&lt;b&gt;ada&lt;/b&gt;" in row and "<td>1</td><td>1</td><td>100%</td>" in row
+
+
+def _signup_client():
+    """A browser-like client (CSRF enforced) with an address of its own: rate-limit windows
+    outlive a test."""
+    import secrets
+
+    from django.test import Client
+
+    return Client(
+        enforce_csrf_checks=True,
+        REMOTE_ADDR=f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.9",
+    )
+
+
+def _sign_up(client, name):
+    page = client.get("/contributors/signup/")
+    assert page.status_code == 200
+    return client.post(
+        "/contributors/signup/",
+        {"name": name, "csrfmiddlewaretoken": client.cookies["csrftoken"].value},
+    )
+
+
+@pytest.mark.django_db
+def test_public_sign_up_is_off_by_default(settings):
+    from generation.models import Contributor
+
+    settings.CONTRIBUTOR_SIGNUP = False
+    client = _signup_client()
+    assert client.get("/contributors/signup/").status_code == 404
+    assert client.post("/contributors/signup/", {"name": "mallory"}).status_code in (403, 404)
+    assert b"Become a contributor" not in client.get("/contributors/").content
+    assert not Contributor.objects.exists()
+
+
+@pytest.mark.django_db
+def test_public_sign_up_gives_a_working_token_once_and_is_limited(client, open_job, settings):
+    from generation.models import Contributor
+
+    settings.CONTRIBUTOR_SIGNUP = True
+    settings.CONTRIBUTOR_SIGNUP_PER_HOUR = 2
+    browser = _signup_client()
+    assert b"Become a contributor" in browser.get("/contributors/").content
+
+    made = _sign_up(browser, "  Ada   Lovelace ")
+    assert made.status_code == 200 and made["Cache-Control"] == "no-store"
+    token = made.context["token"]
+    assert token.startswith("atp_") and token.encode() in made.content
+    ada = Contributor.objects.get()
+    assert (ada.name, ada.signed_up) == ("Ada Lovelace", True)
+    assert token not in (ada.token_hash, ada.token_prefix)  # only its hash is kept
+    # The token is a contributor's like any other: it leases a unit of the open job.
+    assert _post(client, "/api/contribute/lease", token, {}).json()["unit"]
+
+    taken = _sign_up(browser, "ada lovelace")
+    assert taken.status_code == 409 and b"taken" in taken.content
+    # Two sign-ups an hour from one address; a third waits (and creates nothing).
+    limited = _sign_up(browser, "Charles Babbage")
+    assert limited.status_code == 429 and Contributor.objects.count() == 1
+    # Bad names from another address: too short, control characters, markup is escaped.
+    other = _signup_client()
+    assert _sign_up(other, "ab").status_code == 400
+    assert _sign_up(other, "bell\x07").status_code == 400
+    other = _signup_client()
+    marked = _sign_up(other, "<b>Bold</b>")
+    assert marked.status_code == 200
+    assert b"<b>Bold</b>" not in marked.content and b"&lt;b&gt;Bold&lt;/b&gt;" in marked.content

@@ -96,11 +96,13 @@ def test_train_embedder_command_fine_tunes_the_packaged_model(tmp_path, capsys):
         "off",
         "--hard-negatives",
         "on",
+        "--negatives",
+        "2",
     )
     printed = capsys.readouterr().out
-    assert "mined 16 hard negatives" in printed and "EMBEDDING_MODEL=" in printed
+    assert "mined 32 hard negatives" in printed and "EMBEDDING_MODEL=" in printed
     report = json.loads((out / "training_report.json").read_text())
-    assert report["pairs"] == 16 and report["hard_negatives"] is True
+    assert report["pairs"] == 16 and report["hard_negatives"] == 2
 
     lines = FIXTURE.read_text().splitlines()
     examples = embedder_examples_load(lines, split="train", extra_claims=2)[:16]
