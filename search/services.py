@@ -156,12 +156,15 @@ def index_rows_add(index, rows, progress: _Progress | None = None, checkpoint=No
             since_checkpoint = 0
 
 
-def _flat_to_hnsw(flat_map, *, dimension: int, total: int):
+def _index_retype(index_map, *, dimension: int, total: int):
+    """The stored vectors moved into the kind of index ``SEARCH_HNSW_THRESHOLD`` asks for
+    now, without re-embedding: exact to HNSW when the corpus grew past it, HNSW back to
+    exact when the threshold was raised above the corpus."""
     import faiss
 
-    ids = faiss.vector_to_array(flat_map.id_map).astype("int64")
-    vectors = flat_map.index.reconstruct_n(0, flat_map.ntotal)
-    index, kind = index_new(dimension, max(total, flat_map.ntotal))
+    ids = faiss.vector_to_array(index_map.id_map).astype("int64")
+    vectors = index_map.index.reconstruct_n(0, index_map.ntotal)
+    index, kind = index_new(dimension, max(total, index_map.ntotal))
     if len(ids):
         index.add_with_ids(vectors, ids)
     return index, kind
@@ -198,10 +201,11 @@ def search_index_update(
         if usable_before and not force_rebuild:
             index, last_id = loaded.index, int(loaded.manifest.get("last_vector_id", 0))
             kind = loaded.manifest.get("index_type", "flat")
-            if kind == "flat" and total >= settings.SEARCH_HNSW_THRESHOLD:
-                # Grew past the threshold: go approximate, reusing the stored vectors
-                # (re-embedding 200k texts would take the worker an hour).
-                index, kind = _flat_to_hnsw(loaded.index, dimension=dimension, total=total)
+            wanted = "hnsw" if total >= settings.SEARCH_HNSW_THRESHOLD else "flat"
+            if kind != wanted:
+                # Reuse the stored vectors (re-embedding 200k texts would take the worker
+                # an hour).
+                index, kind = _index_retype(loaded.index, dimension=dimension, total=total)
                 rebuilt = True
         if index is None:
             index, kind = index_new(dimension, total)

@@ -183,6 +183,34 @@ def test_flat_index_grown_past_the_threshold_turns_hnsw_without_reembedding(
 
 
 @pytest.mark.django_db
+def test_an_hnsw_index_under_a_raised_threshold_turns_exact_without_reembedding(
+    corpus, settings, tmp_path, monkeypatch
+):
+    """HNSW missed real claim vectors (#12: 0.94 of the exact top 100 at 55k vectors, four
+    points of site recall), so the threshold went up; an index built approximate under the
+    old one goes back to exact on its next update, from its stored vectors."""
+    import search.embeddings as embeddings
+
+    settings.INDEX_DIR = tmp_path / "back"
+    settings.SEARCH_HNSW_THRESHOLD = 1
+    search_index_rebuild()
+    assert manifest_read()["index_type"] == "hnsw"
+    settings.SEARCH_HNSW_THRESHOLD = 1_000_000
+    monkeypatch.setattr(
+        embeddings, "embed", lambda texts, **kw: pytest.fail("re-embedded on a retype")
+    )
+    result = search_index_update()
+    monkeypatch.undo()  # queries are embedded as usual
+    manifest = manifest_read()
+    assert manifest["index_type"] == "flat" and result["rebuilt"] is True
+    assert manifest["count"] == result["count"] > 0
+    record = corpus[5]
+    hits = search_patents(record["claims"][0], filters=ALL, k=5).hits
+    assert hits[0].patent.source_id == record["id"]
+    reader_reset()
+
+
+@pytest.mark.django_db
 def test_truncated_index_falls_back_to_keywords_then_rebuild_repairs(corpus, settings, tmp_path):
     settings.INDEX_DIR = tmp_path / "broken"
     reader_reset()
