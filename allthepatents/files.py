@@ -25,3 +25,31 @@ def data_dir_secure(folder: Path) -> None:
                     path.chmod(wanted)
     except OSError:
         pass  # a read-only or foreign directory: the site still starts
+
+
+def secret_key_file(path: Path) -> str:
+    """The key kept at ``path``, made on first use. Processes that start together on a fresh
+    DATA_DIR (gunicorn workers, a worker pool) must agree on one key: it is written to a
+    file of its own and hard-linked into place, so the name appears only with its whole
+    content, and a process that loses the race reads the winner's key."""
+    import secrets
+
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(50))
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process was first: use its key
+            except OSError:  # no hard links on this filesystem
+                if not path.exists():
+                    os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    return path.read_text().strip()

@@ -7,13 +7,12 @@ The README documents every variable.
 
 import datetime as dt
 import os
-import secrets
 from pathlib import Path
 
 import dj_database_url
 
 from allthepatents.env import env_bool, env_float, env_int, env_list, env_path, env_str
-from allthepatents.files import data_dir_secure
+from allthepatents.files import data_dir_secure, secret_key_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = env_path("DATA_DIR", BASE_DIR / "var")
@@ -33,12 +32,7 @@ def _secret_key() -> str:
     if given:
         return given
     # Generated once and kept, so sessions survive restarts without anyone choosing a key.
-    path = DATA_DIR / "secret_key"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(50))
-    return path.read_text().strip()
+    return secret_key_file(DATA_DIR / "secret_key")
 
 
 SECRET_KEY = _secret_key()

@@ -142,6 +142,9 @@ def main():
     parser.add_argument("--skip", default="", help="comma list of a,b,c,c-fp32,c-bf16 to skip")
     parser.add_argument("--profile", action="store_true", help="op table for (c) int8")
     parser.add_argument("--processes", default="", help="e.g. 1,2: (c) int8 in parallel processes")
+    parser.add_argument(
+        "--process-threads", type=int, help="threads in each of --processes (default --threads)"
+    )
     args = parser.parse_args()
     os.environ["TORCH_THREADS"] = str(args.threads)
     import torch
@@ -178,8 +181,10 @@ def main():
             )
             print(f"(c int8) {results['c_worker_int8']:.1f} tok/s", flush=True)
         for n in [int(x) for x in args.processes.split(",") if x]:
-            row = run_processes(model_dir, args.tokens, args.batch, args.threads, n)
+            threads = args.process_threads or args.threads
+            row = run_processes(model_dir, args.tokens, args.batch, threads, n)
             print(json.dumps(row), flush=True)
+            results[f"c_int8_{n}x{threads}_threads"] = row["tok_s_total"]
     base = results.get("b_pipeline_cache_on")
     for name, value in results.items():
         ratio = f"  {value / base:.1f}x (b)" if base else ""

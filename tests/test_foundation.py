@@ -285,3 +285,39 @@ def test_task_round_trip_over_embedded_broker(tmp_path):
 
 def test_database_vendor_is_known():
     assert connection.vendor in ("sqlite", "postgresql")
+
+
+_KEY_AT_ONCE = (
+    "import sys, time; from pathlib import Path;"
+    "from allthepatents.files import secret_key_file;"
+    "time.sleep(max(0.0, float(sys.argv[1]) - time.time()));"
+    "print(secret_key_file(Path(sys.argv[2])))"
+)
+
+
+def test_processes_starting_together_agree_on_one_secret_key(tmp_path):
+    """Two bench worker processes on a fresh DATA_DIR crashed with FileExistsError on the
+    secret key (one created it between the other's check and its create), and a reader
+    could see the file before its key was written. Woken at the same instant, every process
+    gets the same, whole key."""
+    import time
+
+    for trial in range(3):
+        path = tmp_path / f"trial{trial}" / "secret_key"
+        path.parent.mkdir()
+        at = time.time() + 1.5  # after every interpreter has started
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _KEY_AT_ONCE, str(at), str(path)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(6)
+        ]
+        outs = [p.communicate(timeout=60) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+        keys = {out.strip() for out, _ in outs}
+        assert len(keys) == 1 and len(keys.pop()) >= 60
+        assert sorted(x.name for x in path.parent.iterdir()) == ["secret_key"]  # no leftovers

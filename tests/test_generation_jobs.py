@@ -384,14 +384,17 @@ def test_control_characters_in_model_output_are_dropped_and_counted(generators, 
 
 
 def test_auto_precision_follows_the_cpu(monkeypatch, tiny_neox):
-    """GENERATION_QUANTIZE=auto: bf16 where the CPU computes it natively, int8 elsewhere;
-    the bf16 path really runs the model (and so its KV cache) in bf16."""
+    """GENERATION_QUANTIZE=auto: bf16 where the CPU has AMX, int8 elsewhere (AVX512-BF16
+    without AMX measured int8 faster); the bf16 path really runs the model (and so its KV
+    cache) in bf16."""
     import torch
 
     import search.embeddings
     from generation.backends import SamplingParams, TransformersBackend, generation_precision
 
     monkeypatch.setattr(search.embeddings, "cpu_flags", lambda: {"avx2"})
+    assert generation_precision("auto") == "int8"
+    monkeypatch.setattr(search.embeddings, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     assert generation_precision("auto") == "int8"
     monkeypatch.setattr(search.embeddings, "cpu_flags", lambda: {"avx2", "amx_bf16"})
     assert generation_precision("auto") == "bf16"
