@@ -146,17 +146,32 @@ _checkers_lock = threading.Lock()
 
 
 def _checker(job: GenerationJob) -> TransformersBackend:
-    """The job's model as the proof of sampling reads it, kept per process, in the worker's
-    precision (GENERATION_QUANTIZE: bf16 where the CPU has it). bf16 checking cost 0.05 of
-    fp32 generation and moved genuine tokens by at most 0.09 logit, well inside the
-    tolerance (bench/proof.py --checker bf16)."""
+    """The job's model as the proof of sampling reads it, kept per process. Its precision
+    is ``proof_precision``: bf16 checking cost 0.05 of fp32 generation and moved genuine
+    tokens by at most 0.09 logit, well inside the tolerance (bench/proof.py --checker
+    bf16)."""
     source = job.model_override or job.generator.source
-    key = (source, job.generator.revision, settings.GENERATION_QUANTIZE)
+    precision = proof_precision(settings.GENERATION_QUANTIZE)
+    key = (source, job.generator.revision, precision)
     with _checkers_lock:
         if key not in _checkers:
             _checkers.clear()
-            _checkers[key] = TransformersBackend(source, revision=job.generator.revision)
+            _checkers[key] = TransformersBackend(
+                source, revision=job.generator.revision, quantize=precision
+            )
         return _checkers[key]
+
+
+def proof_precision(choice: str) -> str:
+    """The checker's precision for GENERATION_QUANTIZE ``choice``. The proof is one forward
+    pass over whole texts, matrix products that AVX512-BF16 speeds up even without AMX, so
+    ``auto`` checks in bf16 wherever the CPU computes it natively, although generation
+    there (token by token, bound by memory) runs int8. Otherwise the worker's own."""
+    from search.embeddings import cpu_has_native_bf16
+
+    if choice == "auto" and cpu_has_native_bf16():
+        return "bf16"
+    return choice
 
 
 def contribution_receive(*, contributor: Contributor, unit_id: str, samples) -> Contribution:

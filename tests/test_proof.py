@@ -98,3 +98,18 @@ def test_checking_many_at_once_gives_each_its_own_verdict(checker):
     assert [r.ok for r in together] == [r.ok for r in alone] == [True, True, False, True]
     assert [r.first_violation for r in together] == [r.first_violation for r in alone]
     assert [r.tokens for r in together] == [len(ids) + f for ids, f in samples]
+
+
+@pytest.mark.unit
+def test_the_checker_runs_bf16_wherever_the_cpu_has_it(monkeypatch):
+    """Generation on AVX512-BF16 without AMX runs int8 (faster token by token), but the
+    proof is one forward over whole texts: it checks in bf16 there too."""
+    import search.embeddings
+    from generation.backends import generation_precision
+    from generation.contributions import proof_precision
+
+    monkeypatch.setattr(search.embeddings, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert generation_precision("auto") == "int8" and proof_precision("auto") == "bf16"
+    monkeypatch.setattr(search.embeddings, "cpu_flags", lambda: {"avx2"})
+    assert generation_precision(proof_precision("auto")) == "int8"
+    assert proof_precision("none") == "none"  # an admin's explicit choice stands
