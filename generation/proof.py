@@ -93,17 +93,13 @@ def samples_proof_check(
         chunk = rows[at : at + group]
         length = max(len(p) + len(d) for _, p, d in chunk)
         ids = torch.full((len(chunk), length), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), length), dtype=torch.long)
         for r, (_, prompt_ids, drawn) in enumerate(chunk):
-            n = len(prompt_ids) + len(drawn)
-            ids[r, :n] = torch.tensor(prompt_ids + drawn)
-            mask[r, :n] = 1
+            ids[r, : len(prompt_ids) + len(drawn)] = torch.tensor(prompt_ids + drawn)
         with torch.inference_mode():
-            hidden = body(
-                input_ids=ids.to(backend.device),
-                attention_mask=mask.to(backend.device),
-                use_cache=False,
-            ).last_hidden_state
+            # No attention mask: the pads come after every real token, so causal attention
+            # alone keeps them out of every real position, and SDPA takes its causal path
+            # (with a padding mask it spent a quarter of the proof in attention).
+            hidden = body(input_ids=ids.to(backend.device), use_cache=False).last_hidden_state
             for r, (i, prompt_ids, drawn) in enumerate(chunk):
                 # Position p of the sequence predicts token p + 1.
                 first = len(prompt_ids) - 1
@@ -139,9 +135,8 @@ def _check_one(logits, prompt_ids, drawn, params, eos_id, logit_tolerance, top_p
         cut = len(prompt_ids) + torch.arange(start, end)
         seen[torch.arange(width)[None, :] >= cut[:, None]] = history[0]
         excess[start:end] = _excess_rows(
-            _adjust_rows(
-                logits[start:end].clone(), seen=seen, start=start, params=params, eos_id=eos_id
-            ),
+            # In place: ``logits`` is this sample's own copy and is not read again.
+            _adjust_rows(logits[start:end], seen=seen, start=start, params=params, eos_id=eos_id),
             drawn_t[start:end],
             top_k=params.top_k,
             top_p=params.top_p,
@@ -159,7 +154,7 @@ def _check_one(logits, prompt_ids, drawn, params, eos_id, logit_tolerance, top_p
 
 
 def _adjust_rows(rows, *, seen, start: int, params, eos_id: int):
-    """``generation.sampling.logits_adjust`` for many steps at once (``seen``: per step,
+    """``generation.sampling.logits_adjust`` for many steps at once, in place (``seen``: per step,
     the token ids seen so far); tests/test_proof.py checks that the two agree."""
     import torch
 
@@ -169,7 +164,7 @@ def _adjust_rows(rows, *, seen, start: int, params, eos_id: int):
         rows.scatter_(1, seen, torch.where(score < 0, score * rp, score / rp))
     steps = torch.arange(start, start + rows.shape[0])
     rows[steps < params.min_new_tokens, eos_id] = float("-inf")
-    return rows / max(params.temperature, 1e-5)
+    return rows.div_(max(params.temperature, 1e-5))
 
 
 def _excess_rows(rows, tokens, *, top_k: int, top_p: float, top_p_tolerance: float = 0.0):
