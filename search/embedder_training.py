@@ -124,10 +124,15 @@ def hard_negatives_mine(
             scores[scores >= max_ratio * positive] = -np.inf
             top = np.argsort(-scores)[:count]
             chosen = [pool_text[j] for j in top if np.isfinite(scores[j])]
-            filler = doc_index[own]
-            while len(chosen) < count:  # too few qualify: the next other documents
-                filler = (filler + 1) % len(docs)
-                chosen.append(docs[filler])
+            # Too few qualify: the next other patents' documents, each once.
+            for step in range(1, len(docs)):
+                if len(chosen) >= count:
+                    break
+                j = (doc_index[own] + step) % len(docs)
+                if doc_owner[j] != own and docs[j] not in chosen:
+                    chosen.append(docs[j])
+            while len(chosen) < count:  # a corpus of fewer patents than that: repeat
+                chosen.append(chosen[-1] if chosen else docs[(doc_index[own] + 1) % len(docs)])
             negatives.append(chosen)
     return negatives
 
