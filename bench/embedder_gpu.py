@@ -54,8 +54,11 @@ VARIANTS = {
     "e1-hn-len384": {"epochs": 1, "hard_negatives": True, "max_seq_length": 384},
     "e1-hn-wise0.7": {"epochs": 1, "hard_negatives": True, "wise": 0.7},
     "e2-hn3-lr1e4": {"epochs": 2, "hard_negatives": True, "negatives": 3, "learning_rate": 1e-4},
+    "e2-hn5": {"epochs": 2, "hard_negatives": True, "negatives": 5},
+    "e3-hn3": {"epochs": 3, "hard_negatives": True, "negatives": 3},
+    "e2-hn3-b64": {"epochs": 2, "hard_negatives": True, "negatives": 3, "batch_size": 64},
 }
-MAX_NEGATIVES = 3
+MAX_NEGATIVES = 5
 
 
 def prepare(args) -> None:
