@@ -1,6 +1,7 @@
-"""Permissions of the data directory (imported by settings: no Django here)."""
+"""Permissions of the data directory, and its secret key (imported by settings: no Django here)."""
 
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -32,8 +33,6 @@ def secret_key_file(path: Path) -> str:
     DATA_DIR (gunicorn workers, a worker pool) must agree on one key: it is written to a
     file of its own and hard-linked into place, so the name appears only with its whole
     content, and a process that loses the race reads the winner's key."""
-    import secrets
-
     if not path.exists():
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -169,12 +169,9 @@ def _queries(model, chunked):
 def _dev_score(results: dict) -> float:
     """What --keep best maximises: dev hybrid recall@10 among distractors, without and
     with their claims (the two rows #12 sets a target on)."""
-    rows = [results.get(f"dev/{c}", {}).get("hybrid", {}).get("recall@10") for c in CORPORA_KEYS]
+    rows = [results.get(f"dev/{c}", {}).get("hybrid", {}).get("recall@10") for c, _, _ in CORPORA]
     rows = [r for r in rows if r is not None]
     return sum(rows) / len(rows) if rows else 0.0
-
-
-CORPORA_KEYS = ("distractors", "claims", "alone")
 
 
 def _interpolate(model, base, share: float) -> None:

@@ -86,7 +86,8 @@ def contributor_signup(request):
             try:
                 contributor, token = contributor_sign_up(name=context["name"])
             except ContributionError as exc:
-                context["error"], status = str(exc).capitalize() + ".", exc.status
+                message = str(exc)
+                context["error"], status = message[:1].upper() + message[1:] + ".", exc.status
             else:
                 context.update(token=token, contributor=contributor)
     response = render(request, "generation/contributor_signup.html", context, status=status)

@@ -693,7 +693,15 @@ OPENAPI = {
 }
 
 
-def _contribute_op(summary: str, request_schema: dict, response: str) -> dict:
+def _contribute_op(summary: str, request_schema: dict, ok: tuple[int, str], **errors) -> dict:
+    """One work-unit endpoint: its success status and the refusals it really gives (besides
+    the 400 and 401 every one of them can answer), as ``status_NNN="why"``."""
+    responses = {
+        str(ok[0]): {"description": ok[1]},
+        "400": {"description": "malformed request"},
+        "401": {"description": "unknown or revoked token"},
+    }
+    responses.update({key.split("_")[1]: {"description": why} for key, why in errors.items()})
     return {
         "post": {
             "summary": summary,
@@ -702,14 +710,7 @@ def _contribute_op(summary: str, request_schema: dict, response: str) -> dict:
                 "required": True,
                 "content": {"application/json": {"schema": request_schema}},
             },
-            "responses": {
-                "200": {"description": response},
-                "400": {"description": "malformed request"},
-                "401": {"description": "unknown or revoked token"},
-                "409": {"description": "the unit is not yours any more, or was submitted"},
-                "422": {"description": "a sample fails the proof of sampling"},
-                "429": {"description": "too many units leased at once"},
-            },
+            "responses": responses,
         }
     }
 
@@ -721,7 +722,8 @@ OPENAPI["paths"].update(
         "/api/contribute/lease": _contribute_op(
             "Lease a work unit: job, sample indexes, prompts, seeds, sampling settings, model",
             {"type": "object"},
-            "a unit, or {unit: null, retry_after} when there is none",
+            (200, "a unit, or {unit: null, retry_after} when there is none"),
+            status_429="too many units leased at once",
         ),
         "/api/contribute/submit": _contribute_op(
             "Submit a unit's sampled token ids (202): a worker proves each, then parses, gates, "
@@ -744,16 +746,19 @@ OPENAPI["paths"].update(
                     },
                 },
             },
-            "recorded, published ids, rejection reasons",
+            (202, "{contribution, status: pending}: ask /api/contribute/status"),
+            status_409="the unit is not yours any more, or is being checked already",
+            status_503="the site cannot check submissions now (its task broker is down)",
         ),
         "/api/contribute/status": _contribute_op(
             "A submission's state: pending, accepted (recorded, published, rejected) or "
             "refused (why)",
             {"type": "object", "properties": {"contribution": {"type": "integer"}}},
-            "{contribution, status, error, recorded, published, rejected}",
+            (200, "{contribution, status, error, recorded, published, rejected}"),
+            status_404="no such submission of yours",
         ),
         "/api/contribute/release": _contribute_op(
-            "Give a unit back (stopping cleanly)", _UNIT_REF, "{released: bool}"
+            "Give a unit back (stopping cleanly)", _UNIT_REF, (200, "{released: bool}")
         ),
     }
 )

@@ -7,24 +7,28 @@ import pytest
 
 from generation.backends import SamplingParams, TransformersBackend
 from generation.contributions import contributor_create, contributor_revoke
-from generation.models import GenerationJob, JobBatch, Sample
+from generation.models import JobBatch, Sample
 from generation.services import job_create
+
+
+def _open_job_create(generators, model_dir, settings, **extra):
+    """A job of 4 samples in units of 2 on the tiny model, open to contributors."""
+    settings.GENERATION_BATCH_SIZE = 2
+    settings.NEAR_COPY_EMBEDDING_CHECK = False
+    return job_create(
+        generator=generators["kl3m-002-170m-patent"],
+        count=4,
+        dispatch=False,
+        model_override=str(model_dir),
+        max_new_tokens=24,
+        open_to_contributors=True,
+        **extra,
+    )
 
 
 @pytest.fixture
 def open_job(generators, tiny_neox, settings):
-    settings.GENERATION_BATCH_SIZE = 2
-    settings.NEAR_COPY_EMBEDDING_CHECK = False
-    job = job_create(
-        generator=generators["kl3m-002-170m-patent"],
-        count=4,
-        dispatch=False,
-        model_override=str(tiny_neox),
-        max_new_tokens=24,
-        seed=3,
-    )
-    GenerationJob.objects.filter(pk=job.pk).update(open_to_contributors=True)
-    return job
+    return _open_job_create(generators, tiny_neox, settings, seed=3)
 
 
 def _post(client, path, token, body):
@@ -150,16 +154,7 @@ def test_the_contribute_command_completes_units_over_http(
 
     from tests.helpers import ROOT
 
-    settings.GENERATION_BATCH_SIZE = 2
-    settings.NEAR_COPY_EMBEDDING_CHECK = False
-    job = job_create(
-        generator=generators["kl3m-002-170m-patent"],
-        count=4,
-        dispatch=False,
-        model_override=str(tiny_neox),
-        max_new_tokens=24,
-        open_to_contributors=True,
-    )
+    job = _open_job_create(generators, tiny_neox, settings)
     contributor, token = contributor_create(name="lin")
     run = subprocess.run(
         [
@@ -218,6 +213,10 @@ def test_an_invention_names_its_contributor(client, open_job):
     api = client.get(f"/api/patents/{patent.public_id}").json()
     assert api["provenance"]["contributor"] == "<b>ada</b>"
     assert "/api/contribute/submit" in client.get("/api/openapi.json").json()["paths"]
+    documented = client.get("/api/openapi.json").json()["paths"]["/api/contribute/submit"]
+    # What submit really answers: 202 (the proof runs later), never a 422.
+    assert {"202", "409", "503"} <= set(documented["post"]["responses"])
+    assert "422" not in documented["post"]["responses"]
     credits = client.get("/contributors/").content.decode()
     row = credits.split('class="contributor-row"')[1].split("</tr>")[0]
     assert "&lt;b&gt;ada&lt;/b&gt;" in row and "<td>1</td><td>1</td><td>100%</td>" in row
