@@ -256,8 +256,9 @@ EMBEDDING_BULK_PRECISION = env_str("EMBEDDING_BULK_PRECISION", "auto")
 # Exact search reads every vector per query (memory-bound: 6.5 ms at 62k vectors on one
 # core). HNSW is far faster but misses real neighbours: claims are clustered, and on the
 # #12 site corpus (55,530 document and claim vectors, adapted embedder) HNSW (M 32,
-# efConstruction 80, efSearch 384) returned 0.94 of the exact top 100 and cost four points
-# of recall@10 through the site. Stay exact up to ~300k vectors (~30 ms a query).
+# efConstruction 80, efSearch 384) returned 0.88 to 0.94 of the exact top 100 (by build;
+# bench/hnsw_recall.py) and cost four points of recall@10 through the site. Stay exact up to
+# ~300k vectors (~30 ms a query).
 SEARCH_HNSW_THRESHOLD = env_int("SEARCH_HNSW_THRESHOLD", 300_000, minimum=1)
 SEARCH_HNSW_EF_SEARCH = env_int("SEARCH_HNSW_EF_SEARCH", 384, minimum=1)
 # Hybrid ranking: alpha * dense + (1 - alpha) * keyword, each min-max normalised per query.
