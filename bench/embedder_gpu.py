@@ -36,6 +36,9 @@ DISTRACTORS = 10_000
 SPLITS = ("dev", "test")
 # (corpus name, distractors, distractors keep their claims)
 CORPORA = (("alone", False, False), ("distractors", True, False), ("claims", True, True))
+# Distractors outside the train split only: none of them was ever a training text, even as a
+# mined negative (the "corpus" recipes mine the train split's patents without claims).
+UNSEEN = ("unseen", True, False)
 VARIANTS = {
     "stock": None,
     "e1": {"epochs": 1, "hard_negatives": False},
@@ -57,6 +60,18 @@ VARIANTS = {
     "e2-hn5": {"epochs": 2, "hard_negatives": True, "negatives": 5},
     "e3-hn3": {"epochs": 3, "hard_negatives": True, "negatives": 3},
     "e2-hn3-b64": {"epochs": 2, "hard_negatives": True, "negatives": 3, "batch_size": 64},
+    # Session 7: negatives mined from the whole train split, patents without claims included
+    # (embedder_corpus_load), and model soups (the weights of runs with other seeds averaged).
+    "e2-hn3-corpus": {"epochs": 2, "hard_negatives": True, "negatives": 3, "corpus": True},
+    "e2-hn5-corpus": {"epochs": 2, "hard_negatives": True, "negatives": 5, "corpus": True},
+    "e2-hn3-soup3": {"epochs": 2, "hard_negatives": True, "negatives": 3, "soup": 3},
+    "e2-hn3-corpus-soup3": {
+        "epochs": 2,
+        "hard_negatives": True,
+        "negatives": 3,
+        "corpus": True,
+        "soup": 3,
+    },
 }
 MAX_NEGATIVES = 5
 
@@ -72,7 +87,12 @@ def prepare(args) -> None:
     from sentence_transformers import SentenceTransformer
 
     from patents.records import jsonl_lines
-    from search.embedder_training import document_text, embedder_examples_load
+    from search.embedder_training import (
+        document_text,
+        embedder_corpus_load,
+        embedder_examples_load,
+        patent_split,
+    )
     from search.embeddings import OFFLINE_PACKAGE_NAME, embedding_model_source
     from search.evaluation import (
         EvalDoc,
@@ -102,8 +122,14 @@ def prepare(args) -> None:
             "extra_claims": args.extra_claims,
         },
         "train": train,
+        "corpus": embedder_corpus_load(lines(), split="train"),
         "distractors": [
-            {"doc": document_text(d.title, d.abstract), "claims": d.claims} for d in distractors
+            {
+                "doc": document_text(d.title, d.abstract),
+                "claims": d.claims,
+                "unseen": patent_split(d.source_id) != "train",
+            }
+            for d in distractors
         ],
         "splits": {},
     }
@@ -111,10 +137,11 @@ def prepare(args) -> None:
         split_cases = cases[split]
         docs = [EvalDoc(t, a) for t, a in (c.doc_text for c in split_cases)]
         keyword = {}
-        for corpus, with_distractors, with_claims in CORPORA:
-            db = keyword_index_build(
-                docs + (distractors if with_distractors else []), with_claims=with_claims
-            )
+        for corpus, with_distractors, with_claims in (*CORPORA, UNSEEN):
+            extra = distractors if with_distractors else []
+            if corpus == UNSEEN[0]:
+                extra = [d for d in extra if patent_split(d.source_id) != "train"]
+            db = keyword_index_build(docs + extra, with_claims=with_claims)
             keyword[corpus] = [keyword_ranked(db, c.query) for c in split_cases]
         data["splits"][split] = {
             "docs": [document_text(*c.doc_text) for c in split_cases],
@@ -132,8 +159,10 @@ def prepare(args) -> None:
     model.half().save(str(out / "base-fp16"))
     back = SentenceTransformer(str(out / "base-fp16"), device="cpu").float()
     cos = (full * back.encode(sample, normalize_embeddings=True)).sum(axis=1)
+    unseen = sum(d["unseen"] for d in data["distractors"])
     print(
-        f"train pairs {len(train)}, distractors {len(distractors)}; fp16 base against fp32: "
+        f"train pairs {len(train)}, corpus {len(data['corpus'])}, distractors "
+        f"{len(distractors)} ({unseen} unseen); fp16 base against fp32: "
         f"cosine min {float(np.min(cos)):.5f}",
         flush=True,
     )
@@ -185,6 +214,24 @@ def _interpolate(model, base, share: float) -> None:
                 tensor.mul_(share).add_(base_state[name].to(tensor.device), alpha=1 - share)
 
 
+def _soup(model, folders: list[Path]) -> None:
+    """The mean of the weights saved in ``folders`` (runs of one recipe with other seeds
+    from the same base: a "model soup"), written into ``model``."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    with torch.no_grad():
+        state = model.state_dict()
+        for name in state:
+            if state[name].dtype.is_floating_point:
+                state[name].zero_()
+        for folder in folders:
+            other = SentenceTransformer(str(folder), device="cpu").state_dict()
+            for name, tensor in state.items():
+                if tensor.dtype.is_floating_point:
+                    tensor.add_(other[name].to(tensor.device), alpha=1 / len(folders))
+
+
 def _split_weights(folder: Path, *, part_bytes: int = 15 * 2**20) -> None:
     """model.safetensors cut into model.safetensors.partNN (joined with cat on return)."""
     weights = folder / "model.safetensors"
@@ -228,10 +275,13 @@ def evaluate(model, data, *, smoke: bool = False, grid: bool = False) -> dict:
         own = _encode(model, block["docs"])
         queries = _queries(model, block["queries"][: 40 if smoke else None])
         n = len(block["docs"])
-        for corpus, with_distractors, with_claims in CORPORA:
+        for corpus, with_distractors, with_claims in (*CORPORA, UNSEEN):
             if smoke and with_distractors:
                 continue
-            docs = torch.cat([own, distractor_docs]) if with_distractors else own
+            extra = distractor_docs
+            if corpus == UNSEEN[0]:
+                extra = distractor_docs[[i for i, d in enumerate(distractors) if d["unseen"]]]
+            docs = torch.cat([own, extra]) if with_distractors else own
             scores, ids = (queries @ docs.T).topk(min(100, docs.shape[0]), dim=1)
             scores, ids = scores.cpu().numpy(), ids.cpu().numpy()
             claim_scores = claim_ids = None
@@ -281,7 +331,7 @@ def run(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"device": name, "train_pairs": len(pairs), "settings": data["settings"]}
-    negatives = None
+    mined: dict[bool, list] = {}  # with the corpus or without: mined once each
     best = (-1.0, None)
     for variant in args.variants.split(","):
         recipe = VARIANTS[variant]
@@ -290,31 +340,42 @@ def run(args) -> None:
         if recipe is None:
             model = SentenceTransformer(str(base), device=device)
         else:
-            if recipe.get("hard_negatives") and negatives is None:
+            with_corpus = bool(recipe.get("corpus"))
+            if recipe.get("hard_negatives") and with_corpus not in mined:
                 miner = SentenceTransformer(str(base), device=device)
                 miner.max_seq_length = 128  # as base_encoder
                 m0 = time.monotonic()
-                negatives = hard_negatives_mine(
+                mined[with_corpus] = hard_negatives_mine(
                     examples,
                     encode=lambda texts, m=miner: _encode(m, texts).cpu().numpy(),
                     count=MAX_NEGATIVES,
+                    corpus=data["corpus"] if with_corpus else None,
                 )
-                report["mining_seconds"] = round(time.monotonic() - m0, 1)
+                report[f"mining_seconds{'_corpus' if with_corpus else ''}"] = round(
+                    time.monotonic() - m0, 1
+                )
                 del miner
             count = recipe.get("negatives", 1)
-            trained = embedder_train(
-                pairs=pairs,
-                negatives=[n[:count] for n in negatives] if recipe.get("hard_negatives") else None,
-                out=work / variant,
-                base=str(base),
-                epochs=recipe["epochs"],
-                batch_size=recipe.get("batch_size", 32),
-                learning_rate=recipe.get("learning_rate", 5e-5),
-                max_seq_length=recipe.get("max_seq_length", 256),
-                bf16=device == "cuda",
-            )
-            entry["training_seconds"] = trained["seconds"]
-            model = SentenceTransformer(str(work / variant), device=device)
+            negatives = mined.get(with_corpus) if recipe.get("hard_negatives") else None
+            seconds = 0.0
+            for k in range(recipe.get("soup", 1)):
+                trained = embedder_train(
+                    pairs=pairs,
+                    negatives=[n[:count] for n in negatives] if negatives else None,
+                    out=work / variant / f"seed{k}",
+                    base=str(base),
+                    epochs=recipe["epochs"],
+                    batch_size=recipe.get("batch_size", 32),
+                    learning_rate=recipe.get("learning_rate", 5e-5),
+                    max_seq_length=recipe.get("max_seq_length", 256),
+                    seed=13 + k,
+                    bf16=device == "cuda",
+                )
+                seconds += trained["seconds"]
+            entry["training_seconds"] = round(seconds, 1)
+            model = SentenceTransformer(str(work / variant / "seed0"), device=device)
+            if recipe.get("soup", 1) > 1:
+                _soup(model, [work / variant / f"seed{k}" for k in range(recipe["soup"])])
             if "wise" in recipe:
                 _interpolate(model, SentenceTransformer(str(base), device=device), recipe["wise"])
 
@@ -352,7 +413,11 @@ def run(args) -> None:
             torch.cuda.empty_cache()
     if args.grid and best[1]:  # fusion settings around the site's, for the best recipe
         recipe = VARIANTS[best[1]]
-        model = SentenceTransformer(str(work / best[1]) if recipe else str(base), device=device)
+        model = SentenceTransformer(
+            str(work / best[1] / "seed0") if recipe else str(base), device=device
+        )
+        if recipe and recipe.get("soup", 1) > 1:
+            _soup(model, [work / best[1] / f"seed{k}" for k in range(recipe["soup"])])
         if recipe and "wise" in recipe:
             _interpolate(model, SentenceTransformer(str(base), device=device), recipe["wise"])
         report["kept"]["grid"] = evaluate(model, data, smoke=args.smoke, grid=True)

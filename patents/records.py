@@ -12,7 +12,12 @@ from pathlib import Path
 
 from django.conf import settings
 
-from patents.text import claim_find_dependency, claim_split_number, control_chars_strip
+from patents.text import (
+    claim_find_dependency,
+    claim_is_placeholder,
+    claim_split_number,
+    control_chars_strip,
+)
 
 
 def claims_normalise(claims: Iterable) -> list[dict]:
@@ -27,7 +32,7 @@ def claims_normalise(claims: Iterable) -> list[dict]:
             parsed_number, text = claim_split_number(control_chars_strip(str(item))[0])
             number = parsed_number or position
             depends_on = None
-        if not text:
+        if not text or claim_is_placeholder(text):
             continue
         if depends_on is None:
             depends_on = claim_find_dependency(text)

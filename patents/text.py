@@ -18,6 +18,24 @@ def claim_split_number(text: str) -> tuple[int | None, str]:
     return int(match.group(1)), text[match.end() :].strip()
 
 
+# What is left of a claim that is no claim: "(canceled)" after its number or range ("1-3.
+# (canceled)", "7.-9. (Cancelled)", "<b>1</b>-<b>18</b>. (canceled)" once tags are gone), and
+# the heading some sources file as claim 1 ("What is claimed is:").
+_PLACEHOLDER_RE = re.compile(
+    r"^[\s\d.,:;)(–—-]*(?:to\s*\d+[.\s]*)?[(\[]?\s*(?:canceled|cancelled|deleted)\s*[)\]]?\s*\.?$"
+    r"|^(?:what\s+(?:is|are)\s+claimed(?:\s+is)?|what\s+(?:i|we)\s+claim(?:\s+is)?"
+    r"|(?:i|we)\s+claim|claims?|the\s+invention\s+claimed\s+is)\s*[:.]?$",
+    re.IGNORECASE,
+)
+
+
+def claim_is_placeholder(text: str) -> bool:
+    """A canceled claim's remains or a claims heading: a number kept for the claims that
+    follow (they are not renumbered), but nothing claimed. Kept out of a patent's claims, so
+    that its "first claim" is one (search_eval's query, the page, the claim index)."""
+    return bool(_PLACEHOLDER_RE.match(text.strip()))
+
+
 def claim_find_dependency(text: str) -> int | None:
     """The claim a claim refers to, if any (its first reference)."""
     match = CLAIM_REF_RE.search(text)

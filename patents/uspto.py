@@ -18,7 +18,7 @@ from pathlib import Path
 
 from defusedxml import ElementTree as SafeET
 
-from patents.text import claim_split_number
+from patents.text import claim_is_placeholder, claim_split_number
 
 DOCTYPE_RE = re.compile(r"<!DOCTYPE[^\[>]*(\[.*?\])?\s*>", re.DOTALL)
 COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
@@ -76,7 +76,7 @@ def _claims(claim_elements, ref_tag: str, ref_attr: str) -> list[dict]:
         number = number or _claim_no(el.get("num")) or position
         ref = el.find(f".//{ref_tag}")
         depends_on = _claim_no(ref.get(ref_attr)) if ref is not None else None
-        if text:
+        if text and not claim_is_placeholder(text):
             claims.append({"number": number, "text": text, "depends_on": depends_on})
     return claims
 

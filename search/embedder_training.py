@@ -77,12 +77,34 @@ def embedder_pairs_load(
     ]
 
 
+def embedder_corpus_load(lines: Iterable[str], *, split: str = "train") -> list[str]:
+    """The documents (title + abstract) of the patents of ``split`` that have no claims, so
+    no training pair: the rest of the reference corpus, for ``hard_negatives_mine``'s
+    ``corpus``. Patents of the other splits are never read, so that evaluation's queries,
+    targets and unseen distractors stay out of training."""
+    from patents.records import RecordError, reference_record_parse
+
+    docs = []
+    for line in lines:
+        try:
+            parsed = reference_record_parse(json.loads(line))
+        except (ValueError, RecordError):
+            continue
+        if patent_split(parsed["source_id"]) != split or parsed["claims"]:
+            continue
+        doc = document_text(parsed["title"], parsed["abstract"])
+        if doc:
+            docs.append(doc)
+    return docs
+
+
 def hard_negatives_mine(
     examples: list[tuple[str, str, str]],
     *,
     encode: Callable[[list[str]], "object"],
     max_ratio: float = 0.95,
     count: int = 1,
+    corpus: list[str] | None = None,
 ) -> list[list[str]]:
     """``count`` hard negatives per example: the texts most similar to its claim among the
     other patents' documents and claims, below ``max_ratio`` times the similarity of its own
@@ -90,7 +112,9 @@ def hard_negatives_mine(
     than a negative; NV-Retriever's "TopK-PercPos").
 
     Claims are candidates as well as documents because that is the failure seen on the site:
-    another patent's claim outranking the target's abstract. ``encode`` maps texts to unit
+    another patent's claim outranking the target's abstract. ``corpus`` adds documents of
+    patents without a pair (``embedder_corpus_load``): the searched corpus is mostly such
+    patents, and they are what outranks a target there. ``encode`` maps texts to unit
     vectors (rows), e.g. the base model's bulk encoder. Returns one list of ``count``
     negatives per example, hardest first."""
     import numpy as np
@@ -109,9 +133,18 @@ def hard_negatives_mine(
             doc_owner.append(pid)
     claim_vecs = np.asarray(encode(claims), dtype="float32")
     doc_vecs = np.asarray(encode(docs), dtype="float32")
-    pool = np.concatenate([doc_vecs, claim_vecs])
-    pool_text = docs + claims
-    pool_owner = np.array(doc_owner + owners)
+    # The same patent under another record id would be its own example's false negative.
+    known = set(docs)
+    corpus = list(dict.fromkeys(text for text in corpus or [] if text not in known))
+    corpus_vecs = (
+        np.asarray(encode(corpus), dtype="float32")
+        if corpus
+        else np.zeros((0, doc_vecs.shape[1]), dtype="float32")
+    )
+    pool = np.concatenate([doc_vecs, claim_vecs, corpus_vecs])
+    pool_text = docs + claims + corpus
+    # A corpus document belongs to no example (an empty owner matches no patent id).
+    pool_owner = np.array(doc_owner + owners + [""] * len(corpus))
     negatives = []
     for start in range(0, len(examples), 512):
         block = claim_vecs[start : start + 512]

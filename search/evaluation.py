@@ -35,6 +35,7 @@ class EvalDoc:
     title: str
     abstract: str
     claims: list[str] = field(default_factory=list)
+    source_id: str = ""
 
 
 def _records(lines: Iterable[str]):
@@ -79,7 +80,12 @@ def eval_distractors_load(lines, *, count: int, exclude: set[str]) -> list[EvalD
         if parsed["source_id"] in exclude or not (parsed["title"] or parsed["abstract"]):
             continue
         docs.append(
-            EvalDoc(parsed["title"], parsed["abstract"], [c["text"] for c in parsed["claims"]])
+            EvalDoc(
+                parsed["title"],
+                parsed["abstract"],
+                [c["text"] for c in parsed["claims"]],
+                parsed["source_id"],
+            )
         )
     return docs
 

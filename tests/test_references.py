@@ -287,3 +287,37 @@ def test_control_characters_in_imported_records_are_dropped():
     assert patent.title == "Telephone" and patent.abstract == "A phone with keys."
     assert patent.claims.get().text == "A phone comprising keys."
     assert patent.source_meta["cpc"] == ["H04M1/23"] and patent.cpc_codes == " H04M1/23 "
+
+
+@pytest.mark.django_db
+def test_canceled_claims_and_claim_headings_are_not_claims():
+    """Seen in the shared data: 1,600 "(canceled)" claims, 91 of them filed as claim 1, and
+    "What is claimed:" as a claim. The first claim must claim something: it is search_eval's
+    query, the page's claim 1 and a claim vector."""
+    amended = {
+        **GRANT,
+        "id": "US20230009372",
+        "claims": [
+            "1-3. (canceled)",
+            "4. (Cancelled)",
+            "5. A telephone comprising a keyboard and a display.",
+            "6. The telephone of claim 5, wherein the display is a liquid crystal display.",
+            "7.-9. (canceled)",
+        ],
+    }
+    headed = {
+        **GRANT,
+        "id": "US3930000",
+        "claims": ["What is claimed is:", "1. A telephone comprising a dial."],
+    }
+    patents = _import(amended, headed)
+    claims = list(patents["US20230009372"].claims.order_by("number"))
+    assert [(c.number, c.depends_on) for c in claims] == [(5, None), (6, 5)]
+    assert claims[0].text == "A telephone comprising a keyboard and a display."
+    only = patents["US3930000"].claims.get()
+    assert (only.number, only.text) == (1, "A telephone comprising a dial.")
+
+    from search.evaluation import eval_cases_load
+
+    cases = eval_cases_load([json.dumps(amended)])
+    assert cases[0].query == "A telephone comprising a keyboard and a display."

@@ -44,6 +44,23 @@ def test_long_patents_lose_whole_claims_and_incomplete_ones_are_skipped(kl3m_sou
     assert f"number {kept + 1} " not in text
 
 
+def test_canceled_claims_are_left_out_of_training_text(kl3m_source):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(kl3m_source)
+    record = {
+        "title": "Mug",
+        "abstract": "A mug.",
+        "claims": ["1-3. (canceled)", "4. A mug with a handle.", "5. (Cancelled)"],
+        "claims_complete": True,
+    }
+    examples = training_examples(
+        [record], tokenizer=tok, max_length=400, mix=1.0, seed=0, report=DatasetReport()
+    )
+    text = tok.decode(examples[0])
+    assert "1. A mug with a handle." in text and "ancel" not in text
+
+
 @pytest.mark.django_db
 def test_micro_training_lowers_loss_and_the_model_generates(tmp_path, kl3m_source, generators):
     source = shared_path("data", "patents.jsonl.gz")

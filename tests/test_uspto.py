@@ -120,3 +120,13 @@ def test_a_broken_document_between_good_ones_is_skipped(tmp_path, samples):
         except DocumentError:
             results.append("bad")
     assert results == ["US11147202", "bad", "US11147202"]
+
+
+def test_canceled_claims_are_not_claims(samples):
+    """Seen in the shared data: "1-18. (canceled)" parsed as claim 1, so the application's
+    "first claim" (search_eval's query, the page's claim 1) claimed nothing."""
+    a = _one(samples / "application_v4-4-A2.xml")
+    assert all("canceled" not in c["text"].lower() for c in a["claims"])
+    first = a["claims"][0]
+    assert first["number"] == 19 and first["text"].startswith("A personal grooming apparatus")
+    assert a["claims"][1]["depends_on"] == 19
