@@ -9,6 +9,7 @@ import pytest
 from django.core.management import call_command
 
 from search.embedder_training import (
+    embedder_corpus_load,
     embedder_examples_load,
     hard_negatives_mine,
     patent_split,
@@ -63,6 +64,31 @@ def test_hard_negative_is_the_closest_other_patent_below_the_positive():
     two = hard_negatives_mine(examples, encode=_encoder(table), count=2)
     assert all(len(n) == 2 and len(set(n)) == 2 for n in two)
     assert two[0][0] == "claim c"  # hardest first
+    # A corpus document of a patent without claims can be anyone's negative; a copy of an
+    # example's own document cannot.
+    table["corpus x"] = [0.8, 0.6, 0.0]
+    with_corpus = hard_negatives_mine(
+        examples, encode=_encoder(table), corpus=["corpus x", "doc a", "corpus x"]
+    )
+    assert with_corpus[0] == ["corpus x"] and with_corpus[1] == ["corpus x"]
+    for (pid, _, doc), (negative,) in zip(examples, with_corpus, strict=True):
+        assert negative != doc
+
+
+@pytest.mark.unit
+def test_the_corpus_holds_the_train_splits_patents_without_claims():
+    records = [
+        {"id": f"P{i}", "title": f"Widget {i}", "abstract": "A widget.", "claims": claims}
+        for i, claims in enumerate([[], ["1. A widget."]] * 30)
+    ]
+    lines = [json.dumps(r) for r in records]
+    corpus = embedder_corpus_load(lines)
+    expected = {
+        f"Widget {i}. A widget."
+        for i, r in enumerate(records)
+        if not r["claims"] and patent_split(r["id"]) == "train"
+    }
+    assert expected and set(corpus) == expected
 
 
 @pytest.mark.django_db
