@@ -47,6 +47,13 @@ def main() -> None:
     parser.add_argument("--other", help="a second model with the same tokenizer")
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=16,
+        help="samples generated together (the site's worker: GENERATION_BATCH_SIZE, 16)",
+    )
+    parser.add_argument("--group", type=int, default=8, help="samples per proof forward pass")
     parser.add_argument("--tolerance", type=float, default=None)
     parser.add_argument("--paths", default="fp32,int8", help="generation paths: fp32,int8,bf16")
     parser.add_argument(
@@ -82,8 +89,8 @@ def main() -> None:
 
     def generate(backend):
         outs, seconds = [], 0.0
-        for start in range(0, len(prompts), 8):
-            chunk = prompts[start : start + 8]
+        for start in range(0, len(prompts), args.batch):
+            chunk = prompts[start : start + args.batch]
             t0 = time.perf_counter()
             outs += backend.generate(chunk, [start + i for i in range(len(chunk))], params)
             seconds += time.perf_counter() - t0
@@ -102,6 +109,7 @@ def main() -> None:
             samples=samples,
             params=params,
             logit_tolerance=tolerance,
+            group=args.group,
         )
 
     for path in args.paths.split(","):

@@ -321,3 +321,43 @@ def test_canceled_claims_and_claim_headings_are_not_claims():
 
     cases = eval_cases_load([json.dumps(amended)])
     assert cases[0].query == "A telephone comprising a keyboard and a display."
+
+
+@pytest.mark.django_db
+def test_a_migration_removes_placeholder_claims_imported_before():
+    """A site that imported before the fix keeps "(canceled)" claims on its reference pages
+    and in its indexes; migration 0007 removes them there, and only there."""
+    import importlib
+
+    from django.apps import apps
+
+    from patents.models import Claim
+    from patents.text import content_hash
+    from search.models import IndexedVector, KeywordDocument
+
+    migration = importlib.import_module("patents.migrations.0007_placeholder_claims_remove")
+    old = _import(GRANT)["US6859910"]
+    # As the old importer stored it: a placeholder before the real claims, indexed.
+    Claim.objects.create(patent=old, number=3, text="-12. (canceled)")
+    Claim.objects.create(patent=old, number=4, text="What is claimed is:")
+    IndexedVector.objects.create(patent=old, claim_number=3)
+    generated = patent_published()  # published before the fix with a placeholder
+    Claim.objects.create(patent=generated, number=3, text="(canceled)")
+    migration.placeholder_claims_remove(apps, None)
+
+    assert list(old.claims.order_by("number").values_list("number", flat=True)) == [1, 2]
+    assert not IndexedVector.objects.filter(patent=old, claim_number=3).exists()
+    assert IndexedVector.objects.filter(patent=old, claim_number=1).exists()
+    old.refresh_from_db()
+    assert old.content_hash == content_hash(
+        title=old.title,
+        abstract=old.abstract,
+        claims=[
+            {"number": c.number, "text": c.text, "depends_on": c.depends_on}
+            for c in old.claims.all()
+        ],
+    )
+    assert not KeywordDocument.objects.filter(patent=old).exists()
+    search_documents_sync()  # what `search_index update` runs first
+    assert KeywordDocument.objects.filter(patent=old).exists()
+    assert generated.claims.count() == 3  # published text is left as it was dated
