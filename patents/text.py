@@ -30,9 +30,9 @@ _PLACEHOLDER_RE = re.compile(
 
 
 def claim_is_placeholder(text: str) -> bool:
-    """A canceled claim's remains or a claims heading: a number kept for the claims that
-    follow (they are not renumbered), but nothing claimed. Kept out of a patent's claims, so
-    that its "first claim" is one (search_eval's query, the page, the claim index)."""
+    """A canceled claim's remains or a claims heading: nothing claimed. Kept out of a
+    patent's claims, so that its "first claim" is one (search_eval's query, the page, the
+    claim index); the claims after it keep their numbers, which dependent claims cite."""
     return bool(_PLACEHOLDER_RE.match(text.strip()))
 
 

@@ -15,8 +15,15 @@ def placeholder_claims_remove(apps, schema_editor):
     Patent = apps.get_model("patents", "Patent")
     IndexedVector = apps.get_model("search", "IndexedVector")
     KeywordDocument = apps.get_model("search", "KeywordDocument")
+    # Narrowed in SQL first: "claim" alone would read every dependent claim of the corpus.
     candidates = Claim.objects.filter(patent__origin="reference").filter(
-        Q(text__icontains="cancel") | Q(text__icontains="delete") | Q(text__icontains="claim")
+        Q(text__icontains="cancel")
+        | Q(text__icontains="delete")
+        | Q(text__istartswith="what")
+        | Q(text__istartswith="claim")
+        | Q(text__istartswith="i claim")
+        | Q(text__istartswith="we claim")
+        | Q(text__istartswith="the invention claimed")
     )
     doomed: dict[int, list[int]] = {}
     for pk, patent_id, number, text in candidates.values_list(
