@@ -232,6 +232,22 @@ def _soup(model, folders: list[Path]) -> None:
                     tensor.add_(other[name].to(tensor.device), alpha=1 / len(folders))
 
 
+def _variant_model(work: Path, base: Path, variant: str, device: str):
+    """A variant as trained under ``work`` (the base for "stock"): its first seed's weights,
+    averaged with the other seeds' for a soup, then WiSE-FT with the base."""
+    from sentence_transformers import SentenceTransformer
+
+    recipe = VARIANTS[variant]
+    if recipe is None:
+        return SentenceTransformer(str(base), device=device)
+    model = SentenceTransformer(str(work / variant / "seed0"), device=device)
+    if recipe.get("soup", 1) > 1:
+        _soup(model, [work / variant / f"seed{k}" for k in range(recipe["soup"])])
+    if "wise" in recipe:
+        _interpolate(model, SentenceTransformer(str(base), device=device), recipe["wise"])
+    return model
+
+
 def _split_weights(folder: Path, *, part_bytes: int = 15 * 2**20) -> None:
     """model.safetensors cut into model.safetensors.partNN (joined with cat on return)."""
     weights = folder / "model.safetensors"
@@ -373,11 +389,7 @@ def run(args) -> None:
                 )
                 seconds += trained["seconds"]
             entry["training_seconds"] = round(seconds, 1)
-            model = SentenceTransformer(str(work / variant / "seed0"), device=device)
-            if recipe.get("soup", 1) > 1:
-                _soup(model, [work / variant / f"seed{k}" for k in range(recipe["soup"])])
-            if "wise" in recipe:
-                _interpolate(model, SentenceTransformer(str(base), device=device), recipe["wise"])
+            model = _variant_model(work, base, variant, device)
 
         entry["results"] = evaluate(model, data, smoke=args.smoke)
         score = _dev_score(entry["results"])
@@ -412,14 +424,7 @@ def run(args) -> None:
         if device == "cuda":
             torch.cuda.empty_cache()
     if args.grid and best[1]:  # fusion settings around the site's, for the best recipe
-        recipe = VARIANTS[best[1]]
-        model = SentenceTransformer(
-            str(work / best[1] / "seed0") if recipe else str(base), device=device
-        )
-        if recipe and recipe.get("soup", 1) > 1:
-            _soup(model, [work / best[1] / f"seed{k}" for k in range(recipe["soup"])])
-        if recipe and "wise" in recipe:
-            _interpolate(model, SentenceTransformer(str(base), device=device), recipe["wise"])
+        model = _variant_model(work, base, best[1], device)
         report["kept"]["grid"] = evaluate(model, data, smoke=args.smoke, grid=True)
         (out / "embedder_gpu.json").write_text(json.dumps(report, indent=1))
         print(f"== grid for {best[1]} done", flush=True)

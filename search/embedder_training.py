@@ -41,20 +41,27 @@ def document_text(title: str, abstract: str) -> str:
     return title or abstract
 
 
+def reference_records_read(lines: Iterable[str]):
+    """(record, parsed) for each line of the shared JSON Lines format that parses; a bad
+    line is skipped (training and evaluation read what the importer would import)."""
+    from patents.records import RecordError, reference_record_parse
+
+    for line in lines:
+        try:
+            record = json.loads(line)
+            yield record, reference_record_parse(record)
+        except (ValueError, RecordError):
+            continue
+
+
 def embedder_examples_load(
     lines: Iterable[str], *, split: str = "train", extra_claims: int = 0
 ) -> list[tuple[str, str, str]]:
     """(patent id, claim, title + abstract) for each patent of ``split`` that has both: its
     first claim, and with ``extra_claims`` up to that many of its other independent claims
     against the same document (an examiner pastes whichever claim is at issue)."""
-    from patents.records import RecordError, reference_record_parse
-
     examples = []
-    for line in lines:
-        try:
-            parsed = reference_record_parse(json.loads(line))
-        except (ValueError, RecordError):
-            continue
+    for _, parsed in reference_records_read(lines):
         if patent_split(parsed["source_id"]) != split or not parsed["claims"]:
             continue
         doc = document_text(parsed["title"], parsed["abstract"])
@@ -84,14 +91,8 @@ def embedder_corpus_load(lines: Iterable[str], *, split: str = "train") -> list[
     targets and unseen distractors stay out of training. Measured with the GPU bench's
     ``-corpus`` recipes: no gain over mining the pairs alone, so ``train_embedder`` does not
     use it."""
-    from patents.records import RecordError, reference_record_parse
-
     docs = []
-    for line in lines:
-        try:
-            parsed = reference_record_parse(json.loads(line))
-        except (ValueError, RecordError):
-            continue
+    for _, parsed in reference_records_read(lines):
         if patent_split(parsed["source_id"]) != split or parsed["claims"]:
             continue
         doc = document_text(parsed["title"], parsed["abstract"])

@@ -8,14 +8,12 @@ as claim vectors, as they would on the site. Ranking goes through the site's own
 """
 
 import hashlib
-import json
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from patents.records import RecordError, reference_record_parse
-from search.embedder_training import document_text, patent_split
+from search.embedder_training import document_text, patent_split, reference_records_read
 from search.keyword import fts5_match_expression
 from search.ranking import eval_query_ranks, retrieval_metrics
 from search.text import query_terms
@@ -38,20 +36,11 @@ class EvalDoc:
     source_id: str = ""
 
 
-def _records(lines: Iterable[str]):
-    for line in lines:
-        try:
-            record = json.loads(line)
-            yield record, reference_record_parse(record)
-        except (ValueError, RecordError):
-            continue
-
-
 def eval_cases_load(lines, *, limit: int | None = None, split: str = "all") -> list[EvalCase]:
     """Patents with complete claims and a title or abstract, of ``split`` (all, train,
     dev, test: the split ``train_embedder`` uses)."""
     cases = []
-    for record, parsed in _records(lines):
+    for record, parsed in reference_records_read(lines):
         if split != "all" and patent_split(parsed["source_id"]) != split:
             continue
         if not record.get("claims_complete") or not parsed["claims"]:
@@ -74,7 +63,7 @@ def eval_distractors_load(lines, *, count: int, exclude: set[str]) -> list[EvalD
     """The first ``count`` patents with a title or abstract whose id is not in ``exclude``
     (the queries' own patents), in file order."""
     docs = []
-    for _, parsed in _records(lines):
+    for _, parsed in reference_records_read(lines):
         if len(docs) >= count:
             break
         if parsed["source_id"] in exclude or not (parsed["title"] or parsed["abstract"]):

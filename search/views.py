@@ -693,15 +693,14 @@ OPENAPI = {
 }
 
 
-def _contribute_op(summary: str, request_schema: dict, ok: tuple[int, str], **errors) -> dict:
-    """One work-unit endpoint: its success status and the refusals it really gives (besides
-    the 400 and 401 every one of them can answer), as ``status_NNN="why"``."""
-    responses = {
-        str(ok[0]): {"description": ok[1]},
-        "400": {"description": "malformed request"},
-        "401": {"description": "unknown or revoked token"},
-    }
-    responses.update({key.split("_")[1]: {"description": why} for key, why in errors.items()})
+def _contribute_op(
+    summary: str, request_schema: dict, ok: tuple[int, str], refusals: dict[int, str] | None = None
+) -> dict:
+    """One work-unit endpoint: its success status and the refusals it really gives, besides
+    the 400 and 401 every one of them can answer."""
+    answers = {ok[0]: ok[1], 400: "malformed request", 401: "unknown or revoked token"}
+    answers.update(refusals or {})
+    responses = {str(code): {"description": why} for code, why in answers.items()}
     return {
         "post": {
             "summary": summary,
@@ -723,7 +722,7 @@ OPENAPI["paths"].update(
             "Lease a work unit: job, sample indexes, prompts, seeds, sampling settings, model",
             {"type": "object"},
             (200, "a unit, or {unit: null, retry_after} when there is none"),
-            status_429="too many units leased at once",
+            {429: "too many units leased at once"},
         ),
         "/api/contribute/submit": _contribute_op(
             "Submit a unit's sampled token ids (202): a worker proves each, then parses, gates, "
@@ -747,15 +746,17 @@ OPENAPI["paths"].update(
                 },
             },
             (202, "{contribution, status: pending}: ask /api/contribute/status"),
-            status_409="the unit is not yours any more, or is being checked already",
-            status_503="the site cannot check submissions now (its task broker is down)",
+            {
+                409: "the unit is not yours any more, or is being checked already",
+                503: "the site cannot check submissions now (its task broker is down)",
+            },
         ),
         "/api/contribute/status": _contribute_op(
             "A submission's state: pending, accepted (recorded, published, rejected) or "
             "refused (why)",
             {"type": "object", "properties": {"contribution": {"type": "integer"}}},
             (200, "{contribution, status, error, recorded, published, rejected}"),
-            status_404="no such submission of yours",
+            {404: "no such submission of yours"},
         ),
         "/api/contribute/release": _contribute_op(
             "Give a unit back (stopping cleanly)", _UNIT_REF, (200, "{released: bool}")
