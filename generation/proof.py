@@ -68,8 +68,8 @@ def samples_proof_check(
     group: int = 8,
 ) -> list[ProofResult]:
     """``sample_proof_check`` for many samples: one forward pass per ``group`` of them
-    (right-padded, so that no real position sees a pad), then each sample's positions
-    checked at once. The output layer runs per sample, on its real positions only."""
+    (right-padded, so that no real position sees a pad), then the output layer and the
+    check on the real positions only, in blocks of rows across the group's samples."""
     import torch
 
     started = time.perf_counter()
@@ -86,9 +86,13 @@ def samples_proof_check(
             results[i] = ProofResult(False, len(drawn), 1, 0, float("inf"), 0.0)
         else:
             rows.append((i, prompt_ids, drawn))
+    # A group runs as long as its longest sample: grouping samples of like length wastes
+    # the least on padding.
+    rows.sort(key=lambda row: len(row[1]) + len(row[2]))
     body = backend.model.base_model
     head = backend.model.get_output_embeddings()
     pad = tok.pad_token_id if tok.pad_token_id is not None else backend.eos_id
+    buffer = None
     for at in range(0, len(rows), group):
         chunk = rows[at : at + group]
         length = max(len(p) + len(d) for _, p, d in chunk)
@@ -100,52 +104,96 @@ def samples_proof_check(
             # alone keeps them out of every real position, and SDPA takes its causal path
             # (with a padding mask it spent a quarter of the proof in attention).
             hidden = body(input_ids=ids.to(backend.device), use_cache=False).last_hidden_state
-            for r, (i, prompt_ids, drawn) in enumerate(chunk):
-                # Position p of the sequence predicts token p + 1.
-                first = len(prompt_ids) - 1
-                logits = head(hidden[r, first : first + len(drawn)]).float().cpu()
-                results[i] = _check_one(
-                    logits,
-                    prompt_ids,
-                    drawn,
-                    params,
-                    backend.eos_id,
-                    logit_tolerance,
-                    top_p_tolerance,
-                )
+            # Position p of the sequence predicts token p + 1; only real positions go on.
+            real = torch.cat(
+                [hidden[r, len(p) - 1 : len(p) - 1 + len(d)] for r, (_, p, d) in enumerate(chunk)]
+            )
+            excess, buffer = _excess_of_group(
+                real,
+                chunk,
+                head=head,
+                buffer=buffer,
+                params=params,
+                eos_id=backend.eos_id,
+                top_p_tolerance=top_p_tolerance,
+            )
+        first = 0
+        for i, _, drawn in chunk:
+            results[i] = _verdict(excess[first : first + len(drawn)], logit_tolerance)
+            first += len(drawn)
     seconds = (time.perf_counter() - started) / max(len(samples), 1)
     return [dataclasses.replace(r, seconds=seconds) for r in results]
 
 
-def _check_one(logits, prompt_ids, drawn, params, eos_id, logit_tolerance, top_p_tolerance):
-    """One sample's verdict from the logits at its drawn positions (row t predicts
-    ``drawn[t]``), in blocks that bound the (positions x history) index."""
+def _excess_of_group(real, chunk, *, head, buffer, params, eos_id: int, top_p_tolerance: float):
+    """Each real position's excess (``_excess_rows``), for the samples of ``chunk`` whose
+    hidden states are the rows of ``real`` in order, a block of rows at a time (a block may
+    hold the end of one sample and the start of the next)."""
     import torch
 
-    history = torch.tensor(prompt_ids + drawn, dtype=torch.long)
-    drawn_t = history[len(prompt_ids) :]
-    excess = torch.empty(len(drawn))
-    for start in range(0, len(drawn), 256):
-        end = min(start + 256, len(drawn))
-        # Seen before step t: the prompt and the tokens drawn at steps < t. Each row gets
-        # the whole history up to the block's end, cut at its own step by repeating its
-        # first entry (a duplicate index gets the same penalised value: harmless).
-        width = len(prompt_ids) + end - 1
-        seen = history[:width].repeat(end - start, 1)
-        cut = len(prompt_ids) + torch.arange(start, end)
-        seen[torch.arange(width)[None, :] >= cut[:, None]] = history[0]
+    spans = []  # (first row in ``real``, prompt ids, drawn ids)
+    count = 0
+    for _, prompt_ids, drawn in chunk:
+        spans.append((count, prompt_ids, drawn))
+        count += len(drawn)
+    excess = torch.empty(count)
+    for start in range(0, count, ROWS_PER_BLOCK):
+        end = min(start + ROWS_PER_BLOCK, count)
+        logits, buffer = _logits(head, real[start:end], buffer)
+        tokens = torch.empty(end - start, dtype=torch.long)
+        for first, prompt_ids, drawn in spans:
+            a, b = max(first, start), min(first + len(drawn), end)
+            if a < b:
+                tokens[a - start : b - start] = torch.tensor(drawn[a - first : b - first])
+                _penalise_rows(
+                    logits[a - start : b - start],
+                    history=prompt_ids + drawn,
+                    prompt_length=len(prompt_ids),
+                    start=a - first,
+                    params=params,
+                    eos_id=eos_id,
+                )
         excess[start:end] = _excess_rows(
-            # In place: ``logits`` is this sample's own copy and is not read again.
-            _adjust_rows(logits[start:end], seen=seen, start=start, params=params, eos_id=eos_id),
-            drawn_t[start:end],
+            logits,
+            tokens.to(logits.device),
             top_k=params.top_k,
             top_p=params.top_p,
+            temperature=params.temperature,
             top_p_tolerance=top_p_tolerance,
+        ).cpu()
+    return excess, buffer
+
+
+# Rows of logits computed and checked at a time: enough that the output layer's weights
+# (32k x 1024) are read from memory a few times per group rather than once per sample,
+# few enough that the block (64 MiB in bf16) is not a burden.
+ROWS_PER_BLOCK = 1024
+
+
+def _logits(head, hidden, buffer):
+    """The output layer on ``hidden`` rows, into ``buffer`` where it can: a fresh 64 MiB
+    block per call spent a third of the layer's time on page faults."""
+    import torch
+
+    weight = getattr(head, "weight", None)
+    if not isinstance(head, torch.nn.Linear) or not weight.dtype.is_floating_point:
+        return head(hidden), buffer  # e.g. a dynamically quantized layer: no out= form
+    rows = hidden.shape[0]
+    if buffer is None or buffer.dtype != weight.dtype or buffer.shape[0] < rows:
+        buffer = torch.empty(
+            (max(rows, ROWS_PER_BLOCK), weight.shape[0]), dtype=weight.dtype, device=weight.device
         )
+    out = torch.matmul(hidden, weight.t(), out=buffer[:rows])
+    if head.bias is not None:
+        out.add_(head.bias)
+    return out, buffer
+
+
+def _verdict(excess, logit_tolerance) -> ProofResult:
     bad = (excess > logit_tolerance).nonzero().flatten()
     return ProofResult(
         ok=len(bad) == 0,
-        tokens=len(drawn),
+        tokens=len(excess),
         violations=len(bad),
         first_violation=int(bad[0]) if len(bad) else None,
         worst_excess=round(float(excess.max()), 4),
@@ -153,29 +201,86 @@ def _check_one(logits, prompt_ids, drawn, params, eos_id, logit_tolerance, top_p
     )
 
 
-def _adjust_rows(rows, *, seen, start: int, params, eos_id: int):
-    """``generation.sampling.logits_adjust`` for many steps at once, in place (``seen``: per step,
-    the token ids seen so far); tests/test_proof.py checks that the two agree."""
+def _penalise_rows(
+    rows, *, history: list[int], prompt_length: int, start: int, params, eos_id: int
+):
+    """The repetition penalty and the minimum length of ``generation.sampling.logits_adjust``
+    (all but the temperature, which ``_excess_rows`` applies to the few values it keeps)
+    for the steps ``start, start + 1, ...`` of one sample, in place. Row t has seen the
+    prompt and the tokens drawn before step ``start + t``; tests/test_proof.py checks that
+    the two agree. Rows in bf16 (the bf16 checker's) keep the penalised values in bf16, a
+    rounding of at most 1/256 of the value."""
     import torch
 
+    steps = rows.shape[0]
     if params.repetition_penalty and params.repetition_penalty != 1.0:
         rp = params.repetition_penalty
+        device = rows.device
+        history_t = torch.tensor(history, dtype=torch.long, device=device)
+        # Each row gets the whole history up to the last row's step, cut at its own step
+        # by repeating the first entry (a duplicate index gets the same penalised value).
+        width = prompt_length + start + steps - 1
+        seen = history_t[:width].repeat(steps, 1)
+        cut = prompt_length + start + torch.arange(steps, device=device)
+        seen[torch.arange(width, device=device)[None, :] >= cut[:, None]] = history_t[0]
         score = rows.gather(1, seen)
-        rows.scatter_(1, seen, torch.where(score < 0, score * rp, score / rp))
-    steps = torch.arange(start, start + rows.shape[0])
-    rows[steps < params.min_new_tokens, eos_id] = float("-inf")
-    return rows.div_(max(params.temperature, 1e-5))
+        # index_put_, not scatter_: the same writes, 40x faster on bf16 rows.
+        rows.index_put_(
+            (torch.arange(steps, device=device)[:, None].expand_as(seen), seen),
+            torch.where(score < 0, score * rp, score / rp),
+        )
+    if start < params.min_new_tokens:
+        rows[: params.min_new_tokens - start, eos_id] = float("-inf")
+    return rows
 
 
-def _excess_rows(rows, tokens, *, top_k: int, top_p: float, top_p_tolerance: float = 0.0):
-    """Per row, how far (in logit units) its token lies outside the top-k / top-p set the
-    sampler draws from: 0 inside it, else the logit it would need to gain to get in."""
+# A row's top k lie in the k sets with the highest maxima, whatever the sets (an element
+# outside them has k maxima at least as high above it). Sets of 8 strided columns give
+# maxima in one vectorised pass, and the top k of the maxima are found the same way, down to
+# a few hundred: 39 ms for 1024 x 32k rows against 85 ms for one torch.topk.
+_SET = 8
+
+
+def _top_columns(rows, k: int):
+    """Columns of each row's ``k`` largest values (ties broken any way)."""
     import torch
 
-    value = rows.gather(1, tokens[:, None])[:, 0]
+    count, width = rows.shape
+    if not _sets_help(width, k):
+        return torch.topk(rows, k, dim=-1).indices
+    sets = width // _SET  # set b holds the columns b, b + sets, b + 2 * sets, ...
+    chosen = _top_columns(rows.view(count, _SET, sets).amax(1), k)
+    offsets = sets * torch.arange(_SET, device=rows.device)
+    columns = (chosen[:, None, :] + offsets[None, :, None]).reshape(count, -1)
+    return columns.gather(1, torch.topk(rows.gather(1, columns), k, dim=-1).indices)
+
+
+def _top_values(rows, k: int):
+    """Each row's ``k`` largest values, best first, in float32: torch.topk's values."""
+    import torch
+
+    if _sets_help(rows.shape[-1], k):
+        rows = rows.gather(1, _top_columns(rows, k))
+    return torch.topk(rows, k, dim=-1).values.float()
+
+
+def _sets_help(width: int, k: int) -> bool:
+    return width % _SET == 0 and width // _SET >= 2 * k
+
+
+def _excess_rows(
+    rows, tokens, *, top_k: int, top_p: float, temperature: float, top_p_tolerance: float = 0.0
+):
+    """Per row (penalised logits, before the temperature), how far its token lies outside
+    the top-k / top-p set the sampler draws from, in logit units after the temperature: 0
+    inside it, else the logit it would need to gain to get in."""
+    import torch
+
+    temperature = max(temperature, 1e-5)
+    value = rows.gather(1, tokens[:, None])[:, 0].float() / temperature
     vocab = rows.shape[-1]
     k = top_k if top_k and top_k < vocab else vocab
-    best = torch.topk(rows, k, dim=-1).values  # sorted, best first
+    best = _top_values(rows, k) / temperature  # sorted, best first
     boundary = best[:, -1]  # the k-th best: the top-k boundary
     out = (boundary - value).clamp(min=0)
     if top_p and top_p < 1.0:

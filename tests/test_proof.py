@@ -13,25 +13,54 @@ PARAMS = SamplingParams(max_new_tokens=40, min_new_tokens=40)  # random weights 
 def test_the_batched_adjustment_is_the_samplers_step_by_step():
     import torch
 
-    from generation.proof import _adjust_rows
+    from generation.proof import _penalise_rows
     from generation.sampling import logits_adjust
 
     torch.manual_seed(0)
-    params = SamplingParams(repetition_penalty=1.3, temperature=0.7, min_new_tokens=3)
-    history = torch.randint(0, 50, (12,))  # 4 prompt tokens, then 8 drawn
+    params = SamplingParams(repetition_penalty=1.3, temperature=0.7, min_new_tokens=5)
+    history = torch.randint(0, 50, (12,)).tolist()  # 4 prompt tokens, then 8 drawn
     logits = torch.randn(8, 50)
-    seen = history[:11].repeat(8, 1)
-    seen[torch.arange(11)[None, :] >= (4 + torch.arange(8))[:, None]] = history[0]
-    batched = _adjust_rows(logits.clone(), seen=seen, start=0, params=params, eos_id=7)
-    for step in range(8):
-        one = logits_adjust(
-            logits[step : step + 1].clone(),
-            seen=history[None, : 4 + step],
-            step=step,
+    for start in (0, 3):  # a block of rows may begin anywhere in the sample
+        batched = _penalise_rows(
+            logits[start:].clone(),
+            history=history,
+            prompt_length=4,
+            start=start,
             params=params,
             eos_id=7,
         )
-        assert torch.allclose(one[0], batched[step])
+        for step in range(start, 8):
+            one = logits_adjust(
+                logits[step : step + 1].clone(),
+                seen=torch.tensor([history[: 4 + step]]),
+                step=step,
+                params=params,
+                eos_id=7,
+            )
+            # The temperature is left to _excess_rows, which divides the few values it keeps.
+            assert torch.allclose(one[0], batched[step - start] / params.temperature)
+
+
+@pytest.mark.unit
+def test_the_top_values_are_a_full_sorts():
+    """The block-maxima shortcut finds the same k best as torch.topk, ties and the
+    end token's -inf included, in float32 and bf16."""
+    import torch
+
+    from generation.proof import _top_values
+
+    torch.manual_seed(0)
+    rows = torch.randn(64, 32768) * 4
+    rows[:8] = rows[:8].round()  # many ties
+    rows[8:16, :200] = 30.0  # the best all in the first blocks
+    rows[16:24, ::128] = 25.0  # one of the best in every block
+    rows[:, 1] = float("-inf")
+    for dtype in (torch.float32, torch.bfloat16):
+        typed = rows.to(dtype)
+        for k in (1, 50, 64):
+            expected = torch.topk(typed, k, dim=-1).values.float()
+            assert torch.equal(_top_values(typed, k), expected), (dtype, k)
+    assert torch.equal(_top_values(rows[:, :1000], 50), torch.topk(rows[:, :1000], 50).values)
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +111,15 @@ def test_another_models_text_fails(checker, memo_model):
     assert all(r.violations > 5 for r in results)
 
 
-def test_checking_many_at_once_gives_each_its_own_verdict(checker):
-    """Right-padded together, each sample is judged as if alone (no position sees a pad)."""
+@pytest.mark.parametrize("rows_per_block", [None, 7])
+def test_checking_many_at_once_gives_each_its_own_verdict(checker, monkeypatch, rows_per_block):
+    """Right-padded together, each sample is judged as if alone (no position sees a pad);
+    with 7 rows to a block of logits, samples also straddle blocks."""
+    import generation.proof
     from generation.proof import samples_proof_check
+
+    if rows_per_block:
+        monkeypatch.setattr(generation.proof, "ROWS_PER_BLOCK", rows_per_block)
 
     params = SamplingParams(max_new_tokens=30, min_new_tokens=0)
     outs = checker.generate(PROMPTS, [41, 42, 43, 44], params)
