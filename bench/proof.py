@@ -3,18 +3,23 @@ foreign texts, and the check's cost against generating the same text.
 
     .venv/bin/python bench/proof.py --model var/models/demo --samples 32 --tokens 256
     .venv/bin/python bench/proof.py --model var/models/demo --other OTHER_MODEL_DIR
-    .venv/bin/python bench/proof.py --full-size --samples 8 --tokens 256   # the cost ratio
+    .venv/bin/python bench/proof.py --full-size --checker bf16 --paths bf16,int8 \
+        --samples 16 --tokens 256 --repeat 3   # the cost ratio
 
-Genuine samples come from the worker's own paths (fp32 and dynamic int8, batch 8); each is
-checked by one fp32 forward pass (generation/proof.py). Edited: one word in 20 replaced by
-another word of the same text. Foreign (--other): samples of another model with the same
-tokenizer, checked as if they came from --model.
+Genuine samples come from the worker's own paths (fp32, dynamic int8, bf16; 16 at a time,
+GENERATION_BATCH_SIZE); each is checked by one forward pass of the --checker model
+(generation/proof.py; the site checks in bf16 wherever the CPU has it). Both sides are
+warmed first, then timed in alternation --repeat times; the share is the ratio of the
+medians. Edited: one word in 20 replaced by another word of the same text. Foreign
+(--other): samples of another model with the same tokenizer, checked as if they came from
+--model.
 """
 
 import argparse
 import json
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -54,6 +59,9 @@ def main() -> None:
         help="samples generated together (the site's worker: GENERATION_BATCH_SIZE, 16)",
     )
     parser.add_argument("--group", type=int, default=8, help="samples per proof forward pass")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="time generation and proof this many times each"
+    )
     parser.add_argument("--tolerance", type=float, default=None)
     parser.add_argument("--paths", default="fp32,int8", help="generation paths: fp32,int8,bf16")
     parser.add_argument(
@@ -114,17 +122,29 @@ def main() -> None:
 
     for path in args.paths.split(","):
         backend = TransformersBackend(args.model, quantize="none" if path == "fp32" else path)
-        outs, gen_seconds = generate(backend)
-        genuine = check(outs)
+        # Warm both sides first (kernels picked and weights paged in on first use), as on a
+        # worker that has been running; then alternate them, --repeat times, and compare
+        # medians: this machine's speed drifts by 10-20 % from minute to minute.
+        backend.generate(prompts[:2], [0, 1], SamplingParams(max_new_tokens=4, min_new_tokens=4))
+        warm = [(list(range(3, 3 + args.tokens)), False)] * min(args.group, len(prompts))
+        samples_proof_check(
+            backend=checker, prompts=prompts[: len(warm)], samples=warm, params=params
+        )
+        gen_times, proof_times = [], []
+        for _ in range(args.repeat):
+            outs, gen_seconds = generate(backend)
+            genuine = check(outs)
+            gen_times.append(gen_seconds)
+            proof_times.append(sum(r.seconds for r in genuine))
         edited = check(outs, [edit_one_word_in_20(o.text, rng) for o in outs])
-        proof_seconds = sum(r.seconds for r in genuine)
+        gen_seconds, proof_seconds = statistics.median(gen_times), statistics.median(proof_times)
         report[path] = {
             "samples": len(outs),
             "false_reject_rate": round(sum(not r.ok for r in genuine) / len(genuine), 4),
             "worst_genuine_excess": max(r.worst_excess for r in genuine),
             "edited_detection_rate": round(sum(not r.ok for r in edited) / len(edited), 4),
-            "generation_seconds": round(gen_seconds, 2),
-            "proof_seconds": round(proof_seconds, 2),
+            "generation_seconds": [round(x, 2) for x in gen_times],
+            "proof_seconds": [round(x, 2) for x in proof_times],
             "proof_cost_share": round(proof_seconds / gen_seconds, 4),
         }
         print(json.dumps({path: report[path]}), flush=True)

@@ -89,7 +89,9 @@ def samples_proof_check(
     # A group runs as long as its longest sample: grouping samples of like length wastes
     # the least on padding.
     rows.sort(key=lambda row: len(row[1]) + len(row[2]))
-    body = backend.model.base_model
+    from generation.proof_forward import proof_body
+
+    body = proof_body(backend.model)
     head = backend.model.get_output_embeddings()
     pad = tok.pad_token_id if tok.pad_token_id is not None else backend.eos_id
     buffer = None
@@ -103,7 +105,7 @@ def samples_proof_check(
             # No attention mask: the pads come after every real token, so causal attention
             # alone keeps them out of every real position, and SDPA takes its causal path
             # (with a padding mask it spent a quarter of the proof in attention).
-            hidden = body(input_ids=ids.to(backend.device), use_cache=False).last_hidden_state
+            hidden = body(ids.to(backend.device))
             # Position p of the sequence predicts token p + 1; only real positions go on.
             real = torch.cat(
                 [hidden[r, len(p) - 1 : len(p) - 1 + len(d)] for r, (_, p, d) in enumerate(chunk)]

@@ -148,3 +148,66 @@ def test_the_checker_runs_bf16_wherever_the_cpu_has_it(monkeypatch):
     monkeypatch.setattr(search.embeddings, "cpu_flags", lambda: {"avx2"})
     assert generation_precision(proof_precision("auto")) == "int8"
     assert proof_precision("none") == "none"  # an admin's explicit choice stands
+
+
+def _neox(kl3m_source, **overrides):
+    import json
+
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    data = json.loads((kl3m_source / "config.json").read_text())
+    data.pop("_name_or_path", None)
+    data.update(num_hidden_layers=2, hidden_size=64, intermediate_size=96, num_attention_heads=4)
+    data.update(overrides)
+    torch.manual_seed(0)
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(**data)).eval()
+    for p in model.parameters():  # random init is near zero: make every term count
+        p.data.normal_(0, 0.2)
+    return model
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"use_parallel_residual": False}, {"attention_bias": False}, {"rotary_pct": 1.0}],
+    ids=["kl3m", "sequential-residual", "no-attention-bias", "full-rotary"],
+)
+def test_the_proofs_neox_forward_is_transformers(kl3m_source, overrides):
+    """The proof's own GPT-NeoX forward (generation/proof_forward.py) gives transformers'
+    hidden states, in float32 and in bf16 (the bf16 checker's), on right-padded rows."""
+    import torch
+
+    from generation.proof_forward import _NeoxBody, proof_body
+
+    model = _neox(kl3m_source, **overrides)
+    ids = torch.randint(3, 32000, (3, 37))
+    for dtype, tolerance in ((torch.float32, 1e-4), (torch.bfloat16, 0.1)):
+        model = model.to(dtype)
+        body = proof_body(model)
+        assert isinstance(body, _NeoxBody)
+        with torch.inference_mode():
+            expected = model.base_model(input_ids=ids, use_cache=False).last_hidden_state
+            got = body(ids)
+        assert got.shape == expected.shape and got.dtype == dtype
+        assert (got.float() - expected.float()).abs().max() < tolerance, dtype
+
+
+def test_other_models_take_transformers_forward(kl3m_source, tiny_llama):
+    """A scaled rotary, quantized layers or another architecture: the proof runs the
+    model's own forward rather than a near miss."""
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+    from transformers import AutoModelForCausalLM
+
+    from generation.proof_forward import _NeoxBody, proof_body
+
+    scaled = _neox(kl3m_source, rope_scaling={"rope_type": "linear", "factor": 2.0})
+    quantized = quantize_dynamic(_neox(kl3m_source), {torch.nn.Linear}, dtype=torch.qint8)
+    llama = AutoModelForCausalLM.from_pretrained(str(tiny_llama)).eval()
+    ids = torch.randint(3, 32000, (2, 11))
+    for model in (scaled, quantized, llama):
+        body = proof_body(model)
+        assert not isinstance(body, _NeoxBody)
+        with torch.inference_mode():
+            expected = model.base_model(input_ids=ids, use_cache=False).last_hidden_state
+            assert torch.equal(body(ids), expected)
