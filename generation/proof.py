@@ -17,12 +17,22 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
+from generation.proof_forward import proof_body
+
 # Logit units after temperature. bench/proof.py measured the largest excess of genuine
 # int8 samples under the fp32 check (0.1 on the full-size shape); this is well above it.
 LOGIT_TOLERANCE = 0.5
 # Probability mass beyond top_p that the better tokens may hold (int8 generation once drew
 # the second token of a row whose best held 0.95+ under fp32: 3.1 logits "outside").
 TOP_P_TOLERANCE = 0.05
+# Rows of logits computed and checked at a time: enough that the output layer's weights
+# (32k x 1024) are read from memory a few times per group rather than once per sample,
+# few enough that the block (64 MiB in bf16) is not a burden.
+ROWS_PER_BLOCK = 1024
+# Each group's length is rounded up to a multiple of this: some other lengths take CPU
+# flash attention a slow way (262 and 334 positions cost 40-60 % more in attention than
+# 264 and 336), and a few more pads cost less than that.
+_PAD_TO = 8
 
 
 @dataclass
@@ -89,17 +99,12 @@ def samples_proof_check(
     # A group runs as long as its longest sample: grouping samples of like length wastes
     # the least on padding.
     rows.sort(key=lambda row: len(row[1]) + len(row[2]))
-    from generation.proof_forward import proof_body
-
     body = proof_body(backend.model)
     head = backend.model.get_output_embeddings()
     pad = tok.pad_token_id if tok.pad_token_id is not None else backend.eos_id
     buffer = None
     for at in range(0, len(rows), group):
         chunk = rows[at : at + group]
-        # Up to a multiple of 8: some other lengths take CPU flash attention a slow way
-        # (262 and 334 positions cost 40-60 % more in attention than 264 and 336), and a few
-        # more pads cost less than that.
         length = -(-max(len(p) + len(d) for _, p, d in chunk) // _PAD_TO) * _PAD_TO
         ids = torch.full((len(chunk), length), pad, dtype=torch.long)
         for r, (_, prompt_ids, drawn) in enumerate(chunk):
@@ -128,9 +133,6 @@ def samples_proof_check(
             first += len(drawn)
     seconds = (time.perf_counter() - started) / max(len(samples), 1)
     return [dataclasses.replace(r, seconds=seconds) for r in results]
-
-
-_PAD_TO = 8
 
 
 def _excess_of_group(real, chunk, *, head, buffer, params, eos_id: int, top_p_tolerance: float):
@@ -170,12 +172,6 @@ def _excess_of_group(real, chunk, *, head, buffer, params, eos_id: int, top_p_to
             top_p_tolerance=top_p_tolerance,
         ).cpu()
     return excess, buffer
-
-
-# Rows of logits computed and checked at a time: enough that the output layer's weights
-# (32k x 1024) are read from memory a few times per group rather than once per sample,
-# few enough that the block (64 MiB in bf16) is not a burden.
-ROWS_PER_BLOCK = 1024
 
 
 def _logits(head, hidden, buffer):
