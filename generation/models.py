@@ -110,7 +110,10 @@ class GenerationJob(models.Model):
     # The worker that last took a batch and until when (the batches' own leases decide).
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0, help_text="Workers that have taken part.")
+    attempts = models.PositiveIntegerField(
+        default=0,
+        help_text="Times a worker joined the job (a worker whose task is retried joins again).",
+    )
 
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL

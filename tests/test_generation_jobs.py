@@ -247,7 +247,9 @@ def test_two_workers_share_one_job_every_sample_index_once(
     workers = set(Sample.objects.filter(job=job).values_list("worker", flat=True))
     assert len(workers) == 2, f"one worker did it all: {workers}"
     job.refresh_from_db()
-    assert job.done_count == 20 and job.attempts == 2
+    # Each worker joined at least once; a worker whose task is retried (a transient database
+    # error, or a look back after the others' leases) joins again, so not exactly 2.
+    assert job.done_count == 20 and job.attempts >= 2
     assert not JobBatch.objects.filter(job=job).exists()  # every lease given back
 
 
