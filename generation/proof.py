@@ -30,7 +30,7 @@ TOP_P_TOLERANCE = 0.05
 # few enough that the block (64 MiB in bf16) is not a burden.
 ROWS_PER_BLOCK = 1024
 # Each group's length is rounded up to a multiple of this: some other lengths take CPU
-# flash attention a slow way (262 and 334 positions cost 40-60 % more in attention than
+# flash attention a slow way (262 and 334 positions cost 40-65 % more in attention than
 # 264 and 336), and a few more pads cost less than that.
 _PAD_TO = 8
 
