@@ -227,11 +227,13 @@ def test_two_workers_share_one_job_every_sample_index_once(
     # taken over: this test is about sharing, the kill -9 test about taking over.
     first = worker_factory(GENERATION_LEASE_SECONDS="60")
     second = worker_factory(GENERATION_LEASE_SECONDS="60")
+    # Samples long enough that the whole job outlasts a worker's first model load: with 64
+    # tokens one worker once did all 20 before the other had loaded torch (CI, SQLite).
     job = job_create(
         generator=generators["kl3m-002-170m-patent"],
         count=20,
         model_override=str(tiny_neox),
-        max_new_tokens=64,
+        max_new_tokens=384,
     )
     wait_for(
         lambda: GenerationJob.objects.get(pk=job.pk).status == "done",
