@@ -118,7 +118,7 @@ def samples_proof_check(
             real = torch.cat(
                 [hidden[r, len(p) - 1 : len(p) - 1 + len(d)] for r, (_, p, d) in enumerate(chunk)]
             )
-            excess, buffer = _excess_of_group(
+            excesses, buffer = _excess_of_group(
                 real,
                 chunk,
                 head=head,
@@ -127,18 +127,16 @@ def samples_proof_check(
                 eos_id=backend.eos_id,
                 top_p_tolerance=top_p_tolerance,
             )
-        first = 0
-        for i, _, drawn in chunk:
-            results[i] = _verdict(excess[first : first + len(drawn)], logit_tolerance)
-            first += len(drawn)
+        for (i, _, _), excess in zip(chunk, excesses, strict=True):
+            results[i] = _verdict(excess, logit_tolerance)
     seconds = (time.perf_counter() - started) / max(len(samples), 1)
     return [dataclasses.replace(r, seconds=seconds) for r in results]
 
 
 def _excess_of_group(real, chunk, *, head, buffer, params, eos_id: int, top_p_tolerance: float):
-    """Each real position's excess (``_excess_rows``), for the samples of ``chunk`` whose
-    hidden states are the rows of ``real`` in order, a block of rows at a time (a block may
-    hold the end of one sample and the start of the next)."""
+    """Per sample of ``chunk``, each of its positions' excess (``_excess_rows``); the samples'
+    hidden states are the rows of ``real`` in order, taken a block of rows at a time (a
+    block may hold the end of one sample and the start of the next)."""
     import torch
 
     spans = []  # (first row in ``real``, prompt ids, drawn ids)
@@ -171,7 +169,7 @@ def _excess_of_group(real, chunk, *, head, buffer, params, eos_id: int, top_p_to
             temperature=params.temperature,
             top_p_tolerance=top_p_tolerance,
         ).cpu()
-    return excess, buffer
+    return excess.split([len(drawn) for _, _, drawn in chunk]), buffer
 
 
 def _logits(head, hidden, buffer):
@@ -179,9 +177,9 @@ def _logits(head, hidden, buffer):
     block per call spent a third of the layer's time on page faults."""
     import torch
 
-    weight = getattr(head, "weight", None)
-    if not isinstance(head, torch.nn.Linear) or not weight.dtype.is_floating_point:
+    if not isinstance(head, torch.nn.Linear):
         return head(hidden), buffer  # e.g. a dynamically quantized layer: no out= form
+    weight = head.weight
     rows = hidden.shape[0]
     if buffer is None or buffer.dtype != weight.dtype or buffer.shape[0] < rows:
         buffer = torch.empty(
