@@ -174,15 +174,18 @@ def _neox(kl3m_source, **overrides):
 )
 def test_the_proofs_neox_forward_is_transformers(kl3m_source, overrides):
     """The proof's own GPT-NeoX forward (generation/proof_forward.py) gives transformers'
-    hidden states, in float32 and in bf16 (the bf16 checker's), on right-padded rows."""
+    hidden states, in float32, in bf16 (the bf16 checker's) and with dynamic int8 layers
+    (the int8 checker's), on right-padded rows."""
     import torch
+    from torch.ao.quantization import quantize_dynamic
 
     from generation.proof_forward import _neox_covered, proof_body
 
-    model = _neox(kl3m_source, **overrides)
     ids = torch.randint(3, 32000, (3, 37))
-    for dtype, tolerance in ((torch.float32, 1e-4), (torch.bfloat16, 0.1)):
-        model = model.to(dtype)
+    int8 = quantize_dynamic(_neox(kl3m_source, **overrides), {torch.nn.Linear}, dtype=torch.qint8)
+    for dtype, tolerance in ((torch.float32, 1e-4), (torch.bfloat16, 0.1), ("int8", 1e-4)):
+        model = int8 if dtype == "int8" else _neox(kl3m_source, **overrides).to(dtype)
+        dtype = torch.float32 if dtype == "int8" else dtype
         body = proof_body(model)
         assert _neox_covered(model)
         with torch.inference_mode():
@@ -193,19 +196,26 @@ def test_the_proofs_neox_forward_is_transformers(kl3m_source, overrides):
 
 
 def test_other_models_take_transformers_forward(kl3m_source, tiny_llama):
-    """A scaled rotary, quantized layers or another architecture: the proof runs the
-    model's own forward rather than a near miss."""
+    """A scaled rotary, a layer of another kind (here an adapter on a Linear) or another
+    architecture: the proof runs the model's own forward rather than a near miss."""
     import torch
-    from torch.ao.quantization import quantize_dynamic
     from transformers import AutoModelForCausalLM
 
     from generation.proof_forward import _neox_covered, proof_body
 
+    class Adapter(torch.nn.Linear):
+        def forward(self, x):
+            return super().forward(x) + 0.5
+
     scaled = _neox(kl3m_source, rope_scaling={"rope_type": "linear", "factor": 2.0})
-    quantized = quantize_dynamic(_neox(kl3m_source), {torch.nn.Linear}, dtype=torch.qint8)
+    adapted = _neox(kl3m_source)
+    mlp = adapted.base_model.layers[1].mlp
+    adapter = Adapter(mlp.dense_h_to_4h.in_features, mlp.dense_h_to_4h.out_features)
+    adapter.load_state_dict(mlp.dense_h_to_4h.state_dict())
+    mlp.dense_h_to_4h = adapter
     llama = AutoModelForCausalLM.from_pretrained(str(tiny_llama)).eval()
     ids = torch.randint(3, 32000, (2, 11))
-    for model in (scaled, quantized, llama):
+    for model in (scaled, adapted, llama):
         body = proof_body(model)
         assert not _neox_covered(model)
         with torch.inference_mode():
