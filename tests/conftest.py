@@ -109,6 +109,13 @@ def tiny_llama(kl3m_source):
 
 
 @pytest.fixture(scope="session")
+def hashed_neox(kl3m_source):
+    from tests.tiny_models import tiny_neox_hashed
+
+    return _cached_model("hashed-neox-v1", lambda out: tiny_neox_hashed(kl3m_source, out))
+
+
+@pytest.fixture(scope="session")
 def memo_model(kl3m_source):
     from tests.tiny_models import tiny_neox_memorised
 

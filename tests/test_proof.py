@@ -1,5 +1,8 @@
 """Proof of sampling (#18): one forward pass says whether tokens could have been sampled."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from generation.backends import SamplingParams, TransformersBackend
@@ -7,6 +10,7 @@ from generation.proof import sample_proof_check
 
 PROMPTS = ["# Patent\n\n## Title", "# Patent\n\n## Claims"] * 2
 PARAMS = SamplingParams(max_new_tokens=40, min_new_tokens=40)  # random weights rarely stop
+SAMPLED_ELSEWHERE = sorted((Path(__file__).parent / "fixtures" / "proof-samples").glob("*.json"))
 
 
 @pytest.mark.unit
@@ -85,6 +89,38 @@ def test_genuine_samples_pass_on_both_sampling_paths(tiny_neox, checker):
             assert len(out.token_ids) == 40
             result = _check(checker, prompt, out)
             assert result.ok, (backend.quantize, result)
+
+
+@pytest.mark.parametrize("sampled", SAMPLED_ELSEWHERE, ids=lambda path: path.stem)
+def test_samples_drawn_on_another_cpu_pass_here(hashed_neox, sampled):
+    """Samples drawn on each CPU kind a session ran on (tests/proof_samples.py; their int8
+    kernels, vector widths and bf16 units round differently from this machine's) pass the
+    proof under every checker this machine has; with every 20th token replaced they fail."""
+    from generation.proof import samples_proof_check
+    from tests.proof_samples import sampling_paths
+    from tests.tiny_models import weights_digest
+
+    record = json.loads(sampled.read_text())
+    assert weights_digest(hashed_neox) == record["weights_sha256"], (
+        "tiny_neox_hashed no longer builds the model these samples came from: regenerate "
+        "the files (python -m tests.proof_samples) on their machines, or drop them"
+    )
+    params = SamplingParams(**record["params"])
+    for precision in sampling_paths():
+        checker = TransformersBackend(str(hashed_neox), quantize=precision)
+        vocab = checker.model.config.vocab_size
+        for path, drawn in record["paths"].items():
+            genuine = [(s["token_ids"], s["finished"]) for s in drawn]
+            edited = [
+                ([(t * 7919 + 13) % vocab if i % 20 == 10 else t for i, t in enumerate(ids)], f)
+                for ids, f in genuine
+            ]
+            for samples, expected in ((genuine, True), (edited, False)):
+                results = samples_proof_check(
+                    backend=checker, prompts=record["prompts"], samples=samples, params=params
+                )
+                wrong = [r for r in results if r.ok != expected]
+                assert not wrong, (precision, path, expected, wrong)
 
 
 def test_an_edited_sample_fails_at_the_edit(checker):

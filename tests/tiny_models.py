@@ -99,3 +99,62 @@ def tiny_neox_memorised(source: Path, out: Path, *, steps: int = 300) -> Path:
     model.eval()
     model.save_pretrained(out)
     return out
+
+
+def tiny_neox_hashed(source: Path, out: Path, *, layers: int = 2, hidden: int = 64) -> Path:
+    """A tiny GPT-NeoX whose weights are the same bits on every machine: each is an integer
+    hash of its index, scaled by exact float64 operations (random init goes through
+    vectorised RNG code that may round differently from one CPU to another). Its output
+    layer is scaled up so that the next-token distributions are peaked like a trained
+    model's: top_p then cuts some rows to a few tokens, the boundary most sensitive to
+    float differences. For samples generated on one machine and proved on another
+    (tests/proof_samples.py)."""
+    import torch
+
+    tiny_neox_build(source, out, layers=layers, hidden=hidden)
+    from transformers import GPTNeoXForCausalLM
+
+    model = GPTNeoXForCausalLM.from_pretrained(out)
+    head = model.get_output_embeddings().weight
+    at = 0
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "layernorm" in name or "layer_norm" in name:
+                param.fill_(1.0 if name.endswith("weight") else 0.0)
+                continue
+            index = torch.arange(at, at + param.numel(), dtype=torch.int64)
+            at += param.numel()
+            uniform = _hash32(index).to(torch.float64) / 2**32 - 0.5  # on [-0.5, 0.5)
+            fan_in = param.shape[-1] if param.dim() > 1 else hidden
+            gain = 4.0 if param is head else 1.0
+            scale = gain * (12.0 / fan_in) ** 0.5  # unit variance per input, times gain
+            param.copy_((uniform * scale).view(param.shape).to(param.dtype))
+    model.save_pretrained(out)
+    return out
+
+
+def _hash32(index):
+    """A 32-bit integer hash of each element (lowbias32: Wellons' multiply-xorshift mix),
+    in int64 arithmetic that never overflows. A plain multiplicative hash of consecutive
+    indices is a Weyl sequence: the rows of a matrix came out shifted copies of each other."""
+    x = (index * 2654435761 + 12345) % 2**32
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) % 2**32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) % 2**32
+    return x ^ (x >> 16)
+
+
+def weights_digest(model_dir: Path) -> str:
+    """sha256 over the model's tensors by name, in float32 bytes."""
+    import hashlib
+
+    import torch
+    from safetensors.torch import load_file
+
+    digest = hashlib.sha256()
+    for path in sorted(model_dir.glob("*.safetensors")):
+        for name, tensor in sorted(load_file(str(path)).items()):
+            digest.update(name.encode())
+            digest.update(tensor.to(torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,94 @@
+"""Samples generated on one machine, for the proof of sampling to check on others (#18).
+
+A genuine sample must pass the proof on a CPU other than the one that sampled it: int8
+kernels, vector widths and bf16 units round differently. Each machine that runs
+
+    .venv/bin/python -m tests.proof_samples
+
+adds one file to tests/fixtures/proof-samples/: samples of a tiny model whose weights are
+the same bits everywhere (tests.tiny_models.tiny_neox_hashed), drawn on each of that
+machine's sampling paths with the job defaults. tests/test_proof.py proves every file's
+samples with every checker the machine running the tests has. Commit a new file whenever a
+session runs on a CPU kind the folder lacks.
+"""
+
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "proof-samples"
+PROMPTS = ["# Patent\n\n## Title", "# Patent\n\n## Claims"] * 6
+TOKENS = 96
+
+
+def machine_tag() -> str:
+    """The CPU's model and the features that change the arithmetic, as a file name."""
+    from search.embeddings import cpu_flags, cpu_model_name
+
+    features = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16"})
+    name = re.sub(r"\(r\)|\(tm\)|processor|cpu", "", cpu_model_name().lower())
+    name = re.sub(r"[^a-z0-9]+", "-", name).strip("-")
+    return "-".join([name, *features]) or "unknown"
+
+
+def sampling_paths() -> list[str]:
+    """The worker's precisions this CPU runs (bf16 only where it is native)."""
+    from search.embeddings import cpu_has_native_bf16
+
+    return ["none", "int8"] + (["bf16"] if cpu_has_native_bf16() else [])
+
+
+def params():
+    from generation.backends import SamplingParams
+
+    return SamplingParams(max_new_tokens=TOKENS)
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "allthepatents.settings")
+    os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="proof-samples-"))
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    import torch
+
+    from generation.backends import TransformersBackend
+    from search.embeddings import cpu_flags, cpu_model_name
+    from tests.tiny_models import tiny_neox_hashed, weights_digest
+
+    torch.set_num_threads(1)
+    model = tiny_neox_hashed(
+        ROOT.parent / "shared" / "models" / "kl3m-002-170m-patent",
+        Path(tempfile.mkdtemp()) / "hashed",
+    )
+    record = {
+        "cpu": cpu_model_name(),
+        "flags": sorted(
+            cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16"}
+        ),
+        "torch": torch.__version__,
+        "weights_sha256": weights_digest(model),
+        "params": {k: getattr(params(), k) for k in ("temperature", "top_p", "top_k")}
+        | {"repetition_penalty": params().repetition_penalty, "max_new_tokens": TOKENS},
+        "prompts": PROMPTS,
+        "paths": {},
+    }
+    seeds = list(range(100, 100 + len(PROMPTS)))
+    for path in sampling_paths():
+        outs = TransformersBackend(str(model), quantize=path).generate(PROMPTS, seeds, params())
+        record["paths"][path] = [
+            {"token_ids": list(o.token_ids), "finished": o.finished} for o in outs
+        ]
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    target = FIXTURES / f"{machine_tag()}.json"
+    target.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {target.relative_to(ROOT)}: {', '.join(record['paths'])}")
+
+
+if __name__ == "__main__":
+    main()
