@@ -2,6 +2,7 @@
 loaded back through the production loader (generation.backends)."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -127,7 +128,8 @@ def tiny_neox_hashed(source: Path, out: Path, *, layers: int = 2, hidden: int = 
             uniform = _hash32(index).to(torch.float64) / 2**32 - 0.5  # on [-0.5, 0.5)
             fan_in = param.shape[-1] if param.dim() > 1 else hidden
             gain = 4.0 if param is head else 1.0
-            scale = gain * (12.0 / fan_in) ** 0.5  # unit variance per input, times gain
+            # Unit variance per input, times gain (sqrt: correctly rounded on every machine).
+            scale = gain * math.sqrt(12.0 / fan_in)
             param.copy_((uniform * scale).view(param.shape).to(param.dtype))
     model.save_pretrained(out)
     return out
