@@ -23,13 +23,15 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "proof-samples"
 PROMPTS = ["# Patent\n\n## Title", "# Patent\n\n## Claims"] * 6
 TOKENS = 96
+# The CPU features that change the arithmetic of the sampling paths.
+FEATURES = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16"}
 
 
 def machine_tag() -> str:
-    """The CPU's model and the features that change the arithmetic, as a file name."""
+    """The CPU's model and its FEATURES, as a file name."""
     from search.embeddings import cpu_flags, cpu_model_name
 
-    features = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16"})
+    features = sorted(cpu_flags() & FEATURES)
     name = re.sub(r"\(r\)|\(tm\)|processor|cpu", "", cpu_model_name().lower())
     name = re.sub(r"[^a-z0-9]+", "-", name).strip("-")
     return "-".join([name, *features]) or "unknown"
@@ -42,12 +44,6 @@ def sampling_paths() -> list[str]:
     return ["none", "int8"] + (["bf16"] if cpu_has_native_bf16() else [])
 
 
-def params():
-    from generation.backends import SamplingParams
-
-    return SamplingParams(max_new_tokens=TOKENS)
-
-
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "allthepatents.settings")
     os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="proof-samples-"))
@@ -58,29 +54,28 @@ def main() -> None:
     import torch
 
     from generation.backends import TransformersBackend
+    from generation.sampling import JOB_SAMPLING_FIELDS, SamplingParams
     from search.embeddings import cpu_flags, cpu_model_name
     from tests.tiny_models import tiny_neox_hashed, weights_digest
 
     torch.set_num_threads(1)
+    params = SamplingParams(max_new_tokens=TOKENS)  # the job defaults otherwise
     model = tiny_neox_hashed(
         ROOT.parent / "shared" / "models" / "kl3m-002-170m-patent",
         Path(tempfile.mkdtemp()) / "hashed",
     )
     record = {
         "cpu": cpu_model_name(),
-        "flags": sorted(
-            cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16"}
-        ),
+        "flags": sorted(cpu_flags() & FEATURES),
         "torch": torch.__version__,
         "weights_sha256": weights_digest(model),
-        "params": {k: getattr(params(), k) for k in ("temperature", "top_p", "top_k")}
-        | {"repetition_penalty": params().repetition_penalty, "max_new_tokens": TOKENS},
+        "params": {k: getattr(params, k) for k in JOB_SAMPLING_FIELDS},
         "prompts": PROMPTS,
         "paths": {},
     }
     seeds = list(range(100, 100 + len(PROMPTS)))
     for path in sampling_paths():
-        outs = TransformersBackend(str(model), quantize=path).generate(PROMPTS, seeds, params())
+        outs = TransformersBackend(str(model), quantize=path).generate(PROMPTS, seeds, params)
         record["paths"][path] = [
             {"token_ids": list(o.token_ids), "finished": o.finished} for o in outs
         ]
