@@ -25,7 +25,6 @@ def proof_body(model):
 
 
 def _neox_covered(model) -> bool:
-
     body = model.base_model
     if type(body).__name__ != "GPTNeoXModel":
         return False

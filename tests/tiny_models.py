@@ -104,8 +104,8 @@ def tiny_neox_memorised(source: Path, out: Path, *, steps: int = 300) -> Path:
 
 def tiny_neox_hashed(source: Path, out: Path, *, layers: int = 2, hidden: int = 64) -> Path:
     """A tiny GPT-NeoX whose weights are the same bits on every machine: each is an integer
-    hash of its index, scaled by exact float64 operations (random init goes through
-    vectorised RNG code that may round differently from one CPU to another). Its output
+    hash of its index, scaled by correctly rounded float64 operations (random init goes
+    through RNG and math code whose rounding need not match from one CPU to another). Its output
     layer is scaled up so that the next-token distributions are peaked like a trained
     model's: top_p then cuts some rows to a few tokens, the boundary most sensitive to
     float differences. For samples generated on one machine and proved on another
@@ -136,14 +136,15 @@ def tiny_neox_hashed(source: Path, out: Path, *, layers: int = 2, hidden: int = 
 
 
 def _hash32(index):
-    """A 32-bit integer hash of each element (lowbias32: Wellons' multiply-xorshift mix),
-    in int64 arithmetic that never overflows. A plain multiplicative hash of consecutive
-    indices is a Weyl sequence: the rows of a matrix came out shifted copies of each other."""
-    x = (index * 2654435761 + 12345) % 2**32
+    """A 32-bit integer hash of each element (xorshift-multiply rounds as in Wellons'
+    lowbias32, with multipliers under 2^31 so that no int64 product overflows). A plain
+    multiplicative hash of consecutive indices is a Weyl sequence: the rows of a matrix
+    came out shifted copies of each other."""
+    x = (index * 0x7FEB352D + 12345) % 2**32
     x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) % 2**32
+    x = (x * 0x5BD1E995) % 2**32
     x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) % 2**32
+    x = (x * 0x7FEB352D) % 2**32
     return x ^ (x >> 16)
 
 
