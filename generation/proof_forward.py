@@ -43,7 +43,8 @@ def _neox_covered(model) -> bool:
             layer.mlp.dense_4h_to_h,
         )
     ]
-    return all(type(m) in _linear_types() for m in linears)
+    kinds = _linear_types()
+    return all(type(m) in kinds for m in linears)
 
 
 def _linear_types():
