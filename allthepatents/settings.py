@@ -235,6 +235,13 @@ CONTRIBUTOR_MAX_LEASES = env_int("CONTRIBUTOR_MAX_LEASES", 2, minimum=1)
 # are limited per client address and hour.
 CONTRIBUTOR_SIGNUP = env_bool("CONTRIBUTOR_SIGNUP", False)
 CONTRIBUTOR_SIGNUP_PER_HOUR = env_int("CONTRIBUTOR_SIGNUP_PER_HOUR", 3, minimum=1)
+# Submissions one contributor token may make per minute (/api/contribute/submit).
+CONTRIBUTOR_SUBMITS_PER_MINUTE = env_int("CONTRIBUTOR_SUBMITS_PER_MINUTE", 6, minimum=1)
+# Refused units in a row (a failed proof, a cut-short sample) that suspend a token.
+CONTRIBUTOR_MAX_STRIKES = env_int("CONTRIBUTOR_MAX_STRIKES", 3, minimum=1)
+# How long a submitted unit stays the contributor's while it waits for a worker's check:
+# a check queued behind the site's own work must not find its unit re-issued.
+CONTRIBUTOR_CHECK_HOLD_SECONDS = env_int("CONTRIBUTOR_CHECK_HOLD_SECONDS", 3600, minimum=1)
 GENERATION_SOFT_TIME_LIMIT = env_int("GENERATION_SOFT_TIME_LIMIT", 6 * 3600, minimum=1)
 GENERATION_HARD_TIME_LIMIT = env_int("GENERATION_HARD_TIME_LIMIT", 6 * 3600 + 300, minimum=1)
 OPENAI_API_BASE = env_str("OPENAI_API_BASE", "")

@@ -300,6 +300,14 @@ class ContributorAddForm(forms.ModelForm):
         model = Contributor
         fields = ["name"]
 
+    def clean_name(self):
+        from generation.names import name_skeleton
+
+        name = self.cleaned_data["name"].strip()
+        if Contributor.objects.filter(name_skeleton=name_skeleton(name)).exists():
+            raise forms.ValidationError("A contributor's name looks the same to a reader.")
+        return name
+
 
 @admin.register(Contributor)
 class ContributorAdmin(admin.ModelAdmin):
@@ -312,6 +320,7 @@ class ContributorAdmin(admin.ModelAdmin):
         "signed_up",
         "created_at",
         "revoked_at",
+        "strikes",
         "samples_done",
     ]
     list_filter = ["active", "signed_up"]
@@ -319,12 +328,23 @@ class ContributorAdmin(admin.ModelAdmin):
     form = ContributorAddForm
 
     def get_readonly_fields(self, request, obj=None):
-        return [] if obj is None else ["name", "token_prefix", "active", "signed_up", "revoked_at"]
+        return [] if obj is None else self._shown
+
+    _shown = [
+        "name",
+        "token_prefix",
+        "active",
+        "signed_up",
+        "revoked_at",
+        "strikes",
+        "suspended_reason",
+        "last_lease_at",
+    ]
 
     def get_fields(self, request, obj=None):
         if obj is None:
             return ["name"]
-        return ["name", "token_prefix", "active", "signed_up", "revoked_at"]
+        return self._shown
 
     @admin.display(description="samples")
     def samples_done(self, obj):

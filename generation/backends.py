@@ -23,6 +23,7 @@ from generation.sampling import (  # noqa: F401 (SamplingParams is re-exported)
     kv_cache_preallocated,
     logits_adjust,
     sample_rows,
+    sampling_uniforms,
 )
 from generation.vocabulary import BACKEND_OPENAI, BACKEND_TRANSFORMERS
 
@@ -165,6 +166,12 @@ class TransformersBackend:
             from torch.ao.quantization import quantize_dynamic
 
             model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        elif self.device == "cpu" and self.quantize == "int8-rows":
+            # The proof's int8 checker: a scale per row, not per tensor (generation/
+            # quantization.py), so that one position's outliers do not blur the others.
+            from generation.quantization import rows_int8_quantize
+
+            model = rows_int8_quantize(model)
         elif self.device == "cpu" and self.quantize == "bf16":
             # Weights and so the KV cache in bf16, where the CPU computes it natively (AMX,
             # AVX512-BF16): half the bytes per token of context that attention reads.
@@ -194,7 +201,12 @@ class TransformersBackend:
         input_ids = enc["input_ids"].to(self.device)
         attn = enc["attention_mask"].to(self.device)
         batch = input_ids.shape[0]
-        gens = [torch.Generator(device="cpu").manual_seed(int(x) % (2**63)) for x in seeds]
+        # Each row's uniform numbers come from its seed alone (``sampling_uniforms``), so a
+        # sample is the same whatever else shares its batch, and a proof can check the draw.
+        uniforms = torch.tensor(
+            [sampling_uniforms(seed, params.max_new_tokens) for seed in seeds],
+            dtype=torch.float64,
+        ).reshape(batch, params.max_new_tokens)
         positions = (attn.cumsum(-1) - 1).clamp(min=0)
         # Penalise only real tokens: left padding is <|end|>, which must stay samplable.
         seen = torch.where(attn.bool(), input_ids, input_ids[:, -1:])
@@ -231,7 +243,7 @@ class TransformersBackend:
                     logits,
                     top_k=params.top_k,
                     top_p=params.top_p,
-                    generators=[gens[r] for r in rows],
+                    uniforms=uniforms[rows, step],
                 )
                 keep = []
                 for j, row in enumerate(rows):
@@ -368,7 +380,8 @@ _cache_lock = threading.Lock()
 
 
 def backend_for(generator, *, model_override: str = "") -> GenerationBackend:
-    """The backend for a generator, loaded once per process and kept."""
+    """The backend for a generator, loaded once per process and kept. ``model_override``:
+    a job's (``generation.selectors.job_model`` names what this loads)."""
     if generator.backend == BACKEND_OPENAI:
         return OpenAIBackend(
             base_url=settings.OPENAI_API_BASE,

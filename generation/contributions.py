@@ -5,12 +5,17 @@ sampling (generation/proof.py) under the job's model and settings, then the same
 gate and near-copy checks as our own samples.
 
 A work unit is a JobBatch lease whose owner is ``contributor:<id>:<nonce>``: the nonce is
-the unit's id. Leases expire and are re-issued like our workers' (a late submission then
-finds its unit gone and is refused, and nothing of the re-issued one is lost); a unit is
-recorded once (its lease is deleted in the same transaction, and (job, index) is unique).
+the unit's id. The contributor renews it while generating (``work_unit_renew``); a lease
+that runs out is re-issued like our workers' (a late submission then finds its unit gone
+and is refused, and nothing of the re-issued one is lost). A submitted unit is held for
+its check (``CONTRIBUTOR_CHECK_HOLD_SECONDS``); a refused one goes straight back to the
+pool, and the refusal is a strike against the token. A unit is recorded once (its lease is
+deleted in the same transaction, and (job, index) is unique).
 """
 
 import hashlib
+import json
+import logging
 import secrets
 import threading
 import uuid
@@ -18,11 +23,15 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
-from generation.backends import GenerationOutput, SamplingParams, TransformersBackend
+from generation.backends import GenerationOutput, TransformersBackend
 from generation.models import Contribution, Contributor, GenerationJob, JobBatch, Sample
+from generation.names import name_is_reserved, name_skeleton
 from generation.proof import samples_proof_check
+from generation.sampling import SamplingParams
+from generation.selectors import job_model
 from generation.services import (
     job_claim,
     job_counters_refresh,
@@ -31,6 +40,7 @@ from generation.services import (
     sample_record,
 )
 
+logger = logging.getLogger(__name__)
 Status = GenerationJob.Status
 TOKEN_PREFIX = "atp_"  # noqa: S105 (a prefix that marks tokens, not a secret)
 
@@ -50,8 +60,10 @@ def _token_hash(token: str) -> str:
 def contributor_create(*, name: str, signed_up: bool = False) -> tuple[Contributor, str]:
     """A contributor and their API token. The token is returned once and never stored."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    name = name.strip()
     contributor = Contributor.objects.create(
-        name=name.strip(),
+        name=name,
+        name_skeleton=name_skeleton(name) or f"#{secrets.token_hex(8)}",
         token_hash=_token_hash(token),
         token_prefix=token[:10],
         signed_up=signed_up,
@@ -65,7 +77,8 @@ SIGNUP_NAME_MIN, SIGNUP_NAME_MAX = 3, 60
 def contributor_sign_up(*, name: str) -> tuple[Contributor, str]:
     """Public sign-up (``CONTRIBUTOR_SIGNUP``): a contributor under a public name, or a
     ContributionError (400 a bad name, 409 a taken one, 404 sign-up off). The name is shown
-    on the credits page, so it is plain printable text of a sane length."""
+    on the credits page, so it is plain printable text of a sane length, neither reserved
+    nor a look-alike of a name already taken (``generation.names``)."""
     if not settings.CONTRIBUTOR_SIGNUP:
         raise ContributionError("public sign-up is off; ask an admin for a token", status=404)
     name = " ".join((name or "").split())
@@ -73,8 +86,12 @@ def contributor_sign_up(*, name: str) -> tuple[Contributor, str]:
         raise ContributionError(
             f"a name of {SIGNUP_NAME_MIN} to {SIGNUP_NAME_MAX} printable characters", status=400
         )
-    if Contributor.objects.filter(name__iexact=name).exists():
-        raise ContributionError("that name is taken", status=409)
+    if name_is_reserved(name):
+        raise ContributionError("that name is reserved; choose another", status=400)
+    if Contributor.objects.filter(name_skeleton=name_skeleton(name)).exists():
+        raise ContributionError(
+            "that name is taken (or looks like one that is, to a reader)", status=409
+        )
     try:
         with transaction.atomic():
             return contributor_create(name=name, signed_up=True)
@@ -100,38 +117,70 @@ def _owner_prefix(contributor: Contributor) -> str:
 
 def work_unit_lease(*, contributor: Contributor) -> dict | None:
     """The next batch of a job open to contributors, leased to this contributor; None
-    when there is none. Refused past CONTRIBUTOR_MAX_LEASES units held at once."""
-    held = JobBatch.objects.filter(
-        owner__startswith=_owner_prefix(contributor), expires_at__gt=timezone.now()
-    ).count()
-    if held >= settings.CONTRIBUTOR_MAX_LEASES:
-        raise ContributionError(
-            f"{held} units are leased to you already; submit or release one first", status=429
-        )
-    jobs = GenerationJob.objects.filter(
-        open_to_contributors=True, status__in=[Status.QUEUED, Status.RUNNING]
-    ).select_related("generator")
-    for job in jobs.order_by("created_at"):
-        unit_id = uuid.uuid4().hex
-        claim = job_claim(job_id=job.pk, token=_owner_prefix(contributor) + unit_id)
-        if not claim:
-            continue
-        indexes = list(claim.indexes)
-        prompts, seeds, modes = job_prompts(job=job, indexes=indexes)
-        return {
-            "unit": unit_id,
-            "job": job.pk,
-            "model": job.generator.model_id,
-            "revision": job.generator.revision,
-            "prompt_format": job.generator.prompt_format,
-            "sampling": {**job.sampling_params()},
-            "samples": [
-                {"index": i, "prompt": p, "seed": s, "mode": m}
-                for i, p, s, m in zip(indexes, prompts, seeds, modes, strict=True)
-            ],
-            "expires_at": claim.expires_at.isoformat(),
-        }
+    when there is none. Refused past CONTRIBUTOR_MAX_LEASES units held at once, however
+    many requests arrive together: the count and the claim run in one transaction that
+    first writes the contributor's row, which PostgreSQL locks and SQLite serialises."""
+    with transaction.atomic():
+        Contributor.objects.filter(pk=contributor.pk).update(last_lease_at=timezone.now())
+        held = JobBatch.objects.filter(
+            owner__startswith=_owner_prefix(contributor), expires_at__gt=timezone.now()
+        ).count()
+        if held >= settings.CONTRIBUTOR_MAX_LEASES:
+            raise ContributionError(
+                f"{held} units are leased to you already; submit or release one first",
+                status=429,
+            )
+        jobs = GenerationJob.objects.filter(
+            open_to_contributors=True, status__in=[Status.QUEUED, Status.RUNNING]
+        ).select_related("generator")
+        for job in jobs.order_by("created_at"):
+            unit_id = uuid.uuid4().hex
+            claim = job_claim(job_id=job.pk, token=_owner_prefix(contributor) + unit_id)
+            if claim:
+                return _work_unit(job=job, unit_id=unit_id, claim=claim)
     return None
+
+
+def _work_unit(*, job: GenerationJob, unit_id: str, claim) -> dict:
+    indexes = list(claim.indexes)
+    prompts, seeds, modes = job_prompts(job=job, indexes=indexes)
+    model = job_model(job=job)
+    return {
+        "unit": unit_id,
+        "job": job.pk,
+        "model": model.name,
+        "revision": model.revision,
+        "prompt_format": job.generator.prompt_format,
+        "sampling": {**job.sampling_params()},
+        "samples": [
+            {"index": i, "prompt": p, "seed": s, "mode": m}
+            for i, p, s, m in zip(indexes, prompts, seeds, modes, strict=True)
+        ],
+        "expires_at": claim.expires_at.isoformat(),
+        # Renew (/api/contribute/renew) well within this while generating.
+        "lease_seconds": settings.GENERATION_LEASE_SECONDS,
+    }
+
+
+def work_unit_renew(*, contributor: Contributor, unit_id: str) -> str:
+    """Extends a unit's lease while the contributor generates it (as our workers renew
+    theirs); the new expiry, or a ContributionError saying why not."""
+    owner = _owner_prefix(contributor) + str(unit_id)
+    if Contribution.objects.filter(unit=owner, status=Contribution.Status.PENDING).exists():
+        raise ContributionError("this unit is submitted and waits for its check", status=409)
+    expires = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
+    renewed = JobBatch.objects.filter(owner=owner, expires_at__gt=timezone.now()).update(
+        expires_at=expires
+    )
+    if not renewed:
+        raise ContributionError(_UNIT_GONE, status=409)
+    return expires.isoformat()
+
+
+_UNIT_GONE = (
+    "this unit is not yours any more (its lease ran out and it may have been re-issued, "
+    "or it was already submitted, refused or released)"
+)
 
 
 def work_unit_release(*, contributor: Contributor, unit_id: str) -> bool:
@@ -150,14 +199,14 @@ def _checker(job: GenerationJob) -> TransformersBackend:
     is ``proof_precision``: bf16 checking cost 0.05 of fp32 generation and moved genuine
     tokens by at most 0.09 logit, well inside the tolerance (bench/proof.py --checker
     bf16)."""
-    source = job.model_override or job.generator.source
+    model = job_model(job=job)
     precision = proof_precision(settings.GENERATION_QUANTIZE)
-    key = (source, job.generator.revision, precision)
+    key = (model.source, model.revision, precision)
     with _checkers_lock:
         if key not in _checkers:
             _checkers.clear()
             _checkers[key] = TransformersBackend(
-                source, revision=job.generator.revision, quantize=precision
+                model.source, revision=model.revision, quantize=precision
             )
         return _checkers[key]
 
@@ -166,31 +215,36 @@ def proof_precision(choice: str) -> str:
     """The checker's precision for GENERATION_QUANTIZE ``choice``. The proof is one forward
     pass over whole texts, matrix products that AVX512-BF16 speeds up even without AMX, so
     ``auto`` checks in bf16 wherever the CPU computes it natively, although generation
-    there (token by token, bound by memory) runs int8. Otherwise the worker's own."""
+    there (token by token, bound by memory) runs int8. Where the worker's own precision is
+    int8, the checker's int8 scales each row on its own (``int8-rows``): fbgemm's one
+    scale per tensor of thousands of positions made genuine samples disagree with the draw
+    far more often (bench/proof_binding.py)."""
+    from generation.backends import generation_precision
     from search.embeddings import cpu_has_native_bf16
 
     if choice == "auto" and cpu_has_native_bf16():
         return "bf16"
-    return choice
+    resolved = generation_precision(choice)
+    return "int8-rows" if resolved == "int8" else resolved
 
 
 def contribution_receive(*, contributor: Contributor, unit_id: str, samples) -> Contribution:
     """Takes a unit's samples (``[{"index", "token_ids", "finished"}]``, one per sample of
     the unit) for a worker to prove and record (``contribution_verify``). Refuses at once
-    what needs no model: a unit that is not the contributor's any more, or malformed data."""
+    what needs no model: a unit that is not the contributor's any more, malformed data
+    (the lease is not renewed), and samples that are not whole (a strike, and the unit goes
+    back to the pool). A unit taken holds its lease until its check."""
     owner = _owner_prefix(contributor) + str(unit_id)
     lease = JobBatch.objects.filter(owner=owner).select_related("job").first()
     if lease is None or lease.expires_at < timezone.now():
-        raise ContributionError(
-            "this unit is not yours any more (it expired and was re-issued, or was already "
-            "submitted or released)",
-            status=409,
-        )
+        raise ContributionError(_UNIT_GONE, status=409)
     if Contribution.objects.filter(unit=owner, status=Contribution.Status.PENDING).exists():
         raise ContributionError("this unit is being checked already", status=409)
     done = set(Sample.objects.filter(job=lease.job).values_list("index", flat=True))
     expected = [i for i in range(lease.start, lease.end) if i not in done]
-    if not isinstance(samples, list) or sorted(_index(s) for s in samples) != expected:
+    if not isinstance(samples, list) or not all(isinstance(s, dict) for s in samples):
+        raise ContributionError(f"submit a list of the unit's samples: {expected}", status=400)
+    if sorted(_index(s) for s in samples) != expected:
         raise ContributionError(f"submit exactly the unit's samples: {expected}", status=400)
     limit = lease.job.max_new_tokens
     clean = []
@@ -205,12 +259,20 @@ def contribution_receive(*, contributor: Contributor, unit_id: str, samples) -> 
                 f"sample {_index(sample)}: finished must be true or false", status=400
             )
         clean.append({"index": _index(sample), "token_ids": ids, "finished": finished})
+    short = [s["index"] for s in clean if not s["finished"] and len(s["token_ids"]) < limit]
+    if short:
+        reason = (
+            f"samples {short} were cut short: a sample ends with the end token "
+            f"(finished: true) or is exactly the unit's budget of {limit} tokens"
+        )
+        _unit_refuse(contributor=contributor, owner=owner, reason=reason)
+        raise ContributionError(reason + "; the unit went back to the pool", status=400)
     contribution = Contribution.objects.create(
         contributor=contributor, job=lease.job, unit=owner, samples=clean
     )
-    # A fresh lease for the check: the worker may take a while to get to it.
+    # Held for the check: it may wait behind the site's own work for a while.
     JobBatch.objects.filter(pk=lease.pk, owner=owner).update(
-        expires_at=timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
+        expires_at=timezone.now() + timedelta(seconds=settings.CONTRIBUTOR_CHECK_HOLD_SECONDS)
     )
     from allthepatents.celery import task_send
     from generation.tasks import contribution_verify_task
@@ -218,25 +280,87 @@ def contribution_receive(*, contributor: Contributor, unit_id: str, samples) -> 
     try:
         task_send(contribution_verify_task, args=[contribution.pk])
     except Exception as exc:  # kombu raises many types for a dead broker
-        _contribution_finish(contribution, refused=f"the site's task broker is down: {exc}")
+        # Not the contributor's doing: no strike, and the unit stays theirs to submit again.
+        Contribution.objects.filter(pk=contribution.pk).delete()
+        JobBatch.objects.filter(pk=lease.pk, owner=owner).update(expires_at=lease.expires_at)
         raise ContributionError(
-            "the site cannot check submissions now; submit again later", status=503
+            "the site cannot check submissions now (its task broker is down); submit again later",
+            status=503,
         ) from exc
     return contribution
 
 
-def _contribution_finish(contribution: Contribution, *, refused: str = "", result=None) -> None:
-    contribution.status = Contribution.Status.REFUSED if refused else Contribution.Status.ACCEPTED
-    contribution.error = refused
-    contribution.result = result or {}
-    contribution.finished_at = timezone.now()
-    contribution.save(update_fields=["status", "error", "result", "finished_at"])
+def contributions_requeue() -> list[int]:
+    """Sends every pending check to the workers again (a worker starting: one killed in the
+    middle of a check left its submission pending). A check that runs twice records once."""
+    from allthepatents.celery import task_send
+    from generation.tasks import contribution_verify_task
+
+    pending = list(
+        Contribution.objects.filter(status=Contribution.Status.PENDING).values_list("pk", flat=True)
+    )
+    for pk in pending:
+        task_send(contribution_verify_task, args=[pk])
+    return pending
+
+
+def _unit_refuse(*, contributor: Contributor, owner: str, reason: str) -> None:
+    """A refused unit goes back to the pool at once, and counts as a strike against the
+    token: CONTRIBUTOR_MAX_STRIKES in a row suspend it."""
+    JobBatch.objects.filter(owner=owner).delete()
+    contributor_strike(contributor=contributor, reason=reason)
+
+
+def contributor_strike(*, contributor: Contributor, reason: str) -> Contributor:
+    Contributor.objects.filter(pk=contributor.pk).update(strikes=F("strikes") + 1)
+    suspended = Contributor.objects.filter(
+        pk=contributor.pk, active=True, strikes__gte=settings.CONTRIBUTOR_MAX_STRIKES
+    ).update(
+        active=False,
+        revoked_at=timezone.now(),
+        suspended_reason=f"suspended after {settings.CONTRIBUTOR_MAX_STRIKES} refused units "
+        f"in a row; the last: {reason}"[:300],
+    )
+    if suspended:
+        logger.warning("contributor %s suspended: %s", contributor.pk, reason)
+    contributor.refresh_from_db()
+    return contributor
+
+
+def _contribution_finish(contribution: Contribution, *, refused: str = "", result=None) -> bool:
+    """Sets the outcome once (a check that ran twice finds it set). A refused unit keeps
+    only a summary of what was sent: whole samples of junk are not worth storing."""
+    fields = {
+        "status": Contribution.Status.REFUSED if refused else Contribution.Status.ACCEPTED,
+        "error": refused,
+        "result": result or {},
+        "finished_at": timezone.now(),
+    }
+    if refused:
+        fields["samples"] = [_sample_summary(s) for s in contribution.samples]
+    return bool(
+        Contribution.objects.filter(pk=contribution.pk, status=Contribution.Status.PENDING).update(
+            **fields
+        )
+    )
+
+
+def _sample_summary(sample: dict) -> dict:
+    ids = sample.get("token_ids") or []
+    digest = hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
+    return {
+        "index": sample.get("index"),
+        "tokens": len(ids),
+        "finished": sample.get("finished"),
+        "sha256": digest,
+    }
 
 
 def contribution_verify(*, contribution_id: int) -> Contribution | None:
-    """The worker's half: proves every sample under the job's model (fp32) and, if all
-    pass, records them through the usual parser and gate, the unit's lease deleted in the
-    same transaction. All or nothing. Returns quietly if the row is gone."""
+    """The worker's half: proves every sample under the job's model and, if all pass,
+    records them through the usual parser and gate, the unit's lease deleted and the
+    outcome set in the same transaction. All or nothing. Returns quietly if the row is gone
+    or already decided (a check sent twice)."""
     contribution = (
         Contribution.objects.select_related("job__generator", "contributor")
         .filter(pk=contribution_id, status=Contribution.Status.PENDING)
@@ -249,22 +373,25 @@ def contribution_verify(*, contribution_id: int) -> Contribution | None:
     indexes = [s["index"] for s in samples]
     prompts, seeds, modes = job_prompts(job=job, indexes=indexes)
     checker = _checker(job)
+    model = job_model(job=job)
     params = SamplingParams(**job.sampling_params())
     proofs = samples_proof_check(
         backend=checker,
         prompts=prompts,
+        seeds=seeds,
         samples=[(s["token_ids"], s["finished"]) for s in samples],
         params=params,
     )
     outputs = []
     for sample, proof in zip(samples, proofs, strict=True):
         if not proof.ok:
-            _contribution_finish(
-                contribution,
-                refused=f"sample {sample['index']} fails the proof of sampling: token "
-                f"{proof.first_violation} could not have been drawn from "
-                f"{job.generator.model_id} with these settings",
+            reason = (
+                f"sample {sample['index']} fails the proof of sampling: {proof.reason} "
+                f"(model {model.name}, the unit's seed and sampling settings)"
             )
+            if _contribution_finish(contribution, refused=reason):
+                _unit_refuse(contributor=contributor, owner=contribution.unit, reason=reason)
+            contribution.refresh_from_db()
             return contribution
         ids = sample["token_ids"]
         text = checker.tokenizer.decode(
@@ -274,20 +401,22 @@ def contribution_verify(*, contribution_id: int) -> Contribution | None:
             GenerationOutput(text, len(ids) + int(sample["finished"]), sample["finished"], ids)
         )
     provenance_base = {
-        "generator_model": job.generator.model_id,
-        "generator_revision": job.generator.revision,
+        "generator_model": model.name,
+        "generator_revision": checker.revision_loaded or model.revision,
         "sampling_params": job.sampling_params(),
         "contributor": contributor.name,
     }
+    refused = ""
     with transaction.atomic():
         # The lease goes in the same transaction: it must still be this unit's (not run out
         # and re-issued meanwhile), and a second submission then finds nothing.
         taken = JobBatch.objects.filter(owner=contribution.unit).delete()[0]
         if not taken:
-            transaction.set_rollback(True)
             refused = "the unit's lease ran out before it was checked, and it was re-issued"
+        elif not Contributor.objects.filter(pk=contributor.pk, active=True).exists():
+            refused = "the token was revoked or suspended before this unit was checked"
+            transaction.set_rollback(True)
         else:
-            refused = ""
             recorded = [
                 sample_record(
                     job=job,
@@ -305,18 +434,22 @@ def contribution_verify(*, contribution_id: int) -> Contribution | None:
                 )
             ]
             job_counters_refresh(job)
+            result = {
+                "recorded": len(recorded),
+                "published": [s.patent.public_id for s in recorded if s.patent_id],
+                "rejected": {str(s.index): s.reasons for s in recorded if not s.patent_id},
+            }
+            if not _contribution_finish(contribution, result=result):
+                transaction.set_rollback(True)  # decided meanwhile by a second check
+            else:
+                Contributor.objects.filter(pk=contributor.pk).update(strikes=0)
     if refused:
+        if refused.startswith("the token"):
+            JobBatch.objects.filter(owner=contribution.unit).delete()  # back to the pool
         _contribution_finish(contribution, refused=refused)
-        return contribution
-    job_finish_if_complete(job=job)
-    _contribution_finish(
-        contribution,
-        result={
-            "recorded": len(recorded),
-            "published": [s.patent.public_id for s in recorded if s.patent_id],
-            "rejected": {str(s.index): s.reasons for s in recorded if not s.patent_id},
-        },
-    )
+    else:
+        job_finish_if_complete(job=job)
+    contribution.refresh_from_db()
     return contribution
 
 
@@ -328,7 +461,7 @@ def contribution_status(*, contributor: Contributor, contribution_id: int) -> di
 
 
 def _index(sample) -> int:
-    try:
-        return int(sample["index"])
-    except (TypeError, KeyError, ValueError):
-        raise ContributionError("each sample needs an integer index", status=400) from None
+    index = sample.get("index") if isinstance(sample, dict) else None
+    if type(index) is not int:  # not "0", 1.7 or true
+        raise ContributionError("each sample needs an integer index", status=400)
+    return index

@@ -50,6 +50,9 @@ class Contributor(models.Model):
     token is shown once when made; only its SHA-256 is kept."""
 
     name = models.CharField(max_length=100, unique=True)
+    # The name with look-alike characters, case, width and punctuation folded away: two
+    # names with one skeleton would read as the same person on the credits page.
+    name_skeleton = models.CharField(max_length=200, unique=True)
     token_hash = models.CharField(max_length=64, unique=True)
     token_prefix = models.CharField(max_length=12, help_text="Tells tokens apart; not secret.")
     active = models.BooleanField(default=True)
@@ -58,6 +61,11 @@ class Contributor(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    strikes = models.PositiveIntegerField(
+        default=0, help_text="Units refused in a row; CONTRIBUTOR_MAX_STRIKES suspends the token."
+    )
+    suspended_reason = models.CharField(max_length=300, blank=True)
+    last_lease_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self):
         return self.name

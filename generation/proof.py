@@ -1,16 +1,19 @@
-"""Proof of sampling: was this text sampled from this model with these settings?
+"""Proof of sampling: was this text sampled from this model, with this seed and these settings?
 
-A contributor's worker (#18) submits the token ids it sampled. Re-generating them would cost
-as much as the contributor spent; instead one forward pass over prompt + completion gives
-the logits at every position, and each submitted token must lie inside the set the sampler
-could draw from there: after the same adjustments (repetition penalty, minimum length,
-temperature: ``generation.sampling.logits_adjust``), among the ``top_k`` best and inside the
-``top_p`` mass of those. Machines differ in float rounding (and int8 generation differs from
-the fp32 check more), so a token may sit ``logit_tolerance`` beyond the boundary, and the
-tokens better than it may hold ``top_p_tolerance`` more mass than ``top_p``.
+A contributor's worker submits the token ids it sampled. Re-generating them would cost as
+much as the contributor spent; instead one forward pass over prompt + completion gives the
+logits at every position. The sampler draws by inverse CDF with a uniform number that
+depends only on the sample's seed and the step (``generation.sampling.sampling_uniforms``),
+so at every position the checker knows which token the sampler took: the one whose interval
+of cumulative mass, after the same adjustments (repetition penalty, minimum length,
+temperature: ``generation.sampling.logits_adjust``), top-k and top-p, holds the uniform
+number. Machines differ in float rounding (and int8 generation differs from an fp32 check
+more), so the intervals are widened by ``LOGIT_TOLERANCE`` in log-odds. That binds model,
+seed, temperature, top-k and top-p at once; a sample copied to another index fails there.
 
-A forged, edited or copied text puts tokens outside those sets almost everywhere it differs;
-a genuine one passes on another machine. The rates are measured by ``bench/proof.py``.
+A sample is whole: it ends with the end token, or it is exactly the unit's token budget
+long; a shorter one is refused. The rates (false rejects of genuine samples, detection,
+and how often a second token fits the tolerance) are measured by ``bench/proof.py``.
 """
 
 import dataclasses
@@ -18,13 +21,33 @@ import time
 from dataclasses import dataclass
 
 from generation.proof_forward import proof_body
+from generation.sampling import sampling_uniforms
 
-# Logit units after temperature. bench/proof.py measured the largest excess of genuine
-# int8 samples under the fp32 check (0.1 on the full-size shape); this is well above it.
-LOGIT_TOLERANCE = 0.5
-# Probability mass beyond top_p that the better tokens may hold (int8 generation once drew
-# the second token of a row whose best held 0.95+ under fp32: 3.1 logits "outside").
-TOP_P_TOLERANCE = 0.05
+
+@dataclass(frozen=True)
+class ProofRule:
+    """When a sample passes, in log-odds after temperature (see ``_excess_rows``).
+
+    Float rounding between sampling paths and machines (int8's per-tensor activation scales
+    above all) moves a genuine draw across a nearby interval boundary now and then, by a
+    little. So a position *agrees* within ``draw_tolerance``; a sample may hold up to
+    ``slack`` of its positions (plus ``slack_min``) that disagree by at most ``hard_limit``;
+    and every token must lie within ``member_tolerance`` of the top-k / top-p set. A
+    different seed, temperature or top-p, a greedy sample or one copied from another index
+    disagrees at most positions where the distribution is not peaked, many of them by
+    more than ``hard_limit``. The values are chosen by bench/proof.py (genuine samples
+    of every sampling path under every checker, and the forgeries the issue lists)."""
+
+    draw_tolerance: float = 0.5
+    slack: float = 0.05
+    slack_min: int = 2
+    hard_limit: float = 3.0
+    member_tolerance: float = 1.5
+
+
+PROOF_RULE = ProofRule()
+# The draw tolerance, also the widening of the top-p set in ``_excess_rows``.
+LOGIT_TOLERANCE = PROOF_RULE.draw_tolerance
 # Rows of logits computed and checked at a time: enough that the output layer's weights
 # (32k x 1024) are read from memory a few times per group rather than once per sample,
 # few enough that the block (64 MiB in bf16) is not a burden.
@@ -41,29 +64,39 @@ class ProofResult:
     tokens: int
     violations: int
     first_violation: int | None  # position in the completion
-    worst_excess: float  # how far the worst token lies beyond its boundary (logit units)
+    worst_excess: float  # how far the worst token lies from the draw (log-odds)
     seconds: float
+    reason: str = ""  # why it failed, in words
+    disagreements: int = 0  # positions beyond the draw tolerance (within the slack or not)
+    # Per position: the draw's and the set membership's excess (``keep_excess=True``).
+    excess: tuple | None = None
+
+
+def _cut_short(token_ids, finished: bool, params) -> bool:
+    """Neither ended by the end token nor as long as the budget: not a whole sample."""
+    return not finished and len(token_ids) < params.max_new_tokens
 
 
 def sample_proof_check(
     *,
     backend,
     prompt: str,
+    seed: int,
     token_ids: list[int],
     finished: bool,
     params,
-    logit_tolerance: float = LOGIT_TOLERANCE,
-    top_p_tolerance: float = TOP_P_TOLERANCE,
+    rule: ProofRule = PROOF_RULE,
 ) -> ProofResult:
     """Checks ``token_ids`` (the completion, without the end token; ``finished``: the sampler
-    then drew the end token) against ``backend``'s model (a TransformersBackend)."""
+    then drew the end token) against ``backend``'s model (a TransformersBackend) and
+    ``seed``."""
     return samples_proof_check(
         backend=backend,
         prompts=[prompt],
+        seeds=[seed],
         samples=[(token_ids, finished)],
         params=params,
-        logit_tolerance=logit_tolerance,
-        top_p_tolerance=top_p_tolerance,
+        rule=rule,
     )[0]
 
 
@@ -71,11 +104,12 @@ def samples_proof_check(
     *,
     backend,
     prompts: list[str],
+    seeds: list[int],
     samples: list[tuple[list[int], bool]],
     params,
-    logit_tolerance: float = LOGIT_TOLERANCE,
-    top_p_tolerance: float = TOP_P_TOLERANCE,
+    rule: ProofRule = PROOF_RULE,
     group: int = 8,
+    keep_excess: bool = False,
 ) -> list[ProofResult]:
     """``sample_proof_check`` for many samples: one forward pass per ``group`` of them
     (right-padded, so that no real position sees a pad), then the output layer and the
@@ -87,15 +121,35 @@ def samples_proof_check(
     vocab = backend.model.config.vocab_size
     results: list[ProofResult | None] = [None] * len(samples)
     rows = []
-    for i, (prompt, (token_ids, finished)) in enumerate(zip(prompts, samples, strict=True)):
+    for i, (prompt, seed, (token_ids, finished)) in enumerate(
+        zip(prompts, seeds, samples, strict=True)
+    ):
         prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
         drawn = list(token_ids) + ([backend.eos_id] if finished else [])
-        if not drawn:
-            results[i] = ProofResult(True, 0, 0, None, 0.0, 0.0)
-        elif any(not 0 <= t < vocab for t in drawn):
-            results[i] = ProofResult(False, len(drawn), 1, 0, float("inf"), 0.0)
+        bad = next((at for at, t in enumerate(drawn) if not 0 <= t < vocab), None)
+        if _cut_short(token_ids, finished, params):
+            results[i] = ProofResult(
+                False,
+                len(drawn),
+                1,
+                len(drawn),
+                float("inf"),
+                0.0,
+                reason=f"cut short: {len(token_ids)} tokens without the end token, "
+                f"and the budget is {params.max_new_tokens}",
+            )
+        elif bad is not None:
+            results[i] = ProofResult(
+                False,
+                len(drawn),
+                1,
+                bad,
+                float("inf"),
+                0.0,
+                reason=f"token {bad} is not a token id of the model",
+            )
         else:
-            rows.append((i, prompt_ids, drawn))
+            rows.append((i, prompt_ids, drawn, sampling_uniforms(seed, len(drawn))))
     # A group runs as long as its longest sample: grouping samples of like length wastes
     # the least on padding.
     rows.sort(key=lambda row: len(row[1]) + len(row[2]))
@@ -105,9 +159,9 @@ def samples_proof_check(
     buffer = None
     for at in range(0, len(rows), group):
         chunk = rows[at : at + group]
-        length = -(-max(len(p) + len(d) for _, p, d in chunk) // _PAD_TO) * _PAD_TO
+        length = -(-max(len(p) + len(d) for _, p, d, _ in chunk) // _PAD_TO) * _PAD_TO
         ids = torch.full((len(chunk), length), pad, dtype=torch.long)
-        for r, (_, prompt_ids, drawn) in enumerate(chunk):
+        for r, (_, prompt_ids, drawn, _) in enumerate(chunk):
             ids[r, : len(prompt_ids) + len(drawn)] = torch.tensor(prompt_ids + drawn)
         with torch.inference_mode():
             # No attention mask: the pads come after every real token, so causal attention
@@ -116,7 +170,10 @@ def samples_proof_check(
             hidden = body(ids.to(backend.device))
             # Position p of the sequence predicts token p + 1; only real positions go on.
             real = torch.cat(
-                [hidden[r, len(p) - 1 : len(p) - 1 + len(d)] for r, (_, p, d) in enumerate(chunk)]
+                [
+                    hidden[r, len(p) - 1 : len(p) - 1 + len(d)]
+                    for r, (_, p, d, _) in enumerate(chunk)
+                ]
             )
             excesses, buffer = _excess_of_group(
                 real,
@@ -125,26 +182,29 @@ def samples_proof_check(
                 buffer=buffer,
                 params=params,
                 eos_id=backend.eos_id,
-                top_p_tolerance=top_p_tolerance,
+                set_tolerance=rule.draw_tolerance,
             )
-        for (i, _, _), excess in zip(chunk, excesses, strict=True):
-            results[i] = _verdict(excess, logit_tolerance)
+        for (i, _, _, _), (draw, member) in zip(chunk, excesses, strict=True):
+            results[i] = _verdict(draw, member, rule)
+            if keep_excess:
+                results[i] = dataclasses.replace(results[i], excess=(draw, member))
     seconds = (time.perf_counter() - started) / max(len(samples), 1)
     return [dataclasses.replace(r, seconds=seconds) for r in results]
 
 
-def _excess_of_group(real, chunk, *, head, buffer, params, eos_id: int, top_p_tolerance: float):
-    """Per sample of ``chunk``, each of its positions' excess (``_excess_rows``); the samples'
-    hidden states are the rows of ``real`` in order, taken a block of rows at a time (a
+def _excess_of_group(real, chunk, *, head, buffer, params, eos_id: int, set_tolerance: float):
+    """Per sample of ``chunk``, each of its positions' excesses (``_excess_rows``: the draw's
+    and the set membership's); the samples' hidden states are the rows of ``real`` in order, taken a block of rows at a time (a
     block may hold the end of one sample and the start of the next)."""
     import torch
 
     spans = []  # (first row in ``real``, prompt ids, drawn ids)
     count = 0
-    for _, prompt_ids, drawn in chunk:
+    for _, prompt_ids, drawn, _ in chunk:
         spans.append((count, prompt_ids, drawn))
         count += len(drawn)
-    excess = torch.empty(count)
+    uniforms = torch.tensor([u for *_, draws in chunk for u in draws], dtype=torch.float64)
+    excess = torch.empty(2, count)
     for start in range(0, count, ROWS_PER_BLOCK):
         end = min(start + ROWS_PER_BLOCK, count)
         logits, buffer = _logits(head, real[start:end], buffer)
@@ -161,15 +221,19 @@ def _excess_of_group(real, chunk, *, head, buffer, params, eos_id: int, top_p_to
                     params=params,
                     eos_id=eos_id,
                 )
-        excess[start:end] = _excess_rows(
+        draw, member = _excess_rows(
             logits,
             tokens.to(logits.device),
+            uniforms[start:end].to(logits.device),
             top_k=params.top_k,
             top_p=params.top_p,
             temperature=params.temperature,
-            top_p_tolerance=top_p_tolerance,
-        ).cpu()
-    return excess.split([len(drawn) for _, _, drawn in chunk]), buffer
+            set_tolerance=set_tolerance,
+            with_membership=True,
+        )
+        excess[0, start:end], excess[1, start:end] = draw.cpu(), member.cpu()
+    sizes = [len(drawn) for _, _, drawn, _ in chunk]
+    return list(zip(excess[0].split(sizes), excess[1].split(sizes), strict=True)), buffer
 
 
 def _logits(head, hidden, buffer):
@@ -191,15 +255,37 @@ def _logits(head, hidden, buffer):
     return out, buffer
 
 
-def _verdict(excess, logit_tolerance) -> ProofResult:
-    bad = (excess > logit_tolerance).nonzero().flatten()
+def _verdict(draw, member, rule: ProofRule) -> ProofResult:
+    """``rule`` applied to one sample's per-position excesses."""
+    outside = (member > rule.member_tolerance).nonzero().flatten()
+    far = (draw > rule.hard_limit).nonzero().flatten()
+    disagree = (draw > rule.draw_tolerance).nonzero().flatten()
+    allowed = rule.slack_min + int(rule.slack * len(draw))
+    reason = ""
+    if len(outside):
+        at = int(outside[0])
+        reason = f"token {at} is outside the top-k / top-p set the sampler draws from"
+    elif len(far):
+        at = int(far[0])
+        reason = f"token {at} is far from what the sampler draws there with this seed"
+    elif len(disagree) > allowed:
+        at = int(disagree[allowed])
+        reason = (
+            f"{len(disagree)} of {len(draw)} tokens are not what the sampler draws with this "
+            f"seed (float noise explains at most {allowed})"
+        )
+    # Every position beyond the draw's tolerance or outside the set counts, whatever
+    # decided: the first of them is where the text leaves what the sampler draws.
+    bad = ((draw > rule.draw_tolerance) | (member > rule.member_tolerance)).nonzero().flatten()
     return ProofResult(
-        ok=len(bad) == 0,
-        tokens=len(excess),
-        violations=len(bad),
-        first_violation=int(bad[0]) if len(bad) else None,
-        worst_excess=round(float(excess.max()), 4),
+        ok=not reason,
+        tokens=len(draw),
+        violations=len(bad) if reason else 0,
+        first_violation=int(bad[0]) if reason else None,
+        worst_excess=round(float(draw.max()), 4) if len(draw) else 0.0,
         seconds=0.0,
+        reason=reason,
+        disagreements=len(disagree),
     )
 
 
@@ -270,12 +356,36 @@ def _sets_help(width: int, k: int) -> bool:
     return width % _SET == 0 and width // _SET >= 2 * k
 
 
+def _logit(x):
+    """log(x / (1 - x)), finite at 0 and 1 (the interval ends that are no constraint)."""
+    import torch
+
+    return torch.special.logit(x, eps=1e-15)
+
+
 def _excess_rows(
-    rows, tokens, *, top_k: int, top_p: float, temperature: float, top_p_tolerance: float = 0.0
+    rows,
+    tokens,
+    uniforms,
+    *,
+    top_k: int,
+    top_p: float,
+    temperature: float,
+    set_tolerance: float = LOGIT_TOLERANCE,
+    with_membership: bool = False,
 ):
-    """Per row (penalised logits, before the temperature), how far its token lies outside
-    the top-k / top-p set the sampler draws from, in logit units after the temperature: 0
-    inside it, else the logit it would need to gain to get in."""
+    """Per row (penalised logits, before the temperature), how far the sampler's draw with
+    the row's uniform number lies from its token, in logit units: 0 when the sampler, given
+    these logits, takes exactly this token; else the shift in log-odds between the token
+    and the rest that another machine's rounding would have needed to make it take it.
+
+    The sampler (``generation.sampling.sample_rows``) takes the first token whose cumulative
+    mass exceeds ``u * M`` (``M`` the mass kept by top-p). A token is taken iff the mass of
+    the better ones ``B`` is at most ``u * M`` and ``A = B + p`` exceeds it; shifting every
+    logit by at most ``d`` moves ``B``'s log-odds by at most ``2d``, so the excess is
+    ``logit(B) - logit(u * M)`` or ``logit(u * M) - logit(A)``, whichever is positive (the
+    same for the top-k boundary and the top-p cut). Ties in value count on both sides, and
+    ``M`` may include tokens that top-p keeps within ``set_tolerance``."""
     import torch
 
     temperature = max(temperature, 1e-5)
@@ -285,15 +395,31 @@ def _excess_rows(
     best = _top_values(rows, k) / temperature  # sorted, best first
     boundary = best[:, -1]  # the k-th best: the top-k boundary
     out = (boundary - value).clamp(min=0)
+    probs = torch.softmax(best.double(), dim=-1)
+    cum_before = probs.cumsum(-1) - probs
+    inside = value >= boundary
+    # A token outside the top k (within tolerance of the k-th) is judged as if in its place.
+    better = torch.where(inside, (probs * (best > value[:, None])).sum(-1), cum_before[:, -1])
+    upto = torch.where(inside, (probs * (best >= value[:, None])).sum(-1), 1.0)
     if top_p and top_p < 1.0:
-        # The sampler keeps a token when the mass of the better ones (within the top k,
-        # renormalised) is at most top_p. Near a peaked row that set jumps (0.96 on one
-        # token keeps it alone, 0.94 lets the next in), so a little float noise moves a
-        # token across: the mass gets its own tolerance, TOP_P_TOLERANCE.
-        probs = torch.softmax(best, dim=-1)
-        mass_before = (probs * (best > value[:, None])).sum(-1)
-        kept = ((probs.cumsum(-1) - probs) <= top_p).sum(-1).clamp(min=1)
-        gap = (best.gather(1, (kept - 1)[:, None])[:, 0] - value).clamp(min=0)
-        outside = mass_before > top_p + top_p_tolerance
-        out = torch.maximum(out, torch.where(outside, gap, torch.zeros_like(gap)))
-    return torch.where(value == float("-inf"), torch.full_like(out, float("inf")), out)
+        cut = torch.tensor(top_p, dtype=torch.float64)
+        kept = cum_before <= cut
+        kept[:, 0] = True
+        may_keep = (_logit(cum_before) - _logit(cut)) <= set_tolerance
+        may_keep[:, 0] = True
+        mass_low, mass_high = (probs * kept).sum(-1), (probs * may_keep).sum(-1)
+        out = torch.maximum(out, (_logit(better) - _logit(cut)).float())
+    else:
+        mass_low = mass_high = torch.ones_like(better)
+    member = out.clamp(min=0)  # how far outside the set the sampler draws from at all
+    u = uniforms.to(torch.float64)
+    out = torch.maximum(out, (_logit(better) - _logit(u * mass_high)).float())
+    out = torch.maximum(out, (_logit(u * mass_low) - _logit(upto)).float())
+    out = out.clamp(min=0)
+    never = torch.full_like(out, float("inf"))
+    if with_membership:
+        return (
+            torch.where(value == float("-inf"), never, out),
+            torch.where(value == float("-inf"), never, member),
+        )
+    return torch.where(value == float("-inf"), never, out)

@@ -51,9 +51,12 @@ def _linear_types():
     import torch
     from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
-    # The float layers, and the dynamic int8 ones of the int8 checker (CPUs without native
-    # bf16), which take their own kernels and so their own residual adds.
-    return (torch.nn.Linear, DynamicInt8Linear)
+    from generation.quantization import row_int8_linear_class
+
+    # The float layers, and the int8 ones (the int8 checker's per-row layers on CPUs
+    # without native bf16, fbgemm's dynamic ones), which take their own kernels and so
+    # their own residual adds.
+    return (torch.nn.Linear, DynamicInt8Linear, row_int8_linear_class())
 
 
 def _neox_forward(body, ids):

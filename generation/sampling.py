@@ -9,6 +9,7 @@ lazy-initialisation interface (``lazy_initialization``, ``is_initialized``, ``ke
 installed version has what the subclass overrides).
 """
 
+import hashlib
 from dataclasses import dataclass
 
 TRANSFORMERS_MIN = "4.56"
@@ -116,10 +117,32 @@ def preallocated_layer_class():
     return _layer_class
 
 
-def sample_rows(logits, *, top_k: int, top_p: float, generators):
-    """One token per row. Top-k first (a partial sort), then top-p within the k survivors,
-    then a draw from each row's own generator: the same distribution as filtering the full
-    vocabulary, at a fraction of the cost (no full sort, no 32k-way draw)."""
+def sampling_uniforms(seed: int, count: int) -> list[float]:
+    """The uniform numbers in [0, 1) that a sample with ``seed`` draws its first ``count``
+    tokens with, one per step. They depend on the seed and the step alone (a keyed hash,
+    the same on every machine and in every library version), never on the logits: the proof
+    of sampling recomputes them, so a sample proves its seed as well as its model."""
+    key = (int(seed) % 2**64).to_bytes(8, "little")
+    return [
+        (
+            int.from_bytes(
+                hashlib.blake2b(step.to_bytes(4, "little"), key=key, digest_size=8).digest(),
+                "little",
+            )
+            >> 11
+        )
+        / 2**53
+        for step in range(count)
+    ]
+
+
+def sample_rows(logits, *, top_k: int, top_p: float, uniforms):
+    """One token per row, by inverse CDF: the top ``top_k`` (a partial sort, best first),
+    then the tokens whose better ones hold at most ``top_p`` of their mass; each row's token
+    is the first whose cumulative mass exceeds its uniform number (``uniforms``, one per
+    row, from ``sampling_uniforms``) times the mass kept. The same distribution as filtering
+    the full vocabulary and drawing, but the draw is a function of the uniform number, so
+    a checker that knows the seed can tell which token the sampler took (generation/proof.py)."""
     import torch
 
     vocab = logits.shape[-1]
@@ -127,12 +150,13 @@ def sample_rows(logits, *, top_k: int, top_p: float, generators):
         values, indices = torch.topk(logits, top_k, dim=-1)  # sorted, best first
     else:
         values, indices = torch.sort(logits, descending=True, dim=-1)
-    if top_p and top_p < 1.0:
-        cum = torch.softmax(values, dim=-1).cumsum(-1)
-        remove = cum > top_p
-        remove[:, 1:] = remove[:, :-1].clone()
-        remove[:, 0] = False
-        values = values.masked_fill(remove, float("-inf"))
-    probs = torch.softmax(values, dim=-1)
-    picks = [torch.multinomial(probs[i], 1, generator=generators[i]) for i in range(len(probs))]
-    return indices.gather(1, torch.stack(picks))[:, 0]
+    # float64 for the cumulative sums: the checker's arithmetic of the same intervals.
+    probs = torch.softmax(values.double(), dim=-1)
+    cum = probs.cumsum(-1)
+    kept = (cum - probs) <= (top_p if top_p and top_p < 1.0 else 1.0)
+    kept[:, 0] = True
+    mass = (probs * kept).sum(-1)
+    target = torch.as_tensor(uniforms, dtype=torch.float64) * mass
+    pick = (cum <= target[:, None]).sum(-1)
+    pick = torch.minimum(pick, kept.sum(-1) - 1)  # the mass's own rounding
+    return indices.gather(1, pick[:, None])[:, 0]

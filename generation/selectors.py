@@ -1,11 +1,31 @@
 """Reads for generation: the figures behind /stats/."""
 
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 from django.db.models import Case, Count, F, Q, Sum, When
 from django.db.models.functions import TruncDate
 
 from generation.models import GenerationJob, Sample
+
+
+@dataclass(frozen=True)
+class JobModel:
+    """The model a job runs, as everyone who deals with it names it."""
+
+    name: str  # what provenance records and a work unit names: the override, else the hub id
+    source: str  # what a worker or checker loads: the override, else the local copy or hub id
+    revision: str
+
+
+def job_model(*, job: GenerationJob) -> JobModel:
+    """The one answer to "which model does this job run": site workers, contributors' work
+    units, the proof's checker and provenance all read it here, so that a job with a model
+    override proves and publishes under the model that really generated it."""
+    generator = job.generator
+    if job.model_override:
+        return JobModel(job.model_override, job.model_override, generator.revision)
+    return JobModel(generator.model_id, generator.source, generator.revision)
 
 
 def stats_hit_rates() -> list[dict]:

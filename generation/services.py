@@ -33,6 +33,7 @@ from generation.prompts import (
     prompt_render,
 )
 from generation.sampling import JOB_SAMPLING_FIELDS, SAMPLING_DEFAULTS
+from generation.selectors import job_model
 from patents.services import patent_publish
 from patents.text import control_chars_strip
 
@@ -492,7 +493,7 @@ def job_run(
         job_finish(job_id, Status.FAILED, error=str(exc))
         return JobRunOutcome.FAILED
     provenance_base = {
-        "generator_model": job.model_override or job.generator.model_id,
+        "generator_model": job_model(job=job).name,
         "generator_revision": getattr(backend, "revision_loaded", "") or job.generator.revision,
         "sampling_params": job.sampling_params(),
     }

@@ -1,4 +1,4 @@
-"""Worker start-up: one torch thread, and re-dispatch of jobs left behind."""
+"""Worker start-up: one torch thread, and re-dispatch of jobs and checks left behind."""
 
 import logging
 import os
@@ -56,12 +56,17 @@ def _recover_jobs(sender=None, **kwargs):
     the consumer's event loop could leave the worker holding tasks it never ran."""
     from django.db import close_old_connections
 
+    from generation.contributions import contributions_requeue
     from generation.services import jobs_recover
 
     try:
         ids = jobs_recover()
         if ids:
             logger.info("re-dispatched jobs %s", ids)
+        # A worker killed in the middle of a check left its submission pending.
+        pending = contributions_requeue()
+        if pending:
+            logger.info("re-queued the checks of contributions %s", pending)
     except Exception:
         logger.exception("job recovery failed")
     finally:

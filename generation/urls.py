@@ -8,6 +8,7 @@ urlpatterns = [
     path("contributors/signup/", views.contributor_signup, name="contributor_signup"),
     path("api/contribute/lease", views.api_contribute_lease, name="api_contribute_lease"),
     path("api/contribute/submit", views.api_contribute_submit, name="api_contribute_submit"),
+    path("api/contribute/renew", views.api_contribute_renew, name="api_contribute_renew"),
     path("api/contribute/release", views.api_contribute_release, name="api_contribute_release"),
     path("api/contribute/status", views.api_contribute_status, name="api_contribute_status"),
 ]

@@ -18,6 +18,7 @@ from generation.contributions import (
     contributor_sign_up,
     work_unit_lease,
     work_unit_release,
+    work_unit_renew,
 )
 from generation.selectors import (
     contributors_credits,
@@ -106,7 +107,9 @@ def _contribution_api(handler):
         token = header[7:].strip() if header.startswith("Bearer ") else ""
         contributor = contributor_authenticate(token=token)
         if contributor is None:
-            return JsonResponse({"error": "unknown or revoked token", "status": 401}, status=401)
+            return JsonResponse(
+                {"error": "unknown, revoked or suspended token", "status": 401}, status=401
+            )
         try:
             body = json.loads(request.body or b"{}")
             if not isinstance(body, dict):
@@ -114,7 +117,7 @@ def _contribution_api(handler):
         except ValueError:
             return JsonResponse({"error": "send a JSON object", "status": 400}, status=400)
         try:
-            return handler(contributor, body)
+            return handler(request, contributor, body)
         except ContributionError as exc:
             return JsonResponse({"error": str(exc), "status": exc.status}, status=exc.status)
 
@@ -122,7 +125,7 @@ def _contribution_api(handler):
 
 
 @_contribution_api
-def api_contribute_lease(contributor, body):
+def api_contribute_lease(request, contributor, body):
     unit = work_unit_lease(contributor=contributor)
     if unit is None:
         return JsonResponse({"unit": None, "retry_after": 60})
@@ -130,7 +133,17 @@ def api_contribute_lease(contributor, body):
 
 
 @_contribution_api
-def api_contribute_submit(contributor, body):
+def api_contribute_submit(request, contributor, body):
+    # Per token, not per address: every submission costs a worker a forward pass.
+    wait = rate_limit_check(
+        request,
+        scope="contribute-submit",
+        limit=settings.CONTRIBUTOR_SUBMITS_PER_MINUTE,
+        window=60,
+        client=f"contributor-{contributor.token_hash[:16]}",
+    )
+    if wait:
+        raise ContributionError(f"too many submissions; try again in {wait} s", status=429)
     received = contribution_receive(
         contributor=contributor, unit_id=str(body.get("unit", "")), samples=body.get("samples")
     )
@@ -139,7 +152,7 @@ def api_contribute_submit(contributor, body):
 
 
 @_contribution_api
-def api_contribute_status(contributor, body):
+def api_contribute_status(request, contributor, body):
     try:
         contribution_id = int(body.get("contribution"))
     except (TypeError, ValueError):
@@ -150,7 +163,14 @@ def api_contribute_status(contributor, body):
 
 
 @_contribution_api
-def api_contribute_release(contributor, body):
+def api_contribute_renew(request, contributor, body):
+    """Keeps a unit while the contributor's machine is still generating it."""
+    expires = work_unit_renew(contributor=contributor, unit_id=str(body.get("unit", "")))
+    return JsonResponse({"unit": body.get("unit"), "expires_at": expires})
+
+
+@_contribution_api
+def api_contribute_release(request, contributor, body):
     return JsonResponse(
         {"released": work_unit_release(contributor=contributor, unit_id=str(body.get("unit")))}
     )

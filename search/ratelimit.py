@@ -39,17 +39,23 @@ def _count_local(key: str) -> int:
 
 
 def rate_limit_check(
-    request, *, scope: str = "search", limit: int | None = None, window: int | None = None
+    request,
+    *,
+    scope: str = "search",
+    limit: int | None = None,
+    window: int | None = None,
+    client: str | None = None,
 ) -> int | None:
     """None when allowed, else the seconds to wait. ``limit`` requests per ``window``
-    seconds per client (the search settings unless given)."""
+    seconds per client (the search settings unless given); ``client`` counts by another
+    key than the request's address (a contributor's token, say)."""
     global _last_warning
     limit = settings.SEARCH_RATE_LIMIT if limit is None else limit
     if not limit:
         return None
     window = window or settings.SEARCH_RATE_WINDOW
     now = int(time.time())
-    key = f"rl:{scope}:{client_address(request)}:{now // window}"
+    key = f"rl:{scope}:{client or client_address(request)}:{now // window}"
     try:
         count = _count_shared(key, window)
     except Exception as exc:  # redis.ConnectionError, timeouts: any cache backend's own

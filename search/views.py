@@ -698,7 +698,11 @@ def _contribute_op(
 ) -> dict:
     """One work-unit endpoint: its success status and the refusals it really gives, besides
     the 400 and 401 every one of them can answer."""
-    answers = {ok[0]: ok[1], 400: "malformed request", 401: "unknown or revoked token"}
+    answers = {
+        ok[0]: ok[1],
+        400: "malformed request",
+        401: "unknown, revoked or suspended token",
+    }
     answers.update(refusals or {})
     responses = {str(code): {"description": why} for code, why in answers.items()}
     return {
@@ -747,9 +751,18 @@ OPENAPI["paths"].update(
             },
             (202, "{contribution, status: pending}: ask /api/contribute/status"),
             {
+                400: "malformed, or a sample cut short (neither finished nor the unit's "
+                "budget long: the unit goes back to the pool and counts as a strike)",
                 409: "the unit is not yours any more, or is being checked already",
+                429: "too many submissions from this token (CONTRIBUTOR_SUBMITS_PER_MINUTE)",
                 503: "the site cannot check submissions now (its task broker is down)",
             },
+        ),
+        "/api/contribute/renew": _contribute_op(
+            "Keep a unit while generating it: renew well within lease_seconds",
+            _UNIT_REF,
+            (200, "{unit, expires_at}"),
+            {409: "the unit is not yours any more, or is submitted already"},
         ),
         "/api/contribute/status": _contribute_op(
             "A submission's state: pending, accepted (recorded, published, rejected) or "

@@ -44,6 +44,14 @@ def sampling_paths() -> list[str]:
     return ["none", "int8"] + (["bf16"] if cpu_has_native_bf16() else [])
 
 
+def checker_precisions() -> list[str]:
+    """The proof's precisions this CPU runs: fp32, the per-row int8 checker, and bf16 where
+    it is native (``generation.contributions.proof_precision``)."""
+    from search.embeddings import cpu_has_native_bf16
+
+    return ["none", "int8-rows"] + (["bf16"] if cpu_has_native_bf16() else [])
+
+
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "allthepatents.settings")
     os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="proof-samples-"))
@@ -71,9 +79,10 @@ def main() -> None:
         "weights_sha256": weights_digest(model),
         "params": {k: getattr(params, k) for k in JOB_SAMPLING_FIELDS},
         "prompts": PROMPTS,
+        "seeds": list(range(100, 100 + len(PROMPTS))),
         "paths": {},
     }
-    seeds = list(range(100, 100 + len(PROMPTS)))
+    seeds = record["seeds"]
     for path in sampling_paths():
         outs = TransformersBackend(str(model), quantize=path).generate(PROMPTS, seeds, params)
         record["paths"][path] = [

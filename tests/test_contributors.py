@@ -95,7 +95,9 @@ def test_an_edited_submission_is_refused_and_records_nothing(client, open_job, t
     status, refused = _submit(client, token, unit, samples)
     assert refused["status"] == "refused" and "proof of sampling" in refused["error"]
     assert not Sample.objects.filter(job=open_job).exists()
-    # The unit is still theirs: the genuine samples go through, once.
+    # The refused unit went back to the pool; leased again, the genuine samples go through,
+    # once.
+    unit = _post(client, "/api/contribute/lease", token, {}).json()
     assert _submit(client, token, unit, _generate(unit, tiny_neox))[1]["status"] == "accepted"
     again, body = _submit(client, token, unit, _generate(unit, tiny_neox))
     assert again == 409, body
@@ -288,3 +290,300 @@ def test_public_sign_up_gives_a_working_token_once_and_is_limited(client, open_j
     marked = _sign_up(other, "<b>Bold</b>")
     assert marked.status_code == 200
     assert b"<b>Bold</b>" not in marked.content and b"&lt;b&gt;Bold&lt;/b&gt;" in marked.content
+
+
+# What an outside probe got accepted, each refused now.
+
+
+def _lease(client, token):
+    unit = _post(client, "/api/contribute/lease", token, {}).json()
+    assert unit.get("unit"), unit
+    return unit
+
+
+def _strikes(name):
+    from generation.models import Contributor
+
+    return Contributor.objects.get(name=name).strikes
+
+
+def _draw(unit, model_dir, *, seed_shift=0, quantize="int8", **change):
+    """The unit's samples drawn some other way than the unit says."""
+    import dataclasses
+
+    backend = TransformersBackend(str(model_dir), quantize=quantize)
+    params = dataclasses.replace(SamplingParams(**unit["sampling"]), **change)
+    outs = backend.generate(
+        [x["prompt"] for x in unit["samples"]],
+        [x["seed"] + seed_shift for x in unit["samples"]],
+        params,
+    )
+    return [
+        {"index": x["index"], "token_ids": o.token_ids, "finished": o.finished}
+        for x, o in zip(unit["samples"], outs, strict=True)
+    ]
+
+
+@pytest.mark.django_db
+def test_samples_drawn_another_way_than_the_units_are_refused(
+    client, open_job, tiny_neox, settings
+):
+    """Other seeds, other temperatures, greedy decoding, and one sample copied to every
+    index: each is a text the model could have written, but not the unit's draw."""
+    settings.CONTRIBUTOR_MAX_STRIKES = 100  # this test counts refusals, not suspensions
+    _, token = contributor_create(name="steerer")
+    unit = _lease(client, token)
+    genuine = _generate(unit, tiny_neox)
+    attempts = {
+        "temperature 1.6": _draw(unit, tiny_neox, temperature=1.6),
+        "temperature 0.5": _draw(unit, tiny_neox, temperature=0.5),
+        "greedy": _draw(unit, tiny_neox, top_k=1),
+        "other seeds": _draw(unit, tiny_neox, seed_shift=7919),
+        "one sample copied": [{**s, "token_ids": genuine[0]["token_ids"]} for s in genuine],
+    }
+    for what, samples in attempts.items():
+        _, refused = _submit(client, token, unit, samples)
+        assert refused.get("status") == "refused", (what, refused)
+        assert "proof of sampling" in refused["error"], (what, refused)
+        unit = _lease(client, token)  # a refused unit went back to the pool at once
+    assert not Sample.objects.filter(job=open_job).exists()
+    assert _strikes("steerer") == len(attempts)
+    # The genuine samples of the same unit still pass, and a pass clears the strikes.
+    _, accepted = _submit(client, token, unit, _generate(unit, tiny_neox))
+    assert accepted["status"] == "accepted", accepted
+    assert _strikes("steerer") == 0
+
+
+@pytest.mark.django_db
+def test_empty_and_cut_short_samples_are_refused_and_the_indexes_return(
+    client, open_job, tiny_neox, settings
+):
+    from generation.models import Contribution, Contributor
+
+    settings.CONTRIBUTOR_MAX_STRIKES = 2
+    _, token = contributor_create(name="waster")
+    unit = _lease(client, token)
+    empty = [{"index": x["index"], "token_ids": [], "finished": False} for x in unit["samples"]]
+    sent = _post(client, "/api/contribute/submit", token, {"unit": unit["unit"], "samples": empty})
+    assert sent.status_code == 400 and "cut short" in sent.json()["error"]
+    assert not JobBatch.objects.filter(owner__endswith=unit["unit"]).exists()  # back in the pool
+    unit = _lease(client, token)
+    prefixes = [{**s, "token_ids": s["token_ids"][:12]} for s in _generate(unit, tiny_neox)]
+    sent = _post(
+        client, "/api/contribute/submit", token, {"unit": unit["unit"], "samples": prefixes}
+    )
+    assert sent.status_code == 400 and "cut short" in sent.json()["error"]
+    assert not Sample.objects.exists() and not Contribution.objects.exists()
+    waster = Contributor.objects.get(name="waster")
+    assert not waster.active and "cut short" in waster.suspended_reason  # two strikes
+    assert _post(client, "/api/contribute/lease", token, {}).status_code == 401
+    open_job.refresh_from_db()
+    assert open_job.done_count == 0
+
+
+@pytest.mark.django_db
+def test_a_refused_unit_goes_back_and_its_samples_are_not_kept(client, open_job, tiny_neox):
+    from generation.models import Contribution
+
+    _, token = contributor_create(name="eve2")
+    unit = _lease(client, token)
+    samples = _generate(unit, tiny_neox)
+    samples[1]["token_ids"][5] = (samples[1]["token_ids"][5] + 12345) % 30000
+    _, refused = _submit(client, token, unit, samples)
+    assert refused["status"] == "refused"
+    row = Contribution.objects.get()
+    assert all(set(s) == {"index", "tokens", "finished", "sha256"} for s in row.samples)
+    assert not JobBatch.objects.filter(owner__endswith=unit["unit"]).exists()
+    # Resubmitting the refused unit finds it gone: a refusal never renews a lease.
+    again = _post(
+        client, "/api/contribute/submit", token, {"unit": unit["unit"], "samples": samples}
+    )
+    assert again.status_code == 409
+    assert _post(client, "/api/contribute/renew", token, {"unit": unit["unit"]}).status_code == 409
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_lease_cap_holds_under_parallel_requests(generators, tiny_neox, settings):
+    """16 lease requests at once from one token, each on its own database connection:
+    at most CONTRIBUTOR_MAX_LEASES units end up held."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    from generation.contributions import ContributionError, work_unit_lease
+
+    settings.CONTRIBUTOR_MAX_LEASES = 2
+    job = _open_job_create(generators, tiny_neox, settings)
+    job.count = 32
+    job.save(update_fields=["count"])
+    contributor, _ = contributor_create(name="hoarder")
+
+    def lease(_):
+        try:
+            return bool(work_unit_lease(contributor=contributor))
+        except ContributionError as exc:
+            return exc.status
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(lease, range(16)))
+    assert answers.count(True) == 2, answers
+    assert JobBatch.objects.filter(owner__startswith=f"contributor:{contributor.pk}:").count() == 2
+
+
+@pytest.mark.django_db
+def test_submissions_are_rate_limited_per_token(client, open_job, settings):
+    settings.CONTRIBUTOR_SUBMITS_PER_MINUTE = 2
+    _, token = contributor_create(name="flooder")
+    unit = _lease(client, token)
+    bad = {"unit": unit["unit"], "samples": "junk"}
+    answers = [_post(client, "/api/contribute/submit", token, bad).status_code for _ in range(3)]
+    assert answers == [400, 400, 429]
+    # Another token is counted on its own.
+    _, other = contributor_create(name="bystander")
+    assert _post(client, "/api/contribute/submit", other, bad).status_code == 409
+
+
+@pytest.mark.django_db
+def test_indexes_must_be_integers(client, open_job, tiny_neox):
+    _, token = contributor_create(name="coercer")
+    unit = _lease(client, token)
+    genuine = _generate(unit, tiny_neox)
+    for bad in ("0", 1.7, True, None):
+        samples = [dict(genuine[0], index=bad), genuine[1]]
+        sent = _post(
+            client, "/api/contribute/submit", token, {"unit": unit["unit"], "samples": samples}
+        )
+        assert sent.status_code == 400 and "integer index" in sent.json()["error"], bad
+
+
+@pytest.mark.django_db
+def test_a_check_that_waits_keeps_its_unit_and_a_revoked_token_records_nothing(
+    client, open_job, tiny_neox, settings
+):
+    from generation.contributions import contribution_verify
+    from generation.models import Contribution
+
+    settings.GENERATION_LEASE_SECONDS = 1
+    contributor, token = contributor_create(name="patient")
+    unit = _lease(client, token)
+    sent = _post(
+        client,
+        "/api/contribute/submit",
+        token,
+        {"unit": unit["unit"], "samples": _generate(unit, tiny_neox)},
+    )
+    assert sent.status_code == 202
+    time.sleep(1.5)  # longer than a lease: the check waited behind the site's own work
+    assert contribution_verify(contribution_id=sent.json()["contribution"]).status == "accepted"
+
+    unit = _lease(client, token)
+    sent = _post(
+        client,
+        "/api/contribute/submit",
+        token,
+        {"unit": unit["unit"], "samples": _generate(unit, tiny_neox)},
+    )
+    contributor_revoke(contributor=contributor)
+    checked = contribution_verify(contribution_id=sent.json()["contribution"])
+    assert checked.status == "refused" and "revoked" in checked.error
+    assert Sample.objects.filter(job=open_job).count() == 2
+    assert not JobBatch.objects.filter(owner__endswith=unit["unit"]).exists()
+    assert Contribution.objects.filter(status="pending").count() == 0
+
+
+@pytest.mark.django_db
+def test_units_name_the_model_the_job_runs(client, open_job, tiny_neox):
+    from generation.contributions import contribution_verify
+
+    _, token = contributor_create(name="provenance")
+    unit = _lease(client, token)
+    assert unit["model"] == str(tiny_neox) == open_job.model_override
+    assert unit["lease_seconds"] > 0
+    sent = _post(
+        client,
+        "/api/contribute/submit",
+        token,
+        {"unit": unit["unit"], "samples": _generate(unit, tiny_neox)},
+    )
+    contribution_verify(contribution_id=sent.json()["contribution"])
+    recorded = Sample.objects.filter(job=open_job, patent__isnull=False).select_related("patent")
+    for sample in recorded:
+        assert sample.patent.provenance["generator_model"] == str(tiny_neox)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "taken, attempt",
+    [
+        ("Ada", "ada"),
+        ("Ada", "Аda"),  # Cyrillic A
+        ("Ada", "Ａｄａ"),  # full width
+        ("Ada", "A d a"),
+        ("Ada", "Ádá"),
+        ("Paul", "PauI"),  # capital i for l
+        ("Bob", "B0b"),
+        ("Amore", "Arnore"),  # rn for m
+        ("Ada", "A\u200bda"),  # a zero-width space
+    ],
+)
+def test_look_alike_names_share_a_skeleton(taken, attempt):
+    from generation.names import name_skeleton
+
+    assert name_skeleton(taken) == name_skeleton(attempt)
+
+
+@pytest.mark.unit
+def test_different_names_and_reserved_ones():
+    from generation.names import name_is_reserved, name_skeleton
+
+    assert name_skeleton("Ada") != name_skeleton("Ida Lovelace")
+    assert name_skeleton("Grace") != name_skeleton("Gracie")
+    for reserved in ("admin", "ADMIN", "Аdmin", "Site admin team", "All the Patents", "root"):
+        assert name_is_reserved(reserved), reserved
+    assert not name_is_reserved("Ada Lovelace")
+
+
+@pytest.mark.django_db
+def test_sign_up_refuses_look_alikes_and_reserved_names(settings):
+    settings.CONTRIBUTOR_SIGNUP = True
+    settings.CONTRIBUTOR_SIGNUP_PER_HOUR = 50
+    browser = _signup_client()
+    assert _sign_up(browser, "Ada Lovelace").status_code == 200
+    for attempt in ("ada lovelace", "Аda Lovelace", "Ada  Lovelace", "ADA LOVELACE"):
+        assert _sign_up(browser, attempt).status_code == 409, attempt
+    assert _sign_up(browser, "Administrator").status_code == 400
+    assert _sign_up(browser, "allthepatents").status_code == 400
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_check_lost_with_its_worker_is_queued_again_when_a_worker_starts(
+    generators, tiny_neox, settings, worker_factory
+):
+    """kill -9 just after a worker took the check: the message is gone with it (here: the
+    broker flushed), and the submission would stay pending for ever while its unit is held.
+    The next worker to start sends every pending check again."""
+    from django.conf import settings as dj_settings
+
+    from generation.contributions import contribution_receive, work_unit_lease
+    from generation.models import Contribution
+    from tests.helpers import redis_flush, wait_for
+
+    job = _open_job_create(generators, tiny_neox, settings)
+    contributor, _ = contributor_create(name="orphan")
+    unit = work_unit_lease(contributor=contributor)
+    received = contribution_receive(
+        contributor=contributor, unit_id=unit["unit"], samples=_generate(unit, tiny_neox)
+    )
+    redis_flush(dj_settings.REDIS_URL)  # the message died with the worker that took it
+    worker_factory()
+    wait_for(
+        lambda: Contribution.objects.get(pk=received.pk).status != "pending",
+        timeout=120,
+        message="the pending check was never run again",
+    )
+    assert Contribution.objects.get(pk=received.pk).status == "accepted"
+    # The unit's samples are the contributor's (the worker's recovery may run the rest of
+    # the job itself).
+    assert Sample.objects.filter(job=job, contributor=contributor).count() == 2

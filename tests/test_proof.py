@@ -72,10 +72,11 @@ def checker(tiny_neox):
     return TransformersBackend(str(tiny_neox), quantize="none")
 
 
-def _check(checker, prompt, out, ids=None):
+def _check(checker, prompt, seed, out, ids=None):
     return sample_proof_check(
         backend=checker,
         prompt=prompt,
+        seed=seed,
         token_ids=out.token_ids if ids is None else ids,
         finished=out.finished,
         params=PARAMS,
@@ -84,10 +85,11 @@ def _check(checker, prompt, out, ids=None):
 
 def test_genuine_samples_pass_on_both_sampling_paths(tiny_neox, checker):
     for backend in (checker, TransformersBackend(str(tiny_neox), quantize="int8")):
-        outs = backend.generate(PROMPTS, [11, 12, 13, 14], PARAMS)
-        for prompt, out in zip(PROMPTS, outs, strict=True):
+        seeds = [11, 12, 13, 14]
+        outs = backend.generate(PROMPTS, seeds, PARAMS)
+        for prompt, seed, out in zip(PROMPTS, seeds, outs, strict=True):
             assert len(out.token_ids) == 40
-            result = _check(checker, prompt, out)
+            result = _check(checker, prompt, seed, out)
             assert result.ok, (backend.quantize, result)
 
 
@@ -97,7 +99,7 @@ def test_samples_drawn_on_another_cpu_pass_here(hashed_neox, sampled):
     kernels, vector widths and bf16 units round differently from this machine's) pass the
     proof under every checker this machine has; with every 20th token replaced they fail."""
     from generation.proof import samples_proof_check
-    from tests.proof_samples import sampling_paths
+    from tests.proof_samples import checker_precisions
     from tests.tiny_models import weights_digest
 
     record = json.loads(sampled.read_text())
@@ -106,7 +108,7 @@ def test_samples_drawn_on_another_cpu_pass_here(hashed_neox, sampled):
         "the files (python -m tests.proof_samples) on their machines, or drop them"
     )
     params = SamplingParams(**record["params"])
-    for precision in sampling_paths():
+    for precision in checker_precisions():
         checker = TransformersBackend(str(hashed_neox), quantize=precision)
         vocab = checker.model.config.vocab_size
         for path, drawn in record["paths"].items():
@@ -117,7 +119,11 @@ def test_samples_drawn_on_another_cpu_pass_here(hashed_neox, sampled):
             ]
             for samples, expected in ((genuine, True), (edited, False)):
                 results = samples_proof_check(
-                    backend=checker, prompts=record["prompts"], samples=samples, params=params
+                    backend=checker,
+                    prompts=record["prompts"],
+                    seeds=record["seeds"],
+                    samples=samples,
+                    params=params,
                 )
                 wrong = [r for r in results if r.ok != expected]
                 assert not wrong, (precision, path, expected, wrong)
@@ -125,7 +131,7 @@ def test_samples_drawn_on_another_cpu_pass_here(hashed_neox, sampled):
 
 def test_an_edited_sample_fails_at_the_edit(checker):
     out = checker.generate(PROMPTS[:1], [21], PARAMS)[0]
-    assert _check(checker, PROMPTS[0], out).ok
+    assert _check(checker, PROMPTS[0], 21, out).ok
     ids = list(out.token_ids)
     # The least likely token there: what a hand edit looks like to the model.
     import torch
@@ -134,15 +140,19 @@ def test_an_edited_sample_fails_at_the_edit(checker):
     with torch.inference_mode():
         logits = checker.model(input_ids=torch.tensor([context])).logits[0, -1]
     ids[20] = int(logits.argmin())
-    result = _check(checker, PROMPTS[0], out, ids=ids)
+    result = _check(checker, PROMPTS[0], 21, out, ids=ids)
     assert not result.ok and result.first_violation == 20
-    assert not _check(checker, PROMPTS[0], out, ids=[10**9]).ok  # not even a token id
+    assert not _check(checker, PROMPTS[0], 21, out, ids=[10**9] * 40).ok  # not a token id
 
 
 def test_another_models_text_fails(checker, memo_model):
     other = TransformersBackend(str(memo_model), quantize="none")
-    outs = other.generate(PROMPTS, [31, 32, 33, 34], PARAMS)
-    results = [_check(checker, prompt, out) for prompt, out in zip(PROMPTS, outs, strict=True)]
+    seeds = [31, 32, 33, 34]
+    outs = other.generate(PROMPTS, seeds, PARAMS)
+    results = [
+        _check(checker, prompt, seed, out)
+        for prompt, seed, out in zip(PROMPTS, seeds, outs, strict=True)
+    ]
     assert not any(r.ok for r in results)
     assert all(r.violations > 5 for r in results)
 
@@ -158,13 +168,18 @@ def test_checking_many_at_once_gives_each_its_own_verdict(checker, monkeypatch, 
         monkeypatch.setattr(generation.proof, "ROWS_PER_BLOCK", rows_per_block)
 
     params = SamplingParams(max_new_tokens=30, min_new_tokens=0)
-    outs = checker.generate(PROMPTS, [41, 42, 43, 44], params)
+    seeds = [41, 42, 43, 44]
+    outs = checker.generate(PROMPTS, seeds, params)
     samples = [(list(o.token_ids), o.finished) for o in outs]
     samples[2][0][3] = (samples[2][0][3] + 999) % 1000 + 5  # one forged token
-    together = samples_proof_check(backend=checker, prompts=PROMPTS, samples=samples, params=params)
+    together = samples_proof_check(
+        backend=checker, prompts=PROMPTS, seeds=seeds, samples=samples, params=params
+    )
     alone = [
-        sample_proof_check(backend=checker, prompt=p, token_ids=ids, finished=f, params=params)
-        for p, (ids, f) in zip(PROMPTS, samples, strict=True)
+        sample_proof_check(
+            backend=checker, prompt=p, seed=seed, token_ids=ids, finished=f, params=params
+        )
+        for p, seed, (ids, f) in zip(PROMPTS, seeds, samples, strict=True)
     ]
     assert [r.ok for r in together] == [r.ok for r in alone] == [True, True, False, True]
     assert [r.first_violation for r in together] == [r.first_violation for r in alone]
@@ -182,7 +197,9 @@ def test_the_checker_runs_bf16_wherever_the_cpu_has_it(monkeypatch):
     monkeypatch.setattr(search.embeddings, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     assert generation_precision("auto") == "int8" and proof_precision("auto") == "bf16"
     monkeypatch.setattr(search.embeddings, "cpu_flags", lambda: {"avx2"})
-    assert generation_precision(proof_precision("auto")) == "int8"
+    # Without native bf16 the worker runs int8, and the checker int8 with a scale per row.
+    assert generation_precision("auto") == "int8" and proof_precision("auto") == "int8-rows"
+    assert proof_precision("int8") == "int8-rows"
     assert proof_precision("none") == "none"  # an admin's explicit choice stands
 
 
@@ -210,18 +227,29 @@ def _neox(kl3m_source, **overrides):
 )
 def test_the_proofs_neox_forward_is_transformers(kl3m_source, overrides):
     """The proof's own GPT-NeoX forward (generation/proof_forward.py) gives transformers'
-    hidden states, in float32, in bf16 (the bf16 checker's) and with dynamic int8 layers
-    (the int8 checker's), on right-padded rows."""
+    hidden states, in float32, in bf16 (the bf16 checker's), with per-row int8 layers
+    (the int8 checker's) and with fbgemm's dynamic int8 ones, on right-padded rows."""
     import torch
     from torch.ao.quantization import quantize_dynamic
 
     from generation.proof_forward import _neox_covered, proof_body
+    from generation.quantization import rows_int8_quantize
 
     ids = torch.randint(3, 32000, (3, 37))
-    int8 = quantize_dynamic(_neox(kl3m_source, **overrides), {torch.nn.Linear}, dtype=torch.qint8)
-    for dtype, tolerance in ((torch.float32, 1e-4), (torch.bfloat16, 0.1), ("int8", 1e-4)):
-        model = int8 if dtype == "int8" else _neox(kl3m_source, **overrides).to(dtype)
-        dtype = torch.float32 if dtype == "int8" else dtype
+    int8 = {
+        "int8": quantize_dynamic(
+            _neox(kl3m_source, **overrides), {torch.nn.Linear}, dtype=torch.qint8
+        ),
+        "int8-rows": rows_int8_quantize(_neox(kl3m_source, **overrides)),
+    }
+    for dtype, tolerance in (
+        (torch.float32, 1e-4),
+        (torch.bfloat16, 0.1),
+        ("int8", 1e-4),
+        ("int8-rows", 1e-4),
+    ):
+        model = int8[dtype] if dtype in int8 else _neox(kl3m_source, **overrides).to(dtype)
+        dtype = torch.float32 if dtype in int8 else dtype
         body = proof_body(model)
         assert _neox_covered(model)
         with torch.inference_mode():
@@ -229,6 +257,26 @@ def test_the_proofs_neox_forward_is_transformers(kl3m_source, overrides):
             got = body(ids)
         assert got.shape == expected.shape and got.dtype == dtype
         assert (got.float() - expected.float()).abs().max() < tolerance, dtype
+
+
+@pytest.mark.unit
+def test_a_per_row_int8_layers_rows_do_not_depend_on_their_neighbours():
+    """The int8 checker's layers: a row's output is the same alone or beside a row of
+    outliers (fbgemm's dynamic layers scale a whole tensor by its largest value), and close
+    to float32."""
+    import torch
+
+    from generation.quantization import rows_int8_quantize
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48)
+    layer = rows_int8_quantize(torch.nn.Sequential(linear))[0]
+    x = torch.randn(40, 64)
+    loud = torch.cat([x, 100 * torch.randn(1, 64)])
+    with torch.inference_mode():
+        assert torch.equal(layer(x[:3]), layer(loud)[:3])
+        assert torch.equal(layer(x)[5], layer(x[5:6])[0])
+        assert (layer(x) - linear(x)).abs().max() < 0.05
 
 
 def test_other_models_take_transformers_forward(kl3m_source, tiny_llama):
@@ -257,3 +305,106 @@ def test_other_models_take_transformers_forward(kl3m_source, tiny_llama):
         with torch.inference_mode():
             expected = model.base_model(input_ids=ids, use_cache=False).last_hidden_state
             assert torch.equal(body(ids), expected)
+
+
+@pytest.mark.unit
+def test_the_uniform_numbers_depend_on_seed_and_step_alone():
+    from generation.sampling import sampling_uniforms
+
+    first = sampling_uniforms(7, 1000)
+    assert first == sampling_uniforms(7, 1000)
+    assert first[:10] == sampling_uniforms(7, 10)  # a prefix: the budget does not matter
+    assert sampling_uniforms(8, 10) != first[:10]
+    assert all(0.0 <= u < 1.0 for u in first)
+    assert abs(sum(first) / len(first) - 0.5) < 0.05
+    assert sampling_uniforms(2**64 + 7, 3) == first[:3]  # seeds are taken modulo 2^64
+
+
+@pytest.mark.unit
+def test_the_inverse_cdf_draw_is_the_filtered_distribution():
+    """Evenly spaced uniform numbers pick each token of the top-k / top-p set in proportion
+    to its probability there, and nothing outside it."""
+    import torch
+
+    from generation.sampling import sample_rows
+
+    logits = torch.tensor([[4.0, 3.0, 2.5, 2.0, 0.0, -1.0, -3.0, 1.0]])
+    grid = (torch.arange(20000, dtype=torch.float64) + 0.5) / 20000
+    picks = torch.cat(
+        [
+            sample_rows(logits.expand(1000, -1), top_k=5, top_p=0.9, uniforms=u)
+            for u in grid.split(1000)
+        ]
+    )
+    top = torch.topk(logits[0], 5)
+    probs = torch.softmax(top.values.double(), -1)
+    kept = (probs.cumsum(-1) - probs) <= 0.9
+    expected = torch.zeros(8, dtype=torch.float64)
+    expected[top.indices[kept]] = probs[kept] / probs[kept].sum()
+    counts = torch.bincount(picks, minlength=8).double() / len(picks)
+    assert torch.allclose(counts, expected, atol=1e-3), (counts, expected)
+    assert counts[4] == counts[5] == counts[6] == 0  # outside the top 5 or the top-p mass
+
+
+def test_forgeries_are_refused(hashed_neox):
+    """What the probe got accepted: the 20th best token everywhere (top-p ignored), other
+    seeds, other temperatures, greedy decoding, a copy of another index's sample, a
+    prefix, an empty sample. On the peaked model whose weights are the same everywhere."""
+    import dataclasses
+
+    import torch
+
+    from generation.proof import samples_proof_check
+    from generation.sampling import logits_adjust
+
+    backend = TransformersBackend(str(hashed_neox), quantize="none")
+    params = SamplingParams(max_new_tokens=48)
+    prompts, seeds = PROMPTS, [51, 52, 53, 54]
+
+    def check(samples):
+        return samples_proof_check(
+            backend=backend, prompts=prompts, seeds=seeds, samples=samples, params=params
+        )
+
+    def drawn(outs):
+        return [(o.token_ids, o.finished) for o in outs]
+
+    genuine = drawn(backend.generate(prompts, seeds, params))
+    assert all(r.ok for r in check(genuine))
+
+    def rank_20(prompt):
+        ids = backend.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        out = []
+        with torch.inference_mode():
+            for step in range(params.max_new_tokens):
+                logits = backend.model(input_ids=torch.tensor([ids + out])).logits[:, -1]
+                logits = logits_adjust(
+                    logits.float(),
+                    seen=torch.tensor([ids + out]),
+                    step=step,
+                    params=params,
+                    eos_id=backend.eos_id,
+                )
+                logits[0, backend.eos_id] = float("-inf")
+                out.append(int(torch.topk(logits[0], 20).indices[-1]))
+        return out, False
+
+    def other(**change):
+        changed = dataclasses.replace(params, **change)
+        return drawn(backend.generate(prompts, seeds, changed))
+
+    forgeries = {
+        "rank 20": [rank_20(p) for p in prompts],
+        "other seeds": drawn(backend.generate(prompts, [s + 1 for s in seeds], params)),
+        "temperature 1.6": other(temperature=1.6),
+        "temperature 0.5": other(temperature=0.5),
+        "greedy": other(top_k=1),
+        "copies of sample 0": [genuine[0]] + [genuine[0]] * 3,
+        "prefixes": [(ids[:12], False) for ids, _ in genuine],
+        "empty": [([], False)] * 4,
+    }
+    for what, samples in forgeries.items():
+        results = check(samples)
+        forged = results[1:] if what == "copies of sample 0" else results
+        assert not any(r.ok for r in forged), (what, forged)
+        assert all(r.reason for r in forged), what

@@ -26,7 +26,8 @@ class Command(ProgressCommand):
     def handle(self, *args, server, token, model, device, max_units, idle_exit, **options):
         from django.conf import settings
 
-        from generation.backends import SamplingParams, TransformersBackend
+        from generation.backends import ModelLoadError, TransformersBackend
+        from generation.sampling import SamplingParams
 
         settings.GENERATION_DEVICE = device
         api = server.rstrip("/") + "/api/contribute/"
@@ -62,11 +63,20 @@ class Command(ProgressCommand):
                 source = model or unit["model"]
                 if source not in backends:
                     backends.clear()
-                    backends[source] = TransformersBackend(source, revision=unit["revision"])
+                    try:
+                        backends[source] = TransformersBackend(source, revision=unit["revision"])
+                    except ModelLoadError as exc:
+                        raise CommandError(
+                            f"cannot load the unit's model {unit['model']!r}: {exc} "
+                            "(pass --model DIR with a copy of it)"
+                        ) from exc
                 params = SamplingParams(**unit["sampling"])
                 samples = unit["samples"]
                 outs = backends[source].generate(
-                    [s["prompt"] for s in samples], [s["seed"] for s in samples], params
+                    [s["prompt"] for s in samples],
+                    [s["seed"] for s in samples],
+                    params,
+                    heartbeat=self._lease_keeper(call, unit),
                 )
                 result = call(
                     "submit",
@@ -80,8 +90,16 @@ class Command(ProgressCommand):
                 )
                 unit = None
                 result = self._wait(call, result["contribution"])
+                if result["status"] == "pending":
+                    raise CommandError(
+                        f"the site has not checked submission {result['contribution']} yet "
+                        "(its workers are busy); it stays queued there and is checked when "
+                        "a worker is free: ask /api/contribute/status later"
+                    )
                 if result["status"] != "accepted":
-                    raise CommandError(f"the site refused a unit: {result.get('error')}")
+                    raise CommandError(
+                        f"the site refused a unit: {result.get('error') or 'no reason given'}"
+                    )
                 done += 1
                 published += len(result.get("published", []))
                 bar.update(1)
@@ -95,7 +113,22 @@ class Command(ProgressCommand):
         self.stdout.write(f"{done} units done, {published} inventions published")
 
     @staticmethod
-    def _wait(call, contribution: int, timeout: float = 600) -> dict:
+    def _lease_keeper(call, unit: dict):
+        """Renews the unit's lease while it is generated, a third of the lease at a time,
+        so that a slow machine keeps the unit for as long as it takes."""
+        every = max(1.0, unit.get("lease_seconds", 120) / 3)
+        last = time.monotonic()
+
+        def beat() -> None:
+            nonlocal last
+            if time.monotonic() - last >= every:
+                call("renew", {"unit": unit["unit"]})
+                last = time.monotonic()
+
+        return beat
+
+    @staticmethod
+    def _wait(call, contribution: int, timeout: float = 1800) -> dict:
         """The site's workers prove a unit before recording it: wait for their answer."""
         deadline = time.monotonic() + timeout
         while True:

@@ -1,0 +1,70 @@
+"""Int8 linear layers whose every output row depends on that row alone.
+
+PyTorch's dynamic int8 layers (``quantize_dynamic``, fbgemm) scale the activations of a
+whole input tensor by one number: its largest value. In the proof of sampling's forward
+pass one tensor holds every position of eight texts, and a few positions with large
+activations (the first token's, typically) set the scale for all, so the rest lose most
+of their precision. Genuine samples then disagreed with the checker's draw at 3-5 % of their
+positions (bench/proof_binding.py). Here each row gets its own scale: the integer products
+are exact, so a row's output is the same whatever else is in the tensor, and the error
+against float32 is about half fbgemm's at the proof's shapes.
+"""
+
+
+def rows_int8_quantize(model):
+    """``model`` with every ``torch.nn.Linear`` replaced by a ``RowInt8Linear`` (in place)."""
+    import torch
+
+    for name, child in list(model.named_children()):
+        if type(child) is torch.nn.Linear:
+            setattr(model, name, row_int8_linear_class()(child))
+        else:
+            rows_int8_quantize(child)
+    return model
+
+
+_class = None
+
+
+def row_int8_linear_class():
+    global _class
+    if _class is not None:
+        return _class
+    import torch
+
+    class RowInt8Linear(torch.nn.Module):
+        """Weights int8 per output channel, activations int8 per row, products in int32
+        (``torch._int_mm``), then scaled back to float32."""
+
+        def __init__(self, linear):
+            super().__init__()
+            weight = linear.weight.detach().float()
+            scale = weight.abs().amax(1).clamp(min=1e-12) / 127
+            self.in_features, self.out_features = linear.in_features, linear.out_features
+            self.register_buffer(
+                "weight_t", torch.round(weight / scale[:, None]).to(torch.int8).t().contiguous()
+            )
+            self.register_buffer("scale", scale)
+            bias = linear.bias.detach().float() if linear.bias is not None else None
+            self.register_buffer("bias", bias)
+
+        def forward(self, x):
+            shape = x.shape
+            rows = x.reshape(-1, shape[-1]).float()
+            # _int_mm wants more than 16 rows on some builds: pad the few-row case.
+            count = rows.shape[0]
+            if count <= 16:
+                rows = torch.cat([rows, rows.new_zeros(17 - count, rows.shape[1])])
+            row_scale = rows.abs().amax(1, keepdim=True).clamp(min=1e-12) / 127
+            quantized = torch.round(rows / row_scale).to(torch.int8)
+            out = torch._int_mm(quantized, self.weight_t)[:count].float()
+            out = out.mul_(row_scale[:count]).mul_(self.scale)
+            if self.bias is not None:
+                out.add_(self.bias)
+            return out.view(*shape[:-1], self.out_features)
+
+        def extra_repr(self) -> str:
+            return f"in_features={self.in_features}, out_features={self.out_features}"
+
+    _class = RowInt8Linear
+    return _class
