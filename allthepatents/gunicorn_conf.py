@@ -1,13 +1,15 @@
 """gunicorn settings for `make run` (scripts/run.sh passes ``-c`` this file)."""
 
 import logging
-import os
 import time
+
+from allthepatents.env import env_bool
 
 # The embedding model and the FAISS index load before a worker takes its first request
 # (post_worker_init runs before the worker's accept loop), so no visitor pays for it:
 # measured 4-8 s for the first search on a cold worker, 16 s for 6 concurrent ones.
-preload = os.environ.get("SEARCH_PRELOAD", "1").lower() not in ("0", "false", "no", "off")
+# A misspelt value fails the start with the variable's name (it used to mean "on").
+preload = env_bool("SEARCH_PRELOAD", True)
 
 
 def post_worker_init(worker):

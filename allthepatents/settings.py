@@ -11,7 +11,15 @@ from pathlib import Path
 
 import dj_database_url
 
-from allthepatents.env import env_bool, env_float, env_int, env_list, env_path, env_str
+from allthepatents.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_path,
+    env_str,
+)
 from allthepatents.files import data_dir_secure, secret_key_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -218,11 +226,11 @@ CACHES = {
 HF_HOME = env_path("HF_HOME", DATA_DIR / "hf-cache")
 # Read by huggingface_hub when it is first imported, which is always after settings.
 os.environ.setdefault("HF_HOME", str(HF_HOME))
-GENERATION_DEVICE = env_str("GENERATION_DEVICE", "auto")  # auto | cpu | cuda
+GENERATION_DEVICE = env_choice("GENERATION_DEVICE", "auto", ("auto", "cpu", "cuda"))
 # auto: bf16 (weights and KV cache) where the CPU computes bf16 natively, else dynamic int8.
 # At 1,024 tokens, batch 16, on an AMX Xeon: bf16 221 tok/s, int8 170, the card's recipe 47
 # (bench/generation.py); gate pass rate unchanged (bench/int8_quality.py). none: fp32.
-GENERATION_QUANTIZE = env_str("GENERATION_QUANTIZE", "auto")  # auto | bf16 | int8 | none
+GENERATION_QUANTIZE = env_choice("GENERATION_QUANTIZE", "auto", ("auto", "bf16", "int8", "none"))
 GENERATION_BATCH_SIZE = env_int("GENERATION_BATCH_SIZE", 16, minimum=1)
 GENERATION_MAX_COUNT = env_int("GENERATION_MAX_COUNT", 10000, minimum=1)
 GENERATION_LEASE_SECONDS = env_int("GENERATION_LEASE_SECONDS", 120, minimum=1)
@@ -259,7 +267,9 @@ SEARCH_INDEX_CHECKPOINT = env_int("SEARCH_INDEX_CHECKPOINT", 10_000, minimum=1)
 # Torch threads while indexing (0: every core; queries stay on TORCH_THREADS).
 SEARCH_INDEX_THREADS = env_int("SEARCH_INDEX_THREADS", 0, minimum=0)
 # Bulk indexing precision: auto (bf16 where the CPU has AVX512-BF16/AMX), fp32 or bf16.
-EMBEDDING_BULK_PRECISION = env_str("EMBEDDING_BULK_PRECISION", "auto")
+EMBEDDING_BULK_PRECISION = env_choice(
+    "EMBEDDING_BULK_PRECISION", "auto", ("auto", "bf16", "fp16", "fp32")
+)
 # Exact search reads every vector per query (memory-bound: 6.5 ms at 62k vectors on one
 # core). HNSW is far faster but misses real neighbours: claims are clustered, and on the
 # #12 site corpus (55,530 document and claim vectors, adapted embedder) HNSW (M 32,
@@ -322,7 +332,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
+    "root": {
+        "handlers": ["console"],
+        "level": env_choice(
+            "LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
+        ).upper(),
+    },
     # faiss logs each instruction-set library it tries at INFO: noise in every command.
     "loggers": {"faiss.loader": {"level": "WARNING"}},
 }

@@ -10,15 +10,22 @@ from django.utils.html import format_html, format_html_join
 from allthepatents.admin import ReadOnlyAdmin
 from generation.contributions import contributor_create, contributor_revoke
 from generation.models import Contributor, GenerationJob, Generator, Sample
+from generation.sampling import JOB_SAMPLING_FIELDS, SAMPLING_DEFAULTS
 from generation.selectors import job_cost, job_workers
 from generation.services import (
     JobParameterError,
+    generator_sampling_defaults,
     job_cancel,
     job_create,
     job_dispatch,
     job_params_validate,
     job_rerun,
+    job_sampling_resolve,
 )
+
+SAMPLING_DEFAULTS_TEXT = {
+    name: str(getattr(SAMPLING_DEFAULTS, name)) for name in JOB_SAMPLING_FIELDS
+}
 
 RUN_PERM = "generation.run_generation"
 
@@ -61,18 +68,41 @@ class JobCreateForm(forms.ModelForm):
             "open_to_contributors",
         ]
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Empty means the generator's default (its card's sampling settings) and, for the
+        # seed, a random one: filled-in model defaults would override both unasked.
+        generators = Generator.objects.filter(enabled=True)
+        for name in (*JOB_SAMPLING_FIELDS, "seed"):
+            field = self.fields[name]
+            field.required = False
+            field.initial = None
+            self.initial.pop(name, None)
+        for name in JOB_SAMPLING_FIELDS:
+            self.fields[name].widget.attrs["placeholder"] = "generator's default"
+            defaults = [
+                f"{g.name}: {generator_sampling_defaults(g)[name]}"
+                for g in generators
+                if name in (g.default_params or {})
+            ]
+            self.fields[name].help_text = (
+                f"Empty: the generator's default ({SAMPLING_DEFAULTS_TEXT[name]}"
+                + (f"; {', '.join(defaults)}" if defaults else "")
+                + ")."
+            )
+        self.fields["seed"].widget.attrs["placeholder"] = "random"
+        self.fields["seed"].help_text = "Empty: a random seed, shown on the job's page."
+
     def clean(self):
         data = super().clean()
+        generator = data.get("generator")
+        if generator is None:
+            return data
+        params = job_sampling_resolve(
+            generator=generator, **{name: data.get(name) for name in JOB_SAMPLING_FIELDS}
+        )
         try:
-            job_params_validate(
-                count=data.get("count") or 0,
-                mode=data.get("mode") or "",
-                temperature=data.get("temperature") or 0,
-                top_p=data.get("top_p") or 0,
-                top_k=data.get("top_k") or 0,
-                repetition_penalty=data.get("repetition_penalty") or 0,
-                max_new_tokens=data.get("max_new_tokens") or 0,
-            )
+            job_params_validate(count=data.get("count") or 0, mode=data.get("mode") or "", **params)
         except JobParameterError as exc:
             raise forms.ValidationError(str(exc)) from exc
         return data
@@ -171,11 +201,7 @@ class GenerationJobAdmin(admin.ModelAdmin):
             count=data["count"],
             mode=data["mode"],
             model_override=data.get("model_override") or "",
-            temperature=data["temperature"],
-            top_p=data["top_p"],
-            top_k=data["top_k"],
-            repetition_penalty=data["repetition_penalty"],
-            max_new_tokens=data["max_new_tokens"],
+            **{name: data.get(name) for name in JOB_SAMPLING_FIELDS},
             seed=data.get("seed"),
             topics=topics,
             created_by=request.user,

@@ -105,6 +105,25 @@ def generator_resolve(model: str) -> tuple[Generator, str]:
     )
 
 
+def generator_sampling_defaults(generator: Generator) -> dict:
+    """The sampling parameters a job of ``generator`` gets where none are given: the
+    project's defaults, overridden by the generator's card (``default_params``)."""
+    return {
+        **{name: getattr(SAMPLING_DEFAULTS, name) for name in JOB_SAMPLING_FIELDS},
+        **{k: v for k, v in (generator.default_params or {}).items() if k in JOB_SAMPLING_FIELDS},
+    }
+
+
+def job_sampling_resolve(*, generator: Generator, **given) -> dict:
+    """The one place where defaults apply: each of JOB_SAMPLING_FIELDS given (not None)
+    stands, the rest are the generator's defaults."""
+    defaults = generator_sampling_defaults(generator)
+    return {
+        name: defaults[name] if given.get(name) is None else given[name]
+        for name in JOB_SAMPLING_FIELDS
+    }
+
+
 def job_create(
     *,
     generator: Generator,
@@ -122,20 +141,16 @@ def job_create(
     open_to_contributors: bool = False,
     dispatch: bool = True,
 ) -> GenerationJob:
-    """Creates a job with validated parameters and dispatches it after commit."""
-    defaults = {
-        **{name: getattr(SAMPLING_DEFAULTS, name) for name in JOB_SAMPLING_FIELDS},
-        **(generator.default_params or {}),
-    }
-    params = {
-        "temperature": defaults["temperature"] if temperature is None else temperature,
-        "top_p": defaults["top_p"] if top_p is None else top_p,
-        "top_k": defaults["top_k"] if top_k is None else top_k,
-        "repetition_penalty": (
-            defaults["repetition_penalty"] if repetition_penalty is None else repetition_penalty
-        ),
-        "max_new_tokens": defaults["max_new_tokens"] if max_new_tokens is None else max_new_tokens,
-    }
+    """Creates a job with validated parameters and dispatches it after commit. A sampling
+    parameter left None takes the generator's default; a seed left None, a random one."""
+    params = job_sampling_resolve(
+        generator=generator,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        repetition_penalty=repetition_penalty,
+        max_new_tokens=max_new_tokens,
+    )
     job_params_validate(count=count, mode=mode, **params)
     if not generator.enabled:
         raise JobParameterError(f"generator {generator.name} is disabled")

@@ -91,8 +91,24 @@ def citation_reference(patent: Patent) -> str:
     return ", ".join(parts) + (f". {url}" if url else ".")
 
 
+_BIBTEX_SPECIAL = {
+    # BibTeX counts braces even when LaTeX-escaped (\{), so a field must hold none of its
+    # own: an unbalanced one breaks the file, a closing one ends the field early (a title
+    # could then add an author). The brace and backslash glyphs are written as commands.
+    "{": r"\textbraceleft ",
+    "}": r"\textbraceright ",
+    "\\": r"\textbackslash ",
+    "~": r"\textasciitilde ",
+    "^": r"\textasciicircum ",
+    **{c: "\\" + c for c in "%&$#_"},
+}
+
+
 def _bibtex_escape(value: str) -> str:
-    return re.sub(r"([{}\\%&$#_^~])", r"\\\1", value)
+    """A field's text, safe inside ``{...}``: no braces of its own, LaTeX's special
+    characters escaped, line breaks folded (they would end a field for some readers)."""
+    value = " ".join(value.split())
+    return "".join(_BIBTEX_SPECIAL.get(c, c) for c in value)
 
 
 def citation_bibtex(patent: Patent) -> str:

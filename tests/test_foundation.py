@@ -207,6 +207,36 @@ def test_settings_reject_a_bad_boolean(tmp_path):
     assert out.returncode != 0 and "DEBUG='maybe' is not a boolean" in out.stderr
 
 
+@pytest.mark.parametrize(
+    "name, value, module",
+    [
+        ("GENERATION_QUANTIZE", "int4", "django"),
+        ("GENERATION_DEVICE", "gpu", "django"),
+        ("EMBEDDING_BULK_PRECISION", "bfloat16", "django"),
+        ("SEARCH_PRELOAD", "flase", "allthepatents.gunicorn_conf"),
+    ],
+)
+def test_settings_refuse_a_value_they_do_not_know(tmp_path, name, value, module):
+    """A typo fails the start with the variable's name instead of quietly meaning the
+    default (int4 ran fp32; a misspelt SEARCH_PRELOAD meant on)."""
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tmp_path),
+        name: value,
+        "DJANGO_SETTINGS_MODULE": "allthepatents.settings",
+    }
+    code = "import django; django.setup()" if module == "django" else f"import {module}"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0 and f"{name}={value!r} is not" in out.stderr, out.stderr[-500:]
+
+
 # --- health ----------------------------------------------------------------------------
 
 

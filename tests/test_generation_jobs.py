@@ -409,3 +409,72 @@ def test_auto_precision_follows_the_cpu(monkeypatch, tiny_neox):
     assert next(backend.model.parameters()).dtype == torch.bfloat16
     out = backend.generate(["# Patent\n\n## Title"], [1], SamplingParams(max_new_tokens=8))
     assert out[0].tokens > 0
+
+
+def _admin_job_form(generator, **fields):
+    """What the admin's add form posts when an admin fills in only ``fields``."""
+    form = {
+        "generator": generator.pk,
+        "model_override": "",
+        "mode": "top-down",
+        "count": 2,
+        "temperature": "",
+        "top_p": "",
+        "top_k": "",
+        "repetition_penalty": "",
+        "max_new_tokens": "",
+        "seed": "",
+        "topics_text": "",
+    }
+    form.update(fields)
+    return form
+
+
+@pytest.mark.django_db
+def test_an_admin_job_left_at_its_defaults_gets_a_random_seed_and_the_generators_settings(
+    admin_client, generators
+):
+    """An empty seed means a random one (two default jobs must not draw the same samples),
+    and empty sampling fields mean the generator's card, not the project's defaults."""
+    page = admin_client.get("/admin/generation/generationjob/add/").content.decode()
+    for name in ("seed", "temperature", "top_k"):
+        field = page.split(f'name="{name}"')[1].split(">")[0]
+        assert "value=" not in field, (name, field)  # empty, the default as a placeholder
+    sft = generators["42dot-llm-sft-1-3b"]
+    for _ in range(2):
+        response = admin_client.post(
+            "/admin/generation/generationjob/add/", _admin_job_form(sft, count=3)
+        )
+        assert response.status_code == 302, response.content[-2000:]
+    first, second = GenerationJob.objects.order_by("pk")
+    assert first.seed != second.seed
+    assert (first.temperature, first.top_k, first.repetition_penalty) == (0.5, 20, 1.2)
+    assert first.max_new_tokens == 768  # not on the card: the project's default
+    page = admin_client.get(f"/admin/generation/generationjob/{first.pk}/change/").content
+    assert str(first.seed).encode() in page
+    # What an admin does fill in stands, and is still validated.
+    kl3m = generators["kl3m-002-170m-patent"]
+    response = admin_client.post(
+        "/admin/generation/generationjob/add/",
+        _admin_job_form(kl3m, temperature="1.1", seed="7"),
+    )
+    assert response.status_code == 302
+    chosen = GenerationJob.objects.order_by("pk").last()
+    assert (chosen.temperature, chosen.seed, chosen.top_k) == (1.1, 7, 50)
+    refused = admin_client.post(
+        "/admin/generation/generationjob/add/", _admin_job_form(kl3m, temperature="0")
+    )
+    assert refused.status_code == 200 and b"temperature must be above 0" in refused.content
+
+
+@pytest.mark.django_db
+def test_one_function_names_the_model_a_job_runs(generators, tiny_neox):
+    from generation.selectors import job_model
+
+    gen = generators["kl3m-002-170m-patent"]
+    plain = job_create(generator=gen, count=1, dispatch=False)
+    assert job_model(job=plain).name == gen.model_id
+    overridden = job_create(generator=gen, count=1, dispatch=False, model_override=str(tiny_neox))
+    assert job_model(job=overridden).name == job_model(job=overridden).source == str(tiny_neox)
+    # Workers record it (test_inline_job_publishes_rejects_and_counts), and so do
+    # contributors' units and their checker (tests/test_contributors.py).

@@ -361,3 +361,49 @@ def test_a_migration_removes_placeholder_claims_imported_before():
     search_documents_sync()  # what `search_index update` runs first
     assert KeywordDocument.objects.filter(patent=old).exists()
     assert generated.claims.count() == 3  # published text is left as it was dated
+
+
+@pytest.mark.django_db
+def test_bibtex_export_cannot_be_broken_or_given_fields_by_a_title(client):
+    """A title that closes its field and adds its own (BibTeX counts braces even when
+    escaped), one with an unbalanced brace, a backslash and line breaks: a real BibTeX
+    parser reads every entry with only the fields the site wrote, the title's text kept."""
+    from pybtex.database import parse_string
+
+    from tests.factories import patent_published
+
+    injected = 'Telephone keyboard} , author = "Mallory Injected", howpublished = "http://evil.example", note = jan'
+    hostile = [
+        {**GRANT, "id": "US7000002", "title": injected},
+        {**GRANT, "id": "US7000003", "title": "Telephone keyboard { unbalanced"},
+        {**GRANT, "id": "US7000004", "title": "Telephone keyboard \\\\ back \\end{document} 100%"},
+    ]
+    _import(*hostile)
+    from patents.presentation import citation_bibtex
+
+    generated = patent_published(
+        title="Telephone keyboard}} , author = {Mallory}, x = {",
+        abstract="A telephone keyboard whose keys light up.",
+    )
+    bib = client.get(
+        "/search/export.bib", {"q": "telephone keyboard", "origin": "reference"}
+    ).content.decode()
+    bib += "\n\n" + citation_bibtex(generated)
+    data = parse_string(bib, "bibtex")
+    assert len(data.entries) == 4, bib
+    for key, entry in data.entries.items():
+        assert "Mallory" not in str(entry.persons), (key, entry.persons)  # nobody injected
+        assert set(entry.fields) <= {
+            "number",
+            "title",
+            "year",
+            "month",
+            "filing_date",
+            "url",
+            "author",
+            "howpublished",
+            "note",
+        }, (key, entry.fields)
+        assert "evil.example" not in entry.fields.get("howpublished", "")
+    titles = " ".join(e.fields["title"] for e in data.entries.values())
+    assert "Mallory Injected" in titles and "unbalanced" in titles  # kept, as text
