@@ -2,14 +2,13 @@
 efficiency, cost), next to the publication counts. And the contributors' work-unit API
 (#18): JSON over HTTPS, a Bearer token per contributor, no cookies (so no CSRF)."""
 
-import json
-
 from django.conf import settings
 from django.http import Http404, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
+from allthepatents.api import ApiBodyError, api_error, api_methods, json_body_parse
 from generation.contributions import (
     ContributionError,
     contribution_receive,
@@ -101,25 +100,21 @@ def _contribution_api(handler):
     """Bearer-token authentication, a JSON body, and refusals as JSON with their status."""
 
     @csrf_exempt
-    @require_POST
+    @api_methods("POST")
     def view(request):
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header.startswith("Bearer ") else ""
         contributor = contributor_authenticate(token=token)
         if contributor is None:
-            return JsonResponse(
-                {"error": "unknown, revoked or suspended token", "status": 401}, status=401
-            )
+            return api_error("unknown, revoked or suspended token", 401)
         try:
-            body = json.loads(request.body or b"{}")
-            if not isinstance(body, dict):
-                raise ValueError("a JSON object")
-        except ValueError:
-            return JsonResponse({"error": "send a JSON object", "status": 400}, status=400)
+            body = json_body_parse(request.body)
+        except ApiBodyError as exc:
+            return api_error(f"send a JSON object: {exc}", 400)
         try:
             return handler(request, contributor, body)
         except ContributionError as exc:
-            return JsonResponse({"error": str(exc), "status": exc.status}, status=exc.status)
+            return api_error(str(exc), exc.status)
 
     return view
 
@@ -153,10 +148,9 @@ def api_contribute_submit(request, contributor, body):
 
 @_contribution_api
 def api_contribute_status(request, contributor, body):
-    try:
-        contribution_id = int(body.get("contribution"))
-    except (TypeError, ValueError):
-        raise ContributionError("contribution must be the id submit returned", status=400) from None
+    contribution_id = body.get("contribution")
+    if type(contribution_id) is not int:
+        raise ContributionError("contribution must be the id submit returned", status=400)
     return JsonResponse(
         contribution_status(contributor=contributor, contribution_id=contribution_id)
     )

@@ -102,3 +102,13 @@ def control_chars_strip(text: str) -> tuple[str, int]:
     """``text`` without C0 control characters (tab and newlines stay), and how many went."""
     cleaned, removed = _CONTROL_CHARS.subn("", text)
     return cleaned, removed
+
+
+# What XML 1.0 allows in text: tab, newlines and everything from space up, except the
+# surrogates and U+FFFE/U+FFFF (a title holding one made the Atom feeds malformed).
+_XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text_clean(text: str) -> str:
+    """``text`` without the characters XML 1.0 cannot carry."""
+    return _XML_INVALID.sub("", text)

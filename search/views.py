@@ -1,6 +1,6 @@
 import hashlib
 import json
-from functools import wraps
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
@@ -8,10 +8,10 @@ from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonRespons
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.feedgenerator import Atom1Feed
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from allthepatents.api import ApiBodyError, api_error, api_methods, json_body_parse
 from patents.feeds import PatentFeed
 from patents.models import Patent
 from patents.presentation import display_title
@@ -20,7 +20,7 @@ from patents.serializers import patent_serialize, reference_serialize
 from patents.vocabulary import GENERATED, MODES, ORIGIN_ALL, ORIGINS, REFERENCE
 from search.elements import claim_elements, element_charts, element_combinations
 from search.exports import export_bibtex, export_csv, export_ris, export_row
-from search.params import SearchParamError, search_params_parse
+from search.params import SearchParamError, SearchParams, search_params_parse
 from search.ratelimit import rate_limit_check
 from search.selectors import origin_other_count, search_patents, stored_query_text
 from search.services import stored_query_save
@@ -62,32 +62,6 @@ def _hit_json(hit, request):
     else:
         data["published_at"] = p.published_at.isoformat()
     return data
-
-
-def _error(message, status=400, **headers):
-    response = JsonResponse({"error": message, "status": status}, status=status)
-    for key, value in headers.items():
-        response[key.replace("_", "-")] = value
-    return response
-
-
-def api_methods(*methods):
-    """Like require_http_methods, but answers 405 in the API's JSON error format."""
-
-    def decorator(view):
-        @wraps(view)
-        def wrapped(request, *args, **kwargs):
-            if request.method not in methods:
-                response = _error(
-                    f"method {request.method} not allowed; use {' or '.join(methods)}", 405
-                )
-                response["Allow"] = ", ".join(methods)
-                return response
-            return view(request, *args, **kwargs)
-
-        return wrapped
-
-    return decorator
 
 
 # A GET request line must stay under gunicorn's 4,094 bytes (limit_request_line) with room
@@ -276,11 +250,11 @@ def _limited_search(request, data):
     (None, None, the JSON error response)."""
     wait = rate_limit_check(request)
     if wait:
-        return None, None, _error("too many requests; slow down", 429, Retry_After=str(wait))
+        return None, None, api_error("too many requests; slow down", 429, Retry_After=str(wait))
     try:
         params = search_params_parse(data)
     except SearchParamError as exc:
-        return None, None, _error(str(exc))
+        return None, None, api_error(str(exc))
     result = search_patents(params.q, filters=params.filters, k=params.k, page=params.page)
     return params, result, None
 
@@ -291,7 +265,7 @@ def _result_page_search(request):
     try:
         data = _search_data(request)
     except SearchParamError as exc:
-        return None, None, None, _error(str(exc))
+        return None, None, None, api_error(str(exc))
     params, result, error = _limited_search(request, data)
     return data, params, result, error
 
@@ -372,39 +346,73 @@ def search_report(request):
     return render(request, "search/report.html", context)
 
 
+@dataclass(frozen=True)
+class _Alert:
+    """One request's alert: its parameters and the cache key of their results (the feed
+    instance is shared by every request, so nothing of a request is kept on it)."""
+
+    params: SearchParams
+    cache_key: str
+    ids: list | None  # the cached results, None on a miss
+
+
+class _AlertLimited(Exception):
+    def __init__(self, wait: int):
+        self.wait = wait
+
+
 class SearchAlertFeed(PatentFeed):
     """Alerts without an account: newly published inventions that match a search above
     SEARCH_ALERT_MIN_SIMILARITY (cosine), newest first. Cached per query and filters for
-    SEARCH_ALERT_CACHE_SECONDS, so a poll is a cache read; a miss is one search."""
+    SEARCH_ALERT_CACHE_SECONDS, so a poll is a cache read; a miss is one search, and is
+    charged to the client's search rate limit."""
 
-    feed_type = Atom1Feed
     link = "/search/"
+
+    def __call__(self, request, *args, **kwargs):
+        try:
+            return super().__call__(request, *args, **kwargs)
+        except _AlertLimited as exc:
+            response = HttpResponse(
+                f"Too many searches; try again in {exc.wait} s.\n",
+                status=429,
+                content_type="text/plain; charset=utf-8",
+            )
+            response["Retry-After"] = str(exc.wait)
+            return response
 
     def get_object(self, request):
         try:
             params = search_params_parse(_search_data(request))
         except SearchParamError as exc:
             raise Http404(str(exc)) from None
-        self.request = request
-        return params
-
-    def title(self, params):
-        return f"All the Patents: new inventions like “{params.q[:80]}”"
-
-    def subtitle(self, params):
-        return (
-            "Generated inventions published as prior art that match this search "
-            f"(similarity at least {settings.SEARCH_ALERT_MIN_SIMILARITY})."
-        )
-
-    def items(self, params):
-        key = "alert:" + hashlib.sha256(self.request.GET.urlencode().encode()).hexdigest()
+        # Keyed by what the search is, not by the URL: extra parameters (?x=1, ?x=2, ...)
+        # must not make every poll a new search.
+        what = json.dumps([params.q, repr(params.filters)], ensure_ascii=False)
+        key = "alert:" + hashlib.sha256(what.encode("utf-8", "replace")).hexdigest()
         try:
             ids = cache.get(key)
         except Exception:  # a dead cache: compute every time
             ids = None
         if ids is None:
-            result = search_patents(params.q, filters=params.filters, k=50)
+            wait = rate_limit_check(request)
+            if wait:
+                raise _AlertLimited(wait)
+        return _Alert(params=params, cache_key=key, ids=ids)
+
+    def title(self, alert):
+        return f"All the Patents: new inventions like “{alert.params.q[:80]}”"
+
+    def subtitle(self, alert):
+        return (
+            "Generated inventions published as prior art that match this search "
+            f"(similarity at least {settings.SEARCH_ALERT_MIN_SIMILARITY})."
+        )
+
+    def items(self, alert):
+        ids = alert.ids
+        if ids is None:
+            result = search_patents(alert.params.q, filters=alert.params.filters, k=50)
             ids = [
                 h.patent.pk
                 for h in result.hits
@@ -412,7 +420,7 @@ class SearchAlertFeed(PatentFeed):
                 and h.dense_score >= settings.SEARCH_ALERT_MIN_SIMILARITY
             ]
             try:
-                cache.set(key, ids, timeout=settings.SEARCH_ALERT_CACHE_SECONDS)
+                cache.set(alert.cache_key, ids, timeout=settings.SEARCH_ALERT_CACHE_SECONDS)
             except Exception:  # noqa: S110 (no cache: the next poll searches again)
                 pass
         return list(
@@ -461,17 +469,14 @@ def _combinations_json(params, elements, request):
 
 
 def _api_data(request):
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):
         return request.GET
     if request.content_type != "application/json":
         raise SearchParamError("POST a JSON object with Content-Type: application/json")
     try:
-        data = json.loads(request.body or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise SearchParamError("the body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise SearchParamError("the body must be a JSON object")
-    return data
+        return json_body_parse(request.body)
+    except ApiBodyError as exc:
+        raise SearchParamError(str(exc)) from None
 
 
 @csrf_exempt  # JSON only, no cookie authentication: nothing for a forged request to use
@@ -480,7 +485,7 @@ def api_search(request):
     try:
         data = _api_data(request)  # the JSON body is parsed once
     except SearchParamError as exc:
-        return _error(str(exc))
+        return api_error(str(exc))
     params, result, error = _limited_search(request, data)
     if error:
         return error
@@ -521,11 +526,12 @@ def patent_json(patent: Patent, request) -> dict:
     return patent_serialize(patent, url=request.build_absolute_uri(patent.get_absolute_url()))
 
 
+@csrf_exempt  # JSON only: a wrong method gets the API's 405, not the CSRF page
 @api_methods("GET")
 def api_patent(request, public_id):
     patent = patent_get(public_id=public_id)
     if patent is None:
-        return _error(f"no invention with id {public_id!r}", 404)
+        return api_error(f"no invention with id {public_id!r}", 404)
     return json_safe_response(patent_json(patent, request))
 
 
@@ -781,6 +787,7 @@ OPENAPI["components"]["securitySchemes"] = {
 }
 
 
+@csrf_exempt
 @api_methods("GET")
 def api_openapi(request):
     return JsonResponse(OPENAPI)
@@ -788,4 +795,4 @@ def api_openapi(request):
 
 @csrf_exempt
 def api_not_found(request, rest=""):
-    return _error(f"no API endpoint at {request.path}", 404)
+    return api_error(f"no API endpoint at {request.path}", 404)

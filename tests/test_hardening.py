@@ -343,3 +343,115 @@ def test_api_errors_are_json(client, method, path, status):
     assert response.status_code == status
     assert response["Content-Type"].startswith("application/json")
     assert response.json()["status"] == status and response.json()["error"]
+
+
+# --- what a second probe found: 500s, HTML under /api/, feeds --------------------------
+
+
+def _api_json(response, status):
+    assert response.status_code == status, (response.status_code, response.content[:300])
+    assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
+    body = response.json()
+    assert body["status"] == status and body["error"]
+    return body
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/search", "/api/contribute/lease"])
+def test_hostile_json_bodies_get_a_json_400(client, path):
+    from generation.contributions import contributor_create
+
+    _, token = contributor_create(name="prober")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    bodies = {
+        "nested 990 deep": "[" * 990 + "]" * 990,
+        "object nested deep": '{"q": ' + '{"a": ' * 200 + "1" + "}" * 200 + "}",
+        "lone surrogate": '{"q": "tele\\ud800phone"}',
+        "Infinity": '{"q": "telephone", "k": Infinity}',
+        "NaN": '{"q": "telephone", "k": NaN}',
+        "1e400": '{"q": "telephone", "k": 1e400}',
+    }
+    for what, body in bodies.items():
+        response = client.post(path, body, content_type="application/json", **auth)
+        _api_json(response, 400)
+
+
+@pytest.mark.django_db
+def test_a_contribution_id_must_be_an_integer(client):
+    from generation.contributions import contributor_create
+
+    _, token = contributor_create(name="prober2")
+    for body in ('{"contribution": Infinity}', '{"contribution": 1e400}', '{"contribution": "1"}'):
+        response = client.post(
+            "/api/contribute/status",
+            body,
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+        )
+        _api_json(response, 400)
+
+
+@pytest.mark.django_db
+def test_every_answer_under_api_is_json(settings):
+    from django.test import Client
+
+    browser = Client(enforce_csrf_checks=True)  # what a script without a cookie meets
+    patent = patent_published(n=3)
+    for path in (f"/api/patents/{patent.public_id}", "/api/openapi.json"):
+        for method in ("post", "put", "delete", "patch"):
+            body = _api_json(getattr(browser, method)(path), 405)
+            assert "not allowed" in body["error"]
+    for verb in ("lease", "submit", "status", "renew", "release"):
+        response = browser.get(f"/api/contribute/{verb}")
+        _api_json(response, 405)
+        assert response["Allow"] == "POST"
+    huge = json.dumps({"q": "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 10)})
+    response = browser.post("/api/search", huge, content_type="application/json")
+    assert response.status_code in (400, 413)
+    _api_json(response, response.status_code)
+    head = browser.head("/api/search", {"q": "widget"})
+    assert head.status_code == 200 and head["Content-Type"].startswith("application/json")
+
+
+@pytest.mark.django_db
+def test_feeds_stay_well_formed_xml_whatever_the_text(client):
+    """U+FFFE and U+FFFF in a title, a control character in the alert's query."""
+    from xml.etree import ElementTree
+
+    patent_published(n=4, title="Widget \ufffe with \uffff odd \x0b characters")
+    site = client.get("/feed.atom")
+    assert site.status_code == 200
+    ElementTree.fromstring(site.content)  # raises on malformed XML
+    assert "Widget" in site.content.decode()
+    alert = client.get("/search/feed.atom", {"q": "abc\x01def widget"})
+    assert alert.status_code == 200, alert.content[:300]
+    ElementTree.fromstring(alert.content)
+
+
+@pytest.mark.django_db
+def test_the_alert_feed_is_rate_limited_and_extra_parameters_share_its_cache(client, settings):
+    from django.core.cache import cache
+
+    from search import views
+
+    settings.SEARCH_RATE_LIMIT = 3
+    cache.clear()
+    searches = []
+    real = views.search_patents
+
+    def counted(*args, **kwargs):
+        searches.append(args)
+        return real(*args, **kwargs)
+
+    views.search_patents = counted
+    try:
+        for n in range(5):
+            assert client.get("/search/feed.atom", {"q": "widget brush", "x": n}).status_code == 200
+        assert len(searches) == 1  # one search; the rest read its cached result
+        answers = [
+            client.get("/search/feed.atom", {"q": f"widget brush {n}"}).status_code
+            for n in range(4)
+        ]
+    finally:
+        views.search_patents = real
+    assert 429 in answers
