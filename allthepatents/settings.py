@@ -306,6 +306,12 @@ SEARCH_MAX_QUERY_CHARS = env_int("SEARCH_MAX_QUERY_CHARS", 20_000, minimum=100)
 SEARCH_MAX_K = 100
 SEARCH_RATE_LIMIT = env_int("SEARCH_RATE_LIMIT", 120, minimum=0)  # requests/minute/client
 SEARCH_RATE_WINDOW = env_int("SEARCH_RATE_WINDOW", 60, minimum=1)
+# Queries too long for a URL are stored under a short id (/search/?qid=...): at most this
+# many stored per client and hour, this many in all (the oldest go first), and none kept
+# longer than this many days after its last use.
+SEARCH_STORED_QUERIES_PER_HOUR = env_int("SEARCH_STORED_QUERIES_PER_HOUR", 60, minimum=1)
+SEARCH_STORED_QUERIES_MAX = env_int("SEARCH_STORED_QUERIES_MAX", 100_000, minimum=1)
+SEARCH_STORED_QUERY_DAYS = env_int("SEARCH_STORED_QUERY_DAYS", 180, minimum=1)
 EXPORT_DIR = env_path("EXPORT_DIR", DATA_DIR / "dumps")
 # Paraphrase check against the embedding index in the quality gate (loads MiniLM in workers).
 NEAR_COPY_EMBEDDING_CHECK = env_bool("NEAR_COPY_EMBEDDING_CHECK", True)

@@ -47,6 +47,8 @@ class StoredQuery(models.Model):
     key = models.CharField(max_length=24, primary_key=True)
     text = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
+    # Renewed whenever the query is stored again; pruning goes by it.
+    used_at = models.DateTimeField(null=True, db_index=True)
 
     def __str__(self):
         return f"query {self.key}"

@@ -305,12 +305,42 @@ def on_withdraw(patent_ids: list[int]) -> None:
 
 
 def stored_query_save(*, text: str) -> str:
-    """Keeps a long query under a key derived from its text; returns the key."""
+    """Keeps a long query under a key derived from its text; returns the key. What is
+    stored stays bounded: old and surplus queries are pruned on the way
+    (``stored_queries_prune``)."""
     import hashlib
 
+    from django.utils import timezone
+
     key = hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
-    StoredQuery.objects.get_or_create(key=key, defaults={"text": text})
+    now = timezone.now()
+    _, created = StoredQuery.objects.get_or_create(key=key, defaults={"text": text, "used_at": now})
+    if not created:
+        StoredQuery.objects.filter(key=key).update(used_at=now)
+    else:
+        stored_queries_prune()
     return key
+
+
+def stored_queries_prune() -> int:
+    """Drops stored queries unused for SEARCH_STORED_QUERY_DAYS, then the least recently
+    used beyond SEARCH_STORED_QUERIES_MAX. Returns how many went."""
+    from datetime import timedelta
+
+    from django.db.models import Q
+    from django.utils import timezone
+
+    cutoff = timezone.now() - timedelta(days=settings.SEARCH_STORED_QUERY_DAYS)
+    gone = StoredQuery.objects.filter(
+        Q(used_at__lt=cutoff) | Q(used_at__isnull=True, created_at__lt=cutoff)
+    ).delete()[0]
+    surplus = StoredQuery.objects.count() - settings.SEARCH_STORED_QUERIES_MAX
+    if surplus > 0:
+        oldest = StoredQuery.objects.order_by("used_at", "created_at").values_list(
+            "key", flat=True
+        )[:surplus]
+        gone += StoredQuery.objects.filter(key__in=list(oldest)).delete()[0]
+    return gone
 
 
 def search_warm() -> str:

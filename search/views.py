@@ -204,6 +204,18 @@ def search_page(request):
         # a query too long for a URL is stored and named by a short id.
         link = _linkable_query(params, data)
         if len(link) > MAX_QUERY_STRING:
+            # Storing costs the site a row: limited per client before anything is kept.
+            wait = rate_limit_check(request) or rate_limit_check(
+                request,
+                scope="stored-query",
+                limit=settings.SEARCH_STORED_QUERIES_PER_HOUR,
+                window=3600,
+            )
+            if wait:
+                context["error"] = f"Too many searches from your address; try again in {wait} s."
+                response = render(request, "search/search.html", context, status=429)
+                response["Retry-After"] = str(wait)
+                return response
             link = _linkable_query(params, data, qid=stored_query_save(text=params.q))
         return HttpResponseRedirect(f"{reverse('search')}?{link}", status=303)
     wait = rate_limit_check(request)

@@ -455,3 +455,34 @@ def test_the_alert_feed_is_rate_limited_and_extra_parameters_share_its_cache(cli
     finally:
         views.search_patents = real
     assert 429 in answers
+
+
+@pytest.mark.django_db
+def test_stored_queries_are_limited_per_client_and_pruned(settings):
+    """A POST of a query too long for a URL stores it: limited per client before it is
+    stored, and what is stored stays bounded in number and age."""
+    from datetime import timedelta
+
+    from django.test import Client
+    from django.utils import timezone
+
+    from search.models import StoredQuery
+    from search.services import stored_query_save
+
+    settings.SEARCH_STORED_QUERIES_PER_HOUR = 3
+    settings.SEARCH_STORED_QUERIES_MAX = 5
+    import secrets
+
+    # An address of its own: rate-limit windows (in Redis) outlive a test run.
+    browser = Client(REMOTE_ADDR=f"10.77.{secrets.randbelow(250)}.{secrets.randbelow(250)}")
+    long_text = "a telephone keyboard with a display " * 150
+    answers = [browser.post("/search/", {"q": f"{n} {long_text}"}).status_code for n in range(5)]
+    assert answers == [303, 303, 303, 429, 429]
+    assert StoredQuery.objects.count() == 3  # nothing stored past the limit
+    # Old queries go, then the least recently used beyond the cap.
+    StoredQuery.objects.update(used_at=timezone.now() - timedelta(days=400))
+    stored_query_save(text="fresh " + long_text)
+    assert StoredQuery.objects.count() == 1
+    for n in range(8):
+        stored_query_save(text=f"{n} more {long_text}")
+    assert StoredQuery.objects.count() == 5
