@@ -21,12 +21,29 @@ _last_warning = 0.0
 
 
 def _count_shared(key: str, window: int) -> int:
+    if _file_cache():
+        # The file cache's incr is a read and a write: two processes counting at once lose
+        # a count (121 answers against a limit of 120). Redis's INCR is atomic.
+        from filelock import FileLock
+
+        lock = settings.DATA_DIR / "cache" / "ratelimit.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock)):
+            return _count_shared_unlocked(key, window)
+    return _count_shared_unlocked(key, window)
+
+
+def _count_shared_unlocked(key: str, window: int) -> int:
     cache.add(key, 0, timeout=window + 1)  # starts the window's counter if absent
     try:
         return cache.incr(key)
     except ValueError:  # expired between add and incr
         cache.set(key, 1, timeout=window + 1)
         return 1
+
+
+def _file_cache() -> bool:
+    return settings.CACHES["default"]["BACKEND"].endswith("FileBasedCache")
 
 
 def _count_local(key: str) -> int:

@@ -486,3 +486,32 @@ def test_stored_queries_are_limited_per_client_and_pruned(settings):
     for n in range(8):
         stored_query_save(text=f"{n} more {long_text}")
     assert StoredQuery.objects.count() == 5
+
+
+def test_the_file_cache_rate_counter_counts_every_request_from_many_processes(tmp_path):
+    """Without Redis the limiter counts in the file cache: 6 processes of 25 requests each
+    against a limit of 120 get exactly 120 answers."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    code = (
+        "import django; django.setup()\n"
+        "from django.test import RequestFactory\n"
+        "from search.ratelimit import rate_limit_check\n"
+        "request = RequestFactory().get('/', REMOTE_ADDR='10.9.9.9')\n"
+        "print(sum(rate_limit_check(request, scope='t', limit=120, window=3600) is None"
+        " for _ in range(25)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
+    env.update(DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="allthepatents.settings")
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(6)
+    ]
+    allowed = sum(int(run.communicate(timeout=120)[0].strip()) for run in runs)
+    assert allowed == 120
