@@ -231,6 +231,29 @@ def test_truncated_index_falls_back_to_keywords_then_rebuild_repairs(corpus, set
 
 
 @pytest.mark.django_db
+def test_bytes_changed_in_place_are_caught_by_the_checksum(corpus, settings, tmp_path):
+    """Random bytes in the middle of the FAISS file, same size: FAISS may read it without
+    complaint; the manifest's checksum does not match, and search falls back to keywords."""
+    import os
+
+    settings.INDEX_DIR = tmp_path / "flipped"
+    reader_reset()
+    search_index_rebuild()
+    path = index_dir() / manifest_read()["file"]
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = os.urandom(64)
+    path.write_bytes(bytes(data))
+    result = search_patents(corpus[5]["claims"][0], filters=ALL, k=10)
+    assert result.engine == "keyword" and result.notice
+    health = index_health()
+    assert health["state"] == "corrupt" and "checksum" in health["detail"], health
+    search_index_rebuild()
+    assert index_health()["ok"] is True
+    reader_reset()
+
+
+@pytest.mark.django_db
 def test_deleted_index_and_other_model_manifest_are_detected(corpus, settings, tmp_path):
     settings.INDEX_DIR = tmp_path / "mismatch"
     reader_reset()
