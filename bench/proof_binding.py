@@ -28,17 +28,15 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "allthepatents.settings")
 os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="bench-binding-"))
 
-RULES = {  # name: ProofRule fields
+RULES = {  # name: ProofRule fields changed from the production rule
     "production": {},
     "strict": {"slack": 0.0, "slack_min": 0},
-    "slack-2%": {"slack": 0.02},
-    "slack-10%": {"slack": 0.10},
-    "hard-2": {"hard_limit": 2.0},
-    "hard-5": {"hard_limit": 5.0},
-    "member-1": {"member_tolerance": 1.0},
-    "draw-0.25": {"draw_tolerance": 0.25},
+    "draw-0.5": {"draw_tolerance": 0.5},
     "draw-0.1": {"draw_tolerance": 0.1},
-    "draw-0.1-slack-10%": {"draw_tolerance": 0.1, "slack": 0.1},
+    "slack-10%": {"slack": 0.10},
+    "slack-2%": {"slack": 0.02},
+    "hard-3": {"hard_limit": 3.0},
+    "member-1": {"member_tolerance": 1.0},
 }
 
 
@@ -146,8 +144,8 @@ def main() -> None:
     site_checker = args.checker or proof_precision("auto")
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
     print(f"cpu: {cpu_model_name()} {flags}; site checker {site_checker}", flush=True)
-    paths = ["none", "int8"] + (["bf16"] if cpu_has_native_bf16() else [])
-    backends = {p: TransformersBackend(args.model, quantize=p) for p in [*paths, "int8-rows"]}
+    paths = ["none", "int8", "int8-rows"] + (["bf16"] if cpu_has_native_bf16() else [])
+    backends = {p: TransformersBackend(args.model, quantize=p) for p in paths}
     params = SamplingParams(max_new_tokens=args.tokens)
     prompts = [KL3M_TOP_DOWN, KL3M_BOTTOM_UP] * (args.samples // 2)
     seeds = [1000 + i for i in range(len(prompts))]
@@ -210,7 +208,7 @@ def main() -> None:
     report["freedom"] = {
         n: round(freedom(checker, prompts, seeds, genuine["none"], params, r), 4)
         for n, r in rules.items()
-        if n in ("production", "draw-0.25", "draw-0.1")
+        if n in ("production", "draw-0.5", "draw-0.1")
     }
     print(json.dumps(report))
 

@@ -152,6 +152,8 @@ def _work_unit(*, job: GenerationJob, unit_id: str, claim) -> dict:
         "revision": model.revision,
         "prompt_format": job.generator.prompt_format,
         "sampling": {**job.sampling_params()},
+        # The arithmetic the site proves in: sample in it (contributor_precision).
+        "precision": proof_precision(settings.GENERATION_QUANTIZE),
         "samples": [
             {"index": i, "prompt": p, "seed": s, "mode": m}
             for i, p, s, m in zip(indexes, prompts, seeds, modes, strict=True)
@@ -226,6 +228,23 @@ def proof_precision(choice: str) -> str:
         return "bf16"
     resolved = generation_precision(choice)
     return "int8-rows" if resolved == "int8" else resolved
+
+
+def contributor_precision(wanted: str, *, device: str = "cpu") -> str:
+    """The precision a contributor samples a unit in: the one the site checks in (the
+    unit's ``precision``), so that both sides do the same arithmetic and a genuine sample
+    agrees with the draw almost everywhere. bf16 where this CPU lacks it natively (hours
+    of emulation) becomes int8 with a scale per row, which the bf16 checker accepted as
+    well (bench/proof_binding.py). Never fbgemm's dynamic int8: its scale per tensor ties
+    a row's arithmetic to the rest of its batch, and its samples failed the proof 1 time
+    in 8 on the demo model."""
+    from search.embeddings import cpu_has_native_bf16
+
+    if device != "cpu":
+        return "none"  # half precision on a GPU, whatever is asked
+    if wanted == "bf16" and not cpu_has_native_bf16():
+        return "int8-rows"
+    return wanted if wanted in ("none", "bf16", "int8-rows") else "none"
 
 
 def contribution_receive(*, contributor: Contributor, unit_id: str, samples) -> Contribution:

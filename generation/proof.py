@@ -38,10 +38,10 @@ class ProofRule:
     more than ``hard_limit``. The values are chosen by bench/proof.py (genuine samples
     of every sampling path under every checker, and the forgeries the issue lists)."""
 
-    draw_tolerance: float = 0.5
+    draw_tolerance: float = 0.25
     slack: float = 0.05
     slack_min: int = 2
-    hard_limit: float = 3.0
+    hard_limit: float = 5.0
     member_tolerance: float = 1.5
 
 

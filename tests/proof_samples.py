@@ -38,10 +38,18 @@ def machine_tag() -> str:
 
 
 def sampling_paths() -> list[str]:
-    """The worker's precisions this CPU runs (bf16 only where it is native)."""
+    """The precisions a contributor samples in on this CPU (bf16 only where it is native;
+    ``generation.contributions.contributor_precision``)."""
     from search.embeddings import cpu_has_native_bf16
 
-    return ["none", "int8"] + (["bf16"] if cpu_has_native_bf16() else [])
+    return ["none", "int8-rows"] + (["bf16"] if cpu_has_native_bf16() else [])
+
+
+def checked_by(path: str, checker: str) -> bool:
+    """Whether a contributor's sample in ``path`` meets a site checking in ``checker``:
+    a contributor samples in the site's precision, or in fp32, or (without native bf16,
+    for a bf16 site) in per-row int8."""
+    return path in (checker, "none") or (path, checker) == ("int8-rows", "bf16")
 
 
 def checker_precisions() -> list[str]:

@@ -27,8 +27,8 @@ def _open_job_create(generators, model_dir, settings, **extra):
 
 
 @pytest.fixture
-def open_job(generators, tiny_neox, settings):
-    return _open_job_create(generators, tiny_neox, settings, seed=3)
+def open_job(generators, hashed_neox, settings):
+    return _open_job_create(generators, hashed_neox, settings, seed=3)
 
 
 def _post(client, path, token, body):
@@ -54,8 +54,11 @@ def _submit(client, token, unit, samples):
 
 
 def _generate(unit, model_dir):
-    """What the contributor's machine does: the unit's prompts and seeds, our backend."""
-    backend = TransformersBackend(str(model_dir), quantize="int8")
+    """What the contributor's machine does: the unit's prompts and seeds, our backend, in
+    the precision the contribute command samples in on this CPU."""
+    from generation.contributions import contributor_precision
+
+    backend = TransformersBackend(str(model_dir), quantize=contributor_precision(unit["precision"]))
     s = unit["sampling"]
     params = SamplingParams(**s)
     outs = backend.generate(
@@ -68,13 +71,13 @@ def _generate(unit, model_dir):
 
 
 @pytest.mark.django_db
-def test_a_contributor_completes_a_job_unit_by_unit(client, open_job, tiny_neox):
+def test_a_contributor_completes_a_job_unit_by_unit(client, open_job, hashed_neox):
     contributor, token = contributor_create(name="ada")
     assert token.startswith("atp_") and token not in contributor.token_hash  # kept hashed
     for _ in range(2):
         unit = _post(client, "/api/contribute/lease", token, {}).json()
         assert unit["job"] == open_job.pk and len(unit["samples"]) == 2
-        status, done = _submit(client, token, unit, _generate(unit, tiny_neox))
+        status, done = _submit(client, token, unit, _generate(unit, hashed_neox))
         assert status == 200 and done["status"] == "accepted", done
         assert done["recorded"] == 2
     assert _post(client, "/api/contribute/lease", token, {}).json()["unit"] is None
@@ -87,10 +90,10 @@ def test_a_contributor_completes_a_job_unit_by_unit(client, open_job, tiny_neox)
 
 
 @pytest.mark.django_db
-def test_an_edited_submission_is_refused_and_records_nothing(client, open_job, tiny_neox):
+def test_an_edited_submission_is_refused_and_records_nothing(client, open_job, hashed_neox):
     _, token = contributor_create(name="eve")
     unit = _post(client, "/api/contribute/lease", token, {}).json()
-    samples = _generate(unit, tiny_neox)
+    samples = _generate(unit, hashed_neox)
     samples[1]["token_ids"][5] = (samples[1]["token_ids"][5] + 12345) % 30000
     status, refused = _submit(client, token, unit, samples)
     assert refused["status"] == "refused" and "proof of sampling" in refused["error"]
@@ -98,8 +101,8 @@ def test_an_edited_submission_is_refused_and_records_nothing(client, open_job, t
     # The refused unit went back to the pool; leased again, the genuine samples go through,
     # once.
     unit = _post(client, "/api/contribute/lease", token, {}).json()
-    assert _submit(client, token, unit, _generate(unit, tiny_neox))[1]["status"] == "accepted"
-    again, body = _submit(client, token, unit, _generate(unit, tiny_neox))
+    assert _submit(client, token, unit, _generate(unit, hashed_neox))[1]["status"] == "accepted"
+    again, body = _submit(client, token, unit, _generate(unit, hashed_neox))
     assert again == 409, body
     assert Sample.objects.filter(job=open_job).count() == 2
 
@@ -114,7 +117,7 @@ def test_another_models_text_is_refused(client, open_job, memo_model):
 
 @pytest.mark.django_db
 def test_an_expired_unit_is_reissued_and_the_late_submission_refused(
-    client, open_job, tiny_neox, settings
+    client, open_job, hashed_neox, settings
 ):
     settings.GENERATION_LEASE_SECONDS = 1
     _, slow = contributor_create(name="slow")
@@ -124,9 +127,9 @@ def test_an_expired_unit_is_reissued_and_the_late_submission_refused(
     settings.GENERATION_LEASE_SECONDS = 60
     second = _post(client, "/api/contribute/lease", quick, {}).json()
     assert second["samples"] == first["samples"]  # the same batch, re-issued
-    late, _ = _submit(client, slow, first, _generate(first, tiny_neox))
+    late, _ = _submit(client, slow, first, _generate(first, hashed_neox))
     assert late == 409
-    _, kept = _submit(client, quick, second, _generate(second, tiny_neox))
+    _, kept = _submit(client, quick, second, _generate(second, hashed_neox))
     assert kept["status"] == "accepted"
     assert {s.contributor.name for s in Sample.objects.filter(job=open_job)} == {"quick"}
 
@@ -145,7 +148,7 @@ def test_tokens_are_checked_and_leases_limited(client, open_job, settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_contribute_command_completes_units_over_http(
-    live_server, redis_worker, generators, tiny_neox, settings
+    live_server, redis_worker, generators, hashed_neox, settings
 ):
     """The contributor's own command, in its own process, against a live HTTP server (the
     test server thread: the units go over real sockets as JSON) and a real worker that
@@ -156,7 +159,7 @@ def test_the_contribute_command_completes_units_over_http(
 
     from tests.helpers import ROOT
 
-    job = _open_job_create(generators, tiny_neox, settings)
+    job = _open_job_create(generators, hashed_neox, settings)
     contributor, token = contributor_create(name="lin")
     run = subprocess.run(
         [
@@ -168,7 +171,7 @@ def test_the_contribute_command_completes_units_over_http(
             "--token",
             token,
             "--model",
-            str(tiny_neox),
+            str(hashed_neox),
             "--idle-exit",
         ],
         cwd=ROOT,
@@ -307,11 +310,13 @@ def _strikes(name):
     return Contributor.objects.get(name=name).strikes
 
 
-def _draw(unit, model_dir, *, seed_shift=0, quantize="int8", **change):
+def _draw(unit, model_dir, *, seed_shift=0, **change):
     """The unit's samples drawn some other way than the unit says."""
     import dataclasses
 
-    backend = TransformersBackend(str(model_dir), quantize=quantize)
+    from generation.contributions import contributor_precision
+
+    backend = TransformersBackend(str(model_dir), quantize=contributor_precision(unit["precision"]))
     params = dataclasses.replace(SamplingParams(**unit["sampling"]), **change)
     outs = backend.generate(
         [x["prompt"] for x in unit["samples"]],
@@ -326,19 +331,19 @@ def _draw(unit, model_dir, *, seed_shift=0, quantize="int8", **change):
 
 @pytest.mark.django_db
 def test_samples_drawn_another_way_than_the_units_are_refused(
-    client, open_job, tiny_neox, settings
+    client, open_job, hashed_neox, settings
 ):
     """Other seeds, other temperatures, greedy decoding, and one sample copied to every
     index: each is a text the model could have written, but not the unit's draw."""
     settings.CONTRIBUTOR_MAX_STRIKES = 100  # this test counts refusals, not suspensions
     _, token = contributor_create(name="steerer")
     unit = _lease(client, token)
-    genuine = _generate(unit, tiny_neox)
+    genuine = _generate(unit, hashed_neox)
     attempts = {
-        "temperature 1.6": _draw(unit, tiny_neox, temperature=1.6),
-        "temperature 0.5": _draw(unit, tiny_neox, temperature=0.5),
-        "greedy": _draw(unit, tiny_neox, top_k=1),
-        "other seeds": _draw(unit, tiny_neox, seed_shift=7919),
+        "temperature 1.6": _draw(unit, hashed_neox, temperature=1.6),
+        "temperature 0.5": _draw(unit, hashed_neox, temperature=0.5),
+        "greedy": _draw(unit, hashed_neox, top_k=1),
+        "other seeds": _draw(unit, hashed_neox, seed_shift=7919),
         "one sample copied": [{**s, "token_ids": genuine[0]["token_ids"]} for s in genuine],
     }
     for what, samples in attempts.items():
@@ -349,14 +354,14 @@ def test_samples_drawn_another_way_than_the_units_are_refused(
     assert not Sample.objects.filter(job=open_job).exists()
     assert _strikes("steerer") == len(attempts)
     # The genuine samples of the same unit still pass, and a pass clears the strikes.
-    _, accepted = _submit(client, token, unit, _generate(unit, tiny_neox))
+    _, accepted = _submit(client, token, unit, _generate(unit, hashed_neox))
     assert accepted["status"] == "accepted", accepted
     assert _strikes("steerer") == 0
 
 
 @pytest.mark.django_db
 def test_empty_and_cut_short_samples_are_refused_and_the_indexes_return(
-    client, open_job, tiny_neox, settings
+    client, open_job, hashed_neox, settings
 ):
     from generation.models import Contribution, Contributor
 
@@ -368,7 +373,7 @@ def test_empty_and_cut_short_samples_are_refused_and_the_indexes_return(
     assert sent.status_code == 400 and "cut short" in sent.json()["error"]
     assert not JobBatch.objects.filter(owner__endswith=unit["unit"]).exists()  # back in the pool
     unit = _lease(client, token)
-    prefixes = [{**s, "token_ids": s["token_ids"][:12]} for s in _generate(unit, tiny_neox)]
+    prefixes = [{**s, "token_ids": s["token_ids"][:12]} for s in _generate(unit, hashed_neox)]
     sent = _post(
         client, "/api/contribute/submit", token, {"unit": unit["unit"], "samples": prefixes}
     )
@@ -382,12 +387,12 @@ def test_empty_and_cut_short_samples_are_refused_and_the_indexes_return(
 
 
 @pytest.mark.django_db
-def test_a_refused_unit_goes_back_and_its_samples_are_not_kept(client, open_job, tiny_neox):
+def test_a_refused_unit_goes_back_and_its_samples_are_not_kept(client, open_job, hashed_neox):
     from generation.models import Contribution
 
     _, token = contributor_create(name="eve2")
     unit = _lease(client, token)
-    samples = _generate(unit, tiny_neox)
+    samples = _generate(unit, hashed_neox)
     samples[1]["token_ids"][5] = (samples[1]["token_ids"][5] + 12345) % 30000
     _, refused = _submit(client, token, unit, samples)
     assert refused["status"] == "refused"
@@ -403,7 +408,7 @@ def test_a_refused_unit_goes_back_and_its_samples_are_not_kept(client, open_job,
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_lease_cap_holds_under_parallel_requests(generators, tiny_neox, settings):
+def test_the_lease_cap_holds_under_parallel_requests(generators, hashed_neox, settings):
     """16 lease requests at once from one token, each on its own database connection:
     at most CONTRIBUTOR_MAX_LEASES units end up held."""
     from concurrent.futures import ThreadPoolExecutor
@@ -413,7 +418,7 @@ def test_the_lease_cap_holds_under_parallel_requests(generators, tiny_neox, sett
     from generation.contributions import ContributionError, work_unit_lease
 
     settings.CONTRIBUTOR_MAX_LEASES = 2
-    job = _open_job_create(generators, tiny_neox, settings)
+    job = _open_job_create(generators, hashed_neox, settings)
     job.count = 32
     job.save(update_fields=["count"])
     contributor, _ = contributor_create(name="hoarder")
@@ -446,10 +451,10 @@ def test_submissions_are_rate_limited_per_token(client, open_job, settings):
 
 
 @pytest.mark.django_db
-def test_indexes_must_be_integers(client, open_job, tiny_neox):
+def test_indexes_must_be_integers(client, open_job, hashed_neox):
     _, token = contributor_create(name="coercer")
     unit = _lease(client, token)
-    genuine = _generate(unit, tiny_neox)
+    genuine = _generate(unit, hashed_neox)
     for bad in ("0", 1.7, True, None):
         samples = [dict(genuine[0], index=bad), genuine[1]]
         sent = _post(
@@ -460,7 +465,7 @@ def test_indexes_must_be_integers(client, open_job, tiny_neox):
 
 @pytest.mark.django_db
 def test_a_check_that_waits_keeps_its_unit_and_a_revoked_token_records_nothing(
-    client, open_job, tiny_neox, settings
+    client, open_job, hashed_neox, settings
 ):
     from generation.contributions import contribution_verify
     from generation.models import Contribution
@@ -472,7 +477,7 @@ def test_a_check_that_waits_keeps_its_unit_and_a_revoked_token_records_nothing(
         client,
         "/api/contribute/submit",
         token,
-        {"unit": unit["unit"], "samples": _generate(unit, tiny_neox)},
+        {"unit": unit["unit"], "samples": _generate(unit, hashed_neox)},
     )
     assert sent.status_code == 202
     time.sleep(1.5)  # longer than a lease: the check waited behind the site's own work
@@ -483,7 +488,7 @@ def test_a_check_that_waits_keeps_its_unit_and_a_revoked_token_records_nothing(
         client,
         "/api/contribute/submit",
         token,
-        {"unit": unit["unit"], "samples": _generate(unit, tiny_neox)},
+        {"unit": unit["unit"], "samples": _generate(unit, hashed_neox)},
     )
     contributor_revoke(contributor=contributor)
     checked = contribution_verify(contribution_id=sent.json()["contribution"])
@@ -494,23 +499,23 @@ def test_a_check_that_waits_keeps_its_unit_and_a_revoked_token_records_nothing(
 
 
 @pytest.mark.django_db
-def test_units_name_the_model_the_job_runs(client, open_job, tiny_neox):
+def test_units_name_the_model_the_job_runs(client, open_job, hashed_neox):
     from generation.contributions import contribution_verify
 
     _, token = contributor_create(name="provenance")
     unit = _lease(client, token)
-    assert unit["model"] == str(tiny_neox) == open_job.model_override
+    assert unit["model"] == str(hashed_neox) == open_job.model_override
     assert unit["lease_seconds"] > 0
     sent = _post(
         client,
         "/api/contribute/submit",
         token,
-        {"unit": unit["unit"], "samples": _generate(unit, tiny_neox)},
+        {"unit": unit["unit"], "samples": _generate(unit, hashed_neox)},
     )
     contribution_verify(contribution_id=sent.json()["contribution"])
     recorded = Sample.objects.filter(job=open_job, patent__isnull=False).select_related("patent")
     for sample in recorded:
-        assert sample.patent.provenance["generator_model"] == str(tiny_neox)
+        assert sample.patent.provenance["generator_model"] == str(hashed_neox)
 
 
 @pytest.mark.unit
@@ -559,7 +564,7 @@ def test_sign_up_refuses_look_alikes_and_reserved_names(settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_check_lost_with_its_worker_is_queued_again_when_a_worker_starts(
-    generators, tiny_neox, settings, worker_factory
+    generators, hashed_neox, settings, worker_factory
 ):
     """kill -9 just after a worker took the check: the message is gone with it (here: the
     broker flushed), and the submission would stay pending for ever while its unit is held.
@@ -570,11 +575,11 @@ def test_a_check_lost_with_its_worker_is_queued_again_when_a_worker_starts(
     from generation.models import Contribution
     from tests.helpers import redis_flush, wait_for
 
-    job = _open_job_create(generators, tiny_neox, settings)
+    job = _open_job_create(generators, hashed_neox, settings)
     contributor, _ = contributor_create(name="orphan")
     unit = work_unit_lease(contributor=contributor)
     received = contribution_receive(
-        contributor=contributor, unit_id=unit["unit"], samples=_generate(unit, tiny_neox)
+        contributor=contributor, unit_id=unit["unit"], samples=_generate(unit, hashed_neox)
     )
     redis_flush(dj_settings.REDIS_URL)  # the message died with the worker that took it
     worker_factory()

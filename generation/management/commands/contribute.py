@@ -27,6 +27,7 @@ class Command(ProgressCommand):
         from django.conf import settings
 
         from generation.backends import ModelLoadError, TransformersBackend
+        from generation.contributions import contributor_precision
         from generation.sampling import SamplingParams
 
         settings.GENERATION_DEVICE = device
@@ -47,7 +48,7 @@ class Command(ProgressCommand):
             except urllib.error.URLError as exc:
                 raise CommandError(f"{verb}: cannot reach {server}: {exc.reason}") from exc
 
-        backends: dict[str, TransformersBackend] = {}
+        backends: dict[tuple, TransformersBackend] = {}
         bar = self.progress(unit=" units", total=max_units or None)
         done = published = 0
         unit = None
@@ -61,18 +62,22 @@ class Command(ProgressCommand):
                     time.sleep(30)
                     continue
                 source = model or unit["model"]
-                if source not in backends:
+                precision = contributor_precision(unit.get("precision", "none"), device=device)
+                if (source, precision) not in backends:
                     backends.clear()
                     try:
-                        backends[source] = TransformersBackend(source, revision=unit["revision"])
+                        backends[source, precision] = TransformersBackend(
+                            source, revision=unit["revision"], quantize=precision
+                        )
                     except ModelLoadError as exc:
+                        call("release", {"unit": unit["unit"]})  # for someone who has it
                         raise CommandError(
                             f"cannot load the unit's model {unit['model']!r}: {exc} "
                             "(pass --model DIR with a copy of it)"
                         ) from exc
                 params = SamplingParams(**unit["sampling"])
                 samples = unit["samples"]
-                outs = backends[source].generate(
+                outs = backends[source, precision].generate(
                     [s["prompt"] for s in samples],
                     [s["seed"] for s in samples],
                     params,
