@@ -63,9 +63,13 @@ def main() -> None:
         "--repeat", type=int, default=1, help="time generation and proof this many times each"
     )
     parser.add_argument("--tolerance", type=float, default=None)
-    parser.add_argument("--paths", default="fp32,int8", help="generation paths: fp32,int8,bf16")
     parser.add_argument(
-        "--checker", default="none", help="the checking model's precision: none (fp32), bf16, int8"
+        "--paths", default="fp32,int8", help="generation paths: fp32,int8,int8-rows,bf16"
+    )
+    parser.add_argument(
+        "--checker",
+        default="none",
+        help="the checking model's precision: none (fp32), bf16, int8-rows (the site's int8)",
     )
     args = parser.parse_args()
     import django
@@ -74,12 +78,17 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
+    import dataclasses
+
     from generation.backends import SamplingParams, TransformersBackend
     from generation.prompts import KL3M_BOTTOM_UP, KL3M_TOP_DOWN
-    from generation.proof import LOGIT_TOLERANCE, samples_proof_check
+    from generation.proof import PROOF_RULE, samples_proof_check
     from search.embeddings import cpu_flags, cpu_model_name
 
-    tolerance = LOGIT_TOLERANCE if args.tolerance is None else args.tolerance
+    rule = PROOF_RULE
+    if args.tolerance is not None:
+        rule = dataclasses.replace(rule, draw_tolerance=args.tolerance)
+    tolerance = rule.draw_tolerance
     if args.full_size:
         from bench.generation import build_full_size
 
@@ -95,12 +104,14 @@ def main() -> None:
     rng = random.Random(7)
     report = {"tolerance": tolerance, "tokens": args.tokens}
 
+    seeds = list(range(len(prompts)))
+
     def generate(backend):
         outs, seconds = [], 0.0
         for start in range(0, len(prompts), args.batch):
             chunk = prompts[start : start + args.batch]
             t0 = time.perf_counter()
-            outs += backend.generate(chunk, [start + i for i in range(len(chunk))], params)
+            outs += backend.generate(chunk, seeds[start : start + len(chunk)], params)
             seconds += time.perf_counter() - t0
         return outs, seconds
 
@@ -114,9 +125,10 @@ def main() -> None:
         return samples_proof_check(
             backend=checker,
             prompts=prompts,
+            seeds=seeds,
             samples=samples,
             params=params,
-            logit_tolerance=tolerance,
+            rule=rule,
             group=args.group,
         )
 
@@ -128,7 +140,11 @@ def main() -> None:
         backend.generate(prompts[:2], [0, 1], SamplingParams(max_new_tokens=4, min_new_tokens=4))
         warm = [(list(range(3, 3 + args.tokens)), False)] * min(args.group, len(prompts))
         samples_proof_check(
-            backend=checker, prompts=prompts[: len(warm)], samples=warm, params=params
+            backend=checker,
+            prompts=prompts[: len(warm)],
+            seeds=seeds[: len(warm)],
+            samples=warm,
+            params=params,
         )
         gen_times, proof_times = [], []
         for _ in range(args.repeat):

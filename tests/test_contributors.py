@@ -20,9 +20,8 @@ def _open_job_create(generators, model_dir, settings, **extra):
         count=4,
         dispatch=False,
         model_override=str(model_dir),
-        max_new_tokens=24,
         open_to_contributors=True,
-        **extra,
+        **{"max_new_tokens": 24, **extra},
     )
 
 
@@ -152,14 +151,19 @@ def test_the_contribute_command_completes_units_over_http(
 ):
     """The contributor's own command, in its own process, against a live HTTP server (the
     test server thread: the units go over real sockets as JSON) and a real worker that
-    proves and records what it submits."""
+    proves and records what it submits. Each unit takes longer to generate than its lease
+    (2 s): the command renews it as it goes, as a slow machine must."""
     import os
     import subprocess
     import sys
 
     from tests.helpers import ROOT
 
-    job = _open_job_create(generators, hashed_neox, settings)
+    settings.GENERATION_LEASE_SECONDS = 2
+    # As a site's web and workers share their settings: units name the precision the
+    # worker (GENERATION_QUANTIZE=none) proves in.
+    settings.GENERATION_QUANTIZE = "none"
+    job = _open_job_create(generators, hashed_neox, settings, max_new_tokens=2000)
     contributor, token = contributor_create(name="lin")
     run = subprocess.run(
         [

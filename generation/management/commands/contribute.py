@@ -8,6 +8,12 @@ from django.core.management.base import CommandError
 from allthepatents.commands import ProgressCommand
 
 
+class ServerRefused(CommandError):
+    def __init__(self, message: str, *, status: int):
+        super().__init__(message)
+        self.status = status
+
+
 class Command(ProgressCommand):
     help = (
         "Generate for a site on this machine: lease work units over HTTP, sample them with "
@@ -44,7 +50,9 @@ class Command(ProgressCommand):
                     return json.loads(resp.read())
             except urllib.error.HTTPError as exc:
                 detail = exc.read().decode("utf-8", "replace")[:500]
-                raise CommandError(f"{verb}: the server answered {exc.code}: {detail}") from exc
+                raise ServerRefused(
+                    f"{verb}: the server answered {exc.code}: {detail}", status=exc.code
+                ) from exc
             except urllib.error.URLError as exc:
                 raise CommandError(f"{verb}: cannot reach {server}: {exc.reason}") from exc
 
@@ -75,6 +83,15 @@ class Command(ProgressCommand):
                             f"cannot load the unit's model {unit['model']!r}: {exc} "
                             "(pass --model DIR with a copy of it)"
                         ) from exc
+                    # A first load may outlast the lease: then the unit is someone else's
+                    # now, and the next one is leased with the model in hand.
+                    try:
+                        call("renew", {"unit": unit["unit"]})
+                    except ServerRefused as exc:
+                        if exc.status != 409:
+                            raise
+                        unit = None
+                        continue
                 params = SamplingParams(**unit["sampling"])
                 samples = unit["samples"]
                 outs = backends[source, precision].generate(
