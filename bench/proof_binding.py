@@ -31,12 +31,13 @@ os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="bench-binding-"))
 RULES = {  # name: ProofRule fields changed from the production rule
     "production": {},
     "strict": {"slack": 0.0, "slack_min": 0},
-    "draw-0.5": {"draw_tolerance": 0.5},
     "draw-0.1": {"draw_tolerance": 0.1},
+    "draw-0.025": {"draw_tolerance": 0.025},
     "slack-10%": {"slack": 0.10},
     "slack-2%": {"slack": 0.02},
-    "hard-3": {"hard_limit": 3.0},
-    "member-1": {"member_tolerance": 1.0},
+    "hard-0.6": {"hard_limit": 0.6},
+    "hard-2.5": {"hard_limit": 2.5},
+    "member-0.4": {"member_tolerance": 0.4},
 }
 
 
@@ -98,7 +99,6 @@ def freedom(checker, prompts, seeds, outs, params, rule) -> float:
                     top_k=params.top_k,
                     top_p=params.top_p,
                     temperature=params.temperature,
-                    set_tolerance=rule.draw_tolerance,
                     with_membership=True,
                 )
                 passing += (
@@ -115,6 +115,9 @@ def main() -> None:
     parser.add_argument("--hashed", action="store_true", help="the tests' hashed tiny model")
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument(
+        "--batch", type=int, default=16, help="samples generated together (the site's 16)"
+    )
     parser.add_argument(
         "--checker", default="", help="none, int8-rows, int8, bf16 (default: the site's here)"
     )
@@ -173,7 +176,17 @@ def main() -> None:
         return sum(not ok for ok in verdicts) / len(verdicts)
 
     report = {"genuine_false_reject": {}, "forged_detection": {}, "disagreement": {}}
-    genuine = {p: backends[p].generate(prompts, seeds, params) for p in paths}
+
+    def generate(backend, params, which_seeds=None):
+        which_seeds = which_seeds or seeds
+        outs = []
+        for at in range(0, len(prompts), args.batch):
+            outs += backend.generate(
+                prompts[at : at + args.batch], which_seeds[at : at + args.batch], params
+            )
+        return outs
+
+    genuine = {p: generate(backends[p], params) for p in paths}
     for path, outs in genuine.items():
         for cq, checker in backends.items():
             results = excesses(checker, outs)
@@ -182,7 +195,9 @@ def main() -> None:
             draws = torch.cat([r.excess[0] for r in results])
             share = max(r.disagreements / r.tokens for r in results)
             report["disagreement"][key] = {
-                "positions_over_tolerance": round(float((draws > 0.5).float().mean()), 4),
+                "positions_over_tolerance": round(
+                    float((draws > PROOF_RULE.draw_tolerance).float().mean()), 4
+                ),
                 "worst_sample_share": round(share, 4),
                 "draw_q99": round(float(torch.quantile(draws, 0.99)), 3),
                 "draw_max": round(float(draws.max()), 3),
@@ -192,15 +207,13 @@ def main() -> None:
     checker = backends[site_checker]
     sampler = backends["int8" if site_checker == "int8-rows" else site_checker]
     forged = {
-        "other-seed": sampler.generate(prompts, [s + 7919 for s in seeds], params),
-        "greedy": sampler.generate(prompts, seeds, dataclasses.replace(params, top_k=1)),
+        "other-seed": generate(sampler, params, [s + 7919 for s in seeds]),
+        "greedy": generate(sampler, dataclasses.replace(params, top_k=1)),
         "copy": [genuine["none"][0]] * len(prompts),
         "rank-20": [(rank_sample(checker, p, params, 20), False) for p in prompts],
     }
     for t in (0.5, 1.0, 1.3, 1.6):
-        forged[f"temperature-{t}"] = sampler.generate(
-            prompts, seeds, dataclasses.replace(params, temperature=t)
-        )
+        forged[f"temperature-{t}"] = generate(sampler, dataclasses.replace(params, temperature=t))
     for name, outs in forged.items():
         results = excesses(checker, outs)
         report["forged_detection"][name] = {n: rates(results, r) for n, r in rules.items()}
@@ -208,7 +221,7 @@ def main() -> None:
     report["freedom"] = {
         n: round(freedom(checker, prompts, seeds, genuine["none"], params, r), 4)
         for n, r in rules.items()
-        if n in ("production", "draw-0.5", "draw-0.1")
+        if n in ("production", "draw-0.1", "draw-0.025")
     }
     print(json.dumps(report))
 

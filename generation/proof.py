@@ -7,8 +7,8 @@ depends only on the sample's seed and the step (``generation.sampling.sampling_u
 so at every position the checker knows which token the sampler took: the one whose interval
 of cumulative mass, after the same adjustments (repetition penalty, minimum length,
 temperature: ``generation.sampling.logits_adjust``), top-k and top-p, holds the uniform
-number. Machines differ in float rounding (and int8 generation differs from an fp32 check
-more), so the intervals are widened by ``LOGIT_TOLERANCE`` in log-odds. That binds model,
+number. Machines and precisions differ in float rounding, so a token passes where a small
+error in the logits would explain it (``ProofRule``, ``_excess_rows``). That binds model,
 seed, temperature, top-k and top-p at once; a sample copied to another index fails there.
 
 A sample is whole: it ends with the end token, or it is exactly the unit's token budget
@@ -26,7 +26,7 @@ from generation.sampling import sampling_uniforms
 
 @dataclass(frozen=True)
 class ProofRule:
-    """When a sample passes, in log-odds after temperature (see ``_excess_rows``).
+    """When a sample passes, in logit errors after temperature (see ``_excess_rows``).
 
     Float rounding between sampling paths and machines (int8's per-tensor activation scales
     above all) moves a genuine draw across a nearby interval boundary now and then, by a
@@ -38,16 +38,14 @@ class ProofRule:
     more than ``hard_limit``. The values are chosen by bench/proof.py (genuine samples
     of every sampling path under every checker, and the forgeries the issue lists)."""
 
-    draw_tolerance: float = 0.25
+    draw_tolerance: float = 0.05
     slack: float = 0.05
     slack_min: int = 2
-    hard_limit: float = 5.0
-    member_tolerance: float = 1.5
+    hard_limit: float = 1.0
+    member_tolerance: float = 1.0
 
 
 PROOF_RULE = ProofRule()
-# The draw tolerance, also the widening of the top-p set in ``_excess_rows``.
-LOGIT_TOLERANCE = PROOF_RULE.draw_tolerance
 # Rows of logits computed and checked at a time: enough that the output layer's weights
 # (32k x 1024) are read from memory a few times per group rather than once per sample,
 # few enough that the block (64 MiB in bf16) is not a burden.
@@ -182,7 +180,6 @@ def samples_proof_check(
                 buffer=buffer,
                 params=params,
                 eos_id=backend.eos_id,
-                set_tolerance=rule.draw_tolerance,
             )
         for (i, _, _, _), (draw, member) in zip(chunk, excesses, strict=True):
             results[i] = _verdict(draw, member, rule)
@@ -192,7 +189,7 @@ def samples_proof_check(
     return [dataclasses.replace(r, seconds=seconds) for r in results]
 
 
-def _excess_of_group(real, chunk, *, head, buffer, params, eos_id: int, set_tolerance: float):
+def _excess_of_group(real, chunk, *, head, buffer, params, eos_id: int):
     """Per sample of ``chunk``, each of its positions' excesses (``_excess_rows``: the draw's
     and the set membership's); the samples' hidden states are the rows of ``real`` in order, taken a block of rows at a time (a
     block may hold the end of one sample and the start of the next)."""
@@ -228,7 +225,6 @@ def _excess_of_group(real, chunk, *, head, buffer, params, eos_id: int, set_tole
             top_k=params.top_k,
             top_p=params.top_p,
             temperature=params.temperature,
-            set_tolerance=set_tolerance,
             with_membership=True,
         )
         excess[0, start:end], excess[1, start:end] = draw.cpu(), member.cpu()
@@ -363,6 +359,11 @@ def _logit(x):
     return torch.special.logit(x, eps=1e-15)
 
 
+# The logit errors (after temperature) at which ``_excess_rows`` asks whether a token could
+# have been drawn: its answer is the smallest of these that explains the token.
+EXCESS_GRID = (0.0, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.4, 0.6, 1.0, 1.5, 2.5, 4.0, 6.0, 10.0)
+
+
 def _excess_rows(
     rows,
     tokens,
@@ -371,21 +372,21 @@ def _excess_rows(
     top_k: int,
     top_p: float,
     temperature: float,
-    set_tolerance: float = LOGIT_TOLERANCE,
     with_membership: bool = False,
 ):
-    """Per row (penalised logits, before the temperature), how far the sampler's draw with
-    the row's uniform number lies from its token, in logit units: 0 when the sampler, given
-    these logits, takes exactly this token; else the shift in log-odds between the token
-    and the rest that another machine's rounding would have needed to make it take it.
+    """Per row (penalised logits, before the temperature): the smallest error ``d`` in every
+    logit (after temperature; a value of ``EXCESS_GRID``, inf if none) under which the
+    sampler, drawing with the row's uniform number, could have taken the row's token. 0:
+    these logits take exactly it.
 
-    The sampler (``generation.sampling.sample_rows``) takes the first token whose cumulative
-    mass exceeds ``u * M`` (``M`` the mass kept by top-p). A token is taken iff the mass of
-    the better ones ``B`` is at most ``u * M`` and ``A = B + p`` exceeds it; shifting every
-    logit by at most ``d`` moves ``B``'s log-odds by at most ``2d``, so the excess is
-    ``logit(B) - logit(u * M)`` or ``logit(u * M) - logit(A)``, whichever is positive (the
-    same for the top-k boundary and the top-p cut). Ties in value count on both sides, and
-    ``M`` may include tokens that top-p keeps within ``set_tolerance``."""
+    The sampler (``generation.sampling.sample_rows``) takes the first token, best first,
+    whose cumulative mass exceeds ``u * M`` (``M`` the mass top-p keeps). With every logit
+    off by at most ``d``, a token whose value is within ``2d`` of the token's may sit on
+    either side of it (near ties reorder), the mass ``B`` of the ones surely better and
+    ``A`` of those possibly better (the token's own included) move by at most ``2d`` in
+    log-odds, and so do ``M`` and the top-k and top-p cuts. The token can be drawn iff
+    ``B`` can be at most ``u * M`` and ``A`` can exceed it. ``with_membership``: also the
+    smallest ``d`` that puts the token in the top-k / top-p set at all."""
     import torch
 
     temperature = max(temperature, 1e-5)
@@ -394,32 +395,33 @@ def _excess_rows(
     k = top_k if top_k and top_k < vocab else vocab
     best = _top_values(rows, k) / temperature  # sorted, best first
     boundary = best[:, -1]  # the k-th best: the top-k boundary
-    out = (boundary - value).clamp(min=0)
     probs = torch.softmax(best.double(), dim=-1)
     cum_before = probs.cumsum(-1) - probs
-    inside = value >= boundary
-    # A token outside the top k (within tolerance of the k-th) is judged as if in its place.
-    better = torch.where(inside, (probs * (best > value[:, None])).sum(-1), cum_before[:, -1])
-    upto = torch.where(inside, (probs * (best >= value[:, None])).sum(-1), 1.0)
-    if top_p and top_p < 1.0:
-        cut = torch.tensor(top_p, dtype=torch.float64)
-        kept = cum_before <= cut
-        kept[:, 0] = True
-        may_keep = (_logit(cum_before) - _logit(cut)) <= set_tolerance
-        may_keep[:, 0] = True
-        mass_low, mass_high = (probs * kept).sum(-1), (probs * may_keep).sum(-1)
-        out = torch.maximum(out, (_logit(better) - _logit(cut)).float())
-    else:
-        mass_low = mass_high = torch.ones_like(better)
-    member = out.clamp(min=0)  # how far outside the set the sampler draws from at all
+    cut = torch.tensor(top_p if top_p and top_p < 1.0 else 1.0, dtype=torch.float64)
     u = uniforms.to(torch.float64)
-    out = torch.maximum(out, (_logit(better) - _logit(u * mass_high)).float())
-    out = torch.maximum(out, (_logit(u * mass_low) - _logit(upto)).float())
-    out = out.clamp(min=0)
-    never = torch.full_like(out, float("inf"))
+    rows_count = value.shape[0]
+    draw = torch.full((rows_count,), float("inf"))
+    member = torch.full((rows_count,), float("inf"))
+    for d in reversed(EXCESS_GRID):  # the smallest d that explains the token wins
+        shift = 2 * d  # the most two logits' difference can be off
+        sure = (probs * (best > value[:, None] + shift)).sum(-1)
+        maybe = (probs * (best >= value[:, None] - shift)).sum(-1)
+        better = torch.sigmoid(_logit(sure) - shift)
+        upto = torch.sigmoid(_logit(maybe) + shift)
+        in_top_k = value + shift >= boundary
+        in_top_p = better <= cut
+        may_keep = torch.sigmoid(_logit(cum_before) - shift) <= cut
+        may_keep[:, 0] = True
+        surely_keep = torch.sigmoid(_logit(cum_before) + shift) <= cut
+        surely_keep[:, 0] = True
+        mass_high = torch.sigmoid(_logit((probs * may_keep).sum(-1)) + shift)
+        mass_low = torch.sigmoid(_logit((probs * surely_keep).sum(-1)) - shift)
+        inside = in_top_k & in_top_p
+        drawn = inside & (better <= u * mass_high) & (u * mass_low < upto)
+        member = torch.where(inside, torch.full_like(member, d), member)
+        draw = torch.where(drawn, torch.full_like(draw, d), draw)
+    never = torch.full_like(draw, float("inf"))
+    draw = torch.where(value == float("-inf"), never, draw)
     if with_membership:
-        return (
-            torch.where(value == float("-inf"), never, out),
-            torch.where(value == float("-inf"), never, member),
-        )
-    return torch.where(value == float("-inf"), never, out)
+        return draw, torch.where(value == float("-inf"), never, member)
+    return draw

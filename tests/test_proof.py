@@ -139,7 +139,10 @@ def test_samples_drawn_on_another_cpu_pass_here(hashed_neox, sampled):
                 assert not wrong, (precision, path, expected, wrong)
 
 
-def test_an_edited_sample_fails_at_the_edit(checker):
+def test_an_edited_sample_fails_at_the_edit(hashed_neox):
+    """On the model whose distributions peak like a trained one's (random weights leave
+    the whole vocabulary within a logit or two, where an edit is within float noise)."""
+    checker = TransformersBackend(str(hashed_neox), quantize="none")
     out = checker.generate(PROMPTS[:1], [21], PARAMS)[0]
     assert _check(checker, PROMPTS[0], 21, out).ok
     ids = list(out.token_ids)
@@ -168,11 +171,13 @@ def test_another_models_text_fails(checker, memo_model):
 
 
 @pytest.mark.parametrize("rows_per_block", [None, 7])
-def test_checking_many_at_once_gives_each_its_own_verdict(checker, monkeypatch, rows_per_block):
+def test_checking_many_at_once_gives_each_its_own_verdict(hashed_neox, monkeypatch, rows_per_block):
     """Right-padded together, each sample is judged as if alone (no position sees a pad);
     with 7 rows to a block of logits, samples also straddle blocks."""
     import generation.proof
     from generation.proof import samples_proof_check
+
+    checker = TransformersBackend(str(hashed_neox), quantize="none")
 
     if rows_per_block:
         monkeypatch.setattr(generation.proof, "ROWS_PER_BLOCK", rows_per_block)
@@ -197,20 +202,23 @@ def test_checking_many_at_once_gives_each_its_own_verdict(checker, monkeypatch, 
 
 
 @pytest.mark.unit
-def test_the_checker_runs_bf16_wherever_the_cpu_has_it(monkeypatch):
-    """Generation on AVX512-BF16 without AMX runs int8 (faster token by token), but the
-    proof is one forward over whole texts: it checks in bf16 there too."""
+def test_the_checker_runs_bf16_with_amx_and_per_row_int8_elsewhere(monkeypatch):
+    """The proof is one forward over whole texts: bf16 where AMX runs it, per-row int8
+    elsewhere (faster than bf16 on AVX512-BF16 without AMX, and it keeps one position's
+    outliers from blurring the others')."""
     import search.embeddings
-    from generation.backends import generation_precision
-    from generation.contributions import proof_precision
+    from generation.contributions import contributor_precision, proof_precision
 
+    monkeypatch.setattr(search.embeddings, "cpu_flags", lambda: {"avx512f", "amx_bf16"})
+    assert proof_precision("auto") == "bf16"
     monkeypatch.setattr(search.embeddings, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
-    assert generation_precision("auto") == "int8" and proof_precision("auto") == "bf16"
+    assert proof_precision("auto") == "int8-rows"
+    assert contributor_precision("bf16") == "bf16"  # bf16 is native here
     monkeypatch.setattr(search.embeddings, "cpu_flags", lambda: {"avx2"})
-    # Without native bf16 the worker runs int8, and the checker int8 with a scale per row.
-    assert generation_precision("auto") == "int8" and proof_precision("auto") == "int8-rows"
-    assert proof_precision("int8") == "int8-rows"
-    assert proof_precision("none") == "none"  # an admin's explicit choice stands
+    assert proof_precision("auto") == proof_precision("int8") == "int8-rows"
+    assert contributor_precision("bf16") == "int8-rows"  # no hours of bf16 emulation
+    assert contributor_precision("int8-rows", device="cuda") == "none"
+    assert proof_precision("none") == "none" and proof_precision("bf16") == "bf16"
 
 
 def _neox(kl3m_source, **overrides):
@@ -418,3 +426,29 @@ def test_forgeries_are_refused(hashed_neox):
         forged = results[1:] if what == "copies of sample 0" else results
         assert not any(r.ok for r in forged), (what, forged)
         assert all(r.reason for r in forged), what
+
+
+@pytest.mark.unit
+def test_the_excess_is_the_logit_error_that_explains_a_token():
+    """The sampler's own token has excess 0; rounding that swaps two near-tied tokens
+    costs the swap's size, not the mass between them; a token far from the draw costs
+    much more."""
+    import torch
+
+    from generation.proof import _excess_rows
+    from generation.sampling import sample_rows
+
+    torch.manual_seed(3)
+    logits = torch.randn(200, 64) * 2
+    logits[:, 5] = logits[:, 9] + 0.004  # a near tie
+    u = torch.rand(200, dtype=torch.float64)
+    drawn = sample_rows(logits, top_k=20, top_p=0.9, uniforms=u)
+    exact = _excess_rows(logits, drawn, u, top_k=20, top_p=0.9, temperature=1.0)
+    assert exact.max() == 0
+    swapped = logits.clone()
+    swapped[:, 5], swapped[:, 9] = logits[:, 9], logits[:, 5]
+    noisy = _excess_rows(swapped, drawn, u, top_k=20, top_p=0.9, temperature=1.0)
+    assert noisy.max() <= 0.01
+    other = torch.where(drawn == 0, 1, 0)  # some other token than the draw
+    far = _excess_rows(logits, other, u, top_k=20, top_p=0.9, temperature=1.0)
+    assert (far > 0.1).float().mean() > 0.5
