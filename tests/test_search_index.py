@@ -215,3 +215,47 @@ def test_a_first_build_keeps_every_core_when_it_loads_the_model(
     assert seen and set(seen) == {2}
     assert torch.get_num_threads() == before  # queries go back to their own setting
     reader_reset()
+
+
+@pytest.mark.django_db
+def test_a_second_writer_waits_for_the_first_and_says_so(fixture_corpus, settings, capsys):
+    """`make run`'s worker indexes; `make demo`'s `search_index update` meets its lock: it
+    says why it waits, then does what is left; after --wait a clear error, no traceback."""
+    import subprocess
+    import sys
+
+    from django.core.management import CommandError, call_command
+
+    from tests.helpers import ROOT
+
+    holder = (
+        "import sys, time; from filelock import FileLock;"
+        "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True);"
+        "time.sleep(float(sys.argv[2]))"
+    )
+    lock_path = str(settings.INDEX_DIR / ".lock")
+    settings.INDEX_DIR.mkdir(parents=True, exist_ok=True)
+
+    def hold(seconds):
+        process = subprocess.Popen(
+            [sys.executable, "-c", holder, lock_path, str(seconds)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout.readline().strip() == "held"
+        return process
+
+    busy = hold(30)
+    try:
+        with pytest.raises(CommandError, match="another process has been writing"):
+            call_command("search_index", "update", "--no-progress", "--wait", "1")
+    finally:
+        busy.kill()
+        busy.wait()
+    brief = hold(3)
+    call_command("search_index", "update", "--no-progress", "--wait", "120")
+    brief.wait()
+    captured = capsys.readouterr()
+    assert "another process is writing the search index" in captured.err
+    assert manifest_read()["count"] > 0

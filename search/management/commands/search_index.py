@@ -1,4 +1,7 @@
 import json
+import time
+
+from django.core.management.base import CommandError
 
 from allthepatents.commands import ProgressCommand
 from search.models import IndexedVector
@@ -12,8 +15,14 @@ class Command(ProgressCommand):
     def add_arguments(self, parser):
         parser.add_argument("action", choices=["status", "update", "rebuild"])
         parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument(
+            "--wait",
+            type=float,
+            default=6 * 3600,
+            help="seconds to wait for another process writing the index (default 6 h)",
+        )
 
-    def handle(self, *args, action, no_progress, **options):
+    def handle(self, *args, action, no_progress, wait, **options):
         if action == "status":
             self.stdout.write(json.dumps(index_health(), indent=2))
             return
@@ -24,9 +33,36 @@ class Command(ProgressCommand):
             disable=no_progress,
         )
         run = search_index_rebuild if action == "rebuild" else search_index_update
-        result = run(progress=bar.update)
+        result = self._run_when_free(run, bar, wait=wait)
         bar.close()
         self.stdout.write(
             f"{action}: added {result['added']} vectors; index holds {result['count']}"
             + (" (rebuilt)" if result["rebuilt"] else "")
         )
+
+    def _run_when_free(self, run, bar, *, wait: float):
+        """One writer at a time: when another process holds the index (a worker that
+        `make run` started is indexing the same rows), say so and wait for it, then do
+        what is left (often nothing)."""
+        from filelock import Timeout
+
+        deadline = time.monotonic() + wait
+        told = False
+        while True:
+            try:
+                left = max(0.0, deadline - time.monotonic())
+                return run(progress=bar.update, lock_timeout=0 if not told else min(30, left))
+            except Timeout:
+                if time.monotonic() >= deadline:
+                    raise CommandError(
+                        "another process has been writing the search index for longer than "
+                        f"--wait ({wait:.0f} s); see `search_index status`, or stop the other "
+                        "writer (a worker's indexing task) and run this again"
+                    ) from None
+                if not told:
+                    self.stderr.write(
+                        "another process is writing the search index (a worker indexing "
+                        "the same rows, or another search_index command): waiting for it "
+                        "to finish, then adding whatever is left"
+                    )
+                    told = True
