@@ -87,6 +87,12 @@ def record_limits_check(*, title: str, abstract: str, claims: list[dict]) -> Non
                 f"claim {claim['number']} is {len(claim['text']):,} characters; "
                 f"the limit is {settings.RECORD_MAX_CLAIM_CHARS:,}"
             )
+    total = len(title) + len(abstract) + sum(len(c["text"]) for c in claims)
+    if total > settings.RECORD_MAX_TOTAL_CHARS:
+        raise RecordError(
+            f"the record is {total:,} characters in all; "
+            f"the limit is {settings.RECORD_MAX_TOTAL_CHARS:,}"
+        )
 
 
 def _expect_str(record: dict, key: str) -> str:

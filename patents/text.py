@@ -95,11 +95,14 @@ def cpc_codes_text(codes) -> str:
 # C0 control characters other than tab, line feed and carriage return: PostgreSQL refuses
 # NUL in text, XML (the Atom feed, dumps read by XML tools) refuses them all, and no patent
 # text needs one. Model output and imported records pass through here before storage.
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# Lone surrogates too: no encoder, database or page can carry one (an imported record with
+# one ended the import in a traceback and lost the good records of its batch).
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 
 
 def control_chars_strip(text: str) -> tuple[str, int]:
-    """``text`` without C0 control characters (tab and newlines stay), and how many went."""
+    """``text`` without C0 control characters (tab and newlines stay) or lone surrogates,
+    and how many went."""
     cleaned, removed = _CONTROL_CHARS.subn("", text)
     return cleaned, removed
 

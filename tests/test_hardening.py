@@ -515,3 +515,24 @@ def test_the_file_cache_rate_counter_counts_every_request_from_many_processes(tm
     ]
     allowed = sum(int(run.communicate(timeout=120)[0].strip()) for run in runs)
     assert allowed == 120
+
+
+@pytest.mark.django_db
+def test_an_imported_lone_surrogate_loses_nothing_and_huge_records_are_refused(settings):
+    """A lone surrogate in an imported record ended the import in a traceback and lost the
+    good records of its batch; a 40 MB record was accepted whole."""
+    settings.RECORD_MAX_TOTAL_CHARS = 50_000
+    good = {
+        "id": "US7100001",
+        "title": "Telephone keyboard",
+        "abstract": "A keyboard.",
+        "claims": ["1. A keyboard."],
+    }
+    odd = {**good, "id": "US7100002", "title": "Tele\ud800phone keyboard"}
+    huge = {**good, "id": "US7100003", "claims": [f"{n}. " + "x" * 30_000 for n in range(1, 4)]}
+    lines = [json.dumps(r) for r in (good, odd, huge)]
+    report = reference_import_records(enumerate(lines, start=1))
+    assert Patent.objects.filter(source_id__in=["US7100001", "US7100002"]).count() == 2
+    assert Patent.objects.get(source_id="US7100002").title == "Telephone keyboard"
+    assert not Patent.objects.filter(source_id="US7100003").exists()
+    assert any("in all" in why for _, why in report.bad), report.bad
