@@ -22,6 +22,10 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
     result_expires=3600,
+    # Nothing reads a task's result, and a task that keeps one makes every send first
+    # subscribe to the result backend, with retries of its own that BROKER_SEND_TIMEOUT
+    # does not bound (19 s to refuse a job with Redis down).
+    task_ignore_result=True,
     worker_hijack_root_logger=False,
 )
 app.autodiscover_tasks()
