@@ -23,11 +23,14 @@ _SPLIT_RE = re.compile(
 )
 _NUMBER_RE = re.compile(r"^\s*\d+\s*[.)]\s*")
 MIN_ELEMENT_WORDS = 3
+# A chart's rows: each is embedded and compared with every passage of every result, and
+# a 2,000-element paste took 22 s and answered 3.5 MB. Real claims have a few dozen.
+MAX_ELEMENTS = 40
 
 
 def claim_elements(text: str) -> list[str]:
     """Preamble first, then the elements (at ";", new lines, "wherein", "(a)"); a short
-    query or one without structure is a single element."""
+    query or one without structure is a single element; at most MAX_ELEMENTS."""
     text = _NUMBER_RE.sub("", " ".join(text.split(" ")).strip())
     if len(text.split()) < 12:
         return [text] if text else []
@@ -40,8 +43,8 @@ def claim_elements(text: str) -> list[str]:
         piece = piece.strip(" ;,.:")
         if not piece:
             continue
-        if parts and len(piece.split()) < MIN_ELEMENT_WORDS:
-            parts[-1] = f"{parts[-1]}; {piece}"
+        if parts and (len(piece.split()) < MIN_ELEMENT_WORDS or len(parts) >= MAX_ELEMENTS):
+            parts[-1] = f"{parts[-1]}; {piece}"  # the rest stays in the last element
         else:
             parts.append(piece)
     return parts or [text]

@@ -257,10 +257,24 @@ EXPORT_TYPES = {
 }
 
 
+# What a workbench search counts as against the rate limit: element charts embed every
+# element and compare it with every result's passages; combinations search 30 deep.
+ELEMENTS_COST, COMBINATIONS_COST = 4, 8
+
+
+def _wants(data, key: str) -> bool:
+    return str(data.get(key, "")).lower() in ("1", "true", "yes", "on")
+
+
 def _limited_search(request, data):
-    """Rate limit, parameters from ``data``, search: (params, result, None), or
-    (None, None, the JSON error response)."""
-    wait = rate_limit_check(request)
+    """Rate limit (charged by what the request asks for), parameters from ``data``, search:
+    (params, result, None), or (None, None, the JSON error response)."""
+    cost = 1
+    if _wants(data, "elements") or _wants(data, "combinations"):
+        cost += ELEMENTS_COST
+    if _wants(data, "combinations"):
+        cost += COMBINATIONS_COST
+    wait = rate_limit_check(request, cost=cost)
     if wait:
         return None, None, api_error("too many requests; slow down", 429, Retry_After=str(wait))
     try:
@@ -503,8 +517,8 @@ def api_search(request):
         return error
     charts = {}
     elements = []
-    want_elements = str(data.get("elements", "")).lower() in ("1", "true", "yes", "on")
-    want_combinations = str(data.get("combinations", "")).lower() in ("1", "true", "yes", "on")
+    want_elements = _wants(data, "elements")
+    want_combinations = _wants(data, "combinations")
     combinations = []
     if want_elements or want_combinations:
         elements = claim_elements(params.q)

@@ -580,3 +580,27 @@ def test_sending_a_task_gives_up_within_the_broker_timeout_when_results_go_to_re
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("refused: OperationalError"), out.stdout
+
+
+@pytest.mark.django_db
+def test_a_workbench_search_is_bounded_and_charged_by_its_cost(client, settings):
+    """A claim of 2,000 elements with elements and combinations took 22 s and answered
+    3.5 MB: the elements are capped, and such a search counts as several."""
+    from django.core.cache import cache
+
+    from search.elements import MAX_ELEMENTS, claim_elements
+
+    claim = "1. A device comprising: " + "; ".join(
+        f"a part number {n} joined to the frame" for n in range(2000)
+    )
+    elements = claim_elements(claim)
+    assert len(elements) == MAX_ELEMENTS
+    assert "part number 1999" in elements[-1]  # nothing of the claim is dropped
+    settings.SEARCH_RATE_LIMIT = 20
+    cache.clear()
+    body = {"q": claim[:19_000], "elements": True, "combinations": True}
+    answers = [
+        client.post("/api/search", body, content_type="application/json").status_code
+        for _ in range(3)
+    ]
+    assert answers[0] == 200 and answers[-1] == 429  # 13 each against 20
