@@ -186,6 +186,13 @@ def _page_context(request, params, result, *, base_query: str):
     }
 
 
+def _search_page_limited(request, context, wait: int):
+    context["error"] = f"Too many searches from your address; try again in {wait} s."
+    response = render(request, "search/search.html", context, status=429)
+    response["Retry-After"] = str(wait)
+    return response
+
+
 @require_http_methods(["GET", "POST"])
 def search_page(request):
     source = request.POST if request.method == "POST" else request.GET
@@ -212,18 +219,12 @@ def search_page(request):
                 window=3600,
             )
             if wait:
-                context["error"] = f"Too many searches from your address; try again in {wait} s."
-                response = render(request, "search/search.html", context, status=429)
-                response["Retry-After"] = str(wait)
-                return response
+                return _search_page_limited(request, context, wait)
             link = _linkable_query(params, data, qid=stored_query_save(text=params.q))
         return HttpResponseRedirect(f"{reverse('search')}?{link}", status=303)
     wait = rate_limit_check(request)
     if wait:
-        context["error"] = f"Too many searches from your address; try again in {wait} s."
-        response = render(request, "search/search.html", context, status=429)
-        response["Retry-After"] = str(wait)
-        return response
+        return _search_page_limited(request, context, wait)
     result = search_patents(params.q, filters=params.filters, k=params.k, page=params.page)
     base = request.GET.copy()
     base.pop("page", None)

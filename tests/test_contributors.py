@@ -302,6 +302,13 @@ def test_public_sign_up_gives_a_working_token_once_and_is_limited(client, open_j
 # What an outside probe got accepted, each refused now.
 
 
+def _send(client, token, unit, samples):
+    """Submit only (no check): the answer the contributor gets at once."""
+    return _post(
+        client, "/api/contribute/submit", token, {"unit": unit["unit"], "samples": samples}
+    )
+
+
 def _lease(client, token):
     unit = _post(client, "/api/contribute/lease", token, {}).json()
     assert unit.get("unit"), unit
@@ -373,14 +380,12 @@ def test_empty_and_cut_short_samples_are_refused_and_the_indexes_return(
     _, token = contributor_create(name="waster")
     unit = _lease(client, token)
     empty = [{"index": x["index"], "token_ids": [], "finished": False} for x in unit["samples"]]
-    sent = _post(client, "/api/contribute/submit", token, {"unit": unit["unit"], "samples": empty})
+    sent = _send(client, token, unit, empty)
     assert sent.status_code == 400 and "cut short" in sent.json()["error"]
     assert not JobBatch.objects.filter(owner__endswith=unit["unit"]).exists()  # back in the pool
     unit = _lease(client, token)
     prefixes = [{**s, "token_ids": s["token_ids"][:12]} for s in _generate(unit, hashed_neox)]
-    sent = _post(
-        client, "/api/contribute/submit", token, {"unit": unit["unit"], "samples": prefixes}
-    )
+    sent = _send(client, token, unit, prefixes)
     assert sent.status_code == 400 and "cut short" in sent.json()["error"]
     assert not Sample.objects.exists() and not Contribution.objects.exists()
     waster = Contributor.objects.get(name="waster")
@@ -404,9 +409,7 @@ def test_a_refused_unit_goes_back_and_its_samples_are_not_kept(client, open_job,
     assert all(set(s) == {"index", "tokens", "finished", "sha256"} for s in row.samples)
     assert not JobBatch.objects.filter(owner__endswith=unit["unit"]).exists()
     # Resubmitting the refused unit finds it gone: a refusal never renews a lease.
-    again = _post(
-        client, "/api/contribute/submit", token, {"unit": unit["unit"], "samples": samples}
-    )
+    again = _send(client, token, unit, samples)
     assert again.status_code == 409
     assert _post(client, "/api/contribute/renew", token, {"unit": unit["unit"]}).status_code == 409
 
@@ -461,9 +464,7 @@ def test_indexes_must_be_integers(client, open_job, hashed_neox):
     genuine = _generate(unit, hashed_neox)
     for bad in ("0", 1.7, True, None):
         samples = [dict(genuine[0], index=bad), genuine[1]]
-        sent = _post(
-            client, "/api/contribute/submit", token, {"unit": unit["unit"], "samples": samples}
-        )
+        sent = _send(client, token, unit, samples)
         assert sent.status_code == 400 and "integer index" in sent.json()["error"], bad
 
 
@@ -477,23 +478,13 @@ def test_a_check_that_waits_keeps_its_unit_and_a_revoked_token_records_nothing(
     settings.GENERATION_LEASE_SECONDS = 1
     contributor, token = contributor_create(name="patient")
     unit = _lease(client, token)
-    sent = _post(
-        client,
-        "/api/contribute/submit",
-        token,
-        {"unit": unit["unit"], "samples": _generate(unit, hashed_neox)},
-    )
+    sent = _send(client, token, unit, _generate(unit, hashed_neox))
     assert sent.status_code == 202
     time.sleep(1.5)  # longer than a lease: the check waited behind the site's own work
     assert contribution_verify(contribution_id=sent.json()["contribution"]).status == "accepted"
 
     unit = _lease(client, token)
-    sent = _post(
-        client,
-        "/api/contribute/submit",
-        token,
-        {"unit": unit["unit"], "samples": _generate(unit, hashed_neox)},
-    )
+    sent = _send(client, token, unit, _generate(unit, hashed_neox))
     contributor_revoke(contributor=contributor)
     checked = contribution_verify(contribution_id=sent.json()["contribution"])
     assert checked.status == "refused" and "revoked" in checked.error
@@ -510,12 +501,7 @@ def test_units_name_the_model_the_job_runs(client, open_job, hashed_neox):
     unit = _lease(client, token)
     assert unit["model"] == str(hashed_neox) == open_job.model_override
     assert unit["lease_seconds"] > 0
-    sent = _post(
-        client,
-        "/api/contribute/submit",
-        token,
-        {"unit": unit["unit"], "samples": _generate(unit, hashed_neox)},
-    )
+    sent = _send(client, token, unit, _generate(unit, hashed_neox))
     contribution_verify(contribution_id=sent.json()["contribution"])
     recorded = Sample.objects.filter(job=open_job, patent__isnull=False).select_related("patent")
     for sample in recorded:
