@@ -5,6 +5,7 @@ import http.server
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from tests.helpers import QuietHandler, http_serve
@@ -66,6 +67,8 @@ class LocalTSA:
         self.cert = self.dir / "tsa.crt"
         self.requests = 0
         self.down = False
+        self.answer_for = None  # bytes: stamp these instead of what was asked
+        self.trickle = 0.0  # seconds between the reply's bytes
         tsa = self
 
         class Handler(QuietHandler, http.server.BaseHTTPRequestHandler):
@@ -74,6 +77,8 @@ class LocalTSA:
                     self.send_error(503, "TSA down for the test")
                     return
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if tsa.answer_for is not None:  # a genuine token, for other data
+                    body = tsa.query_for(tsa.answer_for)
                 with tempfile.TemporaryDirectory(dir=tsa.dir) as tmp:
                     query, reply = Path(tmp) / "q.tsq", Path(tmp) / "r.tsr"
                     query.write_bytes(body)
@@ -96,11 +101,34 @@ class LocalTSA:
                     )
                     data = reply.read_bytes()
                 tsa.requests += 1
+                if tsa.trickle:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/timestamp-reply")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    for byte in data:
+                        if tsa.down:
+                            return
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(tsa.trickle)
+                    return
                 self.reply(data, "application/timestamp-reply")
 
         self.server, self.url = http_serve(Handler, path="/tsa")
 
+    def query_for(self, data: bytes) -> bytes:
+        with tempfile.TemporaryDirectory(dir=self.dir) as tmp:
+            source = Path(tmp) / "data"
+            source.write_bytes(data)
+            return subprocess.run(
+                [self.openssl, "ts", "-query", "-data", str(source), "-sha256", "-cert"],
+                check=True,
+                capture_output=True,
+            ).stdout
+
     def close(self):
+        self.down = True
         self.server.shutdown()
         self.server.server_close()
         shutil.rmtree(self.dir, ignore_errors=True)

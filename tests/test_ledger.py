@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -377,6 +378,44 @@ def test_an_unreachable_tsa_leaves_publishing_working_and_retries(tsa, settings)
     _publish(1, days_ago=3)  # a closed day's head without a token: due
     with pytest.raises(CommandError, match="did not answer"):
         call_command("ledger", "timestamp")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "unpinned"])
+def test_a_token_for_other_data_is_refused_pinned_certificate_or_not(tsa, settings, pinned):
+    """Without LEDGER_TSA_CERT a reply was not checked at all: a genuine token for other
+    data was kept as a head's stamp, and that head never stamped again."""
+    if not pinned:
+        settings.LEDGER_TSA_CERT = None
+    _publish(2, days_ago=1)
+    tsa.answer_for = b"some other document"
+    assert ledger_timestamp_heads() == {"stamped": 0, "failed": 1}
+    assert not LedgerTimestamp.objects.exists()
+    tsa.answer_for = None
+    assert ledger_timestamp_heads()["stamped"] == 1
+    assert ledger_verify()[1] is None  # and ledger verify checks tokens without a pin too
+
+
+@pytest.mark.django_db(transaction=True)  # the thread reads the rows on its own connection
+def test_a_trickling_tsa_is_given_up_within_its_timeout(tsa, settings):
+    """A TSA that sends its reply a byte at a time held the only worker for 300 s."""
+    settings.LEDGER_TSA_TIMEOUT = 1
+    tsa.trickle = 0.3
+    _publish(2, days_ago=1)
+    outcome = []
+
+    def stamp():
+        try:
+            outcome.append(ledger_timestamp_heads())
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=stamp)
+    thread.start()
+    thread.join(timeout=15)  # the timeout is 1 s; a reply of some kilobytes takes minutes
+    tsa.down = True  # ends the trickle either way
+    assert not thread.is_alive(), "the timestamp request outlived its timeout"
+    assert outcome == [{"stamped": 0, "failed": 1}]
 
 
 @pytest.mark.unit
