@@ -756,7 +756,8 @@ _UNIT_REF = {"type": "object", "properties": {"unit": {"type": "string"}}, "requ
 OPENAPI["paths"].update(
     {
         "/api/contribute/lease": _contribute_op(
-            "Lease a work unit: job, sample indexes, prompts, seeds, sampling settings, model",
+            "Lease a work unit: job, sample indexes, prompts, seeds, sampling settings, the "
+            "model the job runs, the precision to sample in, lease_seconds",
             {"type": "object"},
             (200, "a unit, or {unit: null, retry_after} when there is none"),
             {429: "too many units leased at once"},
