@@ -32,6 +32,25 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def python_run(code: str, *, data_dir, timeout: float = 60, **env):
+    """``python -c code`` in a fresh process of the project, on its own DATA_DIR, with
+    ``env`` added to this one's environment: what a start with those settings does."""
+    full = {
+        **os.environ,
+        "DATA_DIR": str(data_dir),
+        "DJANGO_SETTINGS_MODULE": "allthepatents.settings",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def redis_url_or_skip() -> str:
     url = settings.REDIS_URL
     require(bool(url), "REDIS_URL is not set: no Redis server to test against")

@@ -219,21 +219,10 @@ def test_settings_reject_a_bad_boolean(tmp_path):
 def test_settings_refuse_a_value_they_do_not_know(tmp_path, name, value, module):
     """A typo fails the start with the variable's name instead of quietly meaning the
     default (int4 ran fp32; a misspelt SEARCH_PRELOAD meant on)."""
-    env = {
-        **os.environ,
-        "DATA_DIR": str(tmp_path),
-        name: value,
-        "DJANGO_SETTINGS_MODULE": "allthepatents.settings",
-    }
+    from tests.helpers import python_run
+
     code = "import django; django.setup()" if module == "django" else f"import {module}"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = python_run(code, data_dir=tmp_path, **{name: value})
     assert out.returncode != 0 and f"{name}={value!r} is not" in out.stderr, out.stderr[-500:]
 
 

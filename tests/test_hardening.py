@@ -546,11 +546,7 @@ def test_sending_a_task_gives_up_within_the_broker_timeout_when_results_go_to_re
     Redis refusing (a job added in the admin, a contributor's submission). Tasks keep no
     result, so a send is bounded by BROKER_SEND_TIMEOUT. A process of its own: the
     broker and backend are read from REDIS_URL when the app starts."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.helpers import ROOT
+    from tests.helpers import python_run
 
     code = (
         "import django; django.setup()\n"
@@ -561,22 +557,10 @@ def test_sending_a_task_gives_up_within_the_broker_timeout_when_results_go_to_re
         "except Exception as exc:\n"
         "    print('refused:', type(exc).__name__)\n"
     )
-    env = {
-        **os.environ,
-        "DATA_DIR": str(tmp_path),
-        "REDIS_URL": DEAD_REDIS,
-        "BROKER_SEND_TIMEOUT": "1",
-        "DJANGO_SETTINGS_MODULE": "allthepatents.settings",
-    }
     # The promise is 2 s (the README's); before the fix the send took 19 and the process
     # was cut off here. Ten leave room for a loaded machine to start Django.
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=10,
+    out = python_run(
+        code, data_dir=tmp_path, timeout=10, REDIS_URL=DEAD_REDIS, BROKER_SEND_TIMEOUT="1"
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("refused: OperationalError"), out.stdout
