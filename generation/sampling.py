@@ -1,6 +1,7 @@
 """The per-step arithmetic of local generation, apart from the backend that drives it:
 logit adjustments (repetition penalty, minimum length, temperature), top-k/top-p sampling
-with a generator per row, and a KV cache that writes into preallocated buffers.
+by inverse CDF with uniform numbers drawn from each sample's seed (so that the proof of
+sampling can check the draw), and a KV cache that writes into preallocated buffers.
 
 The cache subclasses ``transformers.cache_utils.DynamicLayer`` and relies on its
 lazy-initialisation interface (``lazy_initialization``, ``is_initialized``, ``keys`` and
