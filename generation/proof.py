@@ -12,8 +12,9 @@ error in the logits would explain it (``ProofRule``, ``_excess_rows``). That bin
 seed, temperature, top-k and top-p at once; a sample copied to another index fails there.
 
 A sample is whole: it ends with the end token, or it is exactly the unit's token budget
-long; a shorter one is refused. The rates (false rejects of genuine samples, detection,
-and how often a second token fits the tolerance) are measured by ``bench/proof.py``.
+long; a shorter one is refused. The rates (false rejects of genuine samples, forgeries
+caught, and how often a second token fits the tolerance) are measured by
+``bench/proof_binding.py``, the cost by ``bench/proof.py``.
 """
 
 import dataclasses
@@ -35,8 +36,9 @@ class ProofRule:
     and every token must lie within ``member_tolerance`` of the top-k / top-p set. A
     different seed, temperature or top-p, a greedy sample or one copied from another index
     disagrees at most positions where the distribution is not peaked, many of them by
-    more than ``hard_limit``. The values are chosen by bench/proof.py (genuine samples
-    of every sampling path under every checker, and the forgeries the issue lists)."""
+    more than ``hard_limit``. The values are chosen by bench/proof_binding.py (genuine
+    samples of every sampling path under every checker, and the forgeries it makes;
+    bench/README.md)."""
 
     draw_tolerance: float = 0.05
     slack: float = 0.05
@@ -62,7 +64,7 @@ class ProofResult:
     tokens: int
     violations: int
     first_violation: int | None  # position in the completion
-    worst_excess: float  # how far the worst token lies from the draw (log-odds)
+    worst_excess: float  # the largest logit error a token needs (``_excess_rows``)
     seconds: float
     reason: str = ""  # why it failed, in words
     disagreements: int = 0  # positions beyond the draw tolerance (within the slack or not)
