@@ -416,6 +416,15 @@ def contribution_verify(*, contribution_id: int) -> Contribution | None:
         outputs.append(
             GenerationOutput(text, len(ids) + int(sample["finished"]), sample["finished"], ids)
         )
+    if not Contributor.objects.filter(pk=contributor.pk, active=True).exists():
+        # Revoked or suspended after it submitted: nothing recorded, the unit back in the
+        # pool, no strike (not a refusal of its samples).
+        if _contribution_finish(
+            contribution, refused="the token was revoked or suspended before this unit was checked"
+        ):
+            JobBatch.objects.filter(owner=contribution.unit).delete()
+        contribution.refresh_from_db()
+        return contribution
     provenance_base = {
         "generator_model": model.name,
         "generator_revision": checker.revision_loaded or model.revision,
@@ -429,9 +438,6 @@ def contribution_verify(*, contribution_id: int) -> Contribution | None:
         taken = JobBatch.objects.filter(owner=contribution.unit).delete()[0]
         if not taken:
             refused = "the unit's lease ran out before it was checked, and it was re-issued"
-        elif not Contributor.objects.filter(pk=contributor.pk, active=True).exists():
-            refused = "the token was revoked or suspended before this unit was checked"
-            transaction.set_rollback(True)
         else:
             recorded = [
                 sample_record(
@@ -460,8 +466,6 @@ def contribution_verify(*, contribution_id: int) -> Contribution | None:
             else:
                 Contributor.objects.filter(pk=contributor.pk).update(strikes=0)
     if refused:
-        if refused.startswith("the token"):
-            JobBatch.objects.filter(owner=contribution.unit).delete()  # back to the pool
         _contribution_finish(contribution, refused=refused)
     else:
         job_finish_if_complete(job=job)
