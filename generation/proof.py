@@ -267,7 +267,6 @@ def _verdict(draw, member, rule: ProofRule) -> ProofResult:
         at = int(far[0])
         reason = f"token {at} is far from what the sampler draws there with this seed"
     elif len(disagree) > allowed:
-        at = int(disagree[allowed])
         reason = (
             f"{len(disagree)} of {len(draw)} tokens are not what the sampler draws with this "
             f"seed (float noise explains at most {allowed})"
@@ -399,6 +398,7 @@ def _excess_rows(
     boundary = best[:, -1]  # the k-th best: the top-k boundary
     probs = torch.softmax(best.double(), dim=-1)
     cum_before = probs.cumsum(-1) - probs
+    odds_before = _logit(cum_before)  # the same at every d
     cut = torch.tensor(top_p if top_p and top_p < 1.0 else 1.0, dtype=torch.float64)
     u = uniforms.to(torch.float64)
     rows_count = value.shape[0]
@@ -412,9 +412,9 @@ def _excess_rows(
         upto = torch.sigmoid(_logit(maybe) + shift)
         in_top_k = value + shift >= boundary
         in_top_p = better <= cut
-        may_keep = torch.sigmoid(_logit(cum_before) - shift) <= cut
+        may_keep = torch.sigmoid(odds_before - shift) <= cut
         may_keep[:, 0] = True
-        surely_keep = torch.sigmoid(_logit(cum_before) + shift) <= cut
+        surely_keep = torch.sigmoid(odds_before + shift) <= cut
         surely_keep[:, 0] = True
         mass_high = torch.sigmoid(_logit((probs * may_keep).sum(-1)) + shift)
         mass_low = torch.sigmoid(_logit((probs * surely_keep).sum(-1)) - shift)
