@@ -4,6 +4,7 @@ Every setting of the project is read through these helpers so that a bad value f
 at start-up with the variable's name, not later with a confusing error.
 """
 
+import math
 import os
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def env_float(
         value = float(raw)
     except ValueError:
         raise EnvError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise EnvError(f"{name}={raw!r} is not a finite number")
     if minimum is not None and value < minimum:
         raise EnvError(f"{name}={value} must be at least {minimum}")
     if maximum is not None and value > maximum:

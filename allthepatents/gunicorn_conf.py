@@ -4,6 +4,11 @@ import logging
 import time
 
 from allthepatents.env import env_bool
+from allthepatents.settings import WEB_WORKER_TIMEOUT
+
+# Above the site's own request deadline (allthepatents/deadline.py): a slow request is
+# answered with the site's page and the worker lives; this only catches a worker stuck in C.
+timeout = WEB_WORKER_TIMEOUT
 
 # The embedding model and the FAISS index load before a worker takes its first request
 # (post_worker_init runs before the worker's accept loop), so no visitor pays for it:

@@ -12,6 +12,7 @@ from pathlib import Path
 import dj_database_url
 
 from allthepatents.env import (
+    EnvError,
     env_bool,
     env_choice,
     env_float,
@@ -79,6 +80,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Outside the others: a CSRF refusal or a 500 under /api/ is answered as JSON too.
     "allthepatents.api.ApiJsonErrorsMiddleware",
+    "allthepatents.deadline.RequestDeadlineMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -337,6 +339,17 @@ LEDGER_TSA_INTERVAL = env_int("LEDGER_TSA_INTERVAL", 3600, minimum=60)  # newest
 LEDGER_TSA_TIMEOUT = env_float("LEDGER_TSA_TIMEOUT", 10.0)
 # Seconds a web request may wait on the broker to enqueue a task (see celery.task_send).
 BROKER_SEND_TIMEOUT = env_float("BROKER_SEND_TIMEOUT", 2.0)
+# A web request running longer is answered with the site's "took too long" page (0 = no
+# limit); gunicorn's worker timeout is WEB_WORKER_TIMEOUT, by default this plus 30 s.
+WEB_REQUEST_DEADLINE_SECONDS = env_float("WEB_REQUEST_DEADLINE_SECONDS", 25.0, minimum=0.0)
+WEB_WORKER_TIMEOUT = env_int(
+    "WEB_WORKER_TIMEOUT", int(WEB_REQUEST_DEADLINE_SECONDS) + 30, minimum=1
+)
+if WEB_REQUEST_DEADLINE_SECONDS and WEB_WORKER_TIMEOUT <= WEB_REQUEST_DEADLINE_SECONDS:
+    raise EnvError(
+        f"WEB_WORKER_TIMEOUT={WEB_WORKER_TIMEOUT} must exceed WEB_REQUEST_DEADLINE_SECONDS="
+        f"{WEB_REQUEST_DEADLINE_SECONDS:g}: gunicorn would kill the worker before the site answers"
+    )
 # /healthz?detail=1 (broker, worker, index) for staff, or with this bearer token.
 HEALTHZ_TOKEN = env_str("HEALTHZ_TOKEN", "")
 HEALTHZ_CACHE_SECONDS = env_float("HEALTHZ_CACHE_SECONDS", 10.0)

@@ -13,3 +13,4 @@ urlpatterns = [
 ]
 
 handler404 = "patents.views.page_not_found"
+handler500 = "allthepatents.views.server_error"

@@ -37,3 +37,17 @@ def healthz(request):
     else:
         report, ok = health_liveness()
     return JsonResponse(report, status=200 if ok else 503)
+
+
+def server_error(request):
+    """The site's own 500 page; a request stopped by its deadline outside the view (in a
+    middleware) still gets the "took too long" answer."""
+    import sys
+
+    from django.shortcuts import render
+
+    from allthepatents.deadline import RequestDeadlineExceeded, deadline_response
+
+    if isinstance(sys.exc_info()[1], RequestDeadlineExceeded):
+        return deadline_response(request)
+    return render(request, "500.html", status=500)
