@@ -3,8 +3,8 @@ CPU or a huge claim looks like to gunicorn, made reproducible (tests/test_site_l
 
 import time
 
-from allthepatents.wsgi import application  # noqa: F401  (sets Django up)
 import search.views  # noqa: E402
+from allthepatents.wsgi import application  # noqa: F401  (sets Django up)
 
 
 def _stuck(*args, **kwargs):
