@@ -329,6 +329,8 @@ RECORD_MAX_CLAIM_CHARS = env_int("RECORD_MAX_CLAIM_CHARS", 40_000, minimum=1)
 RECORD_MAX_CLAIMS = env_int("RECORD_MAX_CLAIMS", 1_000, minimum=1)
 # Title, abstract and claims together: the largest of the 12,607 shared patents is 57 k
 # characters; a 40 MB record made every page and answer of it 40 MB.
+# A page of claims on an invention's page and in /api/patents/<id>; the downloads are whole.
+PATENT_CLAIMS_PER_PAGE = env_int("PATENT_CLAIMS_PER_PAGE", 100, minimum=1)
 RECORD_MAX_TOTAL_CHARS = env_int("RECORD_MAX_TOTAL_CHARS", 500_000, minimum=1)
 
 HEALTHZ_TIMEOUT = env_float("HEALTHZ_TIMEOUT", 1.0)

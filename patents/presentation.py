@@ -13,15 +13,21 @@ CLAIM_LINK_RE = re.compile(r"\b(claims?\s+)(\d{1,4})\b", re.IGNORECASE)
 _JSON_SCRIPT_ESCAPES = {ord(">"): "\\u003E", ord("<"): "\\u003C", ord("&"): "\\u0026"}
 
 
-def claim_html(text: str, *, numbers: set[int]) -> SafeString:
-    """Escapes a claim and links "claim N" to claim N on the page when N exists."""
+def claim_html(
+    text: str, *, numbers: set[int] | dict[int, int], page: int | None = None
+) -> SafeString:
+    """Escapes a claim and links "claim N" to claim N when N exists. With ``numbers`` as
+    {number: page of the claims list}, a claim on another page is linked there."""
     escaped = str(escape(text))
 
     def link(match):
         number = int(match.group(2))
         if number not in numbers:
             return match.group(0)
-        return f'{match.group(1)}<a href="#claim-{number}">{number}</a>'
+        where = ""
+        if isinstance(numbers, dict) and page is not None and numbers[number] != page:
+            where = f"?claims_page={numbers[number]}"
+        return f'{match.group(1)}<a href="{where}#claim-{number}">{number}</a>'
 
     return mark_safe(CLAIM_LINK_RE.sub(link, escaped))  # noqa: S308 (escaped above)
 

@@ -3,7 +3,9 @@
 import datetime as dt  # noqa: F401  (used in annotations)
 import json
 import secrets
+from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import F, Prefetch, QuerySet
 from django.utils import timezone
 
@@ -18,12 +20,38 @@ def patents_latest(*, origin: str = Patent.Origin.GENERATED, limit: int = 10) ->
     return list(patents_visible().filter(origin=origin).order_by("-published_at", "-id")[:limit])
 
 
-def patent_get(*, public_id: str) -> Patent | None:
-    return (
-        Patent.objects.filter(public_id=public_id)
-        .prefetch_related(Prefetch("claims", queryset=Claim.objects.order_by("number")))
-        .first()
-    )
+def patent_get(*, public_id: str, with_claims: bool = True) -> Patent | None:
+    found = Patent.objects.filter(public_id=public_id)
+    if with_claims:
+        found = found.prefetch_related(
+            Prefetch("claims", queryset=Claim.objects.order_by("number"))
+        )
+    return found.first()
+
+
+@dataclass(frozen=True)
+class ClaimsPage:
+    """One page of a patent's claims, and which page each claim number is on (for the
+    links of dependent claims to claims on other pages)."""
+
+    claims: list[Claim]
+    page: int
+    pages: int
+    total: int
+    page_of: dict[int, int]
+
+
+def patent_claims_page(*, patent: Patent, page: int = 1) -> ClaimsPage:
+    """Claims ``PATENT_CLAIMS_PER_PAGE`` at a time: a record of a thousand long claims is
+    not one 40 MB page. A page past the end is the last page."""
+    per_page = settings.PATENT_CLAIMS_PER_PAGE
+    numbers = list(patent.claims.order_by("number").values_list("number", flat=True))
+    pages = max(1, -(-len(numbers) // per_page))
+    page = min(max(page, 1), pages)
+    page_of = {number: i // per_page + 1 for i, number in enumerate(numbers)}
+    start = (page - 1) * per_page
+    claims = list(patent.claims.order_by("number")[start : start + per_page])
+    return ClaimsPage(claims=claims, page=page, pages=pages, total=len(numbers), page_of=page_of)
 
 
 def patent_counts() -> dict:

@@ -8,12 +8,10 @@ from patents.models import Patent
 from patents.presentation import official_url, reference_number
 
 
-def claims_serialize(patent: Patent) -> list[dict]:
+def claims_serialize(patent: Patent, claims=None) -> list[dict]:
     # Sorted in Python so that a prefetched claim set is used as it is.
-    return [
-        {"number": c.number, "text": c.text, "depends_on": c.depends_on}
-        for c in sorted(patent.claims.all(), key=lambda c: c.number)
-    ]
+    chosen = sorted(patent.claims.all(), key=lambda c: c.number) if claims is None else claims
+    return [{"number": c.number, "text": c.text, "depends_on": c.depends_on} for c in chosen]
 
 
 def patent_provenance(patent: Patent) -> dict:
@@ -46,11 +44,12 @@ def reference_serialize(patent: Patent) -> dict:
     }
 
 
-def patent_serialize(patent: Patent, *, url: str | None = None) -> dict:
+def patent_serialize(patent: Patent, *, url: str | None = None, claims=None) -> dict:
     """Without ``url``: the record of the dumps and the JSON download (times as the ledger
     writes them). With ``url``: the API's shape, which adds url, status and origin, gives
     ISO times, leaves a reference patent's import time out (its own dates are in
-    ``reference``), and reduces a withdrawn invention to its tombstone."""
+    ``reference``), and reduces a withdrawn invention to its tombstone. ``claims``: the
+    claims to write (a page of them), else all."""
     generated = patent.origin == Patent.Origin.GENERATED
     data = {"public_id": patent.public_id}
     if url is not None:
@@ -58,7 +57,7 @@ def patent_serialize(patent: Patent, *, url: str | None = None) -> dict:
     data.update(
         title=patent.title,
         abstract=patent.abstract,
-        claims=claims_serialize(patent),
+        claims=claims_serialize(patent, claims),
         published_at=(
             ledger_time_text(patent.published_at)
             if url is None

@@ -32,6 +32,7 @@ from patents.selectors import (
     dumps_list,
     generated_today_count,
     generator_models_published,
+    patent_claims_page,
     patent_counts,
     patent_get,
     patent_random_public_id,
@@ -113,8 +114,14 @@ def random_patent(request):
     return redirect("patent", public_id=public_id)
 
 
-def _patent_or_404(public_id: str) -> Patent:
-    patent = patent_get(public_id=public_id)
+def _page_number(request, name: str) -> int:
+    """A 1-based page number from the query; anything else is page 1."""
+    raw = request.GET.get(name, "")
+    return int(raw) if raw.isdigit() and len(raw) < 7 else 1
+
+
+def _patent_or_404(public_id: str, *, with_claims: bool = True) -> Patent:
+    patent = patent_get(public_id=public_id, with_claims=with_claims)
     if patent is None:
         raise Http404("no invention with that id")
     return patent
@@ -122,7 +129,7 @@ def _patent_or_404(public_id: str) -> Patent:
 
 @require_GET
 def patent_detail(request, public_id):
-    patent = _patent_or_404(public_id)
+    patent = _patent_or_404(public_id, with_claims=False)
     if patent.is_withdrawn:
         return render(
             request,
@@ -130,8 +137,7 @@ def patent_detail(request, public_id):
             {"patent": patent, "canonical": canonical_url(patent)},
             status=410,
         )
-    claims = list(patent.claims.all())
-    numbers = {c.number for c in claims}
+    claims_page = patent_claims_page(patent=patent, page=_page_number(request, "claims_page"))
     from search.selectors import patents_similar
 
     # Ten nearest references: the page lists five, the CPC suggestion counts all ten.
@@ -141,7 +147,14 @@ def patent_detail(request, public_id):
         "patents/detail.html",
         {
             "patent": patent,
-            "claims": [{"claim": c, "html": claim_html(c.text, numbers=numbers)} for c in claims],
+            "claims": [
+                {
+                    "claim": c,
+                    "html": claim_html(c.text, numbers=claims_page.page_of, page=claims_page.page),
+                }
+                for c in claims_page.claims
+            ],
+            "claims_page": claims_page,
             "citation": citation_plain(patent),
             "bibtex": citation_bibtex(patent),
             "jsonld": patent_jsonld(patent),

@@ -15,7 +15,7 @@ from allthepatents.api import ApiBodyError, api_error, api_methods, json_body_pa
 from patents.feeds import PatentFeed
 from patents.models import Patent
 from patents.presentation import display_title
-from patents.selectors import patent_get
+from patents.selectors import patent_claims_page, patent_get
 from patents.serializers import patent_serialize, reference_serialize
 from patents.vocabulary import GENERATED, MODES, ORIGIN_ALL, ORIGINS, REFERENCE
 from search.elements import claim_elements, element_charts, element_combinations
@@ -556,10 +556,33 @@ def patent_json(patent: Patent, request) -> dict:
 @csrf_exempt  # JSON only: a wrong method gets the API's 405, not the CSRF page
 @api_methods("GET")
 def api_patent(request, public_id):
-    patent = patent_get(public_id=public_id)
+    """One invention, its claims PATENT_CLAIMS_PER_PAGE at a time (``?claims_page=N``);
+    ``claims_next`` links the next page, and the download (``/p/<id>.json``) is whole."""
+    patent = patent_get(public_id=public_id, with_claims=False)
     if patent is None:
         return api_error(f"no invention with id {public_id!r}", 404)
-    return json_safe_response(patent_json(patent, request))
+    raw = request.GET.get("claims_page", "1")
+    if not (raw.isdigit() and 0 < len(raw) < 7 and int(raw) > 0):
+        return api_error("claims_page must be a positive integer", 400)
+    page = patent_claims_page(patent=patent, page=int(raw))
+    if int(raw) > page.page:
+        return api_error(f"claims_page {raw} is past the last page, {page.pages}", 404)
+    data = patent_serialize(
+        patent,
+        url=request.build_absolute_uri(patent.get_absolute_url()),
+        claims=page.claims,
+    )
+    if "claims" in data:  # a withdrawn invention's tombstone has none
+        following = page.page + 1 if page.page < page.pages else None
+        data.update(
+            claims_total=page.total,
+            claims_page=page.page,
+            claims_pages=page.pages,
+            claims_next=request.build_absolute_uri(f"?claims_page={following}")
+            if following
+            else None,
+        )
+    return json_safe_response(data)
 
 
 _DATE = {"type": "string", "format": "date"}
@@ -656,10 +679,23 @@ OPENAPI = {
                         "in": "path",
                         "required": True,
                         "schema": {"type": "string"},
-                    }
+                    },
+                    {
+                        "name": "claims_page",
+                        "in": "query",
+                        "description": "claims come PATENT_CLAIMS_PER_PAGE (100) at a time; "
+                        "claims_total, claims_pages and claims_next say what is left",
+                        "schema": {"type": "integer", "minimum": 1, "default": 1},
+                    },
                 ],
                 "responses": {
                     "200": {"description": "the invention"},
+                    "400": {
+                        "description": "claims_page is not a positive integer",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                        },
+                    },
                     "404": {
                         "description": "unknown id",
                         "content": {

@@ -186,3 +186,50 @@ def test_under_gunicorn_a_stuck_request_is_answered_and_the_worker_lives(tmp_pat
     text = log.read_text()
     assert "WORKER TIMEOUT" not in text, text[-2000:]
     assert text.count("Booting worker") == 1, text[-2000:]
+
+
+# --- a record of many claims is read a page at a time -----------------------------------
+
+
+@pytest.fixture
+def many_claims(settings):
+    from tests.factories import patent_published
+
+    settings.PATENT_CLAIMS_PER_PAGE = 10
+    claims = [{"number": 1, "text": "A widget comprising a motor and a rotating brush."}]
+    claims += [
+        {"number": n, "text": f"The widget of claim {n - 1}, wherein part {n} is nylon."}
+        for n in range(2, 26)
+    ]
+    return patent_published(claims=claims)
+
+
+@pytest.mark.django_db
+def test_an_inventions_page_shows_its_claims_a_page_at_a_time(client, many_claims):
+    first = client.get(f"/p/{many_claims.public_id}/").content.decode()
+    assert 'id="claim-10"' in first and 'id="claim-11"' not in first
+    assert "page 1 of 3" in first and 'href="?claims_page=2#claims"' in first
+    last = client.get(f"/p/{many_claims.public_id}/", {"claims_page": 3}).content.decode()
+    assert 'id="claim-21"' in last and 'id="claim-1"' not in last
+    # Claim 21 depends on claim 20, which is on page 2: the link goes there.
+    assert 'href="?claims_page=2#claim-20"' in last
+    # Nonsense and pages past the end are not errors.
+    for page in ("abc", "99", "-1", "9" * 30):
+        response = client.get(f"/p/{many_claims.public_id}/", {"claims_page": page})
+        assert response.status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_api_pages_claims_and_the_download_stays_whole(client, many_claims):
+    url = f"/api/patents/{many_claims.public_id}"
+    data = client.get(url).json()
+    assert [c["number"] for c in data["claims"]] == list(range(1, 11))
+    assert (data["claims_total"], data["claims_page"], data["claims_pages"]) == (25, 1, 3)
+    assert data["claims_next"].endswith(f"{url}?claims_page=2")
+    last = client.get(url, {"claims_page": 3}).json()
+    assert [c["number"] for c in last["claims"]] == list(range(21, 26))
+    assert last["claims_next"] is None
+    assert client.get(url, {"claims_page": 4}).status_code == 404
+    assert client.get(url, {"claims_page": "x"}).status_code == 400
+    whole = client.get(f"/p/{many_claims.public_id}.json").json()
+    assert len(whole["claims"]) == 25
