@@ -1,6 +1,7 @@
 """gunicorn settings for `make run` (scripts/run.sh passes ``-c`` this file)."""
 
 import logging
+import threading
 import time
 
 from allthepatents.env import env_bool
@@ -17,9 +18,7 @@ timeout = WEB_WORKER_TIMEOUT
 preload = env_bool("SEARCH_PRELOAD", True)
 
 
-def post_worker_init(worker):
-    if not preload:
-        return
+def _warm(pid: int) -> None:
     started = time.monotonic()
     try:
         from search.services import search_warm
@@ -28,5 +27,15 @@ def post_worker_init(worker):
     except Exception as exc:  # a missing index or model must never stop the web worker
         state = f"failed: {exc}"
     logging.getLogger("gunicorn.error").info(
-        "search warm-up in worker %s: %s (%.1f s)", worker.pid, state, time.monotonic() - started
+        "search warm-up in worker %s: %s (%.1f s)", pid, state, time.monotonic() - started
     )
+
+
+def post_worker_init(worker):
+    """Warm up beside the request loop, not before it: pages, feeds and /healthz answer at
+    once, and only a search waits for what is still loading (the loaders hold a lock).
+    Blocking here made the first request of a fresh start wait 33 s behind two warming
+    workers, and a warm-up longer than the worker timeout got the worker killed."""
+    if not preload:
+        return
+    threading.Thread(target=_warm, args=(worker.pid,), name="search-warm-up", daemon=True).start()

@@ -1,10 +1,14 @@
-"""The site's WSGI app with a search that never ends: what a search stuck behind a busy
-CPU or a huge claim looks like to gunicorn, made reproducible (tests/test_site_limits.py)."""
+"""The site's WSGI app with a search that never ends and a warm-up of a minute: what a
+search stuck behind a busy CPU or a huge claim, and a warm-up on a loaded machine, look
+like to gunicorn, made reproducible (tests/test_site_limits.py)."""
 
 import time
 
-import search.views  # noqa: E402
-from allthepatents.wsgi import application  # noqa: F401  (sets Django up)
+# isort: off
+from allthepatents.wsgi import application  # noqa: F401  (sets Django up first)
+import search.services
+import search.views
+# isort: on
 
 
 def _stuck(*args, **kwargs):
@@ -12,4 +16,10 @@ def _stuck(*args, **kwargs):
         time.sleep(0.05)
 
 
+def _slow_warm_up():
+    time.sleep(60)
+    return "slept"
+
+
 search.views.search_patents = _stuck
+search.services.search_warm = _slow_warm_up

@@ -3,6 +3,7 @@ answered with the site's own page (never a killed worker), and the deadline sits
 gunicorn's timeout."""
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -112,15 +113,14 @@ def test_a_worker_timeout_under_the_deadline_fails_at_start(tmp_path):
     assert "WEB_WORKER_TIMEOUT=20 must exceed" in done.stderr
 
 
-def test_under_gunicorn_a_stuck_request_is_answered_and_the_worker_lives(tmp_path):
-    """Real gunicorn, one sync worker: the stuck request gets the site's 503 page, and the
-    same worker (same pid, no WORKER TIMEOUT) answers the next request."""
+@contextmanager
+def _gunicorn(tmp_path, **env):
+    """Real gunicorn, one sync worker, serving tests/slow_wsgi.py; yields its base URL and
+    its log file."""
     import os
     import socket
     import subprocess
     import sys
-    import urllib.error
-    import urllib.request
 
     from tests.helpers import ROOT
 
@@ -131,9 +131,9 @@ def test_under_gunicorn_a_stuck_request_is_answered_and_the_worker_lives(tmp_pat
         **os.environ,
         "DATA_DIR": str(tmp_path),
         "DJANGO_SETTINGS_MODULE": "allthepatents.settings",
-        "SEARCH_PRELOAD": "0",
         "WEB_REQUEST_DEADLINE_SECONDS": "1",
         "WEB_WORKER_TIMEOUT": "6",
+        **env,
     }
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
@@ -144,33 +144,34 @@ def test_under_gunicorn_a_stuck_request_is_answered_and_the_worker_lives(tmp_pat
     )
     log = tmp_path / "gunicorn.log"
     gunicorn = Path(sys.executable).with_name("gunicorn")
+    command = [str(gunicorn), "tests.slow_wsgi", "-c", "allthepatents/gunicorn_conf.py"]
+    command += ["-b", f"127.0.0.1:{port}", "-w", "1", "--error-logfile", "-"]
     with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [
-                str(gunicorn),
-                "tests.slow_wsgi",
-                "-c",
-                "allthepatents/gunicorn_conf.py",
-                "-b",
-                f"127.0.0.1:{port}",
-                "-w",
-                "1",
-                "--error-logfile",
-                "-",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
     try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{base}/search/", timeout=2).read()
+        for _ in range(300):
+            if "Booting worker" in log.read_text():
                 break
-            except (OSError, urllib.error.URLError):
-                time.sleep(0.1)
+            time.sleep(0.1)
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield base, log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_under_gunicorn_a_stuck_request_is_answered_and_the_worker_lives(tmp_path):
+    """The stuck request gets the site's 503 page, and the same worker (no WORKER
+    TIMEOUT, booted once) answers the next request."""
+    import urllib.error
+    import urllib.request
+
+    with _gunicorn(tmp_path, SEARCH_PRELOAD="0") as (base, log):
         with pytest.raises(urllib.error.HTTPError) as stuck:
             urllib.request.urlopen(f"{base}/search/?q=telephone+keyboard", timeout=20)
         assert stuck.value.code == 503, log.read_text()[-3000:]
@@ -180,9 +181,23 @@ def test_under_gunicorn_a_stuck_request_is_answered_and_the_worker_lives(tmp_pat
         assert again.value.code == 503
         time.sleep(1)
         assert urllib.request.urlopen(f"{base}/search/", timeout=5).status == 200
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    text = log.read_text()
+    assert "WORKER TIMEOUT" not in text, text[-2000:]
+    assert text.count("Booting worker") == 1, text[-2000:]
+
+
+def test_under_gunicorn_pages_answer_while_the_search_warms_up(tmp_path):
+    """The warm-up (a minute here) runs beside the request loop: the home page and
+    /healthz answer before it ends, and the worker is not killed for it."""
+    import urllib.request
+
+    with _gunicorn(tmp_path, SEARCH_PRELOAD="1") as (base, log):
+        assert urllib.request.urlopen(f"{base}/search/", timeout=20).status == 200
+        assert urllib.request.urlopen(f"{base}/healthz", timeout=20).status in (200, 503)
+        text = log.read_text()
+        assert "search warm-up in worker" not in text, "the warm-up ended before the pages"
+        time.sleep(7)  # past WEB_WORKER_TIMEOUT: the warming worker is still alive
+        assert urllib.request.urlopen(f"{base}/search/", timeout=20).status == 200
     text = log.read_text()
     assert "WORKER TIMEOUT" not in text, text[-2000:]
     assert text.count("Booting worker") == 1, text[-2000:]
