@@ -272,9 +272,12 @@ SEARCH_INDEX_CHECKPOINT = env_int("SEARCH_INDEX_CHECKPOINT", 10_000, minimum=1)
 # default: two threads on two cores collapsed to about 3 vectors a second as soon as other
 # work shared the machine.
 SEARCH_INDEX_THREADS = env_int("SEARCH_INDEX_THREADS", 1, minimum=0)
+# `search_index update|rebuild` embeds a large build in this many one-thread processes
+# (0: one per core); the worker's indexing task stays in its own process.
+SEARCH_INDEX_PROCESSES = env_int("SEARCH_INDEX_PROCESSES", 0, minimum=0)
 # Bulk indexing precision: auto (bf16 where the CPU has AVX512-BF16/AMX), fp32 or bf16.
 EMBEDDING_BULK_PRECISION = env_choice(
-    "EMBEDDING_BULK_PRECISION", "auto", ("auto", "bf16", "fp16", "fp32")
+    "EMBEDDING_BULK_PRECISION", "auto", ("auto", "bf16", "fp16", "fp32", "int8", "int8-all")
 )
 # Exact search reads every vector per query (memory-bound: 6.5 ms at 62k vectors on one
 # core). HNSW is far faster but misses real neighbours: claims are clustered, and on the

@@ -280,6 +280,10 @@ def _model_in(base, precision):
 
     import torch
 
+    if precision.startswith("int8"):
+        from search.embeddings import INT8_KEEP_FP32, embedder_int8
+
+        return embedder_int8(base, keep_fp32=INT8_KEEP_FP32 if precision == "int8" else "")
     return copy.deepcopy(base).to({"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
 
 

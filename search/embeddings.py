@@ -88,10 +88,39 @@ def _bulk_model(name: str | None):
 
             import torch
 
-            _bulk_models[key] = copy.deepcopy(model).to(
-                {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-            )
+            if precision.startswith("int8"):
+                keep = INT8_KEEP_FP32 if precision == "int8" else ""
+                _bulk_models[key] = embedder_int8(model, keep_fp32=keep)
+            else:
+                _bulk_models[key] = copy.deepcopy(model).to(
+                    {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+                )
         return _bulk_models[key]
+
+
+# The feed-forward output layers (1,536 -> 384) take GELU outputs with a few large values
+# that one activation scale per batch cannot carry: kept fp32 (`bench/search.py encode`).
+INT8_KEEP_FP32 = r"layer\.\d+\.output\.dense$"
+
+
+def embedder_int8(model, *, keep_fp32: str = ""):
+    """A copy whose linear layers compute in int8 (weights per output channel, activations
+    per batch, fbgemm): for CPUs without native bf16, where fp32 is the slow path. Layers
+    whose name matches the regular expression ``keep_fp32`` stay fp32."""
+    import copy
+    import re
+
+    import torch
+
+    if "fbgemm" in torch.backends.quantized.supported_engines:
+        torch.backends.quantized.engine = "fbgemm"
+    names = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and not (keep_fp32 and re.search(keep_fp32, name))
+    ]
+    spec = {name: torch.ao.quantization.per_channel_dynamic_qconfig for name in names}
+    return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), spec, dtype=torch.qint8)
 
 
 def embed(texts: list[str], *, name: str | None = None, batch_size: int = 64, bulk: bool = False):
@@ -110,6 +139,64 @@ def embed(texts: list[str], *, name: str | None = None, batch_size: int = 64, bu
         show_progress_bar=False,
     )
     return np.ascontiguousarray(vectors.float().cpu().numpy(), dtype="float32")
+
+
+def _pool_start(name: str, precision: str) -> None:
+    """In each process of an ``EmbeddingPool``: Django, one torch thread, the model."""
+    global _pool_model
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "allthepatents.settings")
+    django.setup()
+    import torch
+
+    torch.set_num_threads(1)
+    settings.EMBEDDING_BULK_PRECISION = precision
+    _pool_model = name
+    embed(["warm-up"], name=name, bulk=True)
+
+
+_pool_model: str | None = None
+
+
+def _pool_embed(texts: list[str]):
+    return embed(texts, name=_pool_model, bulk=True)
+
+
+class EmbeddingPool:
+    """Bulk embedding in ``processes`` processes of one torch thread each: every core
+    works, and a busy core slows its own process only (two threads in one process
+    collapsed to 3 vectors a second when other work shared a two-core machine).
+    Processes start with "spawn" (no torch state inherited); each loads the model once."""
+
+    def __init__(self, processes: int, *, name: str | None = None):
+        import multiprocessing
+
+        self.processes = processes
+        name = name or settings.EMBEDDING_MODEL
+        context = multiprocessing.get_context("spawn")
+        self._pool = context.Pool(
+            processes, initializer=_pool_start, initargs=(name, embedding_bulk_precision())
+        )
+
+    def embed(self, texts: list[str]):
+        import numpy as np
+
+        if not texts:
+            return embed([], bulk=True)
+        size = -(-len(texts) // self.processes)
+        parts = [texts[at : at + size] for at in range(0, len(texts), size)]
+        return np.concatenate(self._pool.map(_pool_embed, parts))
+
+    def close(self) -> None:
+        self._pool.terminate()
+        self._pool.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def cpu_flags() -> set[str]:
@@ -150,6 +237,12 @@ def embedding_bulk_precision() -> str:
     if choice == "auto":
         return "bf16" if cpu_has_native_bf16() else "fp32"
     return choice
+
+
+def bulk_processes() -> int:
+    """Processes for a bulk build from the command line: SEARCH_INDEX_PROCESSES, 0 = one
+    per core."""
+    return settings.SEARCH_INDEX_PROCESSES or os.cpu_count() or 1
 
 
 def embed_queries(texts: list[str], *, name: str | None = None, chunk_words: int | None = None):

@@ -24,6 +24,8 @@ from search.store import (
 logger = logging.getLogger(__name__)
 
 BATCH = 256
+# Below this many vectors, starting processes (each loads the model) costs more than it saves.
+POOL_MIN_ROWS = 2000
 
 
 def _patents_with_claims(ids):
@@ -136,17 +138,20 @@ def progress_write(data: dict) -> None:
         logger.warning("could not write index progress: %s", exc)
 
 
-def index_rows_add(index, rows, progress: _Progress | None = None, checkpoint=None):
+def index_rows_add(index, rows, progress: _Progress | None = None, checkpoint=None, *, pool=None):
     """Embeds and adds ``rows``; ``checkpoint(index, last_id)`` saves a partial index every
-    SEARCH_INDEX_CHECKPOINT vectors so that search uses what is done while the rest runs."""
+    SEARCH_INDEX_CHECKPOINT vectors so that search uses what is done while the rest runs.
+    ``pool``: an ``EmbeddingPool`` that embeds each batch across its processes."""
     import numpy as np
 
     from search.embeddings import embed
 
+    step = BATCH * (pool.processes if pool else 1)
     since_checkpoint = 0
-    for start in range(0, len(rows), BATCH):
-        chunk = rows[start : start + BATCH]
-        vectors = embed(vector_texts(chunk), bulk=True)
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        texts = vector_texts(chunk)
+        vectors = pool.embed(texts) if pool else embed(texts, bulk=True)
         index.add_with_ids(vectors, np.array([r.pk for r in chunk], dtype="int64"))
         if progress:
             progress.advance(len(chunk))
@@ -175,6 +180,7 @@ def search_index_update(
     progress: Callable[[int], None] | None = None,
     force_rebuild: bool = False,
     lock_timeout: float = 600,
+    processes: int = 1,
 ) -> dict:
     """Brings the FAISS index in step with the database; rebuilds when it is unusable.
 
@@ -182,8 +188,10 @@ def search_index_update(
     a crash between the database and the file loses nothing: the next run adds them. Rows
     that arrive while it runs are picked up before it ends, so the tasks enqueued meanwhile
     find nothing to do and return at once. A long first build (or one that replaces an
-    unusable index) saves a partial index every SEARCH_INDEX_CHECKPOINT vectors."""
-    from search.embeddings import bulk_threads, embedding_dimension
+    unusable index) saves a partial index every SEARCH_INDEX_CHECKPOINT vectors.
+    ``processes`` > 1 embeds a build of more than POOL_MIN_ROWS vectors in that many
+    one-thread processes (the command line's choice; a Celery worker's task cannot fork)."""
+    from search.embeddings import EmbeddingPool, bulk_threads, embedding_dimension
 
     search_documents_sync()
     model = settings.EMBEDDING_MODEL
@@ -232,23 +240,32 @@ def search_index_update(
         use_checkpoints = not (force_rebuild and usable_before)
         tracker = _Progress(total=len(rows), callback=progress)
         added, new_last = 0, last_id
+        pool = None
         try:
+            if processes > 1 and len(rows) >= POOL_MIN_ROWS:
+                pool = EmbeddingPool(processes, name=model)
             while rows:
-                index_rows_add(index, rows, tracker, checkpoint if use_checkpoints else None)
+                index_rows_add(
+                    index, rows, tracker, checkpoint if use_checkpoints else None, pool=pool
+                )
                 added += len(rows)
                 new_last = max(new_last, rows[-1].pk)
                 rows = list(IndexedVector.objects.filter(pk__gt=new_last).order_by("pk"))
                 tracker.total += len(rows)
             manifest = index_save(index, manifest=manifest_for(new_last))
         finally:
+            if pool:
+                pool.close()
             progress_write(tracker.snapshot(state="idle"))
     return {"added": added, "count": manifest["count"], "rebuilt": rebuilt}
 
 
 def search_index_rebuild(
-    *, progress: Callable[[int], None] | None = None, lock_timeout: float = 600
+    *, progress: Callable[[int], None] | None = None, lock_timeout: float = 600, processes: int = 1
 ) -> dict:
-    return search_index_update(progress=progress, force_rebuild=True, lock_timeout=lock_timeout)
+    return search_index_update(
+        progress=progress, force_rebuild=True, lock_timeout=lock_timeout, processes=processes
+    )
 
 
 def search_documents_remove(*, patent_ids: list[int]) -> None:

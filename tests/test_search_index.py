@@ -259,3 +259,38 @@ def test_a_second_writer_waits_for_the_first_and_says_so(fixture_corpus, setting
     captured = capsys.readouterr()
     assert "another process is writing the search index" in captured.err
     assert manifest_read()["count"] > 0
+
+
+@pytest.mark.django_db
+def test_a_build_in_processes_holds_the_same_vectors_as_one_in_a_single_process(
+    fixture_corpus, settings, tmp_path, monkeypatch
+):
+    """`search_index update --processes 2`: real spawned processes, each with the real
+    MiniLM, give the same ids and vectors (to float noise) as the single-process build."""
+    import faiss
+    import numpy as np
+
+    import search.services
+    from search.models import IndexedVector
+
+    settings.EMBEDDING_BULK_PRECISION = "fp32"
+    monkeypatch.setattr(search.services, "POOL_MIN_ROWS", 10)
+    search_index_update()
+    single = _vectors_by_id(faiss, settings)
+    settings.INDEX_DIR = tmp_path / "pooled"
+    reader_reset()
+    result = search_index_update(processes=2)
+    assert result["added"] == IndexedVector.objects.count()
+    pooled = _vectors_by_id(faiss, settings)
+    assert pooled.keys() == single.keys()
+    worst = min(float(np.dot(pooled[i], single[i])) for i in single)
+    assert worst > 0.9999
+
+
+def _vectors_by_id(faiss, settings) -> dict:
+    from search.store import index_load_checked
+
+    index = index_load_checked(model=settings.EMBEDDING_MODEL).index
+    ids = faiss.vector_to_array(index.id_map)
+    vectors = index.index.reconstruct_n(0, index.ntotal)
+    return dict(zip(ids.tolist(), vectors, strict=True))

@@ -4,6 +4,7 @@ import time
 from django.core.management.base import CommandError
 
 from allthepatents.commands import ProgressCommand
+from search.embeddings import bulk_processes
 from search.models import IndexedVector
 from search.selectors import index_health
 from search.services import search_documents_sync, search_index_rebuild, search_index_update
@@ -21,8 +22,14 @@ class Command(ProgressCommand):
             default=6 * 3600,
             help="seconds to wait for another process writing the index (default 6 h)",
         )
+        parser.add_argument(
+            "--processes",
+            type=int,
+            help="embedding processes of one thread each (default SEARCH_INDEX_PROCESSES: "
+            "one per core)",
+        )
 
-    def handle(self, *args, action, no_progress, wait, **options):
+    def handle(self, *args, action, no_progress, wait, processes, **options):
         if action == "status":
             self.stdout.write(json.dumps(index_health(), indent=2))
             return
@@ -32,7 +39,14 @@ class Command(ProgressCommand):
             unit=" vectors",
             disable=no_progress,
         )
-        run = search_index_rebuild if action == "rebuild" else search_index_update
+        if processes is not None and processes < 1:
+            raise CommandError("--processes must be at least 1")
+        chosen = processes or bulk_processes()
+        rebuild_or_update = search_index_rebuild if action == "rebuild" else search_index_update
+
+        def run(**kwargs):
+            return rebuild_or_update(processes=chosen, **kwargs)
+
         result = self._run_when_free(run, bar, wait=wait)
         bar.close()
         self.stdout.write(
