@@ -129,6 +129,13 @@ class TransformersBackend:
                 "the tokenizer files and the weights."
             )
         kwargs = {"revision": self.revision} if not is_local and self.revision else {}
+        if is_local:
+            from allthepatents.weights import WeightsDamaged, weights_verify
+
+            try:
+                weights_verify(local)
+            except WeightsDamaged as exc:
+                raise ModelLoadError(f"cannot load model {self.source!r}: {exc}") from exc
         try:
             tokenizer = AutoTokenizer.from_pretrained(
                 str(local) if is_local else self.source, **kwargs

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # `make demo`: from a fresh clone to a searchable, generating site, saying what each step
 # does and how long it took. Re-running reuses what is done (imports are idempotent, the
-# index is brought up to date, a trained demo model is kept).
+# index is brought up to date). The demo generator ships with the project
+# (models/demo-generator, see its MODEL_CARD.md); DEMO_TRAIN=1 trains a new one instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=false
 SHARED=${SHARED:-../shared}
-DEMO_MODEL=${DEMO_MODEL:-var/models/demo}
+DEMO_TRAIN=${DEMO_TRAIN:-0}
+if [ "$DEMO_TRAIN" = 1 ]; then DEMO_MODEL=${DEMO_MODEL:-var/models/demo}; else DEMO_MODEL=${DEMO_MODEL:-models/demo-generator}; fi
 DEMO_STEPS=${DEMO_STEPS:-400}
 started_all=$(date +%s)
 
@@ -29,7 +31,7 @@ step "import the shared reference patents (idempotent)" \
 step "build the search index (documents and claims; progress below)" \
   "$BIN/python" manage.py search_index update
 if [ -f "$DEMO_MODEL/config.json" ]; then
-  echo "==> demo generator: reusing $DEMO_MODEL"
+  echo "==> demo generator: $DEMO_MODEL"
 else
   step "train the demo generator ($DEMO_STEPS steps, tiny GPT-NeoX, kl3m tokenizer)" \
     "$BIN/python" manage.py train_patent_model --base "$SHARED/models/kl3m-002-170m-patent" \

@@ -59,6 +59,10 @@ def embedder_get(name: str | None = None):
             if name == OFFLINE_PACKAGE_NAME:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
             try:
+                if os.path.isdir(source):
+                    from allthepatents.weights import weights_verify
+
+                    weights_verify(source)
                 _models[name] = SentenceTransformer(source, device="cpu")
             except Exception as exc:
                 raise EmbeddingModelError(f"cannot load embedding model {name!r}: {exc}") from exc

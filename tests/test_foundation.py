@@ -340,3 +340,27 @@ def test_processes_starting_together_agree_on_one_secret_key(tmp_path):
         keys = {out.strip() for out, _ in outs}
         assert len(keys) == 1 and len(keys.pop()) >= 60
         assert sorted(x.name for x in path.parent.iterdir()) == ["secret_key"]  # no leftovers
+
+
+def test_every_variable_the_settings_read_is_documented():
+    """docs/configuration.md lists every environment variable settings and gunicorn read."""
+    import ast
+
+    from tests.helpers import ROOT
+
+    documented = (ROOT / "docs" / "configuration.md").read_text()
+    names = set()
+    for module in ("allthepatents/settings.py", "allthepatents/gunicorn_conf.py"):
+        tree = ast.parse((ROOT / module).read_text())
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id.startswith("env_")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                names.add(node.args[0].value)
+    assert len(names) > 50
+    missing = sorted(n for n in names if f"`{n}`" not in documented)
+    assert not missing, f"not in docs/configuration.md: {missing}"
