@@ -274,6 +274,9 @@ SEARCH_INDEX_CHECKPOINT = env_int("SEARCH_INDEX_CHECKPOINT", 10_000, minimum=1)
 SEARCH_INDEX_THREADS = env_int("SEARCH_INDEX_THREADS", 1, minimum=0)
 # `search_index update|rebuild` embeds a large build in this many one-thread processes
 # (0: one per core); the worker's indexing task stays in its own process.
+# Searching processes map the index file read-only instead of reading it: one copy in the
+# page cache for every gunicorn and Celery process of the machine.
+SEARCH_INDEX_MMAP = env_bool("SEARCH_INDEX_MMAP", True)
 SEARCH_INDEX_PROCESSES = env_int("SEARCH_INDEX_PROCESSES", 0, minimum=0)
 # Bulk indexing precision: auto (bf16 where the CPU has AVX512-BF16/AMX), fp32 or bf16.
 EMBEDDING_BULK_PRECISION = env_choice(

@@ -150,8 +150,13 @@ def manifest_safe() -> dict | None:
         return None
 
 
-def index_load_checked(*, model: str, dimension: int | None = None) -> LoadedIndex:
-    """Loads the index the manifest names, checking everything the manifest promises."""
+def index_load_checked(
+    *, model: str, dimension: int | None = None, mmap: bool = False
+) -> LoadedIndex:
+    """Loads the index the manifest names, checking everything the manifest promises.
+    ``mmap`` (readers, SEARCH_INDEX_MMAP): the vectors stay in the file, mapped read-only,
+    so every process of the machine shares one copy in the page cache instead of holding
+    its own (1.5 KB a vector each). Writers read it whole: they add to it."""
     import faiss
 
     manifest = manifest_read()
@@ -184,8 +189,9 @@ def index_load_checked(*, model: str, dimension: int | None = None) -> LoadedInd
         raise IndexUnavailable(
             "corrupt", f"index file {path.name} does not match its checksum: rebuild it"
         )
+    flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mmap else 0
     try:
-        index = faiss.read_index(str(path))
+        index = faiss.read_index(str(path), flags)
     except Exception as exc:  # faiss raises RuntimeError with C++ messages
         raise IndexUnavailable("corrupt", f"cannot read index file: {exc}") from exc
     if index.d != manifest.get("dimension") or index.ntotal != manifest.get("count"):
@@ -228,7 +234,7 @@ def index_for_search(*, model: str) -> LoadedIndex:
                 pass
         _reader["loaded"] = None
         _reader["manifest_mtime"] = mtime
-        loaded = index_load_checked(model=model)
+        loaded = index_load_checked(model=model, mmap=settings.SEARCH_INDEX_MMAP)
         _reader["loaded"] = loaded
         return loaded
 

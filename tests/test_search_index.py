@@ -294,3 +294,28 @@ def _vectors_by_id(faiss, settings) -> dict:
     ids = faiss.vector_to_array(index.id_map)
     vectors = index.index.reconstruct_n(0, index.ntotal)
     return dict(zip(ids.tolist(), vectors, strict=True))
+
+
+@pytest.mark.django_db
+def test_searching_processes_map_the_index_file_instead_of_copying_it(fixture_corpus, settings):
+    """The reader's index is a read-only mapping of the file (Linux: /proc/self/maps), and
+    it answers as the index read whole does."""
+    import sys
+
+    from search.store import index_for_search, index_load_checked
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("/proc/self/maps is Linux's")
+    settings.SEARCH_INDEX_MMAP = True
+    search_index_update()
+    reader_reset()
+    loaded = index_for_search(model=settings.EMBEDDING_MODEL)
+    path = str(settings.INDEX_DIR / loaded.manifest["file"])
+    with open("/proc/self/maps") as fh:
+        mapped = [line for line in fh if line.rstrip().endswith(path)]
+    assert mapped and all(" r--s " in line for line in mapped), mapped
+    whole = index_load_checked(model=settings.EMBEDDING_MODEL, mmap=False).index
+    query = whole.index.reconstruct_n(0, 3)
+    assert (loaded.index.search(query, 5)[1] == whole.search(query, 5)[1]).all()
+    hits = search_patents("telephone keyboard", filters=SearchFilters(origin="all"), k=5).hits
+    assert hits
