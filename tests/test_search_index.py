@@ -120,11 +120,16 @@ def test_search_index_status_shows_progress(fixture_corpus, settings, capsys):
     assert any(s.get("building", {}).get("eta_seconds") is not None for s in statuses)
 
 
-def test_bulk_vectors_agree_with_query_vectors():
-    """The bulk path (bf16 where the CPU has it) against fp32: cosine >= 0.99 on real text."""
+@pytest.mark.parametrize("precision, floor", [("bf16", 0.99), ("int8", 0.95)])
+def test_bulk_vectors_agree_with_query_vectors(settings, precision, floor):
+    """The bulk paths (bf16 where the CPU has it, int8 elsewhere) against fp32 on real text:
+    bf16 >= 0.99; int8 >= 0.95 (0.975 at worst on 400 shared texts, and no recall lost
+    on search_eval's dev split: bench/README.md)."""
     import numpy as np
 
     from search.embeddings import embed, embedding_bulk_precision
+
+    settings.EMBEDDING_BULK_PRECISION = precision
 
     texts = [
         "A telephone comprising a keyboard, a display and a dialing circuit.",
@@ -135,7 +140,7 @@ def test_bulk_vectors_agree_with_query_vectors():
     fp32 = embed(texts)
     bulk = embed(texts, bulk=True)
     cosine = np.sum(fp32 * bulk, axis=1)
-    assert cosine.min() >= 0.99, (embedding_bulk_precision(), cosine)
+    assert cosine.min() >= floor, (embedding_bulk_precision(), cosine)
 
 
 @pytest.mark.django_db
