@@ -5,7 +5,8 @@ CSRF refusal, a body over the size limit, a 500) inside the JSON contract there.
 import json
 from functools import wraps
 
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 
 API_PREFIX = "/api/"
 # Deeper JSON is no search and no work unit: refuse it before anything walks it.
@@ -125,3 +126,17 @@ class ApiJsonErrorsMiddleware:
                     replaced[header] = response[header]
             return replaced
         return response
+
+
+_JSON_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026"}
+
+
+def json_safe_response(data, status=200) -> HttpResponse:
+    """JSON whose text can never be read as HTML, even by a sniffing client."""
+    body = json.dumps(data, ensure_ascii=False).translate(_JSON_ESCAPES)
+    return HttpResponse(body, status=status, content_type="application/json; charset=utf-8")
+
+
+@csrf_exempt
+def api_not_found(request, rest=""):
+    return api_error(f"no API endpoint at {request.path}", 404)

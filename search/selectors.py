@@ -4,7 +4,7 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django.conf import settings
 from django.db.models import Max, Q
@@ -414,3 +414,52 @@ def stored_query_text(*, key: str) -> str | None:
     if not key or len(key) > 24:
         return None
     return StoredQuery.objects.filter(key=key).values_list("text", flat=True).first()
+
+
+# Combinations are looked for among this many results.
+COMBINATION_DEPTH = 30
+
+
+@dataclass
+class Workbench:
+    """One search for a result page or an API answer. ``charts``: {patent pk: element
+    chart} of the page's hits; ``combinations``: [(patent a, patent b, combination)]."""
+
+    result: SearchResult
+    elements: list[str]
+    charts: dict
+    combinations: list
+
+
+def search_workbench(params, *, charts: bool, combinations: bool) -> Workbench:
+    """Hits, and when asked the element charts and the pairs among the top
+    COMBINATION_DEPTH that together meet the most elements of the query's claim, from one
+    search: the query is embedded once, its elements split and charted once. (The
+    ranking does not depend on k up to CANDIDATES, so the page is the top k of the deeper
+    search.)"""
+    from search.elements import claim_elements, element_charts, element_combinations
+
+    deep = combinations and params.page == 1
+    k = max(params.k, COMBINATION_DEPTH) if deep else params.k
+    result = search_patents(params.q, filters=params.filters, k=k, page=params.page)
+    top = result.hits
+    if deep:
+        result = replace(result, hits=top[: params.k])
+    elements = claim_elements(params.q) if charts or combinations else []
+    if len(elements) < 2 or not top:
+        return Workbench(result=result, elements=elements, charts={}, combinations=[])
+    charted = element_charts(elements, [h.patent for h in (top if deep else result.hits)])
+    page_pks = {h.patent.pk for h in result.hits}
+    pairs = []
+    if deep:
+        patents = {h.patent.pk: h.patent for h in top}
+        pairs = [
+            (patents[c["patents"][0]], patents[c["patents"][1]], c)
+            for c in element_combinations(charted)
+        ]
+    return Workbench(
+        result=result,
+        elements=elements,
+        charts={pk: chart for pk, chart in charted.items() if pk in page_pks} if charts else {},
+        combinations=pairs,
+    )

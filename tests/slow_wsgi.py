@@ -6,8 +6,9 @@ import time
 
 # isort: off
 from allthepatents.wsgi import application  # noqa: F401  (sets Django up first)
+import search.requests
+import search.selectors
 import search.services
-import search.views
 # isort: on
 
 
@@ -21,5 +22,6 @@ def _slow_warm_up():
     return "slept"
 
 
-search.views.search_patents = _stuck
+search.selectors.search_patents = _stuck
+search.requests.search_patents = _stuck
 search.services.search_warm = _slow_warm_up

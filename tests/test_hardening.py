@@ -432,7 +432,7 @@ def test_feeds_stay_well_formed_xml_whatever_the_text(client):
 def test_the_alert_feed_is_rate_limited_and_extra_parameters_share_its_cache(client, settings):
     from django.core.cache import cache
 
-    from search import views
+    from search import feeds as views
 
     settings.SEARCH_RATE_LIMIT = 3
     cache.clear()

@@ -14,7 +14,8 @@ from tests.helpers import python_run
 def _slow_search(monkeypatch, seconds=5.0):
     """A search that takes longer than the deadline: the real search replaced by a sleep
     (what makes a real one slow, a busy CPU or a huge claim, is not reproducible here)."""
-    import search.views
+    import search.selectors
+    import search.urls  # noqa: F401  (the views bind the real names before the patch)
 
     calls = []
 
@@ -23,7 +24,7 @@ def _slow_search(monkeypatch, seconds=5.0):
         time.sleep(seconds)
         raise AssertionError("the deadline did not stop the request")
 
-    monkeypatch.setattr(search.views, "search_patents", slow)
+    monkeypatch.setattr(search.selectors, "search_patents", slow)
     return calls
 
 
@@ -46,12 +47,12 @@ def test_a_request_past_its_deadline_gets_the_sites_page(client, settings, monke
 @pytest.mark.django_db
 def test_an_api_request_past_its_deadline_gets_a_json_503(client, settings, monkeypatch):
     settings.WEB_REQUEST_DEADLINE_SECONDS = 0.3
-    import search.views
+    import search.api
 
     def slow(*args, **kwargs):
         time.sleep(5)
 
-    monkeypatch.setattr(search.views, "_limited_search", slow)
+    monkeypatch.setattr(search.api, "search_workbench", slow)
     response = client.get("/api/search", {"q": "a telephone keyboard"})
     assert response.status_code == 503
     assert "limit" in response.json()["error"]
@@ -79,12 +80,13 @@ def test_an_outer_alarm_survives_a_request(client, settings):
 
 @pytest.mark.django_db
 def test_an_unexpected_error_gets_the_sites_500_page(client, settings, monkeypatch):
-    import search.views
+    import search.selectors
+    import search.urls  # noqa: F401  (the views bind the real names before the patch)
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(search.views, "search_patents", broken)
+    monkeypatch.setattr(search.selectors, "search_patents", broken)
     client.raise_request_exception = False
     response = client.get("/search/", {"q": "a telephone keyboard"})
     assert response.status_code == 500
