@@ -2,10 +2,12 @@ from django.contrib import admin
 from django.urls import include, path
 
 from allthepatents import views
+from allthepatents.openapi import api_openapi
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("api/openapi.json", api_openapi, name="api-openapi"),
     # Before search's: it ends with the catch-all for unknown /api/ paths.
     path("", include("generation.urls")),
     path("", include("search.urls")),

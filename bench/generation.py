@@ -150,8 +150,8 @@ def main():
     import torch
 
     torch.set_num_threads(args.threads)
+    from allthepatents.cpu import cpu_flags, cpu_model_name
     from generation.backends import generation_precision
-    from search.embeddings import cpu_flags, cpu_model_name
 
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni"})
     print(

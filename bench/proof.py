@@ -80,10 +80,10 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
     import dataclasses
 
+    from allthepatents.cpu import cpu_flags, cpu_model_name
     from generation.backends import SamplingParams, TransformersBackend
     from generation.prompts import KL3M_BOTTOM_UP, KL3M_TOP_DOWN
     from generation.proof import PROOF_RULE, samples_proof_check
-    from search.embeddings import cpu_flags, cpu_model_name
 
     rule = PROOF_RULE
     if args.tolerance is not None:

@@ -130,12 +130,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
+    from allthepatents.cpu import cpu_flags, cpu_has_native_bf16, cpu_model_name
     from generation.backends import TransformersBackend
     from generation.contributions import proof_precision
     from generation.prompts import KL3M_BOTTOM_UP, KL3M_TOP_DOWN
     from generation.proof import PROOF_RULE, _verdict, samples_proof_check
     from generation.sampling import SamplingParams
-    from search.embeddings import cpu_flags, cpu_has_native_bf16, cpu_model_name
 
     if args.hashed:
         from tests.tiny_models import tiny_neox_hashed

@@ -215,12 +215,8 @@ def bench_encode(args):
     import numpy as np
     import torch
 
-    from search.embeddings import (
-        cpu_flags,
-        cpu_model_name,
-        embedder_get,
-        embedding_bulk_precision,
-    )
+    from allthepatents.cpu import cpu_flags, cpu_model_name
+    from search.embeddings import embedder_get, embedding_bulk_precision
 
     texts = []
     with gzip.open(ROOT.parent / "shared" / "data" / "patents.jsonl.gz", "rt") as fh:

@@ -80,7 +80,7 @@ def generation_precision(choice: str, *, device: str = "cpu") -> str:
     if device != "cpu":
         return "none"
     if choice == "auto":
-        from search.embeddings import cpu_flags
+        from allthepatents.cpu import cpu_flags
 
         return "bf16" if "amx_bf16" in cpu_flags() else "int8"
     return choice

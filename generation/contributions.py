@@ -220,7 +220,7 @@ def proof_precision(choice: str) -> str:
     with AVX512-BF16 but no AMX, where it proved 16 samples of 256 tokens in 5.2-6.0 s
     against bf16's 7.2-7.7 s (bench/README.md). An explicit int8 is per-row int8 too (a
     scale per tensor of thousands of positions blurs the rest); bf16 and none stand."""
-    from search.embeddings import cpu_flags
+    from allthepatents.cpu import cpu_flags
 
     if choice == "auto":
         return "bf16" if "amx_bf16" in cpu_flags() else "int8-rows"
@@ -235,7 +235,7 @@ def contributor_precision(wanted: str, *, device: str = "cpu") -> str:
     well (bench/proof_binding.py). Never fbgemm's dynamic int8: its scale per tensor ties
     a row's arithmetic to the rest of its batch (largest excess 0.25 against the per-row
     checker, where per-row samples reach 0.025)."""
-    from search.embeddings import cpu_has_native_bf16
+    from allthepatents.cpu import cpu_has_native_bf16
 
     if device != "cpu":
         return "none"  # half precision on a GPU, whatever is asked

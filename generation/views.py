@@ -9,6 +9,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
 from allthepatents.api import ApiBodyError, api_error, api_methods, json_body_parse
+from allthepatents.ratelimit import rate_limit_check
 from generation.contributions import (
     ContributionError,
     contribution_receive,
@@ -27,7 +28,6 @@ from generation.selectors import (
     stats_rejection_reasons,
 )
 from patents.selectors import patent_counts
-from search.ratelimit import rate_limit_check
 
 
 @require_GET

@@ -3,6 +3,7 @@
 import datetime as dt  # noqa: F401  (used in annotations)
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -18,6 +19,23 @@ def patents_visible() -> QuerySet[Patent]:
 
 def patents_latest(*, origin: str = Patent.Origin.GENERATED, limit: int = 10) -> list[Patent]:
     return list(patents_visible().filter(origin=origin).order_by("-published_at", "-id")[:limit])
+
+
+# How an invention's nearest neighbours are found: the search app registers its index
+# (search/apps.py), so the patents floor shows them without importing search.
+_neighbours_finder: Callable[..., list[Patent]] | None = None
+
+
+def patent_neighbours_finder_register(fn: Callable[..., list[Patent]]) -> None:
+    global _neighbours_finder
+    _neighbours_finder = fn
+
+
+def patent_neighbours(patent: Patent, *, k: int, origin: str) -> list[Patent]:
+    """The ``k`` nearest published patents of ``origin``; empty without a finder."""
+    if _neighbours_finder is None:
+        return []
+    return _neighbours_finder(patent, k=k, origin=origin)
 
 
 def patent_get(*, public_id: str, with_claims: bool = True) -> Patent | None:

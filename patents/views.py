@@ -35,6 +35,7 @@ from patents.selectors import (
     patent_claims_page,
     patent_counts,
     patent_get,
+    patent_neighbours,
     patent_random_public_id,
     patents_browse,
     patents_latest,
@@ -138,10 +139,8 @@ def patent_detail(request, public_id):
             status=410,
         )
     claims_page = patent_claims_page(patent=patent, page=_page_number(request, "claims_page"))
-    from search.selectors import patents_similar
-
     # Ten nearest references: the page lists five, the CPC suggestion counts all ten.
-    references = patents_similar(patent, k=10, origin=Patent.Origin.REFERENCE)
+    references = patent_neighbours(patent, k=10, origin=Patent.Origin.REFERENCE)
     return render(
         request,
         "patents/detail.html",
@@ -159,7 +158,7 @@ def patent_detail(request, public_id):
             "bibtex": citation_bibtex(patent),
             "jsonld": patent_jsonld(patent),
             "canonical": canonical_url(patent),
-            "similar": patents_similar(patent, k=10),
+            "similar": patent_neighbours(patent, k=10, origin=Patent.Origin.GENERATED),
             "references": references[:5],
             "suggested_cpc": cpc_suggest(references)
             if patent.origin == Patent.Origin.GENERATED

@@ -203,41 +203,12 @@ class EmbeddingPool:
         self.close()
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo); empty where unknown."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_has_native_bf16() -> bool:
-    """bfloat16 matrix arithmetic in hardware (AVX512-BF16 or AMX), where autocast pays."""
-    flags = cpu_flags()
-    return bool({"avx512_bf16", "amx_bf16"} & flags)
-
-
-def cpu_model_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
 def embedding_bulk_precision() -> str:
     """The precision for bulk indexing: EMBEDDING_BULK_PRECISION, or with ``auto`` bf16
     where the CPU computes it natively (AVX512-BF16 or AMX), else int8 (fp32 is the slow
     path there; int8 lost no recall on search_eval's dev split). Queries stay fp32."""
+    from allthepatents.cpu import cpu_has_native_bf16
+
     choice = settings.EMBEDDING_BULK_PRECISION
     if choice == "auto":
         return "bf16" if cpu_has_native_bf16() else "int8"

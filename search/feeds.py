@@ -8,10 +8,10 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http import Http404, HttpResponse
 
+from allthepatents.ratelimit import rate_limit_check
 from patents.feeds import PatentFeed
 from patents.models import Patent
 from search.params import SearchParamError, SearchParams, search_params_parse
-from search.ratelimit import rate_limit_check
 from search.requests import request_search_data
 from search.selectors import search_patents
 

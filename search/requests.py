@@ -3,8 +3,8 @@ JSON API: its parameters (from a GET, a POST or a stored query's id), what it co
 the rate limit, and the rate-limited search itself."""
 
 from allthepatents.api import api_error
+from allthepatents.ratelimit import rate_limit_check
 from search.params import SearchParamError, search_params_parse
-from search.ratelimit import rate_limit_check
 from search.selectors import search_patents, stored_query_text
 
 # A GET request line must stay under gunicorn's 4,094 bytes (limit_request_line) with room

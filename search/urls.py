@@ -1,7 +1,6 @@
 from django.urls import path, re_path
 
 from allthepatents.api import api_not_found
-from allthepatents.openapi import api_openapi
 from search import api, views
 from search.feeds import SearchAlertFeed
 
@@ -13,6 +12,5 @@ urlpatterns = [
     path("search/like/<str:public_id>/", views.search_like, name="search-like"),
     path("api/search", api.api_search, name="api-search"),
     path("api/patents/<str:public_id>", api.api_patent, name="api-patent"),
-    path("api/openapi.json", api_openapi, name="api-openapi"),
     re_path(r"^api(?:/.*)?$", api_not_found),
 ]

@@ -8,12 +8,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
+from allthepatents.ratelimit import rate_limit_check
 from patents.selectors import patent_get
 from patents.vocabulary import GENERATED, REFERENCE
 from search.elements import claim_elements, element_charts
 from search.exports import export_bibtex, export_csv, export_ris, export_row
 from search.params import SearchParamError, search_params_parse
-from search.ratelimit import rate_limit_check
 from search.requests import (
     MAX_QUERY_STRING,
     SEARCH_FIELDS,

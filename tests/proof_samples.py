@@ -29,7 +29,7 @@ FEATURES = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16"}
 
 def machine_tag() -> str:
     """The CPU's model and its FEATURES, as a file name."""
-    from search.embeddings import cpu_flags, cpu_model_name
+    from allthepatents.cpu import cpu_flags, cpu_model_name
 
     features = sorted(cpu_flags() & FEATURES)
     name = re.sub(r"\(r\)|\(tm\)|processor|cpu", "", cpu_model_name().lower())
@@ -40,7 +40,7 @@ def machine_tag() -> str:
 def sampling_paths() -> list[str]:
     """The precisions a contributor samples in on this CPU (bf16 only where it is native;
     ``generation.contributions.contributor_precision``)."""
-    from search.embeddings import cpu_has_native_bf16
+    from allthepatents.cpu import cpu_has_native_bf16
 
     return ["none", "int8-rows"] + (["bf16"] if cpu_has_native_bf16() else [])
 
@@ -55,7 +55,7 @@ def checked_by(path: str, checker: str) -> bool:
 def checker_precisions() -> list[str]:
     """The proof's precisions this CPU runs: fp32, the per-row int8 checker, and bf16 where
     it is native (``generation.contributions.proof_precision``)."""
-    from search.embeddings import cpu_has_native_bf16
+    from allthepatents.cpu import cpu_has_native_bf16
 
     return ["none", "int8-rows"] + (["bf16"] if cpu_has_native_bf16() else [])
 
@@ -69,9 +69,9 @@ def main() -> None:
     django.setup()
     import torch
 
+    from allthepatents.cpu import cpu_flags, cpu_model_name
     from generation.backends import TransformersBackend
     from generation.sampling import JOB_SAMPLING_FIELDS, SamplingParams
-    from search.embeddings import cpu_flags, cpu_model_name
     from tests.tiny_models import tiny_neox_hashed, weights_digest
 
     torch.set_num_threads(1)

@@ -364,3 +364,38 @@ def test_every_variable_the_settings_read_is_documented():
     assert len(names) > 50
     missing = sorted(n for n in names if f"`{n}`" not in documented)
     assert not missing, f"not in docs/configuration.md: {missing}"
+
+
+# The floors: the project's helpers (allthepatents/: api, cpu, env, files, ratelimit,
+# weights, deadline, celery's task_send) under patents, under search, under generation;
+# the roof (allthepatents' settings, urls, views, health, openapi) composes them all. A
+# floor reaches a higher one only through a registry the higher one fills (patents'
+# publish hooks and neighbours finder, filled in search/apps.py).
+FLOORS = {"patents": 1, "search": 2, "generation": 3}
+ROOF = {"settings", "urls", "views", "health", "openapi", "wsgi", "gunicorn_conf"}
+
+
+def test_no_floor_imports_a_higher_one():
+    import ast
+
+    from tests.helpers import ROOT
+
+    found = []
+    for app, floor in FLOORS.items():
+        for path in (ROOT / app).rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    modules = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    modules = [node.module]
+                else:
+                    continue
+                for module in modules:
+                    parts = module.split(".")
+                    higher = FLOORS.get(parts[0], 0) > floor
+                    roof = parts[0] == "allthepatents" and len(parts) > 1 and parts[1] in ROOF
+                    if higher or roof:
+                        found.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {module}")
+    assert not found, found

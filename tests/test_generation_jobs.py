@@ -393,14 +393,14 @@ def test_auto_precision_follows_the_cpu(monkeypatch, tiny_neox):
     cache) in bf16."""
     import torch
 
-    import search.embeddings
+    import allthepatents.cpu
     from generation.backends import SamplingParams, TransformersBackend, generation_precision
 
-    monkeypatch.setattr(search.embeddings, "cpu_flags", lambda: {"avx2"})
+    monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx2"})
     assert generation_precision("auto") == "int8"
-    monkeypatch.setattr(search.embeddings, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     assert generation_precision("auto") == "int8"
-    monkeypatch.setattr(search.embeddings, "cpu_flags", lambda: {"avx2", "amx_bf16"})
+    monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx2", "amx_bf16"})
     assert generation_precision("auto") == "bf16"
     assert generation_precision("none") == "none"
     assert generation_precision("auto", device="cuda") == "none"

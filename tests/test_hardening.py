@@ -500,7 +500,7 @@ def test_the_file_cache_rate_counter_counts_every_request_from_many_processes(tm
     code = (
         "import django; django.setup()\n"
         "from django.test import RequestFactory\n"
-        "from search.ratelimit import rate_limit_check\n"
+        "from allthepatents.ratelimit import rate_limit_check\n"
         "request = RequestFactory().get('/', REMOTE_ADDR='10.9.9.9')\n"
         "print(sum(rate_limit_check(request, scope='t', limit=120, window=3600) is None"
         " for _ in range(25)))\n"

@@ -206,15 +206,15 @@ def test_the_checker_runs_bf16_with_amx_and_per_row_int8_elsewhere(monkeypatch):
     """The proof is one forward over whole texts: bf16 where AMX runs it, per-row int8
     elsewhere (faster than bf16 on AVX512-BF16 without AMX, and it keeps one position's
     outliers from blurring the others')."""
-    import search.embeddings
+    import allthepatents.cpu
     from generation.contributions import contributor_precision, proof_precision
 
-    monkeypatch.setattr(search.embeddings, "cpu_flags", lambda: {"avx512f", "amx_bf16"})
+    monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx512f", "amx_bf16"})
     assert proof_precision("auto") == "bf16"
-    monkeypatch.setattr(search.embeddings, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     assert proof_precision("auto") == "int8-rows"
     assert contributor_precision("bf16") == "bf16"  # bf16 is native here
-    monkeypatch.setattr(search.embeddings, "cpu_flags", lambda: {"avx2"})
+    monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx2"})
     assert proof_precision("auto") == proof_precision("int8") == "int8-rows"
     assert contributor_precision("bf16") == "int8-rows"  # no hours of bf16 emulation
     assert contributor_precision("int8-rows", device="cuda") == "none"

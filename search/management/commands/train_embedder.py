@@ -5,6 +5,7 @@ from pathlib import Path
 from django.core.management.base import CommandError
 
 from allthepatents.commands import ProgressCommand
+from allthepatents.cpu import cpu_has_native_bf16
 from patents.records import jsonl_lines
 from search.embedder_training import (
     base_encoder,
@@ -12,7 +13,7 @@ from search.embedder_training import (
     embedder_train,
     hard_negatives_mine,
 )
-from search.embeddings import OFFLINE_PACKAGE_NAME, cpu_has_native_bf16
+from search.embeddings import OFFLINE_PACKAGE_NAME
 
 
 class Command(ProgressCommand):
