@@ -82,7 +82,8 @@ def run_worker_path(
     import django
 
     django.setup()
-    from generation.backends import SamplingParams, TransformersBackend
+    from generation.backends import TransformersBackend
+    from generation.sampling import SamplingParams
 
     backend = TransformersBackend(str(model_dir), quantize=quantize)
     prompts = ["# Patent\n\n## Title", "# Patent\n\n## Claims"] * (batch // 2) + (

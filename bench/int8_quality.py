@@ -30,10 +30,11 @@ def main():
     import django
 
     django.setup()
-    from generation.backends import SamplingParams, TransformersBackend
+    from generation.backends import TransformersBackend
     from generation.parsing import patent_text_parse
     from generation.prompts import KL3M_BOTTOM_UP, KL3M_TOP_DOWN
     from generation.quality import sample_judge
+    from generation.sampling import SamplingParams
 
     params = SamplingParams(max_new_tokens=args.max_new_tokens)  # the job defaults
     seeds = list(range(args.seed, args.seed + args.samples))

@@ -81,9 +81,10 @@ def main() -> None:
     import dataclasses
 
     from allthepatents.cpu import cpu_flags, cpu_model_name
-    from generation.backends import SamplingParams, TransformersBackend
+    from generation.backends import TransformersBackend
     from generation.prompts import KL3M_BOTTOM_UP, KL3M_TOP_DOWN
     from generation.proof import PROOF_RULE, samples_proof_check
+    from generation.sampling import SamplingParams
 
     rule = PROOF_RULE
     if args.tolerance is not None:

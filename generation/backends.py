@@ -18,7 +18,7 @@ from typing import Protocol
 
 from django.conf import settings
 
-from generation.sampling import (  # noqa: F401 (SamplingParams is re-exported)
+from generation.sampling import (
     SamplingParams,
     kv_cache_preallocated,
     logits_adjust,

@@ -33,11 +33,10 @@ from generation.proof import samples_proof_check
 from generation.sampling import SamplingParams
 from generation.selectors import job_model
 from generation.services import (
+    batch_record,
     job_claim,
-    job_counters_refresh,
     job_finish_if_complete,
     job_prompts,
-    sample_record,
 )
 
 logger = logging.getLogger(__name__)
@@ -439,23 +438,13 @@ def contribution_verify(*, contribution_id: int) -> Contribution | None:
         if not taken:
             refused = "the unit's lease ran out before it was checked, and it was re-issued"
         else:
-            recorded = [
-                sample_record(
-                    job=job,
-                    worker=f"contributor:{contributor.name}",
-                    contributor=contributor,
-                    index=index,
-                    mode=mode,
-                    seed=seed,
-                    prompt=prompt,
-                    output=output,
-                    provenance_base=provenance_base,
-                )
-                for index, mode, seed, prompt, output in zip(
-                    indexes, modes, seeds, prompts, outputs, strict=True
-                )
-            ]
-            job_counters_refresh(job)
+            recorded = batch_record(
+                job=job,
+                rows=zip(indexes, modes, seeds, prompts, outputs, strict=True),
+                worker=f"contributor:{contributor.name}",
+                contributor=contributor,
+                provenance_base=provenance_base,
+            )
             result = {
                 "recorded": len(recorded),
                 "published": [s.patent.public_id for s in recorded if s.patent_id],

@@ -16,12 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from generation.backends import (
-    BackendUnavailable,
-    ModelLoadError,
-    SamplingParams,
-    backend_for,
-)
+from generation.backends import BackendUnavailable, ModelLoadError, backend_for
 from generation.gate import gate_run
 from generation.models import GenerationJob, Generator, JobBatch, Sample
 from generation.parsing import patent_text_parse
@@ -32,7 +27,7 @@ from generation.prompts import (
     prompt_document_part,
     prompt_render,
 )
-from generation.sampling import JOB_SAMPLING_FIELDS, SAMPLING_DEFAULTS
+from generation.sampling import JOB_SAMPLING_FIELDS, SAMPLING_DEFAULTS, SamplingParams
 from generation.selectors import job_model
 from patents.services import patent_publish
 from patents.text import control_chars_strip
@@ -436,6 +431,36 @@ def job_prompts(*, job: GenerationJob, indexes: list[int]):
     return prompts, seeds, modes
 
 
+def batch_record(
+    *, job: GenerationJob, rows, worker: str, provenance_base: dict, contributor=None
+) -> list:
+    """Records a generated batch, ``rows`` of (index, mode, seed, prompt, output), and
+    refreshes the job's counters: the one way a batch is written, for the site's workers and
+    for proved contributions alike. The caller holds the transaction and has checked its
+    lease. An index another worker recorded first is kept as theirs."""
+    recorded = []
+    for index, mode, seed, prompt, output in rows:
+        try:
+            with transaction.atomic():
+                recorded.append(
+                    sample_record(
+                        job=job,
+                        worker=worker,
+                        contributor=contributor,
+                        index=index,
+                        mode=mode,
+                        seed=seed,
+                        prompt=prompt,
+                        output=output,
+                        provenance_base=provenance_base,
+                    )
+                )
+        except IntegrityError:
+            logger.info("job %s sample %s already recorded", job.pk, index)
+    job_counters_refresh(job)
+    return recorded
+
+
 def job_batch_run(
     *,
     job: GenerationJob,
@@ -459,25 +484,12 @@ def job_batch_run(
     with transaction.atomic():
         if not _lease_renew(job.pk, token):
             return False
-        for index, mode, seed, prompt, output in zip(
-            indexes, modes, seeds, prompts, outputs, strict=True
-        ):
-            try:
-                with transaction.atomic():
-                    sample_record(
-                        job=job,
-                        worker=WORKER_ID,
-                        index=index,
-                        mode=mode,
-                        seed=seed,
-                        prompt=prompt,
-                        output=output,
-                        provenance_base=provenance_base,
-                    )
-            except IntegrityError:
-                # Another worker recorded this index first: keep theirs.
-                logger.info("job %s sample %s already recorded", job.pk, index)
-        job_counters_refresh(job)
+        batch_record(
+            job=job,
+            rows=zip(indexes, modes, seeds, prompts, outputs, strict=True),
+            worker=WORKER_ID,
+            provenance_base=provenance_base,
+        )
         GenerationJob.objects.filter(pk=job.pk).update(worker_seconds=F("worker_seconds") + took)
         if release is not None:
             JobBatch.objects.filter(job_id=job.pk, owner=token, start=release).delete()

@@ -333,9 +333,10 @@ def hit_rate_measure(
     """Share of sampled inventions per mode that pass the quality gate, and of those, how
     many are near-copies (5-word-shingle Jaccard >= the gate's threshold) of a training
     patent."""
-    from generation.backends import SamplingParams, TransformersBackend
+    from generation.backends import TransformersBackend
     from generation.parsing import patent_text_parse
     from generation.quality import sample_judge
+    from generation.sampling import SamplingParams
     from patents.nearcopy import JACCARD_NEAR_COPY, jaccard, patent_text, shingles
 
     backend = TransformersBackend(str(model_dir), quantize="none")

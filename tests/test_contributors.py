@@ -5,9 +5,10 @@ import time
 
 import pytest
 
-from generation.backends import SamplingParams, TransformersBackend
+from generation.backends import TransformersBackend
 from generation.contributions import contributor_create, contributor_revoke
 from generation.models import JobBatch, Sample
+from generation.sampling import SamplingParams
 from generation.services import job_create
 
 

@@ -6,11 +6,11 @@ from django.core.management import CommandError, call_command
 from generation.backends import (
     BackendUnavailable,
     ModelLoadError,
-    SamplingParams,
     TransformersBackend,
     backend_cache_clear,
 )
 from generation.models import GenerationJob, Sample
+from generation.sampling import SamplingParams
 from generation.services import JobParameterError, job_cancel, job_create, job_run
 from patents.models import LedgerEntry, Patent
 from tests.helpers import wait_for
@@ -394,7 +394,8 @@ def test_auto_precision_follows_the_cpu(monkeypatch, tiny_neox):
     import torch
 
     import allthepatents.cpu
-    from generation.backends import SamplingParams, TransformersBackend, generation_precision
+    from generation.backends import TransformersBackend, generation_precision
+    from generation.sampling import SamplingParams
 
     monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx2"})
     assert generation_precision("auto") == "int8"

@@ -10,12 +10,8 @@ import time
 
 import pytest
 
-from generation.backends import (
-    BackendUnavailable,
-    OpenAIBackend,
-    SamplingParams,
-    TransientBackendError,
-)
+from generation.backends import BackendUnavailable, OpenAIBackend, TransientBackendError
+from generation.sampling import SamplingParams
 from tests.helpers import QuietHandler, http_serve
 
 HOLD = 0.2  # seconds each request takes once its batch has gathered

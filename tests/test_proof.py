@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from generation.backends import SamplingParams, TransformersBackend
+from generation.backends import TransformersBackend
 from generation.proof import sample_proof_check
+from generation.sampling import SamplingParams
 
 PROMPTS = ["# Patent\n\n## Title", "# Patent\n\n## Claims"] * 2
 PARAMS = SamplingParams(max_new_tokens=40, min_new_tokens=40)  # random weights rarely stop
