@@ -76,6 +76,10 @@ INSTALLED_APPS = [
     "axes",
 ]
 
+# Reviewers sign in at /accounts/login/ (admins use /admin/).
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Outside the others: a CSRF refusal or a 500 under /api/ is answered as JSON too.
@@ -120,6 +124,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "generation.context.reviewer",
             ],
         },
     },

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth.views import LoginView, LogoutView
 from django.urls import include, path
 
 from allthepatents import views
@@ -7,6 +8,8 @@ from allthepatents.openapi import api_openapi
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("accounts/login/", LoginView.as_view(), name="login"),
+    path("accounts/logout/", LogoutView.as_view(), name="logout"),
     path("api/openapi.json", api_openapi, name="api-openapi"),
     # Before search's: it ends with the catch-all for unknown /api/ paths.
     path("", include("generation.urls")),

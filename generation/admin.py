@@ -9,7 +9,7 @@ from django.utils.html import format_html, format_html_join
 
 from allthepatents.admin import ReadOnlyAdmin
 from generation.contributions import contributor_create, contributor_revoke
-from generation.models import Contributor, GenerationJob, Generator, Sample
+from generation.models import Contributor, ExaminerVerdict, GenerationJob, Generator, Sample
 from generation.sampling import JOB_SAMPLING_FIELDS, SAMPLING_DEFAULTS
 from generation.selectors import job_cost, job_workers
 from generation.services import (
@@ -396,3 +396,14 @@ class ContributorAdmin(admin.ModelAdmin):
         for contributor in queryset:
             contributor_revoke(contributor=contributor)
         self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
+
+
+@admin.register(ExaminerVerdict)
+class ExaminerVerdictAdmin(admin.ModelAdmin):
+    """Reviewers are the members of the "Reviewers" group (Authentication → Groups); they
+    give verdicts on the site, from an invention's page or a result line."""
+
+    list_display = ("patent", "reviewer", "verdict", "updated_at")
+    list_filter = ("verdict", "patent__generator_model", "patent__mode")
+    search_fields = ("patent__public_id", "note")
+    raw_id_fields = ("patent", "reviewer")

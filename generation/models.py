@@ -231,3 +231,36 @@ class Sample(models.Model):
 
     def __str__(self):
         return f"job {self.job_id} sample {self.index}: {self.verdict}"
+
+
+class ExaminerVerdict(models.Model):
+    """What a reviewer (a member of the admin-managed "Reviewers" group) says of a
+    generated invention: the measure of the hit rate the seed means, beside the gate's pass
+    rate. One per reviewer and invention, changeable."""
+
+    class Kind(models.TextChoices):
+        RELEVANT = "relevant", "Relevant prior art"
+        ON_TOPIC = "on_topic", "On topic but not usable"
+        NONSENSE = "nonsense", "Nonsense"
+
+    patent = models.ForeignKey(
+        "patents.Patent", on_delete=models.CASCADE, related_name="examiner_verdicts"
+    )
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="examiner_verdicts"
+    )
+    verdict = models.CharField(max_length=16, choices=Kind.choices, db_index=True)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["patent", "reviewer"], name="examiner_verdict_one_per_reviewer"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.reviewer_id} on {self.patent_id}: {self.verdict}"

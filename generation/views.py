@@ -2,9 +2,16 @@
 efficiency, cost), next to the publication counts. And the contributors' work-unit API
 (#18): JSON over HTTPS, a Bearer token per contributor, no cookies (so no CSRF)."""
 
+import csv
+import io
+
 from django.conf import settings
-from django.http import Http404, JsonResponse
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
@@ -27,7 +34,16 @@ from generation.selectors import (
     stats_hit_rates,
     stats_rejection_reasons,
 )
-from patents.selectors import patent_counts
+from generation.verdicts import (
+    VerdictError,
+    stats_verdicts,
+    user_is_reviewer,
+    verdict_set,
+    verdicts_export,
+    verdicts_of_reviewer,
+)
+from patents.selectors import patent_counts, patent_get
+from search.exports import csv_cell
 
 
 @require_GET
@@ -37,6 +53,7 @@ def stats(request):
     daily = stats_daily_efficiency()
     max_reason = max((n for _, n in reasons), default=1)
     max_tps = max((d["tokens_per_second"] for d in daily), default=0) or 1
+    costs = stats_cost_by_model()
     return render(
         request,
         "generation/stats.html",
@@ -50,7 +67,8 @@ def stats(request):
             "daily": [
                 {**d, "width": round(100 * d["tokens_per_second"] / max_tps, 1)} for d in daily
             ],
-            "costs": stats_cost_by_model(),
+            "costs": costs,
+            "verdicts": stats_verdicts(cost_by_model=costs),
         },
     )
 
@@ -168,3 +186,71 @@ def api_contribute_release(request, contributor, body):
     return JsonResponse(
         {"released": work_unit_release(contributor=contributor, unit_id=str(body.get("unit")))}
     )
+
+
+# --- examiners' verdicts ---------------------------------------------------------------
+
+
+@require_http_methods(["POST"])
+def verdict_submit(request, public_id):
+    """A reviewer's verdict on an invention, from its page or a result line; back to
+    where it came from."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    if not user_is_reviewer(request.user):
+        raise PermissionDenied("only members of the Reviewers group can give verdicts")
+    patent = patent_get(public_id=public_id, with_claims=False)
+    if patent is None:
+        raise Http404("no invention with that id")
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        back = patent.get_absolute_url()
+    try:
+        verdict_set(
+            patent=patent,
+            reviewer=request.user,
+            verdict=request.POST.get("verdict", ""),
+            note=request.POST.get("note", ""),
+        )
+    except VerdictError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Your verdict on {patent.public_id} is recorded.")
+    return HttpResponseRedirect(back)
+
+
+@require_GET
+def reviewer_verdicts(request):
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    if not user_is_reviewer(request.user):
+        raise PermissionDenied("only members of the Reviewers group give verdicts")
+    return render(
+        request,
+        "generation/verdicts.html",
+        {"verdicts": verdicts_of_reviewer(reviewer=request.user)},
+    )
+
+
+VERDICT_FIELDS = ("public_id", "generator_model", "mode", "verdict", "note", "updated_at")
+
+
+@require_GET
+def verdicts_csv(request):
+    """Every verdict as CSV (who gave it is not published)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(VERDICT_FIELDS)
+    for row in verdicts_export():
+        writer.writerow([csv_cell(row[f]) for f in VERDICT_FIELDS])
+    response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="verdicts.csv"'
+    return response
+
+
+@csrf_exempt
+@api_methods("GET")
+def api_verdicts(request):
+    return JsonResponse({"verdicts": verdicts_export()})

@@ -35,7 +35,7 @@ def export_row(patent: Patent, *, score: float, rank: int, request) -> dict:
 FIELDS = ["rank", "score", "origin", "id", "title", "published", "filed", "content_hash", "url"]
 
 
-def _cell(value) -> str:
+def csv_cell(value) -> str:
     text = str(value)
     # A leading =, +, - or @ makes a spreadsheet evaluate the cell (CSV injection).
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
@@ -46,7 +46,7 @@ def export_csv(rows: list[dict]) -> str:
     writer = csv.writer(out)
     writer.writerow(FIELDS)
     for row in rows:
-        writer.writerow([_cell(row[f]) if isinstance(row[f], str) else row[f] for f in FIELDS])
+        writer.writerow([csv_cell(row[f]) if isinstance(row[f], str) else row[f] for f in FIELDS])
     return out.getvalue()
 
 
