@@ -8,7 +8,25 @@ from django.conf import settings
 
 from patents.text import cpc_normalise
 from patents.vocabulary import GENERATED, MODES, ORIGIN_ALL, ORIGINS
-from search.selectors import SearchFilters
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    # Dates: a generated invention's publication here; a reference patent's own publication
+    # date (an undated one never passes a date filter) and, for filed_*, its filing date.
+    before: dt.date | None = None  # strictly before this date (a priority date)
+    after: dt.date | None = None  # on or after this date
+    filed_before: dt.date | None = None
+    filed_after: dt.date | None = None
+    origin: str = GENERATED  # generated | reference | all
+    generator: str = ""
+    mode: str = ""
+    cpc: tuple[str, ...] = ()  # CPC prefixes, any of which a reference's codes must start
+
+    @property
+    def narrows(self) -> bool:
+        """Whether the filter keeps less than every published patent."""
+        return self != SearchFilters(origin="all")
 
 
 class SearchParamError(ValueError):

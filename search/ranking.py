@@ -37,17 +37,25 @@ def convex_fuse(lists: list[list[tuple[int, float]]], *, weights: list[float]):
     return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def hybrid_rank(*, dense_docs, dense_claims, keyword, alpha: float, claim_margin: float):
-    """The site's ranking, also what `search_eval` measures. A patent's dense score is the
-    better of its document vector and its best claim vector less ``claim_margin`` (a pasted
-    claim is best matched by a claim, a description by the abstract, but claims resemble
-    each other in form); then the convex fusion with the keyword scores."""
+def dense_scores(*, dense_docs, dense_claims, claim_margin: float) -> dict[int, float]:
+    """A patent's dense score: the better of its document vector and its best claim vector
+    less ``claim_margin`` (a pasted claim is best matched by a claim, a description by the
+    abstract, but claims resemble each other in form)."""
     dense: dict[int, float] = {}
     for pid, score, _ in dense_docs:
         dense[pid] = max(score, dense.get(pid, score))
     for pid, score, _ in dense_claims:
         score -= claim_margin
         dense[pid] = max(score, dense.get(pid, score))
+    return dense
+
+
+def hybrid_rank(*, dense_docs, dense_claims, keyword, alpha: float, claim_margin: float):
+    """The site's ranking, also what `search_eval` measures: ``dense_scores``, then the
+    convex fusion with the keyword scores."""
+    dense = dense_scores(
+        dense_docs=dense_docs, dense_claims=dense_claims, claim_margin=claim_margin
+    )
     dense_ranked = sorted(dense.items(), key=lambda kv: -kv[1])
     return convex_fuse([dense_ranked, keyword], weights=[alpha, 1.0 - alpha])
 

@@ -12,32 +12,14 @@ from django.db.models import Max, Q
 from patents.models import Claim, Patent
 from search.keyword import keyword_search
 from search.models import IndexedVector, StoredQuery
-from search.ranking import convex_fuse, hybrid_rank, rrf_fuse  # noqa: F401 (re-exported)
+from search.params import SearchFilters
+from search.ranking import dense_scores, hybrid_rank
 from search.store import IndexUnavailable, index_for_search, manifest_read
 from search.text import query_terms, snippet
 
 logger = logging.getLogger(__name__)
 
 CANDIDATES = 100  # per list; the depth search_eval measures fusion at
-
-
-@dataclass(frozen=True)
-class SearchFilters:
-    # Dates: a generated invention's publication here; a reference patent's own publication
-    # date (an undated one never passes a date filter) and, for filed_*, its filing date.
-    before: dt.date | None = None  # strictly before this date (a priority date)
-    after: dt.date | None = None  # on or after this date
-    filed_before: dt.date | None = None
-    filed_after: dt.date | None = None
-    origin: str = Patent.Origin.GENERATED  # generated | reference | all
-    generator: str = ""
-    mode: str = ""
-    cpc: tuple[str, ...] = ()  # CPC prefixes, any of which a reference's codes must start
-
-    @property
-    def narrows(self) -> bool:
-        """Whether the filter keeps less than every published patent."""
-        return self != SearchFilters(origin="all")
 
 
 @dataclass
@@ -254,12 +236,9 @@ def search_patents(
         alpha=alpha,
         claim_margin=settings.SEARCH_CLAIM_MARGIN,
     )
-    dense_of: dict[int, float] = {}
-    for pid, score, _ in dense_docs:
-        dense_of[pid] = max(score, dense_of.get(pid, score))
-    for pid, score, _ in dense_claims:
-        score -= settings.SEARCH_CLAIM_MARGIN
-        dense_of[pid] = max(score, dense_of.get(pid, score))
+    dense_of = dense_scores(
+        dense_docs=dense_docs, dense_claims=dense_claims, claim_margin=settings.SEARCH_CLAIM_MARGIN
+    )
     # Both lists were filtered inside retrieval; the page's rows are fetched alone, and a
     # patent withdrawn since the index was read drops out here.
     page_items = ranked[(page - 1) * k : page * k]

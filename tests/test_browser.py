@@ -203,6 +203,45 @@ def test_admin_starts_a_job_watches_it_finish_and_finds_the_invention(live_site,
     assert "Self-stirring mug" in page.content() or "Folding ladder hook" in page.content()
 
 
+def test_a_reviewer_marks_an_invention_and_sees_the_figure_change(live_site, page):
+    """A member of the Reviewers group signs in, marks a generated invention as relevant
+    prior art from its page, and /stats/ counts it."""
+    base = live_site["base"]
+    code = (
+        "import django; django.setup()\n"
+        "from django.contrib.auth.models import Group, User\n"
+        "u = User.objects.create_user('reviewer1', password='a long pass phrase 42')\n"
+        "u.groups.add(Group.objects.get(name='Reviewers'))\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=live_site["env"], check=True, timeout=120
+    )
+    context = page.context.browser.new_context(viewport={"width": 1200, "height": 900})
+    reviewer = context.new_page()
+    try:
+        reviewer.goto(base + "/stats/")
+        assert "No verdicts yet" in reviewer.content()
+        reviewer.goto(base + "/accounts/login/?next=/patents/")
+        reviewer.fill("#id_username", "reviewer1")
+        reviewer.fill("#id_password", "a long pass phrase 42")
+        reviewer.click("button[type=submit]")
+        reviewer.wait_for_url("**/patents/")
+        reviewer.locator("main a[href^='/p/']").first.click()
+        reviewer.wait_for_selector("form.verdict-form")
+        reviewer.check("input[name=verdict][value=relevant]")
+        reviewer.fill("input[name=note]", "anticipates claim 1 of a later filing")
+        reviewer.click("form.verdict-form button[type=submit]")
+        reviewer.wait_for_selector(".messages li")
+        assert "is recorded" in reviewer.inner_text(".messages")
+        reviewer.goto(base + "/stats/")
+        row = reviewer.locator("tr.verdict-stats").first
+        assert "e2e/seed" in row.inner_text()
+        assert row.locator("td.share-relevant").inner_text().startswith("1 · 100%")
+        reviewer.screenshot(path=str(ARTIFACTS / "stats-verdicts.png"), full_page=True)
+    finally:
+        context.close()
+
+
 def _long_claim(chars: int = 12_000) -> str:
     """A real-looking claim of ``chars`` characters: the fixture's first claims, run on."""
     import json
@@ -339,8 +378,8 @@ def test_examiner_workbench_elements_exports_report_and_alert_feed(live_site, pa
 
 
 def test_web_workers_load_the_embedder_and_index_before_taking_requests(live_site):
-    """No visitor pays for the cold start: each gunicorn worker warms up in post_worker_init,
-    before its accept loop."""
+    """No visitor pays for the cold start: each gunicorn worker loads the embedder and the
+    index as it starts (beside its request loop, so pages answer meanwhile)."""
     log = live_site["log"].read_text()
     warmed = [line for line in log.splitlines() if "search warm-up in worker" in line]
     assert len(warmed) == int(live_site["env"]["WEB_WORKERS"]), log[-3000:]

@@ -7,7 +7,8 @@ import pytest
 
 from patents.importing import reference_import_records
 from patents.models import Patent
-from search.selectors import SearchFilters, search_patents
+from search.params import SearchFilters
+from search.selectors import search_patents
 from search.services import search_documents_sync
 from tests.factories import patent_published
 

@@ -14,7 +14,8 @@ from patents.importing import reference_import_records
 from patents.models import Patent
 from patents.services import patent_withdraw
 from search.models import IndexedVector
-from search.selectors import SearchFilters, index_health, search_patents
+from search.params import SearchFilters
+from search.selectors import index_health, search_patents
 from search.services import search_index_rebuild, search_index_update
 from search.store import index_dir, manifest_read, reader_reset
 from tests.helpers import ROOT, db_env, shared_path
@@ -455,7 +456,7 @@ def test_reworded_copy_is_caught_by_the_embedding_check(corpus):
 def test_convex_fusion_keeps_score_gaps_that_rrf_throws_away():
     """A dense hit far ahead of the rest must beat a keyword near-tie; RRF, which sees only
     ranks, puts the keyword leader first. An item one list lacks still ranks."""
-    from search.selectors import convex_fuse, rrf_fuse
+    from search.ranking import convex_fuse, rrf_fuse
 
     dense = [(1, 0.95), (2, 0.40), (3, 0.39)]
     keyword = [(2, 5.0), (3, 4.9), (4, 4.8), (1, 1.0)]

@@ -12,7 +12,9 @@ from django.test import override_settings
 from patents.importing import reference_import_records
 from patents.models import LedgerEntry, Patent
 from search.keyword import keyword_search
-from search.selectors import SearchFilters, hybrid_rank, patents_matching, search_patents
+from search.params import SearchFilters
+from search.ranking import hybrid_rank
+from search.selectors import patents_matching, search_patents
 from search.services import search_index_rebuild, vector_texts
 from search.store import reader_reset
 from tests.factories import patent_published

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from patents.importing import reference_import_records
-from search.selectors import SearchFilters, index_health, search_patents
+from search.params import SearchFilters
+from search.selectors import index_health, search_patents
 from search.services import (
     search_documents_sync,
     search_index_rebuild,
