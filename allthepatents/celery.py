@@ -49,7 +49,8 @@ def _mark_worker(**kwargs):
 
 
 def task_send(task, *, args=(), countdown=None, timeout: float | None = None):
-    """Publishes ``task`` on a connection of its own whose every socket operation gives up
+    """Publishes ``task`` (a task, or a task's registered name: a module that enqueues
+    need not import the module that runs it) on a connection of its own whose every socket operation gives up
     after ``timeout`` seconds (BROKER_SEND_TIMEOUT). A broker that is down refuses at once;
     one that accepts connections but never answers (a hung Redis, a black-holed host) would
     otherwise hold the caller, a web worker, for as long as the kernel lets it. Raises
@@ -60,8 +61,11 @@ def task_send(task, *, args=(), countdown=None, timeout: float | None = None):
     from django.conf import settings
 
     # Retries follow task_publish_retry_policy above (one quick retry).
+    if isinstance(task, str):
+        task = app.tasks[task]  # the registry (autodiscovery) imports its module
+    publish = task.apply_async
     if IN_WORKER:
-        return task.apply_async(args=args, countdown=countdown)
+        return publish(args=args, countdown=countdown)
     timeout = settings.BROKER_SEND_TIMEOUT if timeout is None else timeout
     options = {}
     # Socket timeouts are the Redis transport's options; the SQLAlchemy transport (the
@@ -71,4 +75,4 @@ def task_send(task, *, args=(), countdown=None, timeout: float | None = None):
     if scheme.startswith("redis") or scheme == "sentinel":
         options = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
     with app.connection_for_write(transport_options=options, connect_timeout=timeout) as conn:
-        return task.apply_async(args=args, countdown=countdown, connection=conn)
+        return publish(args=args, countdown=countdown, connection=conn)

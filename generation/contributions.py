@@ -38,6 +38,7 @@ from generation.services import (
     job_finish_if_complete,
     job_prompts,
 )
+from generation.vocabulary import TASK_VERIFY_CONTRIBUTION
 
 logger = logging.getLogger(__name__)
 Status = GenerationJob.Status
@@ -290,10 +291,9 @@ def contribution_receive(*, contributor: Contributor, unit_id: str, samples) -> 
         expires_at=timezone.now() + timedelta(seconds=settings.CONTRIBUTOR_CHECK_HOLD_SECONDS)
     )
     from allthepatents.celery import task_send
-    from generation.tasks import contribution_verify_task
 
     try:
-        task_send(contribution_verify_task, args=[contribution.pk])
+        task_send(TASK_VERIFY_CONTRIBUTION, args=[contribution.pk])
     except Exception as exc:  # kombu raises many types for a dead broker
         # Not the contributor's doing: no strike, and the unit stays theirs to submit again.
         Contribution.objects.filter(pk=contribution.pk).delete()
@@ -309,13 +309,12 @@ def contributions_requeue() -> list[int]:
     """Sends every pending check to the workers again (a worker starting: one killed in the
     middle of a check left its submission pending). A check that runs twice records once."""
     from allthepatents.celery import task_send
-    from generation.tasks import contribution_verify_task
 
     pending = list(
         Contribution.objects.filter(status=Contribution.Status.PENDING).values_list("pk", flat=True)
     )
     for pk in pending:
-        task_send(contribution_verify_task, args=[pk])
+        task_send(TASK_VERIFY_CONTRIBUTION, args=[pk])
     return pending
 
 

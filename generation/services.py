@@ -29,6 +29,7 @@ from generation.prompts import (
 )
 from generation.sampling import JOB_SAMPLING_FIELDS, SAMPLING_DEFAULTS, SamplingParams
 from generation.selectors import job_model
+from generation.vocabulary import TASK_RUN_JOB
 from patents.services import patent_publish
 from patents.text import control_chars_strip
 
@@ -171,7 +172,6 @@ def job_dispatch(*, job_id: int) -> bool:
     many workers can share it). A dead broker leaves it queued, with a note; workers
     re-dispatch queued jobs when they start, and the admin can start it again."""
     from allthepatents.celery import task_send
-    from generation.tasks import job_run_task
 
     job = GenerationJob.objects.filter(pk=job_id).only("count", "batch_size").first()
     if job is None:
@@ -181,7 +181,7 @@ def job_dispatch(*, job_id: int) -> bool:
     batches = -(-job.count // max(job.batch_size, 1))
     try:
         for _ in range(max(1, min(settings.GENERATION_JOB_FANOUT, batches))):
-            task_send(job_run_task, args=[job_id])
+            task_send(TASK_RUN_JOB, args=[job_id])
     except Exception as exc:  # kombu raises many types for a dead broker
         logger.warning("could not dispatch job %s: %s", job_id, exc)
         GenerationJob.objects.filter(pk=job_id, status=Status.QUEUED).update(

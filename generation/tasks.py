@@ -17,6 +17,7 @@ from generation.services import (
     job_run,
     job_wait_seconds,
 )
+from generation.vocabulary import TASK_RUN_JOB, TASK_VERIFY_CONTRIBUTION
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ TRANSIENT_ERRORS = (TransientBackendError, OperationalError, InterfaceError)
 
 @shared_task(
     bind=True,
-    name="generation.run_job",
+    name=TASK_RUN_JOB,
     acks_late=True,
     max_retries=None,
     soft_time_limit=settings.GENERATION_SOFT_TIME_LIMIT,
@@ -65,7 +66,7 @@ def job_run_task(self, job_id: int):
 
 @shared_task(
     bind=True,
-    name="generation.verify_contribution",
+    name=TASK_VERIFY_CONTRIBUTION,
     acks_late=True,
     max_retries=5,
     soft_time_limit=settings.GENERATION_SOFT_TIME_LIMIT,
