@@ -115,9 +115,6 @@ class GenerationJob(models.Model):
     last_error = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
     dispatched_at = models.DateTimeField(null=True, blank=True)
-    # The worker that last took a batch and until when (the batches' own leases decide).
-    lease_owner = models.CharField(max_length=200, blank=True)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(
         default=0,
         help_text="Times a worker joined the job (a worker whose task is retried joins again).",

@@ -212,8 +212,6 @@ def job_rerun(*, job: GenerationJob) -> GenerationJob:
         cancel_requested=False,
         last_error="",
         finished_at=None,
-        lease_owner="",
-        lease_expires_at=None,
     )
     if updated:
         # Leases of the stopped run: a worker still finishing one loses it and its batch is
@@ -281,7 +279,6 @@ def job_claim(*, job_id: int, token: str) -> BatchClaim:
             continue
         else:  # ours from an earlier pass (a lost race with ourselves cannot happen)
             JobBatch.objects.filter(pk=current.pk).update(expires_at=lease)
-        GenerationJob.objects.filter(pk=job_id).update(lease_owner=token, lease_expires_at=lease)
         indexes = tuple(i for i in range(start, end) if i not in done)
         return BatchClaim(start=start, end=end, indexes=indexes, expires_at=lease)
     return BatchClaim(others_until=others_until)
@@ -291,8 +288,6 @@ def _lease_renew(job_id: int, token: str) -> bool:
     """Extends this worker's batch leases on the job; False when it holds none any more."""
     lease = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
     renewed = JobBatch.objects.filter(job_id=job_id, owner=token).update(expires_at=lease)
-    if renewed:
-        GenerationJob.objects.filter(pk=job_id, lease_owner=token).update(lease_expires_at=lease)
     return bool(renewed)
 
 
@@ -603,8 +598,6 @@ def job_finish(job_id: int, status: str, *, error: str = "") -> None:
     fields = {
         "status": status,
         "finished_at": timezone.now(),
-        "lease_owner": "",
-        "lease_expires_at": None,
     }
     if error:
         fields["last_error"] = error
@@ -619,8 +612,6 @@ def job_fail(*, job_id: int, error: str) -> None:
         status=Status.FAILED,
         finished_at=timezone.now(),
         last_error=error[:5000],
-        lease_owner="",
-        lease_expires_at=None,
     )
 
 
