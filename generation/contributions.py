@@ -27,17 +27,12 @@ from django.db.models import F
 from django.utils import timezone
 
 from generation.backends import GenerationOutput, TransformersBackend
+from generation.batches import batch_record, job_claim, job_finish_if_complete, job_prompts
 from generation.models import Contribution, Contributor, GenerationJob, JobBatch, Sample
 from generation.names import name_is_reserved, name_skeleton
 from generation.proof import samples_proof_check
 from generation.sampling import SamplingParams
 from generation.selectors import job_model
-from generation.services import (
-    batch_record,
-    job_claim,
-    job_finish_if_complete,
-    job_prompts,
-)
 from generation.vocabulary import TASK_VERIFY_CONTRIBUTION
 
 logger = logging.getLogger(__name__)

@@ -8,15 +8,15 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from generation.backends import TransientBackendError
-from generation.models import GenerationJob
-from generation.services import (
+from generation.batches import (
     WORKER_ID,
     JobRunOutcome,
-    job_fail,
     job_leases_release,
     job_run,
     job_wait_seconds,
 )
+from generation.models import GenerationJob
+from generation.services import job_fail
 from generation.vocabulary import TASK_RUN_JOB, TASK_VERIFY_CONTRIBUTION
 
 logger = logging.getLogger(__name__)

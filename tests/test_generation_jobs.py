@@ -9,9 +9,10 @@ from generation.backends import (
     TransformersBackend,
     backend_cache_clear,
 )
+from generation.batches import job_run
 from generation.models import GenerationJob, Sample
 from generation.sampling import SamplingParams
-from generation.services import JobParameterError, job_cancel, job_create, job_run
+from generation.services import JobParameterError, job_cancel, job_create
 from patents.models import LedgerEntry, Patent
 from tests.helpers import wait_for
 
@@ -327,8 +328,8 @@ def test_a_long_batch_keeps_its_lease_alive(generators, settings):
     stays lost."""
     import time
 
+    from generation.batches import job_claim, job_lease_keeper
     from generation.models import JobBatch
-    from generation.services import job_claim, job_lease_keeper
 
     settings.GENERATION_LEASE_SECONDS = 3
     job = job_create(generator=generators["kl3m-002-170m-patent"], count=1, dispatch=False)
@@ -359,7 +360,7 @@ def test_control_characters_in_model_output_are_dropped_and_counted(generators, 
     """A random-weight model emitted a NUL: PostgreSQL refused the batch and the job failed
     (seen in CI). The sample is recorded without it, with the count in its details, and a
     good text is still published."""
-    import generation.services as services
+    import generation.batches as batches
     from generation.backends import GenerationOutput
 
     completion = (
@@ -375,7 +376,7 @@ def test_control_characters_in_model_output_are_dropped_and_counted(generators, 
         def generate(self, prompts, seeds, params, heartbeat=None):
             return [GenerationOutput(text=completion, tokens=60, finished=True) for _ in prompts]
 
-    monkeypatch.setattr(services, "backend_for", lambda generator, model_override="": Emits())
+    monkeypatch.setattr(batches, "backend_for", lambda generator, model_override="": Emits())
     job = job_create(generator=generators["kl3m-002-170m-patent"], count=2, dispatch=False)
     assert job_run(job_id=job.pk) == "done"
     samples = list(Sample.objects.filter(job=job).order_by("index"))

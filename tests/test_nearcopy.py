@@ -5,8 +5,9 @@ import random
 
 import pytest
 
+from generation.batches import job_run
 from generation.models import Sample
-from generation.services import job_create, job_run
+from generation.services import job_create
 from patents.importing import reference_import_records
 from patents.models import MinHashBand
 from patents.nearcopy import jaccard, near_copy_find, shingles

@@ -115,7 +115,8 @@ def test_micro_training_lowers_loss_and_the_model_generates(tmp_path, kl3m_sourc
     assert set(report["hit_rate"]) == {"top-down", "bottom-up"}
     assert (out_dir / "checkpoint" / "state.pt").exists()
 
-    from generation.services import generator_resolve, job_create, job_run
+    from generation.batches import job_run
+    from generation.services import generator_resolve, job_create
 
     gen, override = generator_resolve(str(out_dir))
     assert override == str(out_dir)

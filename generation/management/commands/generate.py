@@ -4,9 +4,10 @@ from django.core.management.base import CommandError
 from django.db import transaction
 
 from allthepatents.commands import ProgressCommand
+from generation.batches import job_run
 from generation.models import GenerationJob
 from generation.selectors import job_cost
-from generation.services import JobParameterError, generator_resolve, job_create, job_run
+from generation.services import JobParameterError, generator_resolve, job_create
 
 
 class Command(ProgressCommand):
