@@ -161,6 +161,7 @@ def memo_embeddings():
 UNIT_FIXTURES = {
     "request",
     "tmp_path",
+    "tmp_path_factory",
     "capsys",
     "monkeypatch",
     "settings",

@@ -342,6 +342,7 @@ def test_processes_starting_together_agree_on_one_secret_key(tmp_path):
         assert sorted(x.name for x in path.parent.iterdir()) == ["secret_key"]  # no leftovers
 
 
+@pytest.mark.unit
 def test_every_variable_the_settings_read_is_documented():
     """docs/configuration.md lists every environment variable settings and gunicorn read."""
     import ast
@@ -375,6 +376,7 @@ FLOORS = {"patents": 1, "search": 2, "generation": 3}
 ROOF = {"settings", "urls", "views", "health", "openapi", "wsgi", "gunicorn_conf"}
 
 
+@pytest.mark.unit
 def test_no_floor_imports_a_higher_one():
     import ast
 

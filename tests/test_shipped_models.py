@@ -17,6 +17,7 @@ from tests.helpers import ROOT
 DEMO = ROOT / "models" / "demo-generator"
 
 
+@pytest.mark.unit
 def test_checksums_catch_a_changed_byte_and_a_missing_file(tmp_path):
     (tmp_path / "weights.bin").write_bytes(bytes(range(256)) * 64)
     (tmp_path / "config.json").write_text("{}")
@@ -32,10 +33,12 @@ def test_checksums_catch_a_changed_byte_and_a_missing_file(tmp_path):
         weights_verify(tmp_path)
 
 
+@pytest.mark.unit
 def test_a_folder_without_checksums_is_not_checked(tmp_path):
     assert weights_verify(tmp_path) is False
 
 
+@pytest.mark.unit
 def test_the_shipped_demo_generator_matches_its_checksums_and_card():
     assert weights_verify(DEMO) is True
     card = (DEMO / "MODEL_CARD.md").read_text()

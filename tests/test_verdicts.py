@@ -118,6 +118,7 @@ def test_stats_show_the_shares_with_intervals_and_the_export_names_no_reviewer(c
     assert "examiner" not in client.get("/stats/verdicts.csv").content.decode()
 
 
+@pytest.mark.unit
 def test_wilson_intervals_are_sane_at_the_edges():
     assert wilson_interval(0, 0) == (0.0, 1.0)
     low, high = wilson_interval(0, 10)
