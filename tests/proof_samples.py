@@ -1,4 +1,4 @@
-"""Samples generated on one machine, for the proof of sampling to check on others (#18).
+"""Samples generated on one machine, for the proof of sampling to check on others.
 
 A genuine sample must pass the proof on a CPU other than the one that sampled it: int8
 kernels, vector widths and bf16 units round differently. Each machine that runs

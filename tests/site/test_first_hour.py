@@ -1,4 +1,4 @@
-"""The first hour of a new user (#19): loose ends a newcomer meets."""
+"""The first hour of a new user: loose ends a newcomer meets."""
 
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-"""Claim-element mapping (#16, part 1) with the real MiniLM and the real index."""
+"""Claim-element mapping with the real MiniLM and the real index."""
 
 import pytest
 from django.utils.html import escape

@@ -1,4 +1,4 @@
-"""Indexing a new site (#19): progress while it runs, partial indexes that serve, rows that
+"""Indexing a new site: progress while it runs, partial indexes that serve, rows that
 arrive mid-run, one pending task instead of a stream, and the bulk encoder's agreement."""
 
 import json

@@ -15,7 +15,7 @@ from search.embedder_training import (
     patent_split,
 )
 
-FIXTURE = Path(__file__).parent / "fixtures" / "patents-40.jsonl"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "patents-40.jsonl"
 
 
 @pytest.mark.unit

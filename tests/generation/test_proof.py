@@ -1,4 +1,4 @@
-"""Proof of sampling (#18): one forward pass says whether tokens could have been sampled."""
+"""Proof of sampling: one forward pass says whether tokens could have been sampled."""
 
 import json
 from pathlib import Path
@@ -11,7 +11,9 @@ from generation.sampling import SamplingParams
 
 PROMPTS = ["# Patent\n\n## Title", "# Patent\n\n## Claims"] * 2
 PARAMS = SamplingParams(max_new_tokens=40, min_new_tokens=40)  # random weights rarely stop
-SAMPLED_ELSEWHERE = sorted((Path(__file__).parent / "fixtures" / "proof-samples").glob("*.json"))
+SAMPLED_ELSEWHERE = sorted(
+    (Path(__file__).parents[1] / "fixtures" / "proof-samples").glob("*.json")
+)
 
 
 @pytest.mark.unit
@@ -104,7 +106,7 @@ def test_genuine_samples_pass_on_every_contributors_path(hashed_neox):
 
 @pytest.mark.parametrize("sampled", SAMPLED_ELSEWHERE, ids=lambda path: path.stem)
 def test_samples_drawn_on_another_cpu_pass_here(hashed_neox, sampled):
-    """Samples drawn on each CPU kind a session ran on (tests/proof_samples.py; their int8
+    """Samples drawn on each CPU kind the project has met (tests/proof_samples.py; their int8
     kernels, vector widths and bf16 units round differently from this machine's) pass the
     proof under every checker this machine has; with every 20th token replaced they fail."""
     from generation.proof import samples_proof_check

@@ -1,4 +1,4 @@
-"""The publication date nobody can move (#13): each tampering an attacker with write access
+"""The publication date nobody can move: each tampering an attacker with write access
 to the database (or to a dump) could try is caught by `ledger verify` and by the standalone
 verifier shipped with every dump; trusted timestamps from a local RFC 3161 TSA."""
 
@@ -300,7 +300,7 @@ def test_the_standalone_verifier_catches_tampering(tmp_path, name, change, expec
 @pytest.mark.django_db
 def test_the_verifier_needs_nothing_but_the_standard_library():
     source = (
-        __import__("pathlib").Path(__file__).parents[1] / "patents" / "verify_dump.py"
+        __import__("pathlib").Path(__file__).parents[2] / "patents" / "verify_dump.py"
     ).read_text()
     imports = {
         line.split()[1].split(".")[0]

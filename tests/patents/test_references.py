@@ -1,4 +1,4 @@
-"""Reference patents are what they are (#12, part 3): their own number, kind and dates, no
+"""Reference patents are what they are: their own number, kind and dates, no
 invented dates, cited as the document; and the small things of the result list."""
 
 import json

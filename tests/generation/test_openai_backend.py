@@ -1,4 +1,4 @@
-"""The GPU path over HTTP (#15, part 2): a batch's prompts go to the OpenAI-compatible
+"""The GPU path over HTTP: a batch's prompts go to the OpenAI-compatible
 endpoint concurrently, with per-sample seeds. The endpoint here is a local fake that stands
 in for vLLM (no GPU on this machine): it holds each request for a fixed time, as a server
 that batches concurrent requests would, and echoes the seed it was sent."""

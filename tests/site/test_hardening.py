@@ -1,4 +1,4 @@
-"""What an outside probe found (#14), each reproduced: Redis down under the rate limiter,
+"""What an outside probe found, each reproduced: Redis down under the rate limiter,
 login throttling, rate limits on the page, proxies, truncated imports, size limits, health,
 a hung broker, and the API's JSON errors."""
 

@@ -9,7 +9,7 @@ from packaging.version import Version
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _lower_bound(package: str) -> Version:

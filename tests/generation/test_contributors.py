@@ -1,4 +1,4 @@
-"""Contributors over HTTP (#18): lease a unit, generate it locally with the same backend
+"""Contributors over HTTP: lease a unit, generate it locally with the same backend
 code, submit the sampled token ids; the server proves them before it records anything."""
 
 import time
