@@ -184,13 +184,20 @@ class EmbeddingPool:
         )
 
     def embed(self, texts: list[str]):
+        return self.embed_async(texts)()
+
+    def embed_async(self, texts: list[str]):
+        """Starts embedding ``texts`` across the processes; returns a function that waits
+        for the vectors (so the caller can prepare the next batch meanwhile)."""
         import numpy as np
 
         if not texts:
-            return embed([], bulk=True)
+            empty = embed([], bulk=True)
+            return lambda: empty
         size = -(-len(texts) // self.processes)
         parts = [texts[at : at + size] for at in range(0, len(texts), size)]
-        return np.concatenate(self._pool.map(_pool_embed, parts))
+        pending = self._pool.map_async(_pool_embed, parts)
+        return lambda: np.concatenate(pending.get())
 
     def close(self) -> None:
         self._pool.terminate()

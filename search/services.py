@@ -148,10 +148,9 @@ def index_rows_add(index, rows, progress: _Progress | None = None, checkpoint=No
 
     step = BATCH * (pool.processes if pool else 1)
     since_checkpoint = 0
-    for start in range(0, len(rows), step):
-        chunk = rows[start : start + step]
-        texts = vector_texts(chunk)
-        vectors = pool.embed(texts) if pool else embed(texts, bulk=True)
+
+    def add(chunk, vectors):
+        nonlocal since_checkpoint
         index.add_with_ids(vectors, np.array([r.pk for r in chunk], dtype="int64"))
         if progress:
             progress.advance(len(chunk))
@@ -159,6 +158,22 @@ def index_rows_add(index, rows, progress: _Progress | None = None, checkpoint=No
         if checkpoint and since_checkpoint >= settings.SEARCH_INDEX_CHECKPOINT:
             checkpoint(index, chunk[-1].pk)
             since_checkpoint = 0
+
+    # With a pool the processes embed one batch while this one reads the next batch's
+    # texts and adds (and checkpoints) the previous one: the processes never wait on it.
+    pending = None
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        texts = vector_texts(chunk)
+        if pool is None:
+            add(chunk, embed(texts, bulk=True))
+            continue
+        waiting = pool.embed_async(texts)
+        if pending:
+            add(pending[0], pending[1]())
+        pending = (chunk, waiting)
+    if pending:
+        add(pending[0], pending[1]())
 
 
 def _index_retype(index_map, *, dimension: int, total: int):
