@@ -62,7 +62,10 @@ def task_send(task, *, args=(), countdown=None, timeout: float | None = None):
 
     # Retries follow task_publish_retry_policy above (one quick retry).
     if isinstance(task, str):
-        task = app.tasks[task]  # the registry (autodiscovery) imports its module
+        if task not in app.tasks:
+            # Outside a worker nothing has imported the apps' tasks modules yet.
+            app.loader.import_default_modules()
+        task = app.tasks[task]
     publish = task.apply_async
     if IN_WORKER:
         return publish(args=args, countdown=countdown)
