@@ -41,11 +41,16 @@ TOKEN_PREFIX = "atp_"  # noqa: S105 (a prefix that marks tokens, not a secret)
 
 
 class ContributionError(Exception):
-    """A refusal with the HTTP status that says what kind."""
+    """A refusal, and its kind: invalid, not_found, conflict, too_many or unavailable. The
+    views choose the HTTP status for each (generation/views.py)."""
 
-    def __init__(self, message: str, *, status: int):
+    KINDS = ("invalid", "not_found", "conflict", "too_many", "unavailable")
+
+    def __init__(self, message: str, *, kind: str):
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown refusal kind {kind!r}")
         super().__init__(message)
-        self.status = status
+        self.kind = kind
 
 
 def _token_hash(token: str) -> str:
@@ -75,23 +80,23 @@ def contributor_sign_up(*, name: str) -> tuple[Contributor, str]:
     on the credits page, so it is plain printable text of a sane length, neither reserved
     nor a look-alike of a name already taken (``generation.names``)."""
     if not settings.CONTRIBUTOR_SIGNUP:
-        raise ContributionError("public sign-up is off; ask an admin for a token", status=404)
+        raise ContributionError("public sign-up is off; ask an admin for a token", kind="not_found")
     name = " ".join((name or "").split())
     if not SIGNUP_NAME_MIN <= len(name) <= SIGNUP_NAME_MAX or not name.isprintable():
         raise ContributionError(
-            f"a name of {SIGNUP_NAME_MIN} to {SIGNUP_NAME_MAX} printable characters", status=400
+            f"a name of {SIGNUP_NAME_MIN} to {SIGNUP_NAME_MAX} printable characters", kind="invalid"
         )
     if name_is_reserved(name):
-        raise ContributionError("that name is reserved; choose another", status=400)
+        raise ContributionError("that name is reserved; choose another", kind="invalid")
     if Contributor.objects.filter(name_skeleton=name_skeleton(name)).exists():
         raise ContributionError(
-            "that name is taken (or looks like one that is, to a reader)", status=409
+            "that name is taken (or looks like one that is, to a reader)", kind="conflict"
         )
     try:
         with transaction.atomic():
             return contributor_create(name=name, signed_up=True)
     except IntegrityError:  # the same name, a moment earlier
-        raise ContributionError("that name is taken", status=409) from None
+        raise ContributionError("that name is taken", kind="conflict") from None
 
 
 def contributor_revoke(*, contributor: Contributor) -> Contributor:
@@ -123,7 +128,7 @@ def work_unit_lease(*, contributor: Contributor) -> dict | None:
         if held >= settings.CONTRIBUTOR_MAX_LEASES:
             raise ContributionError(
                 f"{held} units are leased to you already; submit or release one first",
-                status=429,
+                kind="too_many",
             )
         jobs = GenerationJob.objects.filter(
             open_to_contributors=True, status__in=[Status.QUEUED, Status.RUNNING]
@@ -164,13 +169,13 @@ def work_unit_renew(*, contributor: Contributor, unit_id: str) -> str:
     theirs); the new expiry, or a ContributionError saying why not."""
     owner = _owner_prefix(contributor) + str(unit_id)
     if Contribution.objects.filter(unit=owner, status=Contribution.Status.PENDING).exists():
-        raise ContributionError("this unit is submitted and waits for its check", status=409)
+        raise ContributionError("this unit is submitted and waits for its check", kind="conflict")
     expires = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
     renewed = JobBatch.objects.filter(owner=owner, expires_at__gt=timezone.now()).update(
         expires_at=expires
     )
     if not renewed:
-        raise ContributionError(_UNIT_GONE, status=409)
+        raise ContributionError(_UNIT_GONE, kind="conflict")
     return expires.isoformat()
 
 
@@ -248,26 +253,27 @@ def contribution_receive(*, contributor: Contributor, unit_id: str, samples) -> 
     owner = _owner_prefix(contributor) + str(unit_id)
     lease = JobBatch.objects.filter(owner=owner).select_related("job").first()
     if lease is None or lease.expires_at < timezone.now():
-        raise ContributionError(_UNIT_GONE, status=409)
+        raise ContributionError(_UNIT_GONE, kind="conflict")
     if Contribution.objects.filter(unit=owner, status=Contribution.Status.PENDING).exists():
-        raise ContributionError("this unit is being checked already", status=409)
+        raise ContributionError("this unit is being checked already", kind="conflict")
     done = set(Sample.objects.filter(job=lease.job).values_list("index", flat=True))
     expected = [i for i in range(lease.start, lease.end) if i not in done]
     if not isinstance(samples, list) or not all(isinstance(s, dict) for s in samples):
-        raise ContributionError(f"submit a list of the unit's samples: {expected}", status=400)
+        raise ContributionError(f"submit a list of the unit's samples: {expected}", kind="invalid")
     if sorted(_index(s) for s in samples) != expected:
-        raise ContributionError(f"submit exactly the unit's samples: {expected}", status=400)
+        raise ContributionError(f"submit exactly the unit's samples: {expected}", kind="invalid")
     limit = lease.job.max_new_tokens
     clean = []
     for sample in samples:
         ids, finished = sample.get("token_ids"), sample.get("finished")
         if not isinstance(ids, list) or not all(type(t) is int for t in ids) or len(ids) > limit:
             raise ContributionError(
-                f"sample {_index(sample)}: token_ids must be at most {limit} integers", status=400
+                f"sample {_index(sample)}: token_ids must be at most {limit} integers",
+                kind="invalid",
             )
         if not isinstance(finished, bool):
             raise ContributionError(
-                f"sample {_index(sample)}: finished must be true or false", status=400
+                f"sample {_index(sample)}: finished must be true or false", kind="invalid"
             )
         clean.append({"index": _index(sample), "token_ids": ids, "finished": finished})
     short = [s["index"] for s in clean if not s["finished"] and len(s["token_ids"]) < limit]
@@ -277,7 +283,7 @@ def contribution_receive(*, contributor: Contributor, unit_id: str, samples) -> 
             f"(finished: true) or is exactly the unit's budget of {limit} tokens"
         )
         _unit_refuse(contributor=contributor, owner=owner, reason=reason)
-        raise ContributionError(reason + "; the unit went back to the pool", status=400)
+        raise ContributionError(reason + "; the unit went back to the pool", kind="invalid")
     contribution = Contribution.objects.create(
         contributor=contributor, job=lease.job, unit=owner, samples=clean
     )
@@ -295,7 +301,7 @@ def contribution_receive(*, contributor: Contributor, unit_id: str, samples) -> 
         JobBatch.objects.filter(pk=lease.pk, owner=owner).update(expires_at=lease.expires_at)
         raise ContributionError(
             "the site cannot check submissions now (its task broker is down); submit again later",
-            status=503,
+            kind="unavailable",
         ) from exc
     return contribution
 
@@ -459,12 +465,12 @@ def contribution_verify(*, contribution_id: int) -> Contribution | None:
 def contribution_status(*, contributor: Contributor, contribution_id: int) -> dict:
     row = Contribution.objects.filter(pk=contribution_id, contributor=contributor).first()
     if row is None:
-        raise ContributionError("no such submission of yours", status=404)
+        raise ContributionError("no such submission of yours", kind="not_found")
     return {"contribution": row.pk, "status": row.status, "error": row.error, **row.result}
 
 
 def _index(sample) -> int:
     index = sample.get("index") if isinstance(sample, dict) else None
     if type(index) is not int:  # not "0", 1.7 or true
-        raise ContributionError("each sample needs an integer index", status=400)
+        raise ContributionError("each sample needs an integer index", kind="invalid")
     return index

@@ -45,6 +45,15 @@ from generation.verdicts import (
 from patents.selectors import patent_counts, patent_get
 from search.exports import csv_cell
 
+# What each kind of refused contribution is over HTTP.
+CONTRIBUTION_STATUS = {
+    "invalid": 400,
+    "not_found": 404,
+    "conflict": 409,
+    "too_many": 429,
+    "unavailable": 503,
+}
+
 
 @require_GET
 def stats(request):
@@ -105,7 +114,10 @@ def contributor_signup(request):
                 contributor, token = contributor_sign_up(name=context["name"])
             except ContributionError as exc:
                 message = str(exc)
-                context["error"], status = message[:1].upper() + message[1:] + ".", exc.status
+                context["error"], status = (
+                    message[:1].upper() + message[1:] + ".",
+                    CONTRIBUTION_STATUS[exc.kind],
+                )
             else:
                 context.update(token=token, contributor=contributor)
     response = render(request, "generation/contributor_signup.html", context, status=status)
@@ -132,7 +144,7 @@ def _contribution_api(handler):
         try:
             return handler(request, contributor, body)
         except ContributionError as exc:
-            return api_error(str(exc), exc.status)
+            return api_error(str(exc), CONTRIBUTION_STATUS[exc.kind])
 
     return view
 
@@ -156,7 +168,7 @@ def api_contribute_submit(request, contributor, body):
         client=f"contributor-{contributor.token_hash[:16]}",
     )
     if wait:
-        raise ContributionError(f"too many submissions; try again in {wait} s", status=429)
+        raise ContributionError(f"too many submissions; try again in {wait} s", kind="too_many")
     received = contribution_receive(
         contributor=contributor, unit_id=str(body.get("unit", "")), samples=body.get("samples")
     )
@@ -168,7 +180,7 @@ def api_contribute_submit(request, contributor, body):
 def api_contribute_status(request, contributor, body):
     contribution_id = body.get("contribution")
     if type(contribution_id) is not int:
-        raise ContributionError("contribution must be the id submit returned", status=400)
+        raise ContributionError("contribution must be the id submit returned", kind="invalid")
     return JsonResponse(
         contribution_status(contributor=contributor, contribution_id=contribution_id)
     )

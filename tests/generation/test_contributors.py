@@ -435,7 +435,7 @@ def test_the_lease_cap_holds_under_parallel_requests(generators, hashed_neox, se
         try:
             return bool(work_unit_lease(contributor=contributor))
         except ContributionError as exc:
-            return exc.status
+            return exc.kind
         finally:
             connection.close()
 
