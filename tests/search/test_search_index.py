@@ -329,3 +329,24 @@ def test_searching_processes_map_the_index_file_instead_of_copying_it(fixture_co
     assert (loaded.index.search(query, 5)[1] == whole.search(query, 5)[1]).all()
     hits = search_patents("telephone keyboard", filters=SearchFilters(origin="all"), k=5).hits
     assert hits
+
+
+@pytest.mark.django_db
+def test_the_update_command_knows_how_many_vectors_it_will_embed(fixture_corpus):
+    """The progress bar has a total, so it shows the time left (an update's bar had none)."""
+    import io
+
+    from django.core.management import call_command
+
+    from search.models import IndexedVector
+
+    total = IndexedVector.objects.count()
+    err = io.StringIO()
+    call_command("search_index", "update", stderr=err)
+    assert f"{total}/{total}" in err.getvalue(), err.getvalue()[-500:]
+    patent_published(n=99)
+    search_documents_sync()
+    err = io.StringIO()
+    call_command("search_index", "update", stderr=err)
+    added = IndexedVector.objects.count() - total
+    assert f"{added}/{added}" in err.getvalue(), err.getvalue()[-500:]

@@ -35,7 +35,7 @@ class Command(ProgressCommand):
             return
         search_documents_sync()
         bar = self.progress(
-            total=IndexedVector.objects.count() if action == "rebuild" else None,
+            total=self._expected(action),
             unit=" vectors",
             disable=no_progress,
         )
@@ -53,6 +53,21 @@ class Command(ProgressCommand):
             f"{action}: added {result['added']} vectors; index holds {result['count']}"
             + (" (rebuilt)" if result["rebuilt"] else "")
         )
+
+    @staticmethod
+    def _expected(action: str) -> int:
+        """Vectors this run should embed, for the bar's time left: all of them for a
+        rebuild or an unusable index, else those past the manifest's last one (rows that
+        arrive meanwhile raise the count as they come)."""
+        from django.conf import settings
+
+        from search.store import manifest_safe
+
+        manifest = manifest_safe() if action == "update" else None
+        if manifest and manifest.get("embedding_model") != settings.EMBEDDING_MODEL:
+            manifest = None  # a new embedding model rebuilds everything
+        last = int((manifest or {}).get("last_vector_id", 0))
+        return IndexedVector.objects.filter(pk__gt=last).count()
 
     def _run_when_free(self, run, bar, *, wait: float):
         """One writer at a time: when another process holds the index (a worker that
