@@ -74,7 +74,7 @@ class RequestDeadlineMiddleware:
                 return self.get_response(request)
             except RequestDeadlineExceeded:
                 # Raised outside the view (in a middleware or while streaming).
-                return self._answer(request, started)
+                return self._answer(request)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous_handler)
@@ -84,10 +84,10 @@ class RequestDeadlineMiddleware:
 
     def process_exception(self, request, exception):
         if isinstance(exception, RequestDeadlineExceeded):
-            return self._answer(request, None)
+            return self._answer(request)
         return None
 
-    def _answer(self, request, started):
+    def _answer(self, request):
         # Stop the alarm before rendering the answer, so that it cannot fire again.
         signal.setitimer(signal.ITIMER_REAL, 0)
         logger.warning(

@@ -1,5 +1,6 @@
 """Permissions of the data directory, and its secret key (imported by settings: no Django here)."""
 
+import hashlib
 import os
 import secrets
 import stat
@@ -52,3 +53,12 @@ def secret_key_file(path: Path) -> str:
             if tmp.exists():
                 tmp.unlink()
     return path.read_text().strip()
+
+
+def file_sha256(path: Path) -> str:
+    """A file's SHA-256, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -5,9 +5,10 @@ checks it by hand too). Loaders call ``weights_verify`` before reading a local f
 has one: a damaged or half-copied file fails with the file's name and what to do, instead
 of a model that loads and writes nonsense."""
 
-import hashlib
 import threading
 from pathlib import Path
+
+from allthepatents.files import file_sha256
 
 SUMS_FILE = "SHA256SUMS"
 
@@ -17,14 +18,6 @@ _lock = threading.Lock()
 
 class WeightsDamaged(RuntimeError):
     """A shipped model file is missing or does not match its checksum."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_checksums_write(folder: Path) -> Path:

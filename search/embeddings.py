@@ -183,9 +183,6 @@ class EmbeddingPool:
             processes, initializer=_pool_start, initargs=(name, embedding_bulk_precision())
         )
 
-    def embed(self, texts: list[str]):
-        return self.embed_async(texts)()
-
     def embed_async(self, texts: list[str]):
         """Starts embedding ``texts`` across the processes; returns a function that waits
         for the vectors (so the caller can prepare the next batch meanwhile)."""

@@ -7,7 +7,6 @@ rename), then remove the old file. Readers stat the manifest on each search and 
 when it changed, so web processes pick up a new index without a restart.
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+
+from allthepatents.files import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def index_save(index, *, manifest: dict) -> dict:
         "format_version": FORMAT_VERSION,
         "file": name,
         "file_size": (folder / name).stat().st_size,
-        "file_sha256": _file_sha256(folder / name),
+        "file_sha256": file_sha256(folder / name),
         "count": int(index.ntotal),
         "saved_at": time.time(),
     }
@@ -133,14 +134,6 @@ def index_save(index, *, manifest: dict) -> dict:
         except FileNotFoundError:
             pass
     return manifest
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def manifest_safe() -> dict | None:
@@ -185,7 +178,7 @@ def index_load_checked(
     # Bytes changed in place (a bad disk, a stray write) keep the size and may still parse:
     # only the checksum tells. Indexes saved before checksums were kept have none.
     expected = manifest.get("file_sha256")
-    if expected and _file_sha256(path) != expected:
+    if expected and file_sha256(path) != expected:
         raise IndexUnavailable(
             "corrupt", f"index file {path.name} does not match its checksum: rebuild it"
         )
