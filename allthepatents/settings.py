@@ -288,13 +288,19 @@ EMBEDDING_BULK_PRECISION = env_choice(
     "EMBEDDING_BULK_PRECISION", "auto", ("auto", "bf16", "fp16", "fp32", "int8", "int8-all")
 )
 # Exact search reads every vector per query (memory-bound: 6.5 ms at 62k vectors on one
-# core). HNSW is far faster but misses real neighbours: claims are clustered, and on the
-# #12 site corpus (55,530 document and claim vectors, adapted embedder) HNSW (M 32,
-# efConstruction 80, efSearch 384) returned 0.88 to 0.94 of the exact top 100 (by build;
-# bench/hnsw_recall.py) and cost four points of recall@10 through the site. Stay exact up to
-# ~300k vectors (~30 ms a query).
-SEARCH_HNSW_THRESHOLD = env_int("SEARCH_HNSW_THRESHOLD", 300_000, minimum=1)
-SEARCH_HNSW_EF_SEARCH = env_int("SEARCH_HNSW_EF_SEARCH", 384, minimum=1)
+# core). HNSW was tried above that and missed real neighbours (claims are clustered: 0.88 to
+# 0.94 of the exact top 100 on the site corpus, four points of recall@10; bench/hnsw_recall.py).
+# IVF with 8-bit scalar quantisation and an exact re-rank of the best 200 kept recall@10 at
+# 0.992 of exact over 5.6 million vectors, p95 19.5 ms on one core (bench/scale.py).
+SEARCH_IVF_THRESHOLD = env_int("SEARCH_IVF_THRESHOLD", 300_000, minimum=1)
+SEARCH_IVF_NPROBE = env_int("SEARCH_IVF_NPROBE", 64, minimum=1)
+SEARCH_IVF_RERANK = env_int("SEARCH_IVF_RERANK", 200, minimum=1)
+for _gone, _instead in (
+    ("SEARCH_HNSW_THRESHOLD", "SEARCH_IVF_THRESHOLD"),
+    ("SEARCH_HNSW_EF_SEARCH", "SEARCH_IVF_NPROBE"),
+):
+    if _gone in os.environ:
+        raise EnvError(f"{_gone} is no longer read (the approximate index is IVF): set {_instead}")
 # Hybrid ranking: alpha * dense + (1 - alpha) * keyword, each min-max normalised per query.
 # A claim vector's score counts SEARCH_CLAIM_MARGIN less than a document vector's: claims
 # read like claims, so a pasted claim scores high against any claim. Both tuned together on

@@ -1,6 +1,7 @@
 """The dense index at a million patents, run by hand (not in CI).
 
     .venv/bin/python bench/scale.py --real DATA_DIR_OF_A_BUILT_SITE --patents 1000000
+    .venv/bin/python bench/scale.py --real DATA_DIR_OF_A_BUILT_SITE --patents 1000000 --store
 
 Vectors: the real MiniLM vectors of a built site's index (documents and claims of the
 shared patents), and synthetic ones up to ``patents`` x 5.6 vectors: each a mixture of two
@@ -96,6 +97,12 @@ def main():
     parser.add_argument("--nprobe", default="8,16,32")
     parser.add_argument("--rerank", type=int, default=200)
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "scale")
+    parser.add_argument(
+        "--store",
+        action="store_true",
+        help="instead of hand-built indexes, the site's own: search.store's IVF (index_new, "
+        "index_search) saved, then mapped and queried in a fresh process",
+    )
     args = parser.parse_args()
 
     import faiss
@@ -138,6 +145,9 @@ def main():
     print(json.dumps({"vectors": len(base), "made_s": round(made, 1), **check}))
 
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.store:
+        store_measure(base, queries, answers, args.out)
+        return
     d = base.shape[1]
     # Exact: the reference, and what a file mapped read-only serves.
     flat = faiss.IndexFlatIP(d)
@@ -213,6 +223,101 @@ def main():
                 }
             )
         )
+
+
+def _django():
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "allthepatents.settings")
+    import django
+
+    django.setup()
+
+
+def store_measure(base, queries, answers, out: Path):
+    """The site's IVF kind, built by ``search.store.index_new`` as ``search_index update``
+    builds it, saved, then mapped read-only and searched through ``index_search`` in a
+    fresh process: its private memory is what a web worker pays per index."""
+    import multiprocessing
+
+    import faiss
+    import numpy as np
+
+    _django()
+    from search.store import index_new
+
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    exact = faiss.IndexFlatIP(base.shape[1])
+    exact.add(base)
+    _, truth = exact.search(queries, 10)
+    del exact
+    started = time.perf_counter()
+    index = index_new(base.shape[1], kind="ivf", training=base)
+    ids = np.arange(len(base), dtype="int64")
+    for at in range(0, len(base), 500_000):
+        index.add_with_ids(base[at : at + 500_000], ids[at : at + 500_000])
+    build = time.perf_counter() - started
+    path = out / "store-ivf.faiss"
+    faiss.write_index(index, str(path))
+    del index
+    np.save(out / "queries.npy", queries)
+    np.save(out / "truth.npy", truth)
+    np.save(out / "answers.npy", np.asarray(answers))
+    print(
+        json.dumps({"kind": "store ivf", "build_s": round(build, 1), "bytes": path.stat().st_size})
+    )
+    context = multiprocessing.get_context("spawn")
+    child = context.Process(target=_store_search, args=(str(path), str(out)))
+    child.start()
+    child.join()
+
+
+def _memory() -> dict:
+    status = Path("/proc/self/status").read_text().splitlines()
+    return {
+        line.split(":")[0]: int(line.split()[1]) // 1024
+        for line in status
+        if line.startswith(("RssAnon", "RssFile"))
+    }
+
+
+def _store_search(path: str, out: str):
+    import faiss
+    import numpy as np
+
+    _django()
+    from django.conf import settings
+
+    from search.store import index_search
+
+    before = _memory()
+    index = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+    faiss.omp_set_num_threads(1)
+    queries = np.load(Path(out) / "queries.npy")
+    truth = np.load(Path(out) / "truth.npy")
+    answers = np.load(Path(out) / "answers.npy")
+    index_search(index, queries[:20], 10)  # the first touches of the mapped file
+    times, recalls, hits = [], [], []
+    for q, t, a in zip(queries, truth, answers, strict=True):
+        started = time.perf_counter()
+        _, found = index_search(index, q[None, :], 10)
+        times.append(time.perf_counter() - started)
+        recalls.append(len(set(found[0].tolist()) & set(t.tolist())) / 10)
+        hits.append(a in found[0])
+    after = _memory()
+    print(
+        json.dumps(
+            {
+                "kind": "store ivf (mmap, fresh process)",
+                "nprobe": settings.SEARCH_IVF_NPROBE,
+                "rerank": settings.SEARCH_IVF_RERANK,
+                "p50_ms": round(float(np.quantile(times, 0.5)) * 1000, 1),
+                "p95_ms": round(float(np.quantile(times, 0.95)) * 1000, 1),
+                "recall_at_10": round(float(np.mean(recalls)), 4),
+                "answer_in_top10": round(float(np.mean(hits)), 4),
+                "private_mb_before_after": [before["RssAnon"], after["RssAnon"]],
+                "mapped_mb_touched": after["RssFile"] - before["RssFile"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from django.conf import settings
 from patents.models import Patent
 from patents.nearcopy import NearCopy
 from search.selectors import vector_owners
-from search.store import IndexUnavailable, index_for_search
+from search.store import IndexUnavailable, index_for_search, index_search
 
 
 def embedding_near_copy_find(
@@ -27,7 +27,7 @@ def embedding_near_copy_find(
     from search.embeddings import embed
 
     vector = embed([f"{title}. {abstract}".strip(". ")])
-    scores, ids = loaded.index.search(vector, min(loaded.index.ntotal, 50))
+    scores, ids = index_search(loaded.index, vector, min(loaded.index.ntotal, 50))
     candidates = [
         (int(i), float(sc))
         for i, sc in zip(ids[0], scores[0], strict=True)

@@ -14,7 +14,7 @@ from search.keyword import keyword_search
 from search.models import IndexedVector, StoredQuery
 from search.params import SearchFilters
 from search.ranking import dense_scores, hybrid_rank
-from search.store import IndexUnavailable, index_for_search, manifest_read
+from search.store import IndexUnavailable, index_for_search, index_search, manifest_read
 from search.text import query_terms, snippet
 
 logger = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def dense_search(query: str, *, limit: int, filters: SearchFilters | None = None
         share = 1.0
     k = min(ntotal, max(limit * 8, int(limit * 8 / max(share, 1e-6))))
     while True:
-        scores, ids = loaded.index.search(np.ascontiguousarray(vector), k)
+        scores, ids = index_search(loaded.index, vector, k)
         pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
         mapping = vector_owners(
             [i for i, _ in pairs],
@@ -373,8 +373,8 @@ def patents_similar(
         logger.info("no similar patents for %s: %s", patent.public_id, exc)
         return []
     # Claim vectors share the index: look deep enough to find k documents.
-    scores, ids = loaded.index.search(
-        np.asarray([vector], dtype="float32"), min(loaded.index.ntotal, k * 40)
+    scores, ids = index_search(
+        loaded.index, np.asarray([vector], dtype="float32"), min(loaded.index.ntotal, k * 40)
     )
     mapping = vector_owners(ids[0], documents_only=True)
     order = []

@@ -15,9 +15,12 @@ from search.keyword import keyword_documents_delete, keyword_documents_write
 from search.models import IndexedVector, KeywordDocument, StoredQuery
 from search.store import (
     IndexUnavailable,
+    index_kind,
+    index_kind_for,
     index_load_checked,
     index_new,
     index_save,
+    stored_vectors,
     writer_lock,
 )
 
@@ -176,18 +179,31 @@ def index_rows_add(index, rows, progress: _Progress | None = None, checkpoint=No
         add(pending[0], pending[1]())
 
 
-def _index_retype(index_map, *, dimension: int, total: int):
-    """The stored vectors moved into the kind of index ``SEARCH_HNSW_THRESHOLD`` asks for
-    now, without re-embedding: exact to HNSW when the corpus grew past it, HNSW back to
-    exact when the threshold was raised above the corpus."""
-    import faiss
+RETYPE_CHUNK = 100_000
 
-    ids = faiss.vector_to_array(index_map.id_map).astype("int64")
-    vectors = index_map.index.reconstruct_n(0, index_map.ntotal)
-    index, kind = index_new(dimension, max(total, index_map.ntotal))
-    if len(ids):
-        index.add_with_ids(vectors, ids)
-    return index, kind
+# An IVF index is retrained when it holds this many times the vectors its lists were
+# trained on: lists trained on a tenth of the corpus grow unbalanced and slow.
+IVF_RETRAIN_GROWTH = 4
+
+
+def _index_retype(index_map, *, dimension: int, kind: str):
+    """The stored vectors moved into an index of ``kind`` without re-embedding (exact to
+    IVF when the corpus grew past SEARCH_IVF_THRESHOLD, back to exact when the threshold
+    was raised above it, a legacy HNSW index to either), chunk by chunk from a zero-copy
+    view of the old index's vectors."""
+    ids, matrix = stored_vectors(index_map)
+    index = index_new(dimension, kind=kind, training=matrix if kind == "ivf" else None)
+    for start in range(0, len(ids), RETYPE_CHUNK):
+        index.add_with_ids(matrix[start : start + RETYPE_CHUNK], ids[start : start + RETYPE_CHUNK])
+    return index
+
+
+def _ivf_due(index, trained_on: int) -> bool:
+    """Whether the index should be (re)built as IVF now: it is past the threshold and
+    exact, or IVF grown well past what its lists were trained on."""
+    if index_kind_for(int(index.ntotal)) != "ivf":
+        return False
+    return index_kind(index) != "ivf" or index.ntotal > IVF_RETRAIN_GROWTH * trained_on
 
 
 def search_index_update(
@@ -224,32 +240,39 @@ def search_index_update(
             if not force_rebuild:
                 logger.warning("index unusable (%s): rebuilding from the database", exc)
             rebuilt = True
+        trained_on = 0
         if usable_before and not force_rebuild:
             index, last_id = loaded.index, int(loaded.manifest.get("last_vector_id", 0))
-            kind = loaded.manifest.get("index_type", "flat")
-            wanted = "hnsw" if total >= settings.SEARCH_HNSW_THRESHOLD else "flat"
-            if kind != wanted:
+            trained_on = int(loaded.manifest.get("ivf_trained_on") or 0)
+            kind = index_kind(index)
+            # The move to IVF waits for the end, when the vectors to train on are all in;
+            # anything else that is not what the corpus asks for becomes exact now.
+            if kind == "hnsw" or (kind == "ivf" and index_kind_for(total) == "flat"):
                 # Reuse the stored vectors (re-embedding 200k texts would take the worker
                 # an hour).
-                index, kind = _index_retype(loaded.index, dimension=dimension, total=total)
+                index = _index_retype(index, dimension=dimension, kind="flat")
+                trained_on = 0
                 rebuilt = True
         if index is None:
-            index, kind = index_new(dimension, total)
+            index = index_new(dimension)
             last_id = 0
         rows = list(IndexedVector.objects.filter(pk__gt=last_id).order_by("pk"))
-        if not rows and not rebuilt:
+        if not rows and not rebuilt and not _ivf_due(index, trained_on):
             return {"added": 0, "count": int(index.ntotal), "rebuilt": False}
 
-        def manifest_for(last):
-            return {
+        def manifest_for(last, partial):
+            manifest = {
                 "embedding_model": model,
                 "dimension": dimension,
-                "index_type": kind,
+                "index_type": index_kind(partial),
                 "last_vector_id": last,
             }
+            if manifest["index_type"] == "ivf":
+                manifest["ivf_trained_on"] = trained_on
+            return manifest
 
         def checkpoint(partial, last):
-            index_save(partial, manifest=manifest_for(last))
+            index_save(partial, manifest=manifest_for(last, partial))
 
         # A forced rebuild over a good index keeps serving the old one until it is done.
         use_checkpoints = not (force_rebuild and usable_before)
@@ -267,7 +290,11 @@ def search_index_update(
                 new_last = max(new_last, rows[-1].pk)
                 rows = list(IndexedVector.objects.filter(pk__gt=new_last).order_by("pk"))
                 tracker.total += len(rows)
-            manifest = index_save(index, manifest=manifest_for(new_last))
+            if _ivf_due(index, trained_on):
+                trained_on = int(index.ntotal)
+                index = _index_retype(index, dimension=dimension, kind="ivf")
+                rebuilt = True
+            manifest = index_save(index, manifest=manifest_for(new_last, index))
         finally:
             if pool:
                 pool.close()

@@ -9,6 +9,7 @@ when it changed, so web processes pick up a new index without a restart.
 
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -44,23 +45,33 @@ class LoadedIndex:
 
     def vectors(self):
         """(ids sorted, row of each sorted id, the vector matrix): a zero-copy view of the
-        stored vectors, for exact scoring of a filtered subset (flat and HNSW alike)."""
+        stored vectors, for exact scoring of a filtered subset (every index kind)."""
         if self._vectors is None:
-            import faiss
             import numpy as np
 
-            base = faiss.downcast_index(self.index.index)
-            flat = faiss.downcast_index(getattr(base, "storage", None) or base)
-            n, d = int(flat.ntotal), int(flat.d)
-            matrix = (
-                faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
-                if n
-                else np.zeros((0, d), dtype="float32")
-            )
-            ids = faiss.vector_to_array(self.index.id_map).astype("int64")
+            ids, matrix = stored_vectors(self.index)
             order = np.argsort(ids, kind="stable")
             self._vectors = (ids[order], order, matrix)
         return self._vectors
+
+
+def stored_vectors(index):
+    """(ids in row order, the full-precision vector matrix): zero-copy views of what an
+    id-mapped index stores, whatever its kind (flat, HNSW's storage, IVF's re-rank copy)."""
+    import faiss
+    import numpy as np
+
+    base = faiss.downcast_index(index.index)
+    flat = faiss.downcast_index(
+        getattr(base, "refine_index", None) or getattr(base, "storage", None) or base
+    )
+    n, d = int(flat.ntotal), int(flat.d)
+    matrix = (
+        faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
+        if n
+        else np.zeros((0, d), dtype="float32")
+    )
+    return faiss.vector_to_array(index.id_map).astype("int64"), matrix
 
 
 def index_dir() -> Path:
@@ -94,18 +105,80 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def index_new(dimension: int, expected_count: int):
+def index_kind_for(count: int) -> str:
+    """Exact below SEARCH_IVF_THRESHOLD vectors, IVF with an exact re-rank above."""
+    return "ivf" if count >= settings.SEARCH_IVF_THRESHOLD else "flat"
+
+
+def ivf_lists_for(count: int) -> int:
+    """About sqrt(n) / 2 inverted lists, a power of two: 1,024 for the 5.6 million vectors
+    that `bench/scale.py` measured (recall@10 0.992 against exact at nprobe 64)."""
+    wanted = max(1, math.isqrt(max(count, 1)) // 2)
+    return min(65_536, max(64, 1 << (wanted.bit_length() - 1)))
+
+
+def index_kind(index) -> str:
     import faiss
 
-    if expected_count >= settings.SEARCH_HNSW_THRESHOLD:
-        base = faiss.IndexHNSWFlat(dimension, 32, faiss.METRIC_INNER_PRODUCT)
-        base.hnsw.efConstruction = 80
-        base.hnsw.efSearch = settings.SEARCH_HNSW_EF_SEARCH
-        kind = "hnsw"
-    else:
-        base = faiss.IndexFlatIP(dimension)
-        kind = "flat"
-    return faiss.IndexIDMap2(base), kind
+    base = faiss.downcast_index(index.index)
+    if hasattr(base, "refine_index"):
+        return "ivf"
+    return "hnsw" if hasattr(base, "hnsw") else "flat"
+
+
+def _owned(outer, inner):
+    """``outer`` frees ``inner`` with itself: SWIG would otherwise free ``inner`` when its
+    Python name goes, under an index still using it."""
+    outer.own_fields = True
+    inner.this.disown()
+    return outer
+
+
+def index_new(dimension: int, *, kind: str = "flat", training=None):
+    """An empty id-mapped index. ``ivf``: 8-bit scalar-quantised inverted lists trained on
+    ``training`` (a sample of the vectors it will hold), wrapped in an exact re-rank over a
+    full-precision copy, so the top results are scored exactly and a filtered subset can
+    still be ranked exactly (``stored_vectors``)."""
+    import faiss
+    import numpy as np
+
+    if kind == "flat":
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
+    if kind != "ivf":
+        raise ValueError(f"unknown index kind {kind!r}")
+    if training is None or len(training) == 0:
+        raise ValueError("an IVF index needs training vectors")
+    lists = ivf_lists_for(len(training))
+    # 64 vectors a list train the centroids well; more only costs time.
+    step = max(1, len(training) // (lists * 64))
+    sample = np.ascontiguousarray(training[::step], dtype="float32")
+    lists = min(lists, len(sample))
+    quantizer = faiss.IndexFlatIP(dimension)
+    ivf = faiss.IndexIVFScalarQuantizer(
+        quantizer, dimension, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+    )
+    _owned(ivf, quantizer)
+    ivf.train(sample)
+    refine = _owned(faiss.IndexRefineFlat(ivf), ivf)
+    return _owned(faiss.IndexIDMap2(refine), refine)
+
+
+def index_search(index, vectors, k: int):
+    """``index.search`` with the IVF settings of this process (SEARCH_IVF_NPROBE lists
+    scanned, at least SEARCH_IVF_RERANK candidates re-scored exactly), passed per call so
+    that threads sharing the index never see each other's depth."""
+    import faiss
+    import numpy as np
+
+    vectors = np.ascontiguousarray(vectors, dtype="float32")
+    if index_kind(index) != "ivf":
+        return index.search(vectors, k)
+    lists = faiss.SearchParametersIVF()
+    lists.nprobe = settings.SEARCH_IVF_NPROBE
+    params = faiss.IndexRefineSearchParameters()
+    params.k_factor = max(1.0, settings.SEARCH_IVF_RERANK / max(k, 1))
+    params.base_index_params = lists  # a pointer: ``lists`` stays alive until the search ends
+    return index.search(vectors, k, params=params)
 
 
 def index_save(index, *, manifest: dict) -> dict:
@@ -194,7 +267,9 @@ def index_load_checked(
     faiss.omp_set_num_threads(settings.TORCH_THREADS)
     hnsw = getattr(faiss.downcast_index(getattr(index, "index", index)), "hnsw", None)
     if hnsw is not None:
-        hnsw.efSearch = settings.SEARCH_HNSW_EF_SEARCH  # tunable without a rebuild
+        # An HNSW index from before IVF replaced it searches as it did until the next
+        # update retypes it.
+        hnsw.efSearch = 384
     if not hasattr(index, "id_map"):
         raise IndexUnavailable("corrupt", "index file is not an id-mapped index")
     stamp = (manifest.get("file"), stat.st_mtime_ns, stat.st_size)

@@ -1,6 +1,6 @@
 """Filters act inside retrieval: a filter that keeps about 1% of a few thousand patents
 returns the same top 10 as ranking the filtered set exhaustively (real MiniLM, real FAISS,
-real FTS), on an exact index, on HNSW, and through the deep-search path."""
+real FTS), on an exact index, on IVF, and through the deep-search path."""
 
 import datetime as dt
 import json
@@ -142,7 +142,8 @@ def _queries(rng):
     [
         {"label": "flat, exact subset"},
         {"label": "flat, deep search", "SEARCH_EXACT_SUBSET_MAX": 0},
-        {"label": "hnsw, exact subset", "SEARCH_HNSW_THRESHOLD": 100},
+        {"label": "ivf, exact subset", "SEARCH_IVF_THRESHOLD": 100},
+        {"label": "ivf, deep search", "SEARCH_IVF_THRESHOLD": 100, "SEARCH_EXACT_SUBSET_MAX": 0},
     ],
     ids=lambda c: c["label"],
 )
@@ -150,14 +151,14 @@ def test_a_one_percent_filter_returns_the_exhaustive_top_10(big_corpus, settings
     overrides = {k: v for k, v in case.items() if k != "label"}
     for key, value in overrides.items():
         setattr(settings, key, value)
-    if "SEARCH_HNSW_THRESHOLD" in overrides:
+    if "SEARCH_IVF_THRESHOLD" in overrides:
         search_index_rebuild()
         reader_reset()
     try:
         from search.selectors import index_health
 
         assert index_health()["index_type"] == (
-            "hnsw" if "SEARCH_HNSW_THRESHOLD" in overrides else "flat"
+            "ivf" if "SEARCH_IVF_THRESHOLD" in overrides else "flat"
         )
         for filters in FILTERS:
             kept = patents_matching(filters).count()
@@ -173,8 +174,8 @@ def test_a_one_percent_filter_returns_the_exhaustive_top_10(big_corpus, settings
                     patents_matching(filters).filter(pk=h.patent.pk).exists() for h in hybrid.hits
                 )
     finally:
-        if "SEARCH_HNSW_THRESHOLD" in overrides:
-            settings.SEARCH_HNSW_THRESHOLD = 50_000
+        if "SEARCH_IVF_THRESHOLD" in overrides:
+            settings.SEARCH_IVF_THRESHOLD = 50_000
             search_index_rebuild()
             reader_reset()
 
