@@ -50,6 +50,9 @@ class GenerationOutput:
     # The sampled ids (end token excluded) where the backend knows them: what a proof of
     # sampling checks (generation/proof.py).
     token_ids: list[int] = field(default_factory=list)
+    # Why the backend ended the row before end-of-text or the limit (generation.early_stop):
+    # a gate reason (the sample is doomed) or "end_of_document"; empty otherwise.
+    stopped: str = ""
 
 
 class GenerationBackend(Protocol):
@@ -66,6 +69,7 @@ class GenerationBackend(Protocol):
         params: SamplingParams,
         *,
         heartbeat: Callable[[], None] | None = None,
+        decide: Callable[[int, str], object] | None = None,
     ) -> list[GenerationOutput]: ...
 
 
@@ -197,11 +201,16 @@ class TransformersBackend:
         params: SamplingParams,
         *,
         heartbeat=None,
+        decide=None,
     ) -> list[GenerationOutput]:
         """Samples one completion per prompt; row i depends only on its prompt and seed
         (up to float noise from the batch's padding). `heartbeat()` is called every few
-        dozen steps so a long batch can keep its job's lease alive."""
+        dozen steps so a long batch can keep its job's lease alive. ``decide(row, text)``
+        (``generation.early_stop``), asked every CHECK_EVERY tokens with a row's completion
+        so far, returns a decision that ends the row there, or None."""
         import torch
+
+        from generation.early_stop import CHECK_EVERY
 
         tok = self.tokenizer
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -219,6 +228,7 @@ class TransformersBackend:
         seen = torch.where(attn.bool(), input_ids, input_ids[:, -1:])
         out_tokens: list[list[int]] = [[] for _ in range(batch)]
         finished = [False] * batch
+        stopped = [""] * batch
         rows = list(range(batch))  # original row of each live row in the shrinking batch
         # Preallocated KV buffers: the default cache concatenates on every step, copying the
         # whole cache (GBs at 1,024 tokens x 16 rows) once per token.
@@ -253,13 +263,24 @@ class TransformersBackend:
                     uniforms=uniforms[rows, step],
                 )
                 keep = []
+                check = decide is not None and (step + 1) % CHECK_EVERY == 0
                 for j, row in enumerate(rows):
                     token = int(nxt[j])
                     if token == self.eos_id:
                         finished[row] = True
-                    else:
-                        out_tokens[row].append(token)
-                        keep.append(j)
+                        continue
+                    out_tokens[row].append(token)
+                    if check:
+                        text = tok.decode(
+                            out_tokens[row],
+                            skip_special_tokens=True,
+                            clean_up_tokenization_spaces=False,
+                        )
+                        decision = decide(row, text)
+                        if decision is not None:
+                            stopped[row] = decision.reason
+                            continue
+                    keep.append(j)
                 if not keep:
                     break
                 if len(keep) < len(rows):
@@ -282,6 +303,7 @@ class TransformersBackend:
                 tokens=len(ids) + (1 if finished[i] else 0),
                 finished=bool(finished[i]),
                 token_ids=list(ids),
+                stopped=stopped[i],
             )
             for i, ids in enumerate(out_tokens)
         ]
@@ -318,6 +340,7 @@ class OpenAIBackend:
         params: SamplingParams,
         *,
         heartbeat=None,
+        decide=None,
     ) -> list[GenerationOutput]:
         """One request per prompt (each with its own seed, so a sample is reproducible alone),
         up to ``concurrency`` in flight: vLLM batches concurrent requests itself (continuous

@@ -18,6 +18,7 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from generation.backends import BackendUnavailable, ModelLoadError, backend_for
+from generation.early_stop import END_OF_DOCUMENT, prefix_decide
 from generation.gate import gate_run
 from generation.models import GenerationJob, JobBatch, Sample
 from generation.parsing import patent_text_parse
@@ -174,12 +175,19 @@ def sample_record(
         if prompt_continues_document(fmt)
         else completion
     )
-    parsed = patent_text_parse(document, finished=output.finished)
-    reasons, details = gate_run(parsed)
+    stopped = getattr(output, "stopped", "")
+    if stopped and stopped != END_OF_DOCUMENT:
+        # Ended by the backend once the gate's verdict was certain (generation.early_stop).
+        reasons, details = [stopped], {"gate_step": "early_stop"}
+    else:
+        reasons, details = gate_run(patent_text_parse(document, finished=output.finished))
+    if stopped:
+        details["stopped"] = {"reason": stopped, "tokens": output.tokens}
     patent = None
     if removed:
         details["control_characters_removed"] = removed
     if not reasons:
+        parsed = patent_text_parse(document, finished=output.finished)
         patent = patent_publish(
             title=parsed.title,
             abstract=parsed.abstract,
@@ -243,6 +251,24 @@ def job_prompts(*, job: GenerationJob, indexes: list[int]):
     return prompts, seeds, modes
 
 
+def prefix_decider(*, prompt_format: str, prompts: list[str]):
+    """``decide(row, completion)`` for a backend: what the document so far already decides
+    (``generation.early_stop``); None when GENERATION_EARLY_STOP is off."""
+    if not settings.GENERATION_EARLY_STOP:
+        return None
+    heads = [
+        prompt_document_part(prompt_format=prompt_format, prompt=prompt)
+        if prompt_continues_document(prompt_format)
+        else ""
+        for prompt in prompts
+    ]
+
+    def decide(row: int, completion: str):
+        return prefix_decide(heads[row] + completion)
+
+    return decide
+
+
 def batch_record(
     *, job: GenerationJob, rows, worker: str, provenance_base: dict, contributor=None
 ) -> list:
@@ -290,7 +316,11 @@ def job_batch_run(
     cpu_started = time.process_time()
     prompts, seeds, modes = job_prompts(job=job, indexes=indexes)
     outputs = backend.generate(
-        prompts, seeds, params, heartbeat=job_lease_keeper(job_id=job.pk, token=token)
+        prompts,
+        seeds,
+        params,
+        heartbeat=job_lease_keeper(job_id=job.pk, token=token),
+        decide=prefix_decider(prompt_format=job.generator.prompt_format, prompts=prompts),
     )
     took = time.process_time() - cpu_started
     with transaction.atomic():

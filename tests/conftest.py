@@ -122,6 +122,16 @@ def memo_model(kl3m_source):
     return _cached_model("memo-neox-v1", lambda out: tiny_neox_memorised(kl3m_source, out))
 
 
+@pytest.fixture(scope="session")
+def doomed_model(kl3m_source):
+    from tests.tiny_models import DOOMED_PATENT, tiny_neox_memorised
+
+    return _cached_model(
+        "doomed-neox-v1",
+        lambda out: tiny_neox_memorised(kl3m_source, out, texts=[DOOMED_PATENT]),
+    )
+
+
 @pytest.fixture
 def generators(db):
     """The seed registry rows (transactional tests flush the migration's data)."""

@@ -77,16 +77,32 @@ MEMO_PATENTS = [
 ]
 
 
-def tiny_neox_memorised(source: Path, out: Path, *, steps: int = 300) -> Path:
-    """A tiny GPT-NeoX trained for a few seconds to recite two short patents, so that an
-    end-to-end job has outputs that pass the quality gate."""
+# A document the gate rejects on its fourth line of claims (claim 2 is missing), with a
+# long tail after it: what an early stop saves.
+DOOMED_PATENT = (
+    "# Patent\n\n## Title\nSelf-stirring mug\n\n## Abstract\nA mug with a small motor in its "
+    "base that turns a magnetic stirrer inside the cup.\n\n## Claims\n\n1. A mug comprising a "
+    "base, a motor in the base and a magnetic stirrer.\n\n3. The mug of claim 1, wherein the "
+    "motor is battery powered.\n\n4. The mug of claim 3, wherein the battery is charged "
+    "through a coil in a saucer under the mug, and the saucer carries a switch, a lamp and a "
+    "clock, and the clock turns the motor on each morning before the owner wakes.\n\n5. The "
+    "mug of claim 4, wherein the lamp shows the charge of the battery and the state of the "
+    "motor, and the switch turns the lamp and the clock off at night."
+)
+
+
+def tiny_neox_memorised(
+    source: Path, out: Path, *, steps: int = 300, texts: list[str] | None = None
+) -> Path:
+    """A tiny GPT-NeoX trained for a few seconds to recite short patents (by default two
+    that pass the quality gate), so that an end-to-end job has known outputs."""
     import torch
     from transformers import AutoTokenizer, GPTNeoXForCausalLM
 
     tiny_neox_build(source, out, layers=2, hidden=64)
     tok = AutoTokenizer.from_pretrained(out)
     model = GPTNeoXForCausalLM.from_pretrained(out)
-    texts = [t + tok.eos_token for t in MEMO_PATENTS]
+    texts = [t + tok.eos_token for t in (texts or MEMO_PATENTS)]
     enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
     torch.manual_seed(0)

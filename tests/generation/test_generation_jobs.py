@@ -373,7 +373,7 @@ def test_control_characters_in_model_output_are_dropped_and_counted(generators, 
     class Emits:
         revision_loaded = ""
 
-        def generate(self, prompts, seeds, params, heartbeat=None):
+        def generate(self, prompts, seeds, params, heartbeat=None, decide=None):
             return [GenerationOutput(text=completion, tokens=60, finished=True) for _ in prompts]
 
     monkeypatch.setattr(batches, "backend_for", lambda generator, model_override="": Emits())
@@ -480,3 +480,46 @@ def test_one_function_names_the_model_a_job_runs(generators, tiny_neox):
     assert job_model(job=overridden).name == job_model(job=overridden).source == str(tiny_neox)
     # Workers record it (test_inline_job_publishes_rejects_and_counts), and so do
     # contributors' units and their checker (tests/test_contributors.py).
+
+
+@pytest.mark.django_db
+def test_a_doomed_sample_stops_early_and_is_recorded_as_the_gate_would(
+    generators, doomed_model, settings
+):
+    """A model reciting a document whose claims skip a number: with the early stop the row
+    ends a few tokens after the skip, rejected for the reason the full gate gives the whole
+    text; without it the row runs to the end. Same job, same seeds."""
+    from tests.tiny_models import DOOMED_PATENT
+
+    def run(early: bool):
+        settings.GENERATION_EARLY_STOP = early
+        job = job_create(
+            generator=generators["kl3m-002-170m-patent"],
+            count=4,
+            mode="top-down",
+            dispatch=False,
+            model_override=str(doomed_model),
+            temperature=0.01,
+            max_new_tokens=400,
+            seed=9,
+        )
+        assert job_run(job_id=job.pk) == "done"
+        job.refresh_from_db()
+        return job, list(Sample.objects.filter(job=job).order_by("index"))
+
+    full_job, full = run(early=False)
+    early_job, early = run(early=True)
+    assert all(s.raw_text.startswith(DOOMED_PATENT[:200]) for s in full)
+    assert all(s.reasons == ["claims_not_sequential"] for s in full + early)
+    assert all(s.details["gate_step"] == "structure" for s in full)
+    for stopped, whole in zip(early, full, strict=True):
+        assert stopped.details["gate_step"] == "early_stop"
+        assert stopped.details["stopped"] == {
+            "reason": "claims_not_sequential",
+            "tokens": stopped.tokens,
+        }
+        assert "3. The mug of claim 1" in stopped.raw_text
+        assert whole.raw_text.startswith(stopped.raw_text)
+        assert stopped.tokens < whole.tokens - 40
+    assert early_job.tokens_generated < full_job.tokens_generated
+    assert early_job.rejection_counts == full_job.rejection_counts == {"claims_not_sequential": 4}

@@ -1,0 +1,135 @@
+"""What ending doomed samples early saves, per mode, side by side in one run (by hand, not
+in CI; needs a trained model such as the shipped demo generator).
+
+    .venv/bin/python bench/early_stop.py models/demo-generator --samples 48
+
+For each mode the same prompts and seeds are generated twice, in batches of the job's size:
+(before) to the end, as workers did without ``GENERATION_EARLY_STOP``; (after) with the
+early stop. Printed per mode: samples passing the structural gate, tokens per sample, CPU
+seconds of generation, and CPU seconds and tokens per published invention. The (before) run
+also checks soundness: every prefix decision (taken every CHECK_EVERY tokens, as workers do)
+is compared with the full gate on the whole sample, and a doomed verdict on a sample that
+passed, or an end-of-document stop that changes the parse, is counted as a violation.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "allthepatents.settings")
+os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="bench-early-"))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--samples", type=int, default=48, help="per mode")
+    parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=0, help="0: the job default")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quantize", default="auto")
+    args = parser.parse_args()
+    os.environ["TORCH_THREADS"] = str(args.threads)
+    import django
+
+    django.setup()
+    import torch
+
+    from allthepatents.cpu import cpu_flags, cpu_model_name
+    from generation.backends import TransformersBackend
+    from generation.batches import prefix_decider
+    from generation.early_stop import CHECK_EVERY, END_OF_DOCUMENT, prefix_decide
+    from generation.parsing import patent_text_parse
+    from generation.prompts import KL3M_BOTTOM_UP, KL3M_TOP_DOWN
+    from generation.quality import sample_judge
+    from generation.sampling import SAMPLING_DEFAULTS, SamplingParams
+
+    torch.set_num_threads(args.threads)
+    params = SamplingParams(max_new_tokens=args.max_new_tokens or SAMPLING_DEFAULTS.max_new_tokens)
+    backend = TransformersBackend(str(args.model), quantize=args.quantize)
+    flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+    print(
+        json.dumps(
+            {
+                "cpu": cpu_model_name(),
+                "flags": flags,
+                "precision": backend.quantize,
+                "threads": args.threads,
+                "max_new_tokens": params.max_new_tokens,
+                "check_every": CHECK_EVERY,
+            }
+        )
+    )
+    tok = backend.tokenizer
+    seeds = list(range(args.seed, args.seed + args.samples))
+    table = {}
+    for mode, prompt in (("top-down", KL3M_TOP_DOWN), ("bottom-up", KL3M_BOTTOM_UP)):
+        runs = {}
+        for label, early in (("before", False), ("after", True)):
+            outputs, cpu = [], 0.0
+            for start in range(0, len(seeds), args.batch):
+                chunk = seeds[start : start + args.batch]
+                prompts = [prompt] * len(chunk)
+                decide = prefix_decider(prompt_format="kl3m", prompts=prompts) if early else None
+                began = time.process_time()
+                outputs += backend.generate(prompts, chunk, params, decide=decide)
+                cpu += time.process_time() - began
+            verdicts = []
+            for o in outputs:
+                if o.stopped and o.stopped != END_OF_DOCUMENT:
+                    verdicts.append([o.stopped])
+                else:
+                    verdicts.append(
+                        sample_judge(patent_text_parse(prompt + o.text, finished=o.finished))
+                    )
+            runs[label] = (outputs, verdicts, cpu)
+
+        outputs, verdicts, _ = runs["before"]
+        violations, doomed_at, reasons = [], [], Counter()
+        for o, why in zip(outputs, verdicts, strict=True):
+            for r in why:
+                reasons[r] += 1
+            for k in range(CHECK_EVERY, len(o.token_ids) + 1, CHECK_EVERY):
+                text = tok.decode(
+                    o.token_ids[:k], skip_special_tokens=True, clean_up_tokenization_spaces=False
+                )
+                decision = prefix_decide(prompt + text)
+                if decision is None:
+                    continue
+                if decision.doomed:
+                    if not why:
+                        violations.append({"seed_tokens": k, "reason": decision.reason})
+                    doomed_at.append(o.tokens - k)
+                else:
+                    stopped_parse = patent_text_parse(prompt + text, finished=False)
+                    if sample_judge(stopped_parse) != why:
+                        violations.append({"seed_tokens": k, "reason": "end_of_document parse"})
+                break
+        row = {"violations": violations, "reasons_before": dict(reasons.most_common())}
+        for label, (outs, verdicts, cpu) in runs.items():
+            passed = sum(not v for v in verdicts)
+            tokens = sum(o.tokens for o in outs)
+            row[label] = {
+                "passed": passed,
+                "of": len(outs),
+                "tokens_per_sample": round(tokens / len(outs), 1),
+                "cpu_s": round(cpu, 1),
+                "cpu_s_per_published": round(cpu / passed, 2) if passed else None,
+                "tokens_per_published": round(tokens / passed) if passed else None,
+                "stopped": dict(Counter(o.stopped for o in outs if o.stopped)),
+            }
+        table[mode] = row
+        print(json.dumps({"mode": mode, **row}))
+    print(json.dumps(table))
+
+
+if __name__ == "__main__":
+    main()
