@@ -159,12 +159,15 @@ class GenerationJobAdmin(admin.ModelAdmin):
     def cost(self, obj):
         c = job_cost(obj)
         return format_html(
-            "{} CPU-s · {} tokens · {} tokens/s · {} s per sample · {} s per published invention",
+            "{} CPU-s · {} tokens · {} tokens/s · {} s per sample · {} s per published invention"
+            " · {} samples stopped early, {} tokens of their budget unspent",
             c["cpu_seconds"],
             c["tokens"],
             c["tokens_per_second"] if c["tokens_per_second"] is not None else "—",
             c["seconds_per_sample"] if c["seconds_per_sample"] is not None else "—",
             c["seconds_per_invention"] if c["seconds_per_invention"] is not None else "—",
+            c["early_stopped"],
+            c["tokens_unspent"],
         )
 
     @admin.display(description="workers")

@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
+from django.db.models import Count, F, Sum
 from django.utils import timezone
 
 from generation.backends import BackendUnavailable, ModelLoadError, backend_for
@@ -143,7 +143,12 @@ def job_counters_refresh(job: GenerationJob) -> None:
     for row in samples.filter(verdict=Sample.Verdict.REJECTED).values_list("reasons", flat=True):
         reasons.update(row)
     totals = samples.aggregate(tokens=Sum("tokens"))
+    stopped = samples.filter(details__has_key="stopped").aggregate(
+        n=Count("id"), tokens=Sum("tokens")
+    )
     GenerationJob.objects.filter(pk=job.pk).update(
+        early_stopped_count=stopped["n"],
+        early_stop_tokens_unspent=stopped["n"] * job.max_new_tokens - (stopped["tokens"] or 0),
         done_count=samples.count(),
         published_count=samples.filter(verdict=Sample.Verdict.PUBLISHED).count(),
         rejected_count=samples.filter(verdict=Sample.Verdict.REJECTED).count(),

@@ -111,6 +111,10 @@ class GenerationJob(models.Model):
     rejected_count = models.PositiveIntegerField(default=0)
     rejection_counts = models.JSONField(default=dict, blank=True)
     tokens_generated = models.BigIntegerField(default=0)
+    # Samples whose decoding ended once the gate's verdict was certain, and the tokens of
+    # their budget (max_new_tokens each) they left unspent: an upper bound on the saving.
+    early_stopped_count = models.PositiveIntegerField(default=0)
+    early_stop_tokens_unspent = models.BigIntegerField(default=0)
     worker_seconds = models.FloatField(default=0.0)
     last_error = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)

@@ -105,6 +105,8 @@ def job_cost(job) -> dict:
         "tokens_per_second": per(tokens, seconds),
         "seconds_per_sample": per(seconds, job.done_count),
         "seconds_per_invention": per(seconds, job.published_count),
+        "early_stopped": job.early_stopped_count,
+        "tokens_unspent": job.early_stop_tokens_unspent,
     }
 
 
@@ -141,6 +143,8 @@ def stats_cost_by_model() -> list[dict]:
             tokens=Sum("tokens_generated"),
             samples=Sum("done_count"),
             published=Sum("published_count"),
+            early_stopped=Sum("early_stopped_count"),
+            unspent=Sum("early_stop_tokens_unspent"),
         )
         .order_by("model_used", "mode")
     )
@@ -158,6 +162,11 @@ def stats_cost_by_model() -> list[dict]:
                 ),
                 "hit_rate": round(r["published"] / r["samples"], 3) if r["samples"] else None,
                 "samples": r["samples"] or 0,
+                "early_stopped": r["early_stopped"] or 0,
+                "tokens_unspent": r["unspent"] or 0,
+                "tokens_per_invention": (
+                    round((r["tokens"] or 0) / r["published"]) if r["published"] else None
+                ),
             }
         )
     return out

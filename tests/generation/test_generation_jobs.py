@@ -523,3 +523,11 @@ def test_a_doomed_sample_stops_early_and_is_recorded_as_the_gate_would(
         assert stopped.tokens < whole.tokens - 40
     assert early_job.tokens_generated < full_job.tokens_generated
     assert early_job.rejection_counts == full_job.rejection_counts == {"claims_not_sequential": 4}
+    assert (early_job.early_stopped_count, full_job.early_stopped_count) == (4, 0)
+    unspent = 4 * 400 - sum(s.tokens for s in early)
+    assert early_job.early_stop_tokens_unspent == unspent
+    from django.test import Client
+
+    page = Client().get("/stats/").content.decode()
+    assert '<td class="early-stopped">4 of 8</td>' in page
+    assert f'<td class="tokens-unspent">{unspent}</td>' in page
