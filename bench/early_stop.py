@@ -13,6 +13,7 @@ passed, or an end-of-document stop that changes the parse, is counted as a viola
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -36,6 +37,9 @@ def main():
     parser.add_argument("--max-new-tokens", type=int, default=0, help="0: the job default")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quantize", default="auto")
+    parser.add_argument(
+        "--form", action="store_true", help="also with the form decoded (generation/form.py)"
+    )
     args = parser.parse_args()
     os.environ["TORCH_THREADS"] = str(args.threads)
     import django
@@ -73,14 +77,18 @@ def main():
     table = {}
     for mode, prompt in (("top-down", KL3M_TOP_DOWN), ("bottom-up", KL3M_BOTTOM_UP)):
         runs = {}
-        for label, early in (("before", False), ("after", True)):
+        variants = [("before", False, ""), ("early stop", True, "")]
+        if args.form:
+            variants += [("form", False, "kl3m"), ("form + early stop", True, "kl3m")]
+        for label, early, form in variants:
+            run_params = dataclasses.replace(params, form=form)
             outputs, cpu = [], 0.0
             for start in range(0, len(seeds), args.batch):
                 chunk = seeds[start : start + args.batch]
                 prompts = [prompt] * len(chunk)
                 decide = prefix_decider(prompt_format="kl3m", prompts=prompts) if early else None
                 began = time.process_time()
-                outputs += backend.generate(prompts, chunk, params, decide=decide)
+                outputs += backend.generate(prompts, chunk, run_params, decide=decide)
                 cpu += time.process_time() - began
             verdicts = []
             for o in outputs:
@@ -125,6 +133,7 @@ def main():
                 "cpu_s_per_published": round(cpu / passed, 2) if passed else None,
                 "tokens_per_published": round(tokens / passed) if passed else None,
                 "stopped": dict(Counter(o.stopped for o in outs if o.stopped)),
+                "reasons": dict(Counter(r for v in verdicts for r in v).most_common()),
             }
         table[mode] = row
         print(json.dumps({"mode": mode, **row}))

@@ -211,6 +211,7 @@ class TransformersBackend:
         import torch
 
         from generation.early_stop import CHECK_EVERY
+        from generation.form import FORM_KL3M, FormState, form_masks_apply, form_vocabulary
 
         tok = self.tokenizer
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -235,6 +236,10 @@ class TransformersBackend:
         past = kv_cache_preallocated(
             self.model.config, capacity=input_ids.shape[1] + params.max_new_tokens
         )
+        forms = None
+        if params.form == FORM_KL3M:
+            vocabulary = form_vocabulary(tok, self.eos_id)
+            forms = [FormState(vocabulary, prompt) for prompt in prompts]
         cur_ids, cur_pos = input_ids, positions
         with torch.inference_mode():
             for step in range(params.max_new_tokens):
@@ -256,6 +261,8 @@ class TransformersBackend:
                     params=params,
                     eos_id=self.eos_id,
                 )
+                if forms is not None:
+                    form_masks_apply(logits, [forms[row].mask() for row in rows])
                 nxt = sample_rows(
                     logits,
                     top_k=params.top_k,
@@ -270,6 +277,8 @@ class TransformersBackend:
                         finished[row] = True
                         continue
                     out_tokens[row].append(token)
+                    if forms is not None:
+                        forms[row].advance(token)
                     if check:
                         text = tok.decode(
                             out_tokens[row],

@@ -28,6 +28,9 @@ class SamplingParams:
     repetition_penalty: float = 1.1
     max_new_tokens: int = 768
     min_new_tokens: int = 0  # benchmarks force the length so random weights don't stop
+    # "kl3m": the sampler follows the kl3m document's skeleton (generation/form.py); the
+    # job fixes it at creation, and the proof of sampling replays it.
+    form: str = ""
 
 
 SAMPLING_DEFAULTS = SamplingParams()
