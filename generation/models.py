@@ -102,6 +102,9 @@ class GenerationJob(models.Model):
     open_to_contributors = models.BooleanField(
         default=False, help_text="Contributors' workers may lease its batches over HTTP."
     )
+    # The sampler follows the document's skeleton (generation/form.py): fixed at creation,
+    # because a sample proves only under the rules it was drawn with.
+    form = models.CharField(max_length=16, blank=True, default="")
 
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
@@ -148,7 +151,7 @@ class GenerationJob(models.Model):
         return self.status in (self.Status.QUEUED, self.Status.RUNNING)
 
     def sampling_params(self) -> dict:
-        return {name: getattr(self, name) for name in JOB_SAMPLING_FIELDS}
+        return {**{name: getattr(self, name) for name in JOB_SAMPLING_FIELDS}, "form": self.form}
 
 
 class JobBatch(models.Model):

@@ -21,6 +21,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
+from generation.form import FORM_KL3M, form_masks_apply, form_masks_replay, form_vocabulary
 from generation.proof_forward import proof_body
 from generation.sampling import sampling_uniforms
 
@@ -119,6 +120,9 @@ def samples_proof_check(
     started = time.perf_counter()
     tok = backend.tokenizer
     vocab = backend.model.config.vocab_size
+    form_vocab = None
+    if params.form == FORM_KL3M:
+        form_vocab = form_vocabulary(tok, backend.eos_id)
     results: list[ProofResult | None] = [None] * len(samples)
     rows = []
     for i, (prompt, seed, (token_ids, finished)) in enumerate(
@@ -149,7 +153,9 @@ def samples_proof_check(
                 reason=f"token {bad} is not a token id of the model",
             )
         else:
-            rows.append((i, prompt_ids, drawn, sampling_uniforms(seed, len(drawn))))
+            # The skeleton's masks each token was drawn under (generation/form.py), replayed.
+            masks = form_masks_replay(form_vocab, head=prompt, drawn=drawn) if form_vocab else None
+            rows.append((i, prompt_ids, drawn, sampling_uniforms(seed, len(drawn)), masks))
     # A group runs as long as its longest sample: grouping samples of like length wastes
     # the least on padding.
     rows.sort(key=lambda row: len(row[1]) + len(row[2]))
@@ -159,9 +165,9 @@ def samples_proof_check(
     buffer = None
     for at in range(0, len(rows), group):
         chunk = rows[at : at + group]
-        length = -(-max(len(p) + len(d) for _, p, d, _ in chunk) // _PAD_TO) * _PAD_TO
+        length = -(-max(len(p) + len(d) for _, p, d, *_ in chunk) // _PAD_TO) * _PAD_TO
         ids = torch.full((len(chunk), length), pad, dtype=torch.long)
-        for r, (_, prompt_ids, drawn, _) in enumerate(chunk):
+        for r, (_, prompt_ids, drawn, *_) in enumerate(chunk):
             ids[r, : len(prompt_ids) + len(drawn)] = torch.tensor(prompt_ids + drawn)
         with torch.inference_mode():
             # No attention mask: the pads come after every real token, so causal attention
@@ -172,7 +178,7 @@ def samples_proof_check(
             real = torch.cat(
                 [
                     hidden[r, len(p) - 1 : len(p) - 1 + len(d)]
-                    for r, (_, p, d, _) in enumerate(chunk)
+                    for r, (_, p, d, *_) in enumerate(chunk)
                 ]
             )
             excesses, buffer = _excess_of_group(
@@ -183,7 +189,7 @@ def samples_proof_check(
                 params=params,
                 eos_id=backend.eos_id,
             )
-        for (i, _, _, _), (draw, member) in zip(chunk, excesses, strict=True):
+        for (i, *_), (draw, member) in zip(chunk, excesses, strict=True):
             results[i] = _verdict(draw, member, rule)
             if keep_excess:
                 results[i] = dataclasses.replace(results[i], excess=(draw, member))
@@ -197,18 +203,18 @@ def _excess_of_group(real, chunk, *, head, buffer, params, eos_id: int):
     block may hold the end of one sample and the start of the next)."""
     import torch
 
-    spans = []  # (first row in ``real``, prompt ids, drawn ids)
+    spans = []  # (first row in ``real``, prompt ids, drawn ids, form masks or None)
     count = 0
-    for _, prompt_ids, drawn, _ in chunk:
-        spans.append((count, prompt_ids, drawn))
+    for _, prompt_ids, drawn, _, masks in chunk:
+        spans.append((count, prompt_ids, drawn, masks))
         count += len(drawn)
-    uniforms = torch.tensor([u for *_, draws in chunk for u in draws], dtype=torch.float64)
+    uniforms = torch.tensor([u for _, _, _, draws, _ in chunk for u in draws], dtype=torch.float64)
     excess = torch.empty(2, count)
     for start in range(0, count, ROWS_PER_BLOCK):
         end = min(start + ROWS_PER_BLOCK, count)
         logits, buffer = _logits(head, real[start:end], buffer)
         tokens = torch.empty(end - start, dtype=torch.long)
-        for first, prompt_ids, drawn in spans:
+        for first, prompt_ids, drawn, masks in spans:
             a, b = max(first, start), min(first + len(drawn), end)
             if a < b:
                 tokens[a - start : b - start] = torch.tensor(drawn[a - first : b - first])
@@ -220,6 +226,8 @@ def _excess_of_group(real, chunk, *, head, buffer, params, eos_id: int):
                     params=params,
                     eos_id=eos_id,
                 )
+                if masks is not None:
+                    form_masks_apply(logits[a - start : b - start], masks[a - first : b - first])
         draw, member = _excess_rows(
             logits,
             tokens.to(logits.device),
@@ -230,7 +238,7 @@ def _excess_of_group(real, chunk, *, head, buffer, params, eos_id: int):
             with_membership=True,
         )
         excess[0, start:end], excess[1, start:end] = draw.cpu(), member.cpu()
-    sizes = [len(drawn) for _, _, drawn, _ in chunk]
+    sizes = [len(drawn) for _, _, drawn, *_ in chunk]
     return list(zip(excess[0].split(sizes), excess[1].split(sizes), strict=True)), buffer
 
 

@@ -98,6 +98,16 @@ def job_sampling_resolve(*, generator: Generator, **given) -> dict:
     }
 
 
+def job_form(*, generator: Generator) -> str:
+    """The skeleton a new job's sampler follows: the kl3m document's, for generators that
+    write one (GENERATION_DECODE_FORM), else none."""
+    from generation.form import FORM_KL3M
+
+    if settings.GENERATION_DECODE_FORM and generator.prompt_format == "kl3m":
+        return FORM_KL3M
+    return ""
+
+
 def job_create(
     *,
     generator: Generator,
@@ -138,6 +148,7 @@ def job_create(
         created_by=created_by,
         batch_size=settings.GENERATION_BATCH_SIZE,
         open_to_contributors=open_to_contributors,
+        form=job_form(generator=generator),
         **params,
     )
     if dispatch:

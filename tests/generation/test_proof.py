@@ -455,3 +455,76 @@ def test_the_excess_is_the_logit_error_that_explains_a_token():
     other = torch.where(drawn == 0, 1, 0)  # some other token than the draw
     far = _excess_rows(logits, other, u, top_k=20, top_p=0.9, temperature=1.0)
     assert (far > 0.1).float().mean() > 0.5
+
+
+def test_a_sample_drawn_with_the_form_proves_and_one_edited_outside_it_fails(hashed_neox):
+    """The form's masks (generation/form.py) are part of the draw: the proof replays them.
+    A genuine sample passes; the same sample with one token changed to the one the model
+    likes best among those the form barred there fails at that token."""
+    import dataclasses
+
+    import torch
+
+    from generation.form import form_masks_replay, form_vocabulary
+
+    params = dataclasses.replace(PARAMS, form="kl3m")
+    backend = TransformersBackend(str(hashed_neox), quantize="none")
+    seeds = [41, 42, 43, 44]
+    outs = backend.generate(PROMPTS, seeds, params)
+    vocabulary = form_vocabulary(backend.tokenizer, backend.eos_id)
+    for prompt, seed, out in zip(PROMPTS, seeds, outs, strict=True):
+        assert sample_proof_check(
+            backend=backend,
+            prompt=prompt,
+            seed=seed,
+            token_ids=out.token_ids,
+            finished=out.finished,
+            params=params,
+        ).ok
+        # Both prompts end inside a header line: the form starts the next line.
+        assert "\n" in vocabulary.pieces[out.token_ids[0]]
+    prompt, seed, out = PROMPTS[0], seeds[0], outs[0]
+    masks = form_masks_replay(vocabulary, head=prompt, drawn=out.token_ids)
+    allowed, _ = masks[0]
+    context = backend.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logits = backend.model(input_ids=torch.tensor([context])).logits[0, -1].clone()
+        logits[allowed] = float("-inf")
+    ids = list(out.token_ids)
+    ids[0] = int(logits.argmax())  # the model's favourite among the barred
+    edited = sample_proof_check(
+        backend=backend,
+        prompt=prompt,
+        seed=seed,
+        token_ids=ids,
+        finished=out.finished,
+        params=params,
+    )
+    assert not edited.ok and edited.first_violation == 0
+
+
+def test_the_form_keeps_every_finished_sample_in_shape():
+    """On the shipped demo generator: whatever the model writes, a finished sample drawn with
+    the form has its sections once each, in its mode's order, and claims numbered 1..n."""
+    import dataclasses
+
+    from generation.parsing import patent_text_parse
+    from tests.helpers import ROOT
+
+    backend = TransformersBackend(str(ROOT / "models" / "demo-generator"), quantize="none")
+    params = dataclasses.replace(SamplingParams(max_new_tokens=512), form="kl3m")
+    finished = 0
+    for prompt, order in (
+        ("# Patent\n\n## Title", "top-down"),
+        ("# Patent\n\n## Claims", "bottom-up"),
+    ):
+        for out in backend.generate([prompt] * 8, list(range(500, 508)), params):
+            if not out.finished:
+                continue
+            finished += 1
+            parsed = patent_text_parse(prompt + out.text, finished=True)
+            assert parsed.order == order and "repeated_section" not in parsed.issues
+            assert parsed.title and parsed.abstract and parsed.claims
+            assert [c.number for c in parsed.claims] == list(range(1, len(parsed.claims) + 1))
+            assert not parsed.last_claim_truncated
+    assert finished >= 8
