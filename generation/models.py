@@ -268,3 +268,28 @@ class ExaminerVerdict(models.Model):
 
     def __str__(self):
         return f"{self.reviewer_id} on {self.patent_id}: {self.verdict}"
+
+
+class BacktestRun(models.Model):
+    """One `backtest` (generation/backtest.py): a generator trained before ``cutoff`` against
+    the real patents published after it. ``report`` keeps every figure and the best pairs."""
+
+    model = models.CharField(max_length=500)
+    cutoff = models.DateField()
+    generated = models.PositiveIntegerField()
+    passed_gate = models.PositiveIntegerField()
+    later_patents = models.PositiveIntegerField()
+    hits = models.PositiveIntegerField(
+        help_text="generated inventions that anticipate a later patent"
+    )
+    anticipated = models.PositiveIntegerField(help_text="later patents anticipated")
+    threshold = models.FloatField()
+    cpu_seconds = models.FloatField(help_text="generation CPU-seconds")
+    report = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"Backtest {self.pk} ({self.model}, cutoff {self.cutoff})"

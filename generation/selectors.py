@@ -192,3 +192,34 @@ def contributors_credits() -> list[dict]:
         }
         for c in rows
     ]
+
+
+def stats_backtests(limit: int = 20) -> list[dict]:
+    """The latest backtests (generation/backtest.py) with their figures and cost per hit:
+    generation CPU-seconds per generated invention that anticipated a later patent."""
+    from generation.models import BacktestRun
+
+    out = []
+    for run in BacktestRun.objects.all()[:limit]:
+        r = run.report
+        out.append(
+            {
+                "model": run.model,
+                "cutoff": run.cutoff,
+                "generated": run.generated,
+                "passed_gate": run.passed_gate,
+                "later_patents": run.later_patents,
+                "hits": run.hits,
+                "anticipated": run.anticipated,
+                "hits_per_1000": r.get("hits_per_1000"),
+                "hits_interval": r.get("hits_per_1000_interval"),
+                "share": r.get("share_anticipated"),
+                "share_interval": r.get("share_anticipated_interval"),
+                "threshold": run.threshold,
+                "random_pairs": (r.get("calibration") or {}).get("random_pairs"),
+                "own_above": (r.get("calibration") or {}).get("own_above_threshold"),
+                "seconds_per_hit": round(run.cpu_seconds / run.hits, 1) if run.hits else None,
+                "created_at": run.created_at,
+            }
+        )
+    return out

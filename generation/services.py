@@ -246,3 +246,23 @@ def jobs_recover() -> list[int]:
     for job_id in ids:
         job_dispatch(job_id=job_id)
     return ids
+
+
+def backtest_record(*, model: str, report: dict):
+    """Keeps a backtest's figures for /stats/."""
+    import datetime as dt
+
+    from generation.models import BacktestRun
+
+    return BacktestRun.objects.create(
+        model=model,
+        cutoff=dt.date.fromisoformat(report["cutoff"]),
+        generated=report["generated"],
+        passed_gate=report["passed_gate"],
+        later_patents=report["later_patents"],
+        hits=report["hits"],
+        anticipated=report["anticipated"],
+        threshold=report["threshold"],
+        cpu_seconds=report["generation_cpu_seconds"],
+        report=report,
+    )

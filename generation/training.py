@@ -4,6 +4,7 @@ Heavy imports stay inside functions. The output directory loads through the gene
 registry as is (``generate --model DIR``).
 """
 
+import datetime as dt
 import json
 import logging
 import math
@@ -56,6 +57,8 @@ class DatasetReport:
     skipped_incomplete: int = 0
     skipped_too_long: int = 0
     truncated: int = 0
+    skipped_cutoff: int = 0  # published on or after the cutoff, or not known to be before it
+    latest_date_read: str = ""
     examples: dict = field(default_factory=lambda: dict.fromkeys(MODES, 0))
 
 
@@ -175,6 +178,8 @@ class TrainConfig:
     sample_max_new_tokens: int = 512
     limit: int | None = None
     threads: int = 2
+    # Only patents certainly published before this date are read (generation/backtest.py).
+    cutoff: "dt.date | None" = None
 
 
 def train(cfg: TrainConfig, *, progress: Callable[[int, float], None] | None = None) -> dict:
@@ -199,6 +204,13 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, float], None] | None = N
         if cfg.limit and len(records) >= cfg.limit:
             break
     report = DatasetReport()
+    if cfg.cutoff is not None:
+        from generation.backtest import record_published_before
+
+        before = [r for r in records if record_published_before(r, cfg.cutoff) is True]
+        report.skipped_cutoff = len(records) - len(before)
+        records = before
+        report.latest_date_read = max((r["date"][:10] for r in records), default="")
     examples = training_examples(
         records,
         tokenizer=tokenizer,
@@ -272,6 +284,7 @@ def train(cfg: TrainConfig, *, progress: Callable[[int, float], None] | None = N
     model.generation_config.save_pretrained(cfg.out)
     report_data = {
         "base": cfg.base,
+        "cutoff": cfg.cutoff.isoformat() if cfg.cutoff else None,
         "from_scratch": cfg.from_scratch,
         "size": cfg.size if cfg.from_scratch else None,
         "parameters": sum(p.numel() for p in model.parameters()),

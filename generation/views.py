@@ -29,6 +29,7 @@ from generation.contributions import (
 )
 from generation.selectors import (
     contributors_credits,
+    stats_backtests,
     stats_cost_by_model,
     stats_daily_efficiency,
     stats_hit_rates,
@@ -78,6 +79,7 @@ def stats(request):
             ],
             "costs": costs,
             "verdicts": stats_verdicts(cost_by_model=costs),
+            "backtests": stats_backtests(),
         },
     )
 

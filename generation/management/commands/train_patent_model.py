@@ -1,3 +1,4 @@
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -36,6 +37,12 @@ class Command(ProgressCommand):
         parser.add_argument("--sample-max-new-tokens", type=int, default=512)
         parser.add_argument("--limit", type=int, help="read at most this many patents")
         parser.add_argument("--threads", type=int, default=2)
+        parser.add_argument(
+            "--cutoff",
+            type=dt.date.fromisoformat,
+            help="read only patents published before this date (YYYY-MM-DD): a generator "
+            "for `backtest`; undated ones and those only filed before it are left out",
+        )
 
     def handle(self, *args, **o):
         if not o["data"].exists():
@@ -62,6 +69,7 @@ class Command(ProgressCommand):
             sample_max_new_tokens=o["sample_max_new_tokens"],
             limit=o["limit"],
             threads=o["threads"],
+            cutoff=o["cutoff"],
         )
         bar = self.progress(total=cfg.steps, unit=" steps")
 
