@@ -106,24 +106,30 @@ def run_worker_path(
     return sum(o.tokens for o in outs) / took
 
 
-def _worker_process(model_dir: str, tokens: int, batch: int, threads: int) -> float:
+def _worker_process(model_dir: str, tokens: int, batch: int, threads: int, quantize: str) -> float:
     import torch
 
     os.environ["TORCH_THREADS"] = str(threads)
     torch.set_num_threads(threads)
-    return run_worker_path(Path(model_dir), tokens, batch, "int8")
+    return run_worker_path(Path(model_dir), tokens, batch, quantize)
 
 
-def run_processes(model_dir: Path, tokens: int, batch: int, threads: int, n: int) -> dict:
-    """(c) int8 in ``n`` processes at once: their summed rate and the wall-clock rate."""
+def run_processes(
+    model_dir: Path, tokens: int, batch: int, threads: int, n: int, quantize: str = "int8"
+) -> dict:
+    """(c) in ``n`` processes at once (int8, or the precision given): their summed rate and
+    the wall-clock rate."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     started = time.perf_counter()
     with ctx.Pool(n) as pool:
-        rates = pool.starmap(_worker_process, [(str(model_dir), tokens, batch, threads)] * n)
+        rates = pool.starmap(
+            _worker_process, [(str(model_dir), tokens, batch, threads, quantize)] * n
+        )
     wall = time.perf_counter() - started
     return {
+        "precision": quantize,
         "processes": n,
         "threads_each": threads,
         "tok_s_total": round(sum(rates), 1),
@@ -145,6 +151,11 @@ def main():
     parser.add_argument("--processes", default="", help="e.g. 1,2: (c) int8 in parallel processes")
     parser.add_argument(
         "--process-threads", type=int, help="threads in each of --processes (default --threads)"
+    )
+    parser.add_argument(
+        "--process-precision",
+        default="int8",
+        help="precision of each of --processes: int8, bf16, none, or auto (the worker's pick)",
     )
     args = parser.parse_args()
     os.environ["TORCH_THREADS"] = str(args.threads)
@@ -183,9 +194,14 @@ def main():
             print(f"(c int8) {results['c_worker_int8']:.1f} tok/s", flush=True)
         for n in [int(x) for x in args.processes.split(",") if x]:
             threads = args.process_threads or args.threads
-            row = run_processes(model_dir, args.tokens, args.batch, threads, n)
+            precision = (
+                generation_precision("auto")
+                if args.process_precision == "auto"
+                else args.process_precision
+            )
+            row = run_processes(model_dir, args.tokens, args.batch, threads, n, precision)
             print(json.dumps(row), flush=True)
-            results[f"c_int8_{n}x{threads}_threads"] = row["tok_s_total"]
+            results[f"c_{precision}_{n}x{threads}_threads"] = row["tok_s_total"]
     base = results.get("b_pipeline_cache_on")
     for name, value in results.items():
         ratio = f"  {value / base:.1f}x (b)" if base else ""
