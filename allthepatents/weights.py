@@ -72,7 +72,7 @@ def weights_verify(folder: Path | str) -> bool:
     return True
 
 
-SHIP_SKIP = ("checkpoint", "checkpoint.tmp", "runs")
+SHIP_SKIP = ("checkpoint", "checkpoint.tmp", "checkpoints", "runs", "README.md")
 
 
 def weights_ship(*, source: Path, target: Path, half: bool = True) -> list[Path]:
