@@ -28,8 +28,10 @@ fi
 step "migrate the database" "$BIN/python" manage.py migrate --noinput -v0
 step "import the shared reference patents (idempotent)" \
   "$BIN/python" manage.py import_patents "$SHARED/data/patents.jsonl.gz"
-step "build the search index (documents and claims; progress below)" \
-  "$BIN/python" manage.py search_index update
+# Documents first: title + abstract vectors make the site searchable in a fifth of the time;
+# the claims' vectors follow (the worker `make run` starts adds them, or search_index update).
+step "build the search index: each patent's title and abstract (claims follow; progress below)" \
+  "$BIN/python" manage.py search_index update --documents-only
 if [ -f "$DEMO_MODEL/config.json" ]; then
   echo "==> demo generator: $DEMO_MODEL"
 else
@@ -40,5 +42,8 @@ else
 fi
 step "generate a first batch of 8 inventions (inline, no worker needed)" \
   "$BIN/python" manage.py generate --model "$DEMO_MODEL" --mode mixed --count 8 --inline
-step "index the new inventions" "$BIN/python" manage.py search_index update
+step "index the new inventions" "$BIN/python" manage.py search_index update --documents-only
 echo "demo ready in $(( $(date +%s) - started_all )) s: 'make run', then http://127.0.0.1:${PORT:-8000}/"
+echo "Search finds patents by title, abstract and full text now. The claims' own vectors"
+echo "(about five per patent) are added by the worker that 'make run' starts, with progress in"
+echo "'manage.py search_index status' and /healthz?detail=1; or now: $BIN/python manage.py search_index update"

@@ -319,6 +319,20 @@ def index_progress() -> dict | None:
     return {k: data.get(k) for k in ("done", "total", "vectors_per_s", "eta_seconds")}
 
 
+def vectors_pending_query(
+    *, last_vector_id: int, documents_through: int = 0, documents_only: bool = False
+):
+    """The vector rows not in an index whose manifest says ``last_vector_id`` and
+    ``documents_through`` (every row up to the first, every document row up to the second);
+    only document rows with ``documents_only``."""
+    query = IndexedVector.objects.filter(pk__gt=last_vector_id)
+    if documents_through > last_vector_id:
+        query = query.exclude(claim_number__isnull=True, pk__lte=documents_through)
+    if documents_only:
+        query = query.filter(claim_number__isnull=True)
+    return query
+
+
 def index_health() -> dict:
     """State of the dense index, without loading the embedding model."""
     building = index_progress()
@@ -336,7 +350,20 @@ def index_health() -> dict:
     except IndexUnavailable as exc:
         return {"ok": False, "state": exc.state, "detail": exc.detail, **extra}
     latest = IndexedVector.objects.aggregate(m=Max("pk"))["m"] or 0
-    pending = IndexedVector.objects.filter(pk__gt=manifest.get("last_vector_id", 0)).count()
+    pending = vectors_pending_query(
+        last_vector_id=int(manifest.get("last_vector_id", 0)),
+        documents_through=int(manifest.get("documents_through") or 0),
+    ).count()
+    claims_pending = (
+        vectors_pending_query(
+            last_vector_id=int(manifest.get("last_vector_id", 0)),
+            documents_through=int(manifest.get("documents_through") or 0),
+        )
+        .exclude(claim_number=None)
+        .count()
+        if pending
+        else 0
+    )
     return {
         "ok": True,
         "state": "ok" if not pending else ("building" if building else "behind"),
@@ -345,6 +372,7 @@ def index_health() -> dict:
         "dimension": manifest["dimension"],
         "index_type": manifest.get("index_type"),
         "pending_vectors": pending,
+        "pending_claim_vectors": claims_pending,
         "last_vector_id": manifest.get("last_vector_id"),
         "latest_vector_id": latest,
         **extra,

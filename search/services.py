@@ -13,6 +13,7 @@ from django.db.models import Prefetch
 from patents.models import Claim, Patent
 from search.keyword import keyword_documents_delete, keyword_documents_write
 from search.models import IndexedVector, KeywordDocument, StoredQuery
+from search.selectors import vectors_pending_query
 from search.store import (
     IndexUnavailable,
     index_kind,
@@ -198,6 +199,10 @@ def _index_retype(index_map, *, dimension: int, kind: str):
     return index
 
 
+def vectors_pending(**kwargs) -> list:
+    return list(vectors_pending_query(**kwargs).order_by("pk"))
+
+
 def _ivf_due(index, trained_on: int) -> bool:
     """Whether the index should be (re)built as IVF now: it is past the threshold and
     exact, or IVF grown well past what its lists were trained on."""
@@ -212,6 +217,7 @@ def search_index_update(
     force_rebuild: bool = False,
     lock_timeout: float = 600,
     processes: int = 1,
+    documents_only: bool = False,
 ) -> dict:
     """Brings the FAISS index in step with the database; rebuilds when it is unusable.
 
@@ -221,7 +227,12 @@ def search_index_update(
     find nothing to do and return at once. A long first build (or one that replaces an
     unusable index) saves a partial index every SEARCH_INDEX_CHECKPOINT vectors.
     ``processes`` > 1 embeds a build of more than POOL_MIN_ROWS vectors in that many
-    one-thread processes (the command line's choice; a Celery worker's task cannot fork)."""
+    one-thread processes (the command line's choice; a Celery worker's task cannot fork).
+
+    ``documents_only`` adds the patents' title + abstract vectors and leaves their claims
+    for a later run: a first build is searchable in a fifth of the time. The manifest then
+    says so (``documents_through``: every document vector up to that id is in; the claims
+    past ``last_vector_id`` are not), and the next full run adds what is left."""
     from search.embeddings import EmbeddingPool, bulk_threads, embedding_dimension
 
     search_documents_sync()
@@ -241,8 +252,10 @@ def search_index_update(
                 logger.warning("index unusable (%s): rebuilding from the database", exc)
             rebuilt = True
         trained_on = 0
+        docs_through = 0
         if usable_before and not force_rebuild:
             index, last_id = loaded.index, int(loaded.manifest.get("last_vector_id", 0))
+            docs_through = int(loaded.manifest.get("documents_through") or 0)
             trained_on = int(loaded.manifest.get("ivf_trained_on") or 0)
             kind = index_kind(index)
             # The move to IVF waits for the end, when the vectors to train on are all in;
@@ -255,29 +268,36 @@ def search_index_update(
                 rebuilt = True
         if index is None:
             index = index_new(dimension)
-            last_id = 0
-        rows = list(IndexedVector.objects.filter(pk__gt=last_id).order_by("pk"))
+            last_id, docs_through = 0, 0
+        rows = vectors_pending(
+            last_vector_id=last_id, documents_through=docs_through, documents_only=documents_only
+        )
         if not rows and not rebuilt and not _ivf_due(index, trained_on):
             return {"added": 0, "count": int(index.ntotal), "rebuilt": False}
 
-        def manifest_for(last, partial):
+        def manifest_for(last, docs, partial):
             manifest = {
                 "embedding_model": model,
                 "dimension": dimension,
                 "index_type": index_kind(partial),
                 "last_vector_id": last,
             }
+            if docs > last:
+                manifest["documents_through"] = docs
             if manifest["index_type"] == "ivf":
                 manifest["ivf_trained_on"] = trained_on
             return manifest
 
         def checkpoint(partial, last):
-            index_save(partial, manifest=manifest_for(last, partial))
+            if documents_only:
+                index_save(partial, manifest=manifest_for(last_id, last, partial))
+            else:
+                index_save(partial, manifest=manifest_for(last, docs_through, partial))
 
         # A forced rebuild over a good index keeps serving the old one until it is done.
         use_checkpoints = not (force_rebuild and usable_before)
         tracker = _Progress(total=len(rows), callback=progress)
-        added, new_last = 0, last_id
+        added, new_last, new_docs = 0, last_id, docs_through
         pool = None
         try:
             if processes > 1 and len(rows) >= POOL_MIN_ROWS:
@@ -287,14 +307,21 @@ def search_index_update(
                     index, rows, tracker, checkpoint if use_checkpoints else None, pool=pool
                 )
                 added += len(rows)
-                new_last = max(new_last, rows[-1].pk)
-                rows = list(IndexedVector.objects.filter(pk__gt=new_last).order_by("pk"))
+                if documents_only:
+                    new_docs = max(new_docs, rows[-1].pk)
+                else:
+                    new_last = max(new_last, rows[-1].pk)
+                rows = vectors_pending(
+                    last_vector_id=new_last,
+                    documents_through=new_docs,
+                    documents_only=documents_only,
+                )
                 tracker.total += len(rows)
             if _ivf_due(index, trained_on):
                 trained_on = int(index.ntotal)
                 index = _index_retype(index, dimension=dimension, kind="ivf")
                 rebuilt = True
-            manifest = index_save(index, manifest=manifest_for(new_last, index))
+            manifest = index_save(index, manifest=manifest_for(new_last, new_docs, index))
         finally:
             if pool:
                 pool.close()
@@ -303,11 +330,31 @@ def search_index_update(
 
 
 def search_index_rebuild(
-    *, progress: Callable[[int], None] | None = None, lock_timeout: float = 600, processes: int = 1
+    *,
+    progress: Callable[[int], None] | None = None,
+    lock_timeout: float = 600,
+    processes: int = 1,
+    documents_only: bool = False,
 ) -> dict:
     return search_index_update(
-        progress=progress, force_rebuild=True, lock_timeout=lock_timeout, processes=processes
+        progress=progress,
+        force_rebuild=True,
+        lock_timeout=lock_timeout,
+        processes=processes,
+        documents_only=documents_only,
     )
+
+
+def search_index_catch_up() -> bool:
+    """At a worker's start: when the index holds documents whose claims were left for later
+    (``search_index update --documents-only``, as `make demo` builds it), queue the update
+    that adds them. Returns whether one was queued."""
+    from search.store import manifest_safe
+
+    manifest = manifest_safe() or {}
+    if int(manifest.get("documents_through") or 0) <= int(manifest.get("last_vector_id", 0)):
+        return False
+    return search_index_update_enqueue()
 
 
 def search_documents_remove(*, patent_ids: list[int]) -> None:

@@ -159,6 +159,86 @@ def test_incremental_indexing_equals_a_rebuild(corpus, settings, tmp_path):
 
 
 @pytest.mark.django_db
+def test_documents_first_then_claims_equals_a_rebuild(corpus, settings, tmp_path, monkeypatch):
+    """A documents-only pass (`make demo`) then a full one: every index saved on the way,
+    checkpoints included, holds exactly what its manifest says, so a crash at any point
+    resumes without a gap or a double; the end result ranks as a rebuild does."""
+    import faiss
+
+    import search.services as services
+
+    query = corpus[30]["claims"][0]
+    settings.INDEX_DIR = tmp_path / "documents-first"
+    ids, half = _first_half_indexed(settings)
+    documents = IndexedVector.objects.filter(claim_number=None, pk__gt=half).order_by("pk")
+    claims = IndexedVector.objects.filter(pk__gt=half).exclude(claim_number=None)
+    settings.SEARCH_INDEX_CHECKPOINT = 50  # checkpoints inside both passes
+    saved = []
+    real_save = services.index_save
+
+    def checked_save(index, *, manifest):
+        held = set(faiss.vector_to_array(index.id_map).tolist())
+        promised = set(
+            IndexedVector.objects.filter(pk__lte=manifest["last_vector_id"]).values_list(
+                "pk", flat=True
+            )
+        ) | set(
+            IndexedVector.objects.filter(
+                claim_number=None, pk__lte=manifest.get("documents_through", 0)
+            ).values_list("pk", flat=True)
+        )
+        assert held == promised
+        saved.append(manifest)
+        return real_save(index, manifest=manifest)
+
+    monkeypatch.setattr(services, "index_save", checked_save)
+    first = search_index_update(documents_only=True)
+    manifest = manifest_read()
+    assert first["added"] == documents.count() and len(saved) > 2
+    assert manifest["last_vector_id"] == half
+    assert manifest["documents_through"] == documents.last().pk
+    health = index_health()
+    assert health["pending_vectors"] == health["pending_claim_vectors"] == claims.count()
+    # A patent of the second half is found already, by its title and abstract.
+    late = documents.first().patent
+    claim = late.claims.order_by("number").first().text
+    hits = search_patents(claim, filters=ALL, k=10, engine="dense").hits
+    assert late.pk in [h.patent.pk for h in hits]
+
+    second = search_index_update()
+    manifest = manifest_read()
+    assert second["added"] == claims.count()
+    assert manifest["last_vector_id"] == ids[-1] and "documents_through" not in manifest
+    assert manifest["count"] == len(ids) and index_health()["pending_vectors"] == 0
+    first_then_claims = [
+        (h.patent.pk, round(h.score, 6)) for h in search_patents(query, filters=ALL, k=20).hits
+    ]
+    monkeypatch.undo()
+    search_index_rebuild()
+    rebuilt = [
+        (h.patent.pk, round(h.score, 6)) for h in search_patents(query, filters=ALL, k=20).hits
+    ]
+    assert first_then_claims == rebuilt
+    reader_reset()
+
+
+@pytest.mark.django_db
+def test_a_worker_starting_on_a_documents_first_index_queues_its_claims(
+    corpus, settings, tmp_path, monkeypatch
+):
+    import search.services as services
+
+    sent = []
+    monkeypatch.setattr(services, "search_index_update_enqueue", lambda: sent.append(1) or True)
+    settings.INDEX_DIR = tmp_path / "catch-up"
+    search_index_rebuild()
+    assert services.search_index_catch_up() is False and not sent  # nothing left for it
+    search_index_rebuild(documents_only=True)
+    assert services.search_index_catch_up() is True and sent == [1]
+    reader_reset()
+
+
+@pytest.mark.django_db
 def test_flat_index_grown_past_the_threshold_turns_ivf_without_reembedding(
     corpus, settings, tmp_path, monkeypatch
 ):
