@@ -294,14 +294,24 @@ def _store_search(path: str, out: str):
     queries = np.load(Path(out) / "queries.npy")
     truth = np.load(Path(out) / "truth.npy")
     answers = np.load(Path(out) / "answers.npy")
-    index_search(index, queries[:20], 10)  # the first touches of the mapped file
-    times, recalls, hits = [], [], []
-    for q, t, a in zip(queries, truth, answers, strict=True):
-        started = time.perf_counter()
-        _, found = index_search(index, q[None, :], 10)
-        times.append(time.perf_counter() - started)
-        recalls.append(len(set(found[0].tolist()) & set(t.tolist())) / 10)
-        hits.append(a in found[0])
+    passes = []
+    # The first pass reads the file in from disk as it goes (cold, right after a build that
+    # pushed the page cache out); the second finds the pages it needs resident (a warm
+    # server).
+    for _ in ("cold", "warm"):
+        times, recalls, hits = [], [], []
+        for q, t, a in zip(queries, truth, answers, strict=True):
+            started = time.perf_counter()
+            _, found = index_search(index, q[None, :], 10)
+            times.append(time.perf_counter() - started)
+            recalls.append(len(set(found[0].tolist()) & set(t.tolist())) / 10)
+            hits.append(a in found[0])
+        passes.append(
+            [
+                round(float(np.quantile(times, 0.5)) * 1000, 1),
+                round(float(np.quantile(times, 0.95)) * 1000, 1),
+            ]
+        )
     after = _memory()
     print(
         json.dumps(
@@ -309,8 +319,8 @@ def _store_search(path: str, out: str):
                 "kind": "store ivf (mmap, fresh process)",
                 "nprobe": settings.SEARCH_IVF_NPROBE,
                 "rerank": settings.SEARCH_IVF_RERANK,
-                "p50_ms": round(float(np.quantile(times, 0.5)) * 1000, 1),
-                "p95_ms": round(float(np.quantile(times, 0.95)) * 1000, 1),
+                "cold_p50_p95_ms": passes[0],
+                "warm_p50_p95_ms": passes[1],
                 "recall_at_10": round(float(np.mean(recalls)), 4),
                 "answer_in_top10": round(float(np.mean(hits)), 4),
                 "private_mb_before_after": [before["RssAnon"], after["RssAnon"]],
