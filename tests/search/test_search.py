@@ -194,7 +194,7 @@ def test_documents_first_then_claims_equals_a_rebuild(corpus, settings, tmp_path
     monkeypatch.setattr(services, "index_save", checked_save)
     first = search_index_update(documents_only=True)
     manifest = manifest_read()
-    assert first["added"] == documents.count() and len(saved) > 2
+    assert first["added"] == documents.count() and len(saved) >= 2
     assert manifest["last_vector_id"] == half
     assert manifest["documents_through"] == documents.last().pk
     health = index_health()
