@@ -93,6 +93,7 @@ def element_charts(elements: list[str], patents: list) -> dict[int, ElementChart
 
     from search.embeddings import embed
     from search.models import IndexedVector
+    from search.selectors import vectors_indexed_q
     from search.store import IndexUnavailable, index_for_search
 
     if not elements or not patents:
@@ -104,8 +105,7 @@ def element_charts(elements: list[str], patents: list) -> dict[int, ElementChart
     sorted_ids, order, matrix = loaded.vectors()
     rows = list(
         IndexedVector.objects.filter(
-            patent__in=[p.pk for p in patents],
-            pk__lte=int(loaded.manifest.get("last_vector_id", 0)),
+            vectors_indexed_q(loaded.manifest), patent__in=[p.pk for p in patents]
         ).values_list("pk", "patent_id", "claim_number")
     )
     if not rows or not len(sorted_ids):

@@ -103,17 +103,26 @@ _subset_cache: dict = {}
 _SUBSET_TTL = 60.0
 
 
+def vectors_indexed_q(manifest: dict) -> Q:
+    """The vector rows an index holds, by its manifest: every row up to ``last_vector_id``,
+    and the document rows up to ``documents_through`` (a documents-first build)."""
+    held = Q(pk__lte=int(manifest.get("last_vector_id", 0)))
+    documents = int(manifest.get("documents_through") or 0)
+    if documents:
+        held |= Q(claim_number__isnull=True, pk__lte=documents)
+    return held
+
+
 def _vector_subset(filters: SearchFilters, loaded, *, fetch: bool):
     """(count of vectors the filter keeps, and, when ``fetch``, their (vector id, patent
     id, claim number) rows), for vectors already in ``loaded``."""
-    last_id = int(loaded.manifest.get("last_vector_id", 0))
     key = (filters, loaded.stamp, fetch)
     hit = _subset_cache.get(key)
     now = time.monotonic()
     if hit and now - hit[0] < _SUBSET_TTL:
         return hit[1]
     qs = IndexedVector.objects.filter(
-        patent__in=patents_matching(filters).values("pk"), pk__lte=last_id
+        vectors_indexed_q(loaded.manifest), patent__in=patents_matching(filters).values("pk")
     )
     value = (
         (None, list(qs.values_list("pk", "patent_id", "claim_number")))

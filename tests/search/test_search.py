@@ -204,6 +204,10 @@ def test_documents_first_then_claims_equals_a_rebuild(corpus, settings, tmp_path
     claim = late.claims.order_by("number").first().text
     hits = search_patents(claim, filters=ALL, k=10, engine="dense").hits
     assert late.pk in [h.patent.pk for h in hits]
+    # ... also through a filter, which ranks exactly the vectors the index holds.
+    narrow = SearchFilters(origin="reference", cpc=tuple(late.cpc_codes.split()[:1]))
+    hits = search_patents(claim, filters=narrow, k=10, engine="dense").hits
+    assert late.pk in [h.patent.pk for h in hits]
 
     second = search_index_update()
     manifest = manifest_read()
