@@ -296,6 +296,8 @@ EMBEDDING_BULK_PRECISION = env_choice(
 # 0.94 of the exact top 100 on the site corpus, four points of recall@10; bench/hnsw_recall.py).
 # IVF with 8-bit scalar quantisation and an exact re-rank of the best 200 kept recall@10 at
 # 0.992 of exact over 5.6 million vectors, p95 19.5 ms on one core (bench/scale.py).
+# Days a search's CPC-area count is kept (search.models.SearchTally; the coverage view).
+SEARCH_TALLY_DAYS = env_int("SEARCH_TALLY_DAYS", 90, minimum=1)
 SEARCH_IVF_THRESHOLD = env_int("SEARCH_IVF_THRESHOLD", 300_000, minimum=1)
 SEARCH_IVF_NPROBE = env_int("SEARCH_IVF_NPROBE", 64, minimum=1)
 SEARCH_IVF_RERANK = env_int("SEARCH_IVF_RERANK", 200, minimum=1)

@@ -8,6 +8,7 @@ from django.urls import path
 from django.utils.html import format_html, format_html_join
 
 from allthepatents.admin import ReadOnlyAdmin
+from generation.aiming import AimError, aim_at_cpc, aim_at_search
 from generation.contributions import contributor_create, contributor_revoke
 from generation.models import Contributor, ExaminerVerdict, GenerationJob, Generator, Sample
 from generation.sampling import JOB_SAMPLING_FIELDS, SAMPLING_DEFAULTS
@@ -50,6 +51,18 @@ class JobCreateForm(forms.ModelForm):
         widget=forms.Textarea(attrs={"rows": 4}),
         label="Topic seeds",
         help_text="One per line: a title (top-down) or a first claim (bottom-up).",
+    )
+    aim_cpc = forms.CharField(
+        required=False,
+        label="Aim at a CPC area",
+        help_text="e.g. A61K or H04L 9: the area's reference patents seed the samples "
+        "(titles top-down, claim preambles bottom-up). Replaces the topic seeds.",
+    )
+    aim_query = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        label="Aim at a search",
+        help_text="The reference patents this search finds first seed the samples.",
     )
 
     class Meta:
@@ -105,6 +118,16 @@ class JobCreateForm(forms.ModelForm):
             job_params_validate(count=data.get("count") or 0, mode=data.get("mode") or "", **params)
         except JobParameterError as exc:
             raise forms.ValidationError(str(exc)) from exc
+        cpc, query = (data.get("aim_cpc") or "").strip(), (data.get("aim_query") or "").strip()
+        if cpc and query:
+            raise forms.ValidationError("aim at a CPC area or at a search, not both")
+        try:
+            if cpc:
+                data["aim"] = aim_at_cpc(cpc=cpc)
+            elif query:
+                data["aim"] = aim_at_search(query=query)
+        except AimError as exc:
+            raise forms.ValidationError(str(exc)) from exc
         return data
 
 
@@ -147,13 +170,33 @@ class GenerationJobAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return [*JobCreateForm.Meta.fields, "topics_text"]
+            return [*JobCreateForm.Meta.fields, "topics_text", "aim_cpc", "aim_query"]
         return super().get_fields(request, obj)
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        return ["progress", "cost", "workers", *[f.name for f in self.model._meta.fields]]
+        return [
+            "progress",
+            "cost",
+            "workers",
+            "aimed_at",
+            *[f.name for f in self.model._meta.fields if f.name != "aim"],
+        ]
+
+    @admin.display(description="aimed at")
+    def aimed_at(self, obj):
+        aim = obj.aim or {}
+        if not aim.get("seeds"):
+            return "—"
+        what = "CPC area" if aim.get("kind") == "cpc" else "search"
+        return format_html(
+            "{} <strong>{}</strong>, seeded from {} reference patents: {}",
+            what,
+            aim.get("value", ""),
+            len(aim["seeds"]),
+            ", ".join(s.get("source_id") or s.get("public_id", "") for s in aim["seeds"][:10]),
+        )
 
     @admin.display(description="cost")
     def cost(self, obj):
@@ -210,6 +253,7 @@ class GenerationJobAdmin(admin.ModelAdmin):
             created_by=request.user,
             open_to_contributors=bool(data.get("open_to_contributors")),
             dispatch=False,
+            aim=data.get("aim"),
         )
         obj.pk = created.pk
         obj.refresh_from_db()

@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Sum
 from django.utils import timezone
 
+from generation.aiming import aim_topic
 from generation.backends import BackendUnavailable, ModelLoadError, backend_for
 from generation.early_stop import END_OF_DOCUMENT, prefix_decide
 from generation.gate import gate_run
@@ -242,7 +243,10 @@ def job_prompts(*, job: GenerationJob, indexes: list[int]):
     prompts, seeds, modes = [], [], []
     for index in indexes:
         mode = sample_mode(job_mode=job.mode, index=index)
-        topic = job.topics[index % len(job.topics)] if job.topics else ""
+        if job.aim.get("seeds"):
+            topic = aim_topic(job.aim, index=index, mode=mode)
+        else:
+            topic = job.topics[index % len(job.topics)] if job.topics else ""
         prompts.append(
             prompt_render(
                 prompt_format=job.generator.prompt_format,

@@ -105,6 +105,9 @@ class GenerationJob(models.Model):
     # The sampler follows the document's skeleton (generation/form.py): fixed at creation,
     # because a sample proves only under the rules it was drawn with.
     form = models.CharField(max_length=16, blank=True, default="")
+    # What the job was aimed at (generation/aiming.py): {"kind": "cpc"|"search", "value",
+    # "seeds": [the reference patents whose titles or claim preambles start its samples]}.
+    aim = models.JSONField(default=dict, blank=True)
 
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True

@@ -223,3 +223,44 @@ def stats_backtests(limit: int = 20) -> list[dict]:
             }
         )
     return out
+
+
+def coverage_areas(*, days: int = 90, limit: int = 40) -> list[dict]:
+    """Where examiners search (``SearchTally``: searches per CPC subclass over ``days``)
+    beside what the site holds there: reference patents, and inventions published by jobs
+    aimed at the area (generation/aiming.py). Most searched first; ``gap`` is searches per
+    aimed invention (plus one), the order in which to aim jobs."""
+    import datetime as dt
+
+    from django.db.models import Sum
+
+    from patents.models import Patent
+    from search.models import SearchTally
+
+    since = dt.date.today() - dt.timedelta(days=days)
+    rows = (
+        SearchTally.objects.filter(day__gte=since)
+        .values("cpc")
+        .annotate(searches=Sum("searches"))
+        .order_by("-searches", "cpc")[:limit]
+    )
+    aimed: dict[str, int] = {}
+    for job in GenerationJob.objects.filter(aim__kind="cpc").only("aim", "published_count"):
+        area = str(job.aim.get("value") or "")[:4].upper()
+        aimed[area] = aimed.get(area, 0) + job.published_count
+    out = []
+    for row in rows:
+        references = Patent.objects.filter(
+            origin=Patent.Origin.REFERENCE, cpc_codes__icontains=row["cpc"]
+        ).count()
+        generated = aimed.get(row["cpc"], 0)
+        out.append(
+            {
+                "cpc": row["cpc"],
+                "searches": row["searches"],
+                "references": references,
+                "generated": generated,
+                "gap": round(row["searches"] / (generated + 1), 2),
+            }
+        )
+    return out

@@ -124,6 +124,7 @@ def job_create(
     created_by=None,
     open_to_contributors: bool = False,
     dispatch: bool = True,
+    aim: dict | None = None,
 ) -> GenerationJob:
     """Creates a job with validated parameters and dispatches it after commit. A sampling
     parameter left None takes the generator's default; a seed left None, a random one."""
@@ -149,6 +150,7 @@ def job_create(
         batch_size=settings.GENERATION_BATCH_SIZE,
         open_to_contributors=open_to_contributors,
         form=job_form(generator=generator),
+        aim=aim or {},
         **params,
     )
     if dispatch:

@@ -5,6 +5,7 @@ from generation import views
 urlpatterns = [
     path("stats/", views.stats, name="stats"),
     path("stats/verdicts.csv", views.verdicts_csv, name="verdicts_csv"),
+    path("coverage/", views.coverage, name="coverage"),
     path("p/<str:public_id>/verdict", views.verdict_submit, name="verdict_submit"),
     path("reviewers/verdicts/", views.reviewer_verdicts, name="reviewer_verdicts"),
     path("api/verdicts", views.api_verdicts, name="api_verdicts"),

@@ -7,6 +7,7 @@ import io
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse
@@ -29,6 +30,7 @@ from generation.contributions import (
 )
 from generation.selectors import (
     contributors_credits,
+    coverage_areas,
     stats_backtests,
     stats_cost_by_model,
     stats_daily_efficiency,
@@ -81,6 +83,16 @@ def stats(request):
             "verdicts": stats_verdicts(cost_by_model=costs),
             "backtests": stats_backtests(),
         },
+    )
+
+
+@require_GET
+@staff_member_required
+def coverage(request):
+    """For admins: the CPC areas examiners search most, beside the inventions aimed there."""
+    days = settings.SEARCH_TALLY_DAYS
+    return render(
+        request, "generation/coverage.html", {"areas": coverage_areas(days=days), "days": days}
     )
 
 

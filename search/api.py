@@ -16,6 +16,7 @@ from patents.serializers import patent_serialize, reference_serialize
 from search.params import SearchParamError
 from search.requests import request_wants, search_request_checked
 from search.selectors import search_workbench
+from search.services import search_tally_record
 
 
 def _claim_json(claim, score=None):
@@ -98,6 +99,8 @@ def api_search(request):
         params, charts=want_elements or want_combinations, combinations=want_combinations
     )
     result, elements, charts = bench.result, bench.elements, bench.charts
+    if params.page == 1:
+        search_tally_record(result=result, filters=params.filters)
     combinations = _combinations_json(bench.combinations) if want_combinations else []
     results = []
     for h in result.hits:

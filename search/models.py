@@ -52,3 +52,20 @@ class StoredQuery(models.Model):
 
     def __str__(self):
         return f"query {self.key}"
+
+
+class SearchTally(models.Model):
+    """How many searches landed in a CPC area on a day (the subclasses of the reference
+    patents a search ranked first, and of its CPC filter). Nothing else of a search is
+    kept: not who searched, not the query, which may be a confidential claim. Rows older
+    than SEARCH_TALLY_DAYS are deleted."""
+
+    day = models.DateField(db_index=True)
+    cpc = models.CharField(max_length=16)
+    searches = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "cpc"], name="tally_day_cpc")]
+
+    def __str__(self):
+        return f"{self.day} {self.cpc}: {self.searches}"

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Prefetch
 
 from patents.models import Claim, Patent
@@ -466,3 +466,44 @@ def search_warm() -> str:
     except IndexUnavailable as exc:
         return f"embedder loaded; index not loaded ({exc.state})"
     return f"embedder and index loaded ({loaded.index.ntotal} vectors)"
+
+
+# Areas a search is counted in: the CPC subclasses of its first few reference results.
+TALLY_RESULTS = 5
+_tally_purged: dict = {"day": None}
+
+
+def search_tally_record(*, result, filters=None) -> None:
+    """Counts one search in the CPC areas it landed in (``SearchTally``); never fails the
+    search it counts."""
+    import datetime as dt
+
+    from django.db.models import F
+
+    from search.models import SearchTally
+
+    try:
+        areas = set()
+        for hit in result.hits[:TALLY_RESULTS]:
+            areas.update(code[:4].upper() for code in hit.patent.cpc_codes.split() if code)
+        for prefix in getattr(filters, "cpc", ()) or ():
+            areas.add(prefix[:4].upper())
+        today = dt.date.today()
+        for area in sorted(a for a in areas if len(a) == 4):
+            updated = SearchTally.objects.filter(day=today, cpc=area).update(
+                searches=F("searches") + 1
+            )
+            if not updated:
+                try:
+                    with transaction.atomic():
+                        SearchTally.objects.create(day=today, cpc=area, searches=1)
+                except IntegrityError:  # another process created it meanwhile
+                    SearchTally.objects.filter(day=today, cpc=area).update(
+                        searches=F("searches") + 1
+                    )
+        if _tally_purged["day"] != today:
+            cutoff = today - dt.timedelta(days=settings.SEARCH_TALLY_DAYS)
+            SearchTally.objects.filter(day__lt=cutoff).delete()
+            _tally_purged["day"] = today
+    except Exception:  # the count is a convenience; the search must not pay for it
+        logger.exception("search tally failed")

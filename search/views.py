@@ -21,7 +21,7 @@ from search.requests import (
     search_for_result_page,
 )
 from search.selectors import origin_other_count, search_workbench
-from search.services import stored_query_save
+from search.services import search_tally_record, stored_query_save
 from search.text import highlight, snippet_words
 
 
@@ -157,6 +157,8 @@ def search_page(request):
     if wait:
         return _search_page_limited(request, context, wait)
     bench = search_workbench(params, charts=True, combinations=True)
+    if params.page == 1:
+        search_tally_record(result=bench.result, filters=params.filters)
     base = request.GET.copy()
     base.pop("page", None)
     context["params"] = {**data, "q": params.q}

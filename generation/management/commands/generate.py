@@ -35,12 +35,30 @@ class Command(ProgressCommand):
             default=[],
             help="a title (top-down) or first claim (bottom-up); repeatable",
         )
+        parser.add_argument(
+            "--aim-cpc", default="", help="seed the samples from this CPC area's patents"
+        )
+        parser.add_argument(
+            "--aim-query", default="", help="seed the samples from this search's results"
+        )
         parser.add_argument("--wait", action="store_true", help="show progress until done")
         parser.add_argument(
             "--inline", action="store_true", help="run in this process instead of on a worker"
         )
 
     def handle(self, *args, **o):
+        from generation.aiming import AimError, aim_at_cpc, aim_at_search
+
+        try:
+            aim = None
+            if o["aim_cpc"] and o["aim_query"]:
+                raise CommandError("--aim-cpc or --aim-query, not both")
+            if o["aim_cpc"]:
+                aim = aim_at_cpc(cpc=o["aim_cpc"])
+            elif o["aim_query"]:
+                aim = aim_at_search(query=o["aim_query"])
+        except AimError as exc:
+            raise CommandError(str(exc)) from exc
         try:
             generator, override = generator_resolve(o["model"])
             with transaction.atomic():
@@ -57,12 +75,14 @@ class Command(ProgressCommand):
                     seed=o["seed"],
                     topics=o["topic"],
                     dispatch=not o["inline"],
+                    aim=aim,
                 )
         except JobParameterError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(
             f"job {job.pk} created: {job.count} x {job.mode} on {generator.name}"
             + (f" ({override})" if override else "")
+            + (f", aimed at {aim['kind']} {aim['value']!r} ({len(aim['seeds'])} seeds)" if aim else "")
         )
         bar = self.progress(
             total=job.count,
