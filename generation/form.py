@@ -130,16 +130,18 @@ class FormVocabulary:
         return None, torch.tensor(sorted(barred), dtype=torch.long)
 
 
-_vocabularies: dict[int, FormVocabulary] = {}
 _vocabularies_lock = threading.Lock()
 
 
 def form_vocabulary(tokenizer, eos_id: int) -> FormVocabulary:
+    """The tokenizer's FormVocabulary, built once and kept on the tokenizer itself (a cache
+    keyed by ``id()`` could hand a new tokenizer the ids of a freed one)."""
     with _vocabularies_lock:
-        key = id(tokenizer)
-        if key not in _vocabularies:
-            _vocabularies[key] = FormVocabulary(tokenizer, eos_id)
-        return _vocabularies[key]
+        vocabulary = getattr(tokenizer, "_form_vocabulary", None)
+        if vocabulary is None or vocabulary.eos != eos_id:
+            vocabulary = FormVocabulary(tokenizer, eos_id)
+            tokenizer._form_vocabulary = vocabulary
+        return vocabulary
 
 
 class FormState:
