@@ -82,7 +82,11 @@ class Command(ProgressCommand):
         self.stdout.write(
             f"job {job.pk} created: {job.count} x {job.mode} on {generator.name}"
             + (f" ({override})" if override else "")
-            + (f", aimed at {aim['kind']} {aim['value']!r} ({len(aim['seeds'])} seeds)" if aim else "")
+            + (
+                f", aimed at {aim['kind']} {aim['value']!r} ({len(aim['seeds'])} seeds)"
+                if aim
+                else ""
+            )
         )
         bar = self.progress(
             total=job.count,
