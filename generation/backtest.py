@@ -86,13 +86,9 @@ def model_cutoff_check(model_dir: Path, cutoff: dt.date) -> dt.date:
 
 
 def _claims(record: dict) -> list[str]:
-    from patents.text import claim_is_placeholder, claim_split_number
+    from patents.text import claims_texts
 
-    return [
-        text
-        for text in (claim_split_number(c)[1] for c in record.get("claims") or [])
-        if text and not claim_is_placeholder(text)
-    ]
+    return claims_texts(record.get("claims"))
 
 
 def _document(title: str, abstract: str) -> str:

@@ -76,14 +76,10 @@ def training_examples(
             continue
         title = (record.get("title") or "").strip()
         abstract = (record.get("abstract") or "").strip()
-        from patents.text import claim_is_placeholder, claim_split_number
+        from patents.text import claims_texts
 
         # A "(canceled)" claim would teach the model to write one, which the gate rejects.
-        claims = [
-            text
-            for text in (claim_split_number(c)[1] for c in record.get("claims") or [])
-            if text and not claim_is_placeholder(text)
-        ]
+        claims = claims_texts(record.get("claims"))
         if not (title and abstract and claims):
             report.skipped_incomplete += 1
             continue

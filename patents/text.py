@@ -36,6 +36,16 @@ def claim_is_placeholder(text: str) -> bool:
     return bool(_PLACEHOLDER_RE.match(text.strip()))
 
 
+def claims_texts(claims) -> list[str]:
+    """A record's claims as texts, numbers cut off, canceled-claim placeholders and empty
+    ones dropped: what trainers learn from and backtests score."""
+    return [
+        text
+        for text in (claim_split_number(c)[1] for c in claims or [])
+        if text and not claim_is_placeholder(text)
+    ]
+
+
 def claim_find_dependency(text: str) -> int | None:
     """The claim a claim refers to, if any (its first reference)."""
     match = CLAIM_REF_RE.search(text)
