@@ -105,10 +105,12 @@ class FormVocabulary:
 
     def mask(self, key: tuple) -> tuple:
         """(None, tensor of barred ids), built once per state key."""
-        with self._lock:
-            if key not in self._masks:
-                self._masks[key] = self._build(*key)
-            return self._masks[key]
+        mask = self._masks.get(key)  # every step of every row asks: no lock once built
+        if mask is None:
+            with self._lock:
+                mask = self._masks.get(key) or self._build(*key)
+                self._masks[key] = mask
+        return mask
 
     def _build(self, line_start, header_ok, claim_next, no_blank, eos_ok, ref_below):
         import torch
