@@ -281,12 +281,19 @@ SEARCH_INDEX_CHECKPOINT = env_int("SEARCH_INDEX_CHECKPOINT", 10_000, minimum=1)
 # default: two threads on two cores collapsed to about 3 vectors a second as soon as other
 # work shared the machine.
 SEARCH_INDEX_THREADS = env_int("SEARCH_INDEX_THREADS", 1, minimum=0)
-# `search_index update|rebuild` embeds a large build in this many one-thread processes
-# (0: one per core); the worker's indexing task stays in its own process.
 # Searching processes map the index file read-only instead of reading it: one copy in the
 # page cache for every gunicorn and Celery process of the machine.
 SEARCH_INDEX_MMAP = env_bool("SEARCH_INDEX_MMAP", True)
+# `search_index update|rebuild` embeds a large build in this many one-thread processes
+# (0: one per core); the worker's indexing task stays in its own process.
 SEARCH_INDEX_PROCESSES = env_int("SEARCH_INDEX_PROCESSES", 0, minimum=0)
+# A sharded build (`search_index shards`): vectors a shard holds (a CPU worker embeds 20,000
+# in a few minutes; the shard's vectors wait in the database, 30 MB, until merged), and the
+# seconds a running shard may go without a heartbeat before another worker takes it over.
+SEARCH_SHARD_SIZE = env_int("SEARCH_SHARD_SIZE", 20_000, minimum=100)
+SEARCH_SHARD_LEASE = env_int("SEARCH_SHARD_LEASE", 900, minimum=30)
+# Where embeddings are computed: auto (a CUDA GPU when the process sees one, else the CPU).
+EMBEDDING_DEVICE = env_choice("EMBEDDING_DEVICE", "auto", ("auto", "cpu", "cuda"))
 # Bulk indexing precision: auto (bf16 where the CPU has AVX512-BF16/AMX), fp32 or bf16.
 EMBEDDING_BULK_PRECISION = env_choice(
     "EMBEDDING_BULK_PRECISION", "auto", ("auto", "bf16", "fp16", "fp32", "int8", "int8-all")

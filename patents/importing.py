@@ -12,24 +12,39 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
+from allthepatents.bulk import rows_insert
 from patents.models import Claim, Patent
-from patents.nearcopy import bands_store
+from patents.nearcopy import bands_insert, patent_text, texts_bands
 from patents.records import ImportReport, RecordError, reference_record_parse
 from patents.services import patent_ids_unused, publish_hooks_run
 from patents.text import content_hash, cpc_codes_text
 
 
-def _reference_batch_write(parsed: list[dict], report: ImportReport) -> list[int]:
-    """Writes one batch in one transaction: all of a patent or none of it."""
+def _number(claim: dict) -> int:
+    return claim["number"]
+
+
+def _record_text(p: dict) -> str:
+    return patent_text(
+        abstract=p["abstract"], claims=[c["text"] for c in sorted(p["claims"], key=_number)]
+    )
+
+
+def _reference_batch_write(
+    parsed: list[dict], bands: list[list[int]], report: ImportReport
+) -> list[int]:
+    """Writes one batch in one transaction: all of a patent or none of it. ``bands``: each
+    record's MinHash bands, in the order of ``parsed``."""
     ids = [p["source_id"] for p in parsed]
     existing = set(Patent.objects.filter(source_id__in=ids).values_list("source_id", flat=True))
-    fresh = []
-    for p in parsed:
+    fresh, fresh_bands = [], []
+    for p, b in zip(parsed, bands, strict=True):
         if p["source_id"] in existing:
             report.skipped_existing += 1
             continue
         existing.add(p["source_id"])
         fresh.append(p)
+        fresh_bands.append(b)
     if not fresh:
         return []
     now = timezone.now()
@@ -64,25 +79,72 @@ def _reference_batch_write(parsed: list[dict], report: ImportReport) -> list[int
                 "source_id", "pk"
             )
         )
-        Claim.objects.bulk_create(
-            Claim(patent_id=pk_by_source[p["source_id"]], **c) for p in fresh for c in p["claims"]
+        rows_insert(
+            Claim,
+            ["patent", "number", "text", "depends_on"],
+            [
+                (pk_by_source[p["source_id"]], c["number"], c["text"], c["depends_on"])
+                for p in fresh
+                for c in p["claims"]
+            ],
         )
         new_ids = list(pk_by_source.values())
-        bands_store(Patent.objects.filter(pk__in=new_ids).prefetch_related("claims"))
+        bands_insert(
+            bands={pk_by_source[p["source_id"]]: b for p, b in zip(fresh, fresh_bands, strict=True)}
+        )
         transaction.on_commit(lambda: publish_hooks_run(new_ids))
     report.imported += len(fresh)
     return new_ids
 
 
+def _bands_pool():
+    """A second process for the MinHash bands (half an import's CPU time), so that they are
+    computed for the next batch while this process writes the last one. Forked: the child
+    computes only and never touches the database connection it inherits."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    if (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+
+
+class _Done:
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
 def _import_in_batches(records: Iterable[dict], report: ImportReport, batch_size: int) -> None:
-    batch: list[dict] = []
-    for record in records:
-        batch.append(record)
-        if len(batch) >= batch_size:
-            _reference_batch_write(batch, report)
-            batch = []
-    if batch:
-        _reference_batch_write(batch, report)
+    pool = _bands_pool()
+
+    def bands_of(batch):
+        texts = [_record_text(p) for p in batch]
+        return pool.submit(texts_bands, texts) if pool else _Done(texts_bands(texts))
+
+    pending = None  # (batch, future bands): written once the next batch is submitted
+    try:
+        batch: list[dict] = []
+        for record in records:
+            batch.append(record)
+            if len(batch) >= batch_size:
+                submitted = (batch, bands_of(batch))
+                if pending:
+                    _reference_batch_write(pending[0], pending[1].result(), report)
+                pending, batch = submitted, []
+        if batch:
+            submitted = (batch, bands_of(batch))
+            if pending:
+                _reference_batch_write(pending[0], pending[1].result(), report)
+            pending = submitted
+        if pending:
+            _reference_batch_write(pending[0], pending[1].result(), report)
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
 
 
 def reference_import_records(

@@ -79,14 +79,31 @@ def jaccard(a: set[int], b: set[int]) -> float:
 
 def bands_store(patents) -> None:
     """Records the LSH bands of these patents (claims prefetched or fetched)."""
-    rows = []
-    for p in patents:
-        text = patent_text(abstract=p.abstract, claims=[c.text for c in p.claims.all()])
-        rows.extend(
-            MinHashBand(patent_id=p.pk, band=i, value=v)
-            for i, v in enumerate(minhash_bands(shingles(text)))
-        )
-    MinHashBand.objects.bulk_create(rows, batch_size=2000)
+    bands_store_texts(
+        texts={
+            p.pk: patent_text(abstract=p.abstract, claims=[c.text for c in p.claims.all()])
+            for p in patents
+        }
+    )
+
+
+def bands_store_texts(*, texts: dict[int, str]) -> None:
+    """Records the LSH bands of ``{patent id: patent_text(...)}``: the importer has the
+    texts in hand and need not read back what it just wrote."""
+    bands_insert(bands={pk: minhash_bands(shingles(text)) for pk, text in texts.items()})
+
+
+def bands_insert(*, bands: dict[int, list[int]]) -> None:
+    """Stores bands computed by ``minhash_bands`` (an import computes them in a second
+    process while the first writes)."""
+    from allthepatents.bulk import rows_insert
+
+    rows = [(pk, i, v) for pk, values in bands.items() for i, v in enumerate(values)]
+    rows_insert(MinHashBand, ["patent", "band", "value"], rows)
+
+
+def texts_bands(texts: list[str]) -> list[list[int]]:
+    return [minhash_bands(shingles(text)) for text in texts]
 
 
 @dataclass

@@ -69,3 +69,51 @@ class SearchTally(models.Model):
 
     def __str__(self):
         return f"{self.day} {self.cpc}: {self.searches}"
+
+
+class EmbeddingShard(models.Model):
+    """A run of vector rows (ids ``first_id`` to ``last_id``) that one worker embeds on its
+    own, on any machine that reaches the database and the broker: a bulk build spread over
+    workers (`search_index shards`). The vectors wait here until the merge adds them to the
+    index, in id order, and are then dropped (``vectors`` emptied)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        MERGED = "merged"
+        FAILED = "failed"
+
+    embedding_model = models.CharField(max_length=200)
+    first_id = models.BigIntegerField()
+    last_id = models.BigIntegerField()
+    # Document rows up to this id were already in the index when the shard was planned
+    # (a documents-first build): the shard embeds its claims only.
+    documents_through = models.BigIntegerField(default=0)
+    planned = models.PositiveIntegerField()  # rows the shard held when planned
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    done = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)
+    device = models.CharField(max_length=40, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    # ids (int64) then vectors (float32), as written by numpy.savez: about 1.5 KB a vector.
+    vectors = models.BinaryField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["first_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["embedding_model", "first_id"], name="shard_unique_model_first"
+            )
+        ]
+
+    def __str__(self):
+        return f"shard {self.pk}: vectors {self.first_id}-{self.last_id} ({self.status})"

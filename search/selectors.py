@@ -342,10 +342,46 @@ def vectors_pending_query(
     return query
 
 
+def embedding_shards_progress() -> dict | None:
+    """The sharded build under way (``search_index shards``): shards by state, vectors done
+    of planned, the rate of the shards finished so far and the time left at that rate with
+    the workers now running; None when no plan is unmerged."""
+    from django.db.models import Count, Sum
+
+    from search.models import EmbeddingShard
+
+    shards = EmbeddingShard.objects.filter(embedding_model=settings.EMBEDDING_MODEL)
+    if not shards.exclude(status=EmbeddingShard.Status.MERGED).exists():
+        return None
+    states = dict(shards.values_list("status").annotate(n=Count("pk")).order_by())
+    totals = shards.aggregate(planned=Sum("planned"), done=Sum("done"))
+    finished = shards.filter(seconds__gt=0).aggregate(n=Sum("done"), s=Sum("seconds"))
+    per_worker = (finished["n"] or 0) / finished["s"] if finished["s"] else None
+    running = states.get(EmbeddingShard.Status.RUNNING, 0)
+    left = (totals["planned"] or 0) - (totals["done"] or 0)
+    eta = round(left / (per_worker * max(running, 1))) if per_worker else None
+    return {
+        "shards": {state: states.get(state, 0) for state in EmbeddingShard.Status.values},
+        "vectors_planned": totals["planned"] or 0,
+        "vectors_embedded": totals["done"] or 0,
+        "vectors_per_s_per_worker": round(per_worker, 1) if per_worker else None,
+        "eta_seconds": eta,
+        "failed": [
+            {"shard": pk, "error": error}
+            for pk, error in shards.filter(status=EmbeddingShard.Status.FAILED).values_list(
+                "pk", "error"
+            )[:10]
+        ],
+    }
+
+
 def index_health() -> dict:
     """State of the dense index, without loading the embedding model."""
     building = index_progress()
     extra = {"building": building} if building else {}
+    sharded = embedding_shards_progress()
+    if sharded:
+        extra["sharded_build"] = sharded
     try:
         manifest = manifest_read()
     except IndexUnavailable as exc:

@@ -9,10 +9,12 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Prefetch
+from django.utils import timezone
 
+from allthepatents.bulk import rows_insert
 from patents.models import Claim, Patent
 from search.keyword import keyword_documents_delete, keyword_documents_write
-from search.models import IndexedVector, KeywordDocument, StoredQuery
+from search.models import EmbeddingShard, IndexedVector, KeywordDocument, StoredQuery
 from search.selectors import vectors_pending_query
 from search.store import (
     IndexUnavailable,
@@ -28,6 +30,8 @@ from search.store import (
 logger = logging.getLogger(__name__)
 
 BATCH = 256
+# Patents per transaction when their keyword and vector rows are written (an import's batch).
+SYNC_BATCH = 1000
 # Below this many vectors, starting processes (each loads the model) costs more than it saves.
 POOL_MIN_ROWS = 2000
 
@@ -49,21 +53,28 @@ def search_documents_sync(*, patent_ids: list[int] | None = None) -> int:
         pending = pending.filter(pk__in=patent_ids)
     ids = list(pending.values_list("pk", flat=True))
     done = 0
-    for start in range(0, len(ids), BATCH):
-        chunk = ids[start : start + BATCH]
+    for start in range(0, len(ids), SYNC_BATCH):
+        chunk = ids[start : start + SYNC_BATCH]
         with transaction.atomic():
             patents = list(_patents_with_claims(chunk))
             keyword_documents_write(patents)
-            KeywordDocument.objects.bulk_create(
-                [KeywordDocument(patent=p) for p in patents], ignore_conflicts=True
+            now = timezone.now()
+            rows_insert(
+                KeywordDocument,
+                ["patent", "indexed_at"],
+                [(p.pk, now) for p in patents],
+                ignore_conflicts=True,
             )
             vectors = []
             for p in patents:
-                vectors.append(IndexedVector(patent=p, claim_number=None))
-                vectors.extend(
-                    IndexedVector(patent=p, claim_number=c.number) for c in p.claims.all()
-                )
-            IndexedVector.objects.bulk_create(vectors, ignore_conflicts=True)
+                vectors.append((p.pk, None, now))
+                vectors.extend((p.pk, c.number, now) for c in p.claims.all())
+            rows_insert(
+                IndexedVector,
+                ["patent", "claim_number", "created_at"],
+                vectors,
+                ignore_conflicts=True,
+            )
         done += len(patents)
     return done
 
@@ -234,9 +245,27 @@ def search_index_update(
     says so (``documents_through``: every document vector up to that id is in; the claims
     past ``last_vector_id`` are not), and the next full run adds what is left."""
     from search.embeddings import EmbeddingPool, bulk_threads, embedding_dimension
+    from search.shards import embedding_shards_unmerged
 
     search_documents_sync()
     model = settings.EMBEDDING_MODEL
+    if force_rebuild:
+        # A rebuild embeds every row itself: a sharded plan for the old index is void.
+        EmbeddingShard.objects.filter(embedding_model=model).exclude(
+            status=EmbeddingShard.Status.MERGED
+        ).delete()
+    elif shards_left := embedding_shards_unmerged(model=model):
+        # Shards are merged in id order; rows past them wait for the merge, which queues
+        # this update once the plan is in.
+        from search.store import manifest_safe
+
+        manifest = manifest_safe() or {}
+        return {
+            "added": 0,
+            "count": int(manifest.get("count", 0)),
+            "rebuilt": False,
+            "shards_left": shards_left,
+        }
     with writer_lock(timeout=lock_timeout), bulk_threads():
         dimension = embedding_dimension(model)
         total = IndexedVector.objects.count()
@@ -346,11 +375,15 @@ def search_index_rebuild(
 
 
 def search_index_catch_up() -> bool:
-    """At a worker's start: when the index holds documents whose claims were left for later
+    """At a worker's start: shards whose workers went silent are queued again; and when the
+    index holds documents whose claims were left for later
     (``search_index update --documents-only``, as `make demo` builds it), queue the update
     that adds them. Returns whether one was queued."""
+    from search.shards import embedding_shards_resume
     from search.store import manifest_safe
 
+    if embedding_shards_resume(stale_only=True):
+        logger.info("queued again the shards whose workers went silent")
     manifest = manifest_safe() or {}
     if int(manifest.get("documents_through") or 0) <= int(manifest.get("last_vector_id", 0)):
         return False

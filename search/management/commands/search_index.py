@@ -10,10 +10,24 @@ from search.services import search_documents_sync, search_index_rebuild, search_
 
 
 class Command(ProgressCommand):
-    help = "Search index: status | update (incremental) | rebuild (from the database)."
+    help = (
+        "Search index: status | update (incremental) | rebuild (from the database) | shards "
+        "(a bulk build spread over the indexing workers of any number of machines)."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("action", choices=["status", "update", "rebuild"])
+        parser.add_argument("action", choices=["status", "update", "rebuild", "shards"])
+        parser.add_argument(
+            "--size",
+            type=int,
+            help="shards: vectors per shard (default SEARCH_SHARD_SIZE)",
+        )
+        parser.add_argument(
+            "--merge",
+            action="store_true",
+            help="shards: add the finished shards to the index now (the last worker to "
+            "finish queues this by itself)",
+        )
         parser.add_argument("--no-progress", action="store_true")
         parser.add_argument(
             "--wait",
@@ -38,6 +52,9 @@ class Command(ProgressCommand):
         if action == "status":
             self.stdout.write(json.dumps(index_health(), indent=2))
             return
+        if action == "shards":
+            self._shards(size=options["size"], merge=options["merge"], wait=wait)
+            return
         search_documents_sync()
         bar = self.progress(
             total=self._expected(action, documents_only=documents_only),
@@ -58,6 +75,29 @@ class Command(ProgressCommand):
             f"{action}: added {result['added']} vectors; index holds {result['count']}"
             + (" (rebuilt)" if result["rebuilt"] else "")
             + ("; claims follow on the next update" if documents_only else "")
+        )
+
+    def _shards(self, *, size: int | None, merge: bool, wait: float) -> None:
+        from search.shards import ShardError, embedding_shards_merge, embedding_shards_plan
+
+        if size is not None and size < 1:
+            raise CommandError("--size must be at least 1")
+        try:
+            if merge:
+                result = embedding_shards_merge(lock_timeout=wait)
+                self.stdout.write(
+                    f"merged {result['merged']} shards ({result['added']} vectors); "
+                    f"{result['left']} shards left"
+                )
+                return
+            search_documents_sync()
+            queued = embedding_shards_plan(size=size)
+        except ShardError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(
+            f"queued {len(queued)} shards on the indexing queue: every worker that consumes "
+            "it takes one (`search_index status` shows the progress; the last one to finish "
+            "merges them into the index)"
         )
 
     @staticmethod

@@ -1,0 +1,25 @@
+"""Bulk inserts of plain rows, for the writes that run per claim or per band of a million
+records: the ORM's ``bulk_create`` spends most of an import building model instances and
+compiling SQL for rows that are only tuples (`bench/million.py import`)."""
+
+from django.db import connection
+
+
+def rows_insert(model, fields: list[str], rows: list[tuple], *, ignore_conflicts: bool = False):
+    """INSERTs ``rows`` (tuples in the order of ``fields``, model field names) into
+    ``model``'s table with one ``executemany``. ``ignore_conflicts`` skips rows that break a
+    unique constraint, as ``bulk_create(ignore_conflicts=True)`` does."""
+    if not rows:
+        return
+    meta = model._meta
+    columns = ", ".join(connection.ops.quote_name(meta.get_field(f).column) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    verb, tail = "INSERT", ""
+    if ignore_conflicts:
+        if connection.vendor == "sqlite":
+            verb = "INSERT OR IGNORE"
+        else:
+            tail = " ON CONFLICT DO NOTHING"
+    table = connection.ops.quote_name(meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.executemany(f"{verb} INTO {table} ({columns}) VALUES ({marks}){tail}", rows)  # noqa: S608 (names from the model's meta, values bound)

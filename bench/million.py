@@ -1,0 +1,395 @@
+"""A site of a million patents, measured end to end; run by hand (not in CI).
+
+    .venv/bin/python bench/million.py corpus --patents 1000000      # var/million/corpus.jsonl.gz
+    .venv/bin/python bench/million.py import                        # the real import_patents
+    .venv/bin/python bench/million.py vectors                        # the site's index, see below
+    .venv/bin/python bench/million.py keyword                        # pasted claims, FTS / tsvector
+    .venv/bin/python bench/million.py api                            # /api/search through gunicorn
+
+Every step works on ``--site`` (default var/million/site, a DATA_DIR; ``DATABASE_URL`` picks
+PostgreSQL instead of that directory's SQLite file) and prints the CPU.
+
+The corpus: records built from the shared patents' real text, so that term statistics look
+real. Each takes a real title, two to four real abstract sentences and the claims of a real
+patent (so claims stay numbered and dependent as real ones are), a unique number
+(``XS0000001``...), a publication date spread over 1976-2026 (more recent years weigh more,
+as grants do) and the CPC codes of a real patent. Hidden among them: ``--hidden`` real
+patents (dated, with abstract and claims), whose text no synthetic record borrows, so that
+their first claims are queries with one known answer.
+
+The vectors: embedding a million patents on two cores would take about a day, so the index
+gets the real vectors of the hidden patents (embedded here, with the site's embedder) and,
+for every other vector row, a mixture of two real vectors plus noise, normalised (the
+method and its check are in ``bench/scale.py``), written through the site's own store
+(``search.store.index_new``, ``index_save``): the same IVF kind, file and manifest a built
+site has.
+"""
+
+import argparse
+import gzip
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "data" / "patents.jsonl.gz"
+# About a tenth of the corpus is published on or after this date (the ramp in corpus_write).
+DATE_FILTER_AFTER = "2023-11-01"
+SENTENCE = re.compile(r"(?<=[.;])\s+(?=[A-Z])")
+
+
+def cpu_line() -> str:
+    from allthepatents.cpu import cpu_flags, cpu_model_name
+
+    kinds = sorted({"avx2", "avx512f", "avx512_bf16", "amx_bf16"} & cpu_flags())
+    return f"{cpu_model_name()} ({', '.join(kinds)}; {os.cpu_count()} cores)"
+
+
+def _shared_records():
+    with gzip.open(SHARED, "rt") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def corpus_write(*, patents: int, hidden: int, out: Path, seed: int) -> dict:
+    rng = random.Random(seed)
+    records = list(_shared_records())
+    full = [
+        r
+        for r in records
+        if r.get("abstract") and r.get("claims") and re.match(r"\d{4}-\d\d-\d\d", r.get("date") or "")
+    ]
+    rng.shuffle(full)
+    held = full[:hidden]
+    held_ids = {r["id"] for r in held}
+    donors = [r for r in records if r["id"] not in held_ids]
+    titles = [r["title"] for r in donors if r.get("title")]
+    sentences = [s for r in donors if r.get("abstract") for s in SENTENCE.split(r["abstract"])]
+    claim_sets = [r["claims"] for r in donors if r.get("claims")]
+    cpcs = [r["cpc"] for r in donors if r.get("cpc")]
+    first = 1976 * 12
+    months = (2026 - 1976 + 1) * 12
+    out.parent.mkdir(parents=True, exist_ok=True)
+    slots = set(rng.sample(range(patents), hidden))
+    held_iter = iter(held)
+    started = time.time()
+    with gzip.open(out, "wt", compresslevel=1) as f:
+        for n in range(patents):
+            if n in slots:
+                f.write(json.dumps(next(held_iter)) + "\n")
+                continue
+            # Grants per year grew about fourfold since 1976: a linear ramp of weight.
+            month = first + int(months * (rng.random() ** 0.6))
+            date = f"{month // 12}-{month % 12 + 1:02d}-{rng.randint(1, 28):02d}"
+            abstract = " ".join(rng.sample(sentences, rng.randint(2, 4)))
+            record = {
+                "id": f"XS{n:07d}",
+                "title": rng.choice(titles),
+                "abstract": abstract,
+                "claims": rng.choice(claim_sets),
+                "date": date,
+                "cpc": rng.choice(cpcs),
+                "ipc": [],
+                "citations": [],
+                "claims_complete": True,
+                "source": "bench/million.py",
+            }
+            f.write(json.dumps(record) + "\n")
+    (out.parent / "hidden.json").write_text(json.dumps(held))
+    return {
+        "patents": patents,
+        "hidden": len(held),
+        "donor_claim_sets": len(claim_sets),
+        "abstract_sentences": len(sentences),
+        "seconds": round(time.time() - started, 1),
+        "bytes": out.stat().st_size,
+    }
+
+
+def _env(site: Path) -> dict:
+    env = dict(os.environ)
+    env.setdefault("DATA_DIR", str(site))
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    return env
+
+
+def _django(site: Path):
+    os.environ.update(_env(site))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "allthepatents.settings")
+    import django
+
+    django.setup()
+
+
+def import_run(*, site: Path, corpus: Path, batch_size: int) -> dict:
+    site.mkdir(parents=True, exist_ok=True)
+    python = str(ROOT / ".venv" / "bin" / "python")
+    env = _env(site)
+    # No broker during the import: the publish hook's enqueue fails fast and is logged.
+    env.setdefault("REDIS_URL", "redis://127.0.0.1:1/0")
+    subprocess.run([python, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True)
+    started = time.time()
+    subprocess.run(
+        [
+            python,
+            "manage.py",
+            "import_patents",
+            str(corpus),
+            "--batch-size",
+            str(batch_size),
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
+    took = time.time() - started
+    _django(site)
+    from patents.models import Claim, Patent
+    from search.models import IndexedVector
+
+    counts = {
+        "patents": Patent.objects.count(),
+        "claims": Claim.objects.count(),
+        "vector_rows": IndexedVector.objects.count(),
+    }
+    return {"import_seconds": round(took, 1), **counts, "db_bytes": _db_bytes(site)}
+
+
+def _db_bytes(site: Path) -> int | None:
+    path = site / "db.sqlite3"
+    return path.stat().st_size if path.exists() else None
+
+
+def vectors_build(*, site: Path, noise: float, seed: int) -> dict:
+    """The site's index: real vectors for the hidden patents, synthetic ones for the rest."""
+    _django(site)
+    import numpy as np
+    from django.conf import settings
+
+    from bench.scale import synthetic_fill
+    from patents.models import Patent
+    from search.embeddings import embed, embedding_dimension
+    from search.models import IndexedVector
+    from search.services import search_documents_sync, vector_texts
+    from search.store import index_kind_for, index_new, index_save
+
+    search_documents_sync()
+    hidden = json.loads((_corpus_dir(site) / "hidden.json").read_text())
+    hidden_pks = list(
+        Patent.objects.filter(source_id__in=[r["id"] for r in hidden]).values_list("pk", flat=True)
+    )
+    real_rows = list(IndexedVector.objects.filter(patent_id__in=hidden_pks).order_by("pk"))
+    started = time.time()
+    real = embed(vector_texts(real_rows), bulk=True)
+    embed_s = time.time() - started
+    ids = np.array(IndexedVector.objects.order_by("pk").values_list("pk", flat=True), dtype="int64")
+    dimension = embedding_dimension()
+    vectors = np.lib.format.open_memmap(
+        _corpus_dir(site) / "vectors.npy", mode="w+", dtype="float32", shape=(len(ids), dimension)
+    )
+    rng = np.random.default_rng(seed)
+    synthetic_fill(vectors, real, rng, noise)
+    position = {int(v): i for i, v in enumerate(ids)}
+    for row, vector in zip(real_rows, real, strict=True):
+        vectors[position[row.pk]] = vector
+    vectors.flush()
+    started = time.time()
+    kind = index_kind_for(len(ids))
+    index = index_new(dimension, kind=kind, training=vectors if kind == "ivf" else None)
+    for at in range(0, len(ids), 200_000):
+        index.add_with_ids(vectors[at : at + 200_000], ids[at : at + 200_000])
+    manifest = index_save(
+        index,
+        manifest={
+            "embedding_model": settings.EMBEDDING_MODEL,
+            "dimension": dimension,
+            "index_type": kind,
+            "last_vector_id": int(ids.max()),
+            **({"ivf_trained_on": len(ids)} if kind == "ivf" else {}),
+        },
+    )
+    return {
+        "vectors": len(ids),
+        "real_vectors": len(real_rows),
+        "real_embed_seconds": round(embed_s, 1),
+        "index_kind": kind,
+        "index_build_seconds": round(time.time() - started, 1),
+        "index_bytes": manifest.get("bytes"),
+    }
+
+
+def _corpus_dir(site: Path) -> Path:
+    return site.parent
+
+
+def _queries(site: Path, count: int) -> list[tuple[str, str]]:
+    """(source id, first claim) of the hidden patents."""
+    hidden = json.loads((_corpus_dir(site) / "hidden.json").read_text())
+    out = []
+    for r in hidden[:count]:
+        claim = r["claims"][0]
+        out.append((r["id"], re.sub(r"^\s*1\s*\.\s*", "", claim)))
+    return out
+
+
+def _quantiles(seconds: list[float]) -> dict:
+    import numpy as np
+
+    ms = np.array(seconds) * 1000
+    return {
+        "p50_ms": round(float(np.quantile(ms, 0.5)), 1),
+        "p95_ms": round(float(np.quantile(ms, 0.95)), 1),
+        "max_ms": round(float(ms.max()), 1),
+        "n": len(ms),
+    }
+
+
+def keyword_measure(*, site: Path, queries: int) -> dict:
+    _django(site)
+    from django.db import connection
+
+    from patents.models import Patent
+    from search.keyword import keyword_search
+    from search.text import query_terms
+
+    results = {"vendor": connection.vendor}
+    asked = _queries(site, queries)
+    by_source = dict(
+        Patent.objects.filter(source_id__in=[s for s, _ in asked]).values_list("source_id", "pk")
+    )
+    seconds, found, terms = [], 0, []
+    for source_id, claim in asked:
+        terms.append(len(query_terms(claim)))
+        started = time.perf_counter()
+        hits = keyword_search(claim, limit=200)
+        seconds.append(time.perf_counter() - started)
+        found += any(pk == by_source.get(source_id) for pk, _ in hits[:10])
+    results["pasted_claim"] = _quantiles(seconds)
+    results["terms_median"] = sorted(terms)[len(terms) // 2]
+    results["known_answer_in_top10"] = round(found / len(asked), 3)
+    return results
+
+
+def api_measure(*, site: Path, queries: int, port: int, workers: int) -> dict:
+    """The site as users reach it: gunicorn (the production config), one client, pasted
+    first claims, without and with a date filter that keeps about a tenth of the corpus."""
+    import urllib.request
+
+    env = _env(site)
+    env["WEB_CONCURRENCY"] = str(workers)
+    env["PORT"] = str(port)
+    env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
+    python = ROOT / ".venv" / "bin"
+    server = subprocess.Popen(
+        [
+            str(python / "gunicorn"),
+            "-c",
+            "allthepatents/gunicorn_conf.py",
+            "allthepatents.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 600
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/readyz", timeout=5) as r:  # noqa: S310
+                    if r.status == 200:
+                        break
+            except Exception:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError("the site did not become ready") from None
+                time.sleep(2)
+        asked = _queries(site, queries)
+        out = {"workers": workers, "rss_mb_after_start": _rss(server.pid)}
+
+        def run(extra: dict) -> dict:
+            seconds, found = [], 0
+            for source_id, claim in asked:
+                body = json.dumps({"q": claim, **extra}).encode()
+                request = urllib.request.Request(
+                    base + "/api/search",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                started = time.perf_counter()
+                with urllib.request.urlopen(request, timeout=60) as r:  # noqa: S310
+                    data = json.loads(r.read())
+                seconds.append(time.perf_counter() - started)
+                ids = [(res.get("reference") or {}).get("number") for res in data["results"]]
+                found += source_id in ids[:10]
+            return {**_quantiles(seconds), "known_answer_in_top10": round(found / len(asked), 3)}
+
+        run({})  # warm: the index's pages come from disk once
+        out["no_filter"] = run({})
+        out["date_filter_10pct"] = run({"after": DATE_FILTER_AFTER})
+        out["rss_mb_after_queries"] = _rss(server.pid)
+        return out
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def _rss(pid: int) -> dict:
+    """Resident and private (unshared) memory of the gunicorn master's children, in MB."""
+    out = {}
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for child in children:
+        rss = private = 0
+        for line in Path(f"/proc/{child}/smaps_rollup").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            kb = int(rest.split()[0]) if rest.strip() else 0
+            if key == "Rss":
+                rss = kb
+            elif key in ("Private_Clean", "Private_Dirty"):
+                private += kb
+        out[child] = {"rss": rss // 1024, "private": private // 1024}
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("step", choices=["corpus", "import", "vectors", "keyword", "api"])
+    parser.add_argument("--site", type=Path, default=ROOT / "var" / "million" / "site")
+    parser.add_argument("--patents", type=int, default=1_000_000)
+    parser.add_argument("--hidden", type=int, default=300)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--noise", type=float, default=0.01)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    corpus = _corpus_dir(args.site) / "corpus.jsonl.gz"
+    print("cpu:", cpu_line(), flush=True)
+    if args.step == "corpus":
+        result = corpus_write(patents=args.patents, hidden=args.hidden, out=corpus, seed=args.seed)
+    elif args.step == "import":
+        result = import_run(site=args.site, corpus=corpus, batch_size=args.batch_size)
+    elif args.step == "vectors":
+        result = vectors_build(site=args.site, noise=args.noise, seed=args.seed)
+    elif args.step == "keyword":
+        result = keyword_measure(site=args.site, queries=args.queries)
+    else:
+        result = api_measure(
+            site=args.site, queries=args.queries, port=args.port, workers=args.workers
+        )
+    print(json.dumps(result, indent=2), flush=True)
+
+
+if __name__ == "__main__":
+    main()
