@@ -287,6 +287,11 @@ SEARCH_INDEX_MMAP = env_bool("SEARCH_INDEX_MMAP", True)
 # `search_index update|rebuild` embeds a large build in this many one-thread processes
 # (0: one per core); the worker's indexing task stays in its own process.
 SEARCH_INDEX_PROCESSES = env_int("SEARCH_INDEX_PROCESSES", 0, minimum=0)
+# An IVF index takes new vectors into a small exact delta file, so that publishing writes
+# what it adds instead of the whole index again (17 GB at a million patents); the delta is
+# merged into the main file when it holds this many vectors (an exact scan of 50,000
+# vectors costs a query about 5 ms).
+SEARCH_INDEX_DELTA_MAX = env_int("SEARCH_INDEX_DELTA_MAX", 50_000, minimum=1)
 # A sharded build (`search_index shards`): vectors a shard holds (a CPU worker embeds 20,000
 # in a few minutes; the shard's vectors wait in the database, 30 MB, until merged), and the
 # seconds a running shard may go without a heartbeat before another worker takes it over.

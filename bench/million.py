@@ -168,13 +168,43 @@ def _db_bytes(site: Path) -> int | None:
     return path.stat().st_size if path.exists() else None
 
 
-def vectors_build(*, site: Path, noise: float, seed: int) -> dict:
+def _real_base(site: Path, *, count: int):
+    """Real vectors to mix the synthetic ones from: ``count`` texts of the shared patents
+    that lend the corpus its text (never a hidden one), documents and claims in the corpus's
+    proportion, embedded with the site's bulk path in one process per core; cached."""
+    import numpy as np
+
+    from search.embeddings import EmbeddingPool
+
+    path = _corpus_dir(site) / f"base-{count}.npy"
+    if path.exists():
+        return np.load(path)
+    hidden = {r["id"] for r in json.loads((_corpus_dir(site) / "hidden.json").read_text())}
+    texts = []
+    for r in _shared_records():
+        if r["id"] in hidden:
+            continue
+        if r.get("title") or r.get("abstract"):
+            texts.append(f"{r.get('title', '')}. {r.get('abstract', '')}".strip(". "))
+        texts.extend(c for c in r.get("claims") or [] if c.strip())
+    rng = random.Random(11)
+    texts = rng.sample(texts, min(count, len(texts)))
+    started = time.time()
+    with EmbeddingPool(os.cpu_count() or 1) as pool:
+        parts = [pool.embed_async(texts[at : at + 1024])() for at in range(0, len(texts), 1024)]
+    vectors = np.concatenate(parts)
+    print(f"base: {len(texts)} real vectors embedded in {time.time() - started:.0f} s", flush=True)
+    np.save(path, vectors)
+    return vectors
+
+
+def vectors_build(*, site: Path, noise: float, seed: int, base_count: int) -> dict:
     """The site's index: real vectors for the hidden patents, synthetic ones for the rest."""
     _django(site)
     import numpy as np
     from django.conf import settings
 
-    from bench.scale import synthetic_fill
+    from bench.scale import nn_cosines, synthetic_fill
     from patents.models import Patent
     from search.embeddings import embed, embedding_dimension
     from search.models import IndexedVector
@@ -182,6 +212,7 @@ def vectors_build(*, site: Path, noise: float, seed: int) -> dict:
     from search.store import index_kind_for, index_new, index_save
 
     search_documents_sync()
+    base = _real_base(site, count=base_count)
     hidden = json.loads((_corpus_dir(site) / "hidden.json").read_text())
     hidden_pks = list(
         Patent.objects.filter(source_id__in=[r["id"] for r in hidden]).values_list("pk", flat=True)
@@ -196,7 +227,14 @@ def vectors_build(*, site: Path, noise: float, seed: int) -> dict:
         _corpus_dir(site) / "vectors.npy", mode="w+", dtype="float32", shape=(len(ids), dimension)
     )
     rng = np.random.default_rng(seed)
-    synthetic_fill(vectors, real, rng, noise)
+    synthetic_fill(vectors, base, rng, noise)
+    # The check that synthetic vectors lie where real ones do: nearest-neighbour cosines
+    # within equal-sized sets of each.
+    check = min(20_000, len(base))
+    looks = {
+        "real_nn_cosine_p10_p50_p90": nn_cosines(base[:check], 2000, rng),
+        "synthetic_nn_cosine_p10_p50_p90": nn_cosines(np.asarray(vectors[:check]), 2000, rng),
+    }
     position = {int(v): i for i, v in enumerate(ids)}
     for row, vector in zip(real_rows, real, strict=True):
         vectors[position[row.pk]] = vector
@@ -222,7 +260,8 @@ def vectors_build(*, site: Path, noise: float, seed: int) -> dict:
         "real_embed_seconds": round(embed_s, 1),
         "index_kind": kind,
         "index_build_seconds": round(time.time() - started, 1),
-        "index_bytes": manifest.get("bytes"),
+        "index_bytes": manifest.get("file_size"),
+        **looks,
     }
 
 
@@ -371,6 +410,7 @@ def main():
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--noise", type=float, default=0.01)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--base", type=int, default=30_000, help="real vectors to mix from")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
@@ -381,7 +421,9 @@ def main():
     elif args.step == "import":
         result = import_run(site=args.site, corpus=corpus, batch_size=args.batch_size)
     elif args.step == "vectors":
-        result = vectors_build(site=args.site, noise=args.noise, seed=args.seed)
+        result = vectors_build(
+            site=args.site, noise=args.noise, seed=args.seed, base_count=args.base
+        )
     elif args.step == "keyword":
         result = keyword_measure(site=args.site, queries=args.queries)
     else:

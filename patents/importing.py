@@ -7,9 +7,10 @@ import json
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from pathlib import Path
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from allthepatents.bulk import rows_insert
@@ -118,7 +119,33 @@ class _Done:
         return self.value
 
 
+# SQLite's page cache while importing (KiB): the band, claim and keyword indexes take rows
+# all over their B-trees, and the default 2 MB cache made every insert read pages back.
+IMPORT_SQLITE_CACHE_KIB = 512 * 1024
+
+
+@contextmanager
+def _import_cache():
+    if connection.vendor != "sqlite":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA cache_size")
+        before = cursor.fetchone()[0]
+        cursor.execute(f"PRAGMA cache_size = -{IMPORT_SQLITE_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA cache_size = {int(before)}")
+
+
 def _import_in_batches(records: Iterable[dict], report: ImportReport, batch_size: int) -> None:
+    with _import_cache():
+        _import_pipelined(records, report, batch_size)
+
+
+def _import_pipelined(records: Iterable[dict], report: ImportReport, batch_size: int) -> None:
     pool = _bands_pool()
 
     def bands_of(batch):

@@ -102,26 +102,26 @@ def element_charts(elements: list[str], patents: list) -> dict[int, ElementChart
         loaded = index_for_search(model=settings.EMBEDDING_MODEL)
     except IndexUnavailable:
         return {}
-    sorted_ids, order, matrix = loaded.vectors()
     rows = list(
         IndexedVector.objects.filter(
             vectors_indexed_q(loaded.manifest), patent__in=[p.pk for p in patents]
         ).values_list("pk", "patent_id", "claim_number")
     )
-    if not rows or not len(sorted_ids):
+    if not rows:
         return {}
     wanted = np.array([r[0] for r in rows], dtype="int64")
-    pos = np.minimum(np.searchsorted(sorted_ids, wanted), len(sorted_ids) - 1)
-    present = sorted_ids[pos] == wanted
+    present, matrix = loaded.vectors_of(wanted)
+    # Row of each present id in ``matrix``.
+    position = np.cumsum(present) - 1
     # The bulk precision (bf16 where the CPU computes it natively): the passages they are
     # compared with were indexed in it, a chart only ranks passages, and it cut the added
     # latency of elements=1 (bench/search.py workbench).
     element_vectors = embed(elements, bulk=True)
     threshold = settings.SEARCH_ELEMENT_THRESHOLD
     by_patent: dict[int, list] = {}
-    for (_vid, pid, claim_no), ok, p in zip(rows, present, pos, strict=True):
+    for (_vid, pid, claim_no), ok, row in zip(rows, present, position, strict=True):
         if ok:
-            by_patent.setdefault(pid, []).append((claim_no, order[p]))
+            by_patent.setdefault(pid, []).append((claim_no, row))
     charts = {}
     for patent in patents:
         passages = by_patent.get(patent.pk)

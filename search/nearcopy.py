@@ -7,7 +7,7 @@ from django.conf import settings
 from patents.models import Patent
 from patents.nearcopy import NearCopy
 from search.selectors import vector_owners
-from search.store import IndexUnavailable, index_for_search, index_search
+from search.store import IndexUnavailable, index_for_search
 
 
 def embedding_near_copy_find(
@@ -22,12 +22,12 @@ def embedding_near_copy_find(
         loaded = index_for_search(model=settings.EMBEDDING_MODEL)
     except IndexUnavailable:
         return None
-    if loaded.index.ntotal == 0:
+    if loaded.ntotal == 0:
         return None
     from search.embeddings import embed
 
     vector = embed([f"{title}. {abstract}".strip(". ")])
-    scores, ids = index_search(loaded.index, vector, min(loaded.index.ntotal, 50))
+    scores, ids = loaded.search(vector, min(loaded.ntotal, 50))
     candidates = [
         (int(i), float(sc))
         for i, sc in zip(ids[0], scores[0], strict=True)

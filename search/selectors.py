@@ -14,7 +14,7 @@ from search.keyword import keyword_search
 from search.models import IndexedVector, StoredQuery
 from search.params import SearchFilters
 from search.ranking import dense_scores, hybrid_rank
-from search.store import IndexUnavailable, index_for_search, index_search, manifest_read
+from search.store import IndexUnavailable, index_for_search, manifest_read
 from search.text import query_terms, snippet
 
 logger = logging.getLogger(__name__)
@@ -170,9 +170,9 @@ def dense_search(query: str, *, limit: int, filters: SearchFilters | None = None
 
     loaded = index_for_search(model=settings.EMBEDDING_MODEL)
     vector = embed_queries([query])
-    if vector.shape[1] != loaded.index.d:
+    if vector.shape[1] != loaded.dimension:
         raise IndexUnavailable("mismatch", "query dimension differs from the index")
-    ntotal = loaded.index.ntotal
+    ntotal = loaded.ntotal
     if ntotal == 0:
         return [], []
     filters = filters or SearchFilters(origin="all")
@@ -182,13 +182,10 @@ def dense_search(query: str, *, limit: int, filters: SearchFilters | None = None
             return [], []
         if kept <= settings.SEARCH_EXACT_SUBSET_MAX:
             _, rows = _vector_subset(filters, loaded, fetch=True)
-            sorted_ids, order, matrix = loaded.vectors()
             wanted = np.fromiter((r[0] for r in rows), dtype="int64", count=len(rows))
-            pos = np.searchsorted(sorted_ids, wanted)
-            pos = np.minimum(pos, len(sorted_ids) - 1)
-            present = sorted_ids[pos] == wanted
-            wanted, rows_idx = wanted[present], order[pos[present]]
-            scores = matrix[rows_idx] @ vector[0]
+            present, matrix = loaded.vectors_of(wanted)
+            wanted = wanted[present]
+            scores = matrix @ vector[0]
             top = np.argsort(-scores, kind="stable")
             mapping = {r[0]: (r[1], r[2]) for r in rows}
             scored = ((int(wanted[i]), float(scores[i])) for i in top)
@@ -198,7 +195,7 @@ def dense_search(query: str, *, limit: int, filters: SearchFilters | None = None
         share = 1.0
     k = min(ntotal, max(limit * 8, int(limit * 8 / max(share, 1e-6))))
     while True:
-        scores, ids = index_search(loaded.index, vector, k)
+        scores, ids = loaded.search(vector, k)
         pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
         mapping = vector_owners(
             [i for i, _ in pairs],
@@ -441,14 +438,12 @@ def patents_similar(
         return []
     try:
         loaded = index_for_search(model=settings.EMBEDDING_MODEL)
-        vector = loaded.index.reconstruct(int(vid))
+        vector = loaded.reconstruct(int(vid))
     except Exception as exc:  # missing, corrupt, or not in this index yet
         logger.info("no similar patents for %s: %s", patent.public_id, exc)
         return []
     # Claim vectors share the index: look deep enough to find k documents.
-    scores, ids = index_search(
-        loaded.index, np.asarray([vector], dtype="float32"), min(loaded.index.ntotal, k * 40)
-    )
+    scores, ids = loaded.search(np.asarray([vector], dtype="float32"), min(loaded.ntotal, k * 40))
     mapping = vector_owners(ids[0], documents_only=True)
     order = []
     for i in ids[0]:

@@ -18,11 +18,13 @@ from search.models import EmbeddingShard, IndexedVector, KeywordDocument, Stored
 from search.selectors import vectors_pending_query
 from search.store import (
     IndexUnavailable,
+    delta_save,
     index_kind,
     index_kind_for,
     index_load_checked,
     index_new,
     index_save,
+    manifest_safe,
     stored_vectors,
     writer_lock,
 )
@@ -257,8 +259,6 @@ def search_index_update(
     elif shards_left := embedding_shards_unmerged(model=model):
         # Shards are merged in id order; rows past them wait for the merge, which queues
         # this update once the plan is in.
-        from search.store import manifest_safe
-
         manifest = manifest_safe() or {}
         return {
             "added": 0,
@@ -273,23 +273,39 @@ def search_index_update(
         last_id = 0
         index = None
         usable_before = False
+        # A large (IVF) index takes new vectors into its delta: the main file stays mapped,
+        # as readers hold it, and is rewritten only when the delta is merged into it.
+        current = manifest_safe() or {}
+        delta_mode = (
+            not force_rebuild
+            and current.get("index_type") == "ivf"
+            and index_kind_for(total) == "ivf"
+        )
         try:
-            loaded = index_load_checked(model=model, dimension=dimension)
+            loaded = index_load_checked(model=model, dimension=dimension, mmap=delta_mode)
             usable_before = True
         except IndexUnavailable as exc:
             if not force_rebuild:
                 logger.warning("index unusable (%s): rebuilding from the database", exc)
             rebuilt = True
+            delta_mode = False
         trained_on = 0
         docs_through = 0
+        main = None
         if usable_before and not force_rebuild:
             index, last_id = loaded.index, int(loaded.manifest.get("last_vector_id", 0))
             docs_through = int(loaded.manifest.get("documents_through") or 0)
             trained_on = int(loaded.manifest.get("ivf_trained_on") or 0)
             kind = index_kind(index)
+            if delta_mode and kind == "ivf":
+                main = index
+                index = loaded.delta if loaded.delta is not None else index_new(dimension)
+            elif loaded.delta is not None:
+                # Read whole, the main index takes its delta back before anything else.
+                _delta_add(index, loaded.delta)
             # The move to IVF waits for the end, when the vectors to train on are all in;
             # anything else that is not what the corpus asks for becomes exact now.
-            if kind == "hnsw" or (kind == "ivf" and index_kind_for(total) == "flat"):
+            elif kind == "hnsw" or (kind == "ivf" and index_kind_for(total) == "flat"):
                 # Reuse the stored vectors (re-embedding 200k texts would take the worker
                 # an hour).
                 index = _index_retype(index, dimension=dimension, kind="flat")
@@ -301,14 +317,15 @@ def search_index_update(
         rows = vectors_pending(
             last_vector_id=last_id, documents_through=docs_through, documents_only=documents_only
         )
-        if not rows and not rebuilt and not _ivf_due(index, trained_on):
-            return {"added": 0, "count": int(index.ntotal), "rebuilt": False}
+        due = _ivf_due(main if main is not None else index, trained_on)
+        if not rows and not rebuilt and not due:
+            return {"added": 0, "count": loaded.ntotal, "rebuilt": False}
 
         def manifest_for(last, docs, partial):
             manifest = {
                 "embedding_model": model,
                 "dimension": dimension,
-                "index_type": index_kind(partial),
+                "index_type": "ivf" if main is not None else index_kind(partial),
                 "last_vector_id": last,
             }
             if docs > last:
@@ -317,11 +334,13 @@ def search_index_update(
                 manifest["ivf_trained_on"] = trained_on
             return manifest
 
+        save = delta_save if main is not None else index_save
+
         def checkpoint(partial, last):
             if documents_only:
-                index_save(partial, manifest=manifest_for(last_id, last, partial))
+                save(partial, manifest=manifest_for(last_id, last, partial))
             else:
-                index_save(partial, manifest=manifest_for(last, docs_through, partial))
+                save(partial, manifest=manifest_for(last, docs_through, partial))
 
         # A forced rebuild over a good index keeps serving the old one until it is done.
         use_checkpoints = not (force_rebuild and usable_before)
@@ -346,6 +365,15 @@ def search_index_update(
                     documents_only=documents_only,
                 )
                 tracker.total += len(rows)
+            if main is not None:
+                if index.ntotal < settings.SEARCH_INDEX_DELTA_MAX and not due:
+                    final = manifest_for(new_last, new_docs, index)
+                    manifest = delta_save(index, manifest=final)
+                    return {"added": added, "count": manifest["count"], "rebuilt": False}
+                # The delta is full (or the lists are due for retraining): into the main
+                # index, read whole this once.
+                index = _delta_merged(index, dimension=dimension)
+                rebuilt = True
             if _ivf_due(index, trained_on):
                 trained_on = int(index.ntotal)
                 index = _index_retype(index, dimension=dimension, kind="ivf")
@@ -356,6 +384,21 @@ def search_index_update(
                 pool.close()
             progress_write(tracker.snapshot(state="idle"))
     return {"added": added, "count": manifest["count"], "rebuilt": rebuilt}
+
+
+def _delta_merged(delta, *, dimension: int):
+    """The main index read whole (not mapped) with ``delta``'s vectors added."""
+    from search.store import index_main_read
+
+    main = index_main_read(dimension=dimension)
+    _delta_add(main, delta)
+    return main
+
+
+def _delta_add(index, delta) -> None:
+    ids, matrix = stored_vectors(delta)
+    for start in range(0, len(ids), RETYPE_CHUNK):
+        index.add_with_ids(matrix[start : start + RETYPE_CHUNK], ids[start : start + RETYPE_CHUNK])
 
 
 def search_index_rebuild(
@@ -380,7 +423,6 @@ def search_index_catch_up() -> bool:
     (``search_index update --documents-only``, as `make demo` builds it), queue the update
     that adds them. Returns whether one was queued."""
     from search.shards import embedding_shards_resume
-    from search.store import manifest_safe
 
     if embedding_shards_resume(stale_only=True):
         logger.info("queued again the shards whose workers went silent")
@@ -498,7 +540,7 @@ def search_warm() -> str:
         loaded = index_for_search(model=settings.EMBEDDING_MODEL)
     except IndexUnavailable as exc:
         return f"embedder loaded; index not loaded ({exc.state})"
-    return f"embedder and index loaded ({loaded.index.ntotal} vectors)"
+    return f"embedder and index loaded ({loaded.ntotal} vectors)"
 
 
 # Areas a search is counted in: the CPC subclasses of its first few reference results.

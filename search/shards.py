@@ -243,6 +243,7 @@ def embedding_shards_merge(*, lock_timeout: float = 600, progress=None) -> dict:
     all merged, the regular update is queued for rows that arrived meanwhile."""
     from search.embeddings import embedding_dimension
     from search.services import (
+        _delta_add,
         _index_retype,
         _ivf_due,
         search_index_update_enqueue,
@@ -264,6 +265,8 @@ def embedding_shards_merge(*, lock_timeout: float = 600, progress=None) -> dict:
         try:
             loaded = index_load_checked(model=model, dimension=dimension)
             index, manifest = loaded.index, dict(loaded.manifest)
+            if loaded.delta is not None:
+                _delta_add(index, loaded.delta)
         except IndexUnavailable as exc:
             # Only a site that never had an index starts one here: a lost or damaged file
             # promised rows this plan does not hold.

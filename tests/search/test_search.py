@@ -309,6 +309,90 @@ def test_ivf_scores_are_exact_and_publishing_adds_without_retraining(corpus, set
 
 
 @pytest.mark.django_db
+def test_publishing_to_an_ivf_index_writes_a_small_delta_and_merges_it_when_full(
+    corpus, settings, tmp_path
+):
+    """At a million patents the main file is 17 GB: a publication adds its vectors to a
+    delta file beside it, which readers search with it, and the main file is rewritten
+    only when the delta is merged into it."""
+    from search.selectors import patents_similar
+    from search.services import search_documents_sync
+    from search.store import index_for_search
+    from tests.factories import patent_published
+
+    settings.INDEX_DIR = tmp_path / "delta"
+    settings.SEARCH_IVF_THRESHOLD = 1
+    search_index_rebuild()
+    main = manifest_read()
+    main_path = index_dir() / main["file"]
+    main_mtime = main_path.stat().st_mtime_ns
+    before = index_for_search(model=settings.EMBEDDING_MODEL)
+
+    invention = patent_published(
+        n=7,
+        title="Tidal turbine blade with a sacrificial anode",
+        abstract="A blade sheds barnacles.",
+    )
+    search_documents_sync(patent_ids=[invention.pk])
+    result = search_index_update()
+    manifest = manifest_read()
+    assert result == {"added": 3, "count": main["count"] + 3, "rebuilt": False}
+    assert manifest["file"] == main["file"] and main_path.stat().st_mtime_ns == main_mtime
+    assert manifest["delta"]["count"] == 3 and manifest["count"] == main["count"] + 3
+    assert manifest["ivf_trained_on"] == main["ivf_trained_on"]
+
+    after = index_for_search(model=settings.EMBEDDING_MODEL)
+    assert after is not before and after.index is before.index  # the main file is kept
+    assert after.ntotal == main["count"] + 3
+    hits = search_patents(invention.claims.get(number=1).text, filters=ALL, k=5).hits
+    assert hits[0].patent.pk == invention.pk
+    # Exactly ranked subsets, and vectors read back by id, see the delta too.
+    narrow = SearchFilters(origin="generated")
+    hits = search_patents(invention.title, filters=narrow, k=5).hits
+    assert [h.patent.pk for h in hits] == [invention.pk]
+    assert len(after.reconstruct(after.manifest["last_vector_id"])) == 384
+    assert isinstance(patents_similar(invention, origin="reference"), list)
+
+    settings.SEARCH_INDEX_DELTA_MAX = 4
+    second = patent_published(n=8)
+    search_documents_sync(patent_ids=[second.pk])
+    result = search_index_update()
+    merged = manifest_read()
+    assert result["rebuilt"] is True and "delta" not in merged
+    assert merged["file"] != main["file"] and not main_path.exists()
+    assert merged["count"] == main["count"] + 6 == result["count"]
+    assert merged["ivf_trained_on"] == main["ivf_trained_on"]  # merged, not retrained
+    hits = search_patents(invention.claims.get(number=1).text, filters=ALL, k=5).hits
+    assert hits[0].patent.pk == invention.pk
+    reader_reset()
+
+
+@pytest.mark.django_db
+def test_a_damaged_delta_file_is_reported_and_search_falls_back_to_keywords(
+    corpus, settings, tmp_path
+):
+    from search.services import search_documents_sync
+    from tests.factories import patent_published
+
+    settings.INDEX_DIR = tmp_path / "delta-damaged"
+    settings.SEARCH_IVF_THRESHOLD = 1
+    search_index_rebuild()
+    invention = patent_published(n=9)
+    search_documents_sync(patent_ids=[invention.pk])
+    search_index_update()
+    delta = index_dir() / manifest_read()["delta"]["file"]
+    data = bytearray(delta.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    delta.write_bytes(bytes(data))
+    reader_reset()
+    health = index_health()
+    assert health["state"] == "corrupt" and "delta file" in health["detail"]
+    result = search_patents(corpus[3]["claims"][0], filters=ALL, k=5)
+    assert result.engine == "keyword" and result.hits
+    reader_reset()
+
+
+@pytest.mark.django_db
 def test_an_ivf_index_under_a_raised_threshold_turns_exact_without_reembedding(
     corpus, settings, tmp_path, monkeypatch
 ):
