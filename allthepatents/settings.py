@@ -308,6 +308,11 @@ EMBEDDING_BULK_PRECISION = env_choice(
 # 0.94 of the exact top 100 on the site corpus, four points of recall@10; bench/hnsw_recall.py).
 # IVF with 8-bit scalar quantisation and an exact re-rank of the best 200 kept recall@10 at
 # 0.992 of exact over 5.6 million vectors, p95 19.5 ms on one core (bench/scale.py).
+# Keyword search sends a query's rarest terms only: at most SEARCH_KEYWORD_TERMS of them,
+# leaving out terms in more than SEARCH_KEYWORD_COMMON_SHARE of the documents (by shares
+# estimated from a sample, once the corpus has 50,000 documents; search/keyword.py).
+SEARCH_KEYWORD_TERMS = env_int("SEARCH_KEYWORD_TERMS", 12, minimum=1)
+SEARCH_KEYWORD_COMMON_SHARE = env_float("SEARCH_KEYWORD_COMMON_SHARE", 0.01, minimum=0.0)
 # Days a search's CPC-area count is kept (search.models.SearchTally; the coverage view).
 SEARCH_TALLY_DAYS = env_int("SEARCH_TALLY_DAYS", 90, minimum=1)
 SEARCH_IVF_THRESHOLD = env_int("SEARCH_IVF_THRESHOLD", 300_000, minimum=1)

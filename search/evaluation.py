@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from search.embedder_training import document_text, patent_split, reference_records_read
-from search.keyword import fts5_match_expression
+from search.keyword import fts5_match_expression, keyword_terms_pick
 from search.ranking import eval_query_ranks, retrieval_metrics
 from search.text import query_terms
 
@@ -142,9 +142,23 @@ def keyword_index_build(docs: list[EvalDoc], *, with_claims: bool) -> sqlite3.Co
     return db
 
 
-def keyword_ranked(db: sqlite3.Connection, query: str, *, depth: int = DEPTH):
-    """(row id, score) best first: BM25 over title, abstract and claims (3 : 2 : 1)."""
-    terms = query_terms(query)
+def keyword_shares(docs: list[EvalDoc], *, with_claims: bool) -> dict[str, float]:
+    """Each term's share of ``docs`` (as the keyword index holds them), for measuring what
+    the site's rarest-terms query (``keyword_terms_pick``) does to recall."""
+    counts: dict[str, int] = {}
+    for d in docs:
+        text = " ".join([d.title, d.abstract, *(d.claims if with_claims else [])])
+        for term in query_terms(text, limit=1_000_000):
+            counts[term] = counts.get(term, 0) + 1
+    return {t: n / max(len(docs), 1) for t, n in counts.items()}
+
+
+def keyword_ranked(
+    db: sqlite3.Connection, query: str, *, depth: int = DEPTH, shares: dict | None = None
+):
+    """(row id, score) best first: BM25 over title, abstract and claims (3 : 2 : 1).
+    ``shares``: send only the rarest terms, as the site does on a large corpus."""
+    terms = keyword_terms_pick(query_terms(query), shares)
     if not terms:
         return []
     return [
@@ -167,6 +181,7 @@ def search_eval_run(
     fusions: dict | None = None,
     cache_dir: Path | None = None,
     query_chunk_words: int | None = None,
+    rare_terms: bool = False,
 ) -> dict:
     import faiss
     from django.conf import settings
@@ -174,6 +189,7 @@ def search_eval_run(
     distractors = distractors or []
     docs = [EvalDoc(t, a) for t, a in (c.doc_text for c in cases)] + distractors
     db = keyword_index_build(docs, with_claims=distractor_claims)
+    shares = keyword_shares(docs, with_claims=distractor_claims) if rare_terms else None
     doc_vectors = _embed_cached(
         [document_text(d.title, d.abstract) for d in docs],
         model=model,
@@ -219,7 +235,7 @@ def search_eval_run(
                 claim_ids=claim_ids[offset] if claim_index is not None else None,
                 claim_scores=claim_scores[offset] if claim_index is not None else None,
                 claim_owner=claim_owner,
-                keyword_scored=keyword_ranked(db, case.query),
+                keyword_scored=keyword_ranked(db, case.query, shares=shares),
                 fusions=fusions,
                 alpha=default["alpha"],
                 claim_margin=default["claim_margin"],

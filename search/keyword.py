@@ -1,8 +1,33 @@
-"""Keyword search behind one interface: SQLite FTS5 or PostgreSQL full-text search."""
+"""Keyword search behind one interface: SQLite FTS5 or PostgreSQL full-text search.
 
+A pasted claim names 20 to 60 distinct words, and the common ones (``device``, ``first``,
+``configured``) are in a large share of a million patents: both engines score every
+document that matches any term, so such a query read hundreds of thousands of postings
+(1 to 6 s at a million patents, `bench/million.py keyword`). The query keeps its rarest
+terms instead (``keyword_terms_pick``), by document shares estimated from a random sample
+of the corpus (``term_stats_refresh``): the words that tell documents apart, and the
+postings BM25 weighs most.
+"""
+
+import json
+import logging
+import random
+import threading
+import time
+
+from django.conf import settings
 from django.db import connection
 
 from search.text import query_terms
+
+logger = logging.getLogger(__name__)
+
+TERM_STATS_FILE = "term-stats.json"
+# Documents sampled for term shares: a term in 1 % of them is seen about 200 times, which
+# places it well; rarer terms need no precise share (they are kept).
+TERM_STATS_SAMPLE = 20_000
+# Below this many documents every term is kept: scoring all of them is cheap.
+TERM_STATS_MIN_DOCUMENTS = 50_000
 
 
 def _claims_text(patent) -> str:
@@ -49,12 +74,35 @@ def fts5_match_expression(terms: list[str]) -> str:
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
+def keyword_terms_pick(
+    terms: list[str],
+    shares: dict[str, float] | None,
+    *,
+    max_terms: int | None = None,
+    common_share: float | None = None,
+    min_terms: int = 3,
+) -> list[str]:
+    """The terms worth sending: up to ``max_terms`` (SEARCH_KEYWORD_TERMS) of the rarest,
+    leaving out those in more than ``common_share`` (SEARCH_KEYWORD_COMMON_SHARE) of the
+    documents unless fewer than ``min_terms`` would remain. ``shares``: the estimated share
+    of documents each term is in (a term missing from it is rare); None keeps every term."""
+    if shares is None:
+        return terms
+    max_terms = settings.SEARCH_KEYWORD_TERMS if max_terms is None else max_terms
+    common = settings.SEARCH_KEYWORD_COMMON_SHARE if common_share is None else common_share
+    ranked = sorted(terms, key=lambda t: shares.get(t, 0.0))
+    kept = [t for t in ranked if shares.get(t, 0.0) <= common][:max_terms]
+    if len(kept) < min_terms:
+        kept = ranked[: min(min_terms, max_terms)]
+    return kept
+
+
 def keyword_search(query: str, *, limit: int = 200, allowed=None) -> list[tuple[int, float]]:
     """(patent id, score) best first; OR semantics so that pasted claims still match.
 
     ``allowed``, a queryset of patents, filters inside the SQL (as a subquery), so that a
     narrow filter still gets ``limit`` matches when the corpus has them."""
-    terms = query_terms(query)
+    terms = keyword_terms_pick(query_terms(query), term_shares())
     if not terms:
         return []
     restrict, restrict_params = "", []
@@ -83,3 +131,110 @@ def keyword_search(query: str, *, limit: int = 200, allowed=None) -> list[tuple[
 def _pg_lexeme(term: str) -> str:
     # Quoted lexemes cannot inject tsquery operators.
     return "'" + term.replace("'", "''").replace("\\", "") + "'"
+
+
+# --- term shares, estimated from a sample of the corpus ------------------------------------
+
+_stats_lock = threading.Lock()
+_stats: dict = {"stamp": None, "shares": None}
+
+
+def _stats_path():
+    from search.store import index_dir
+
+    return index_dir() / TERM_STATS_FILE
+
+
+def term_shares() -> dict[str, float] | None:
+    """The share of documents each common term is in, as ``term_stats_refresh`` last
+    estimated it (read once per change of the file); None when there are no estimates (a
+    small corpus, or none made yet): every term is then kept."""
+    path = _stats_path()
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    with _stats_lock:
+        if _stats["stamp"] != stamp:
+            try:
+                data = json.loads(path.read_text())
+                sample = max(int(data["sample"]), 1)
+                shares = {t: n / sample for t, n in data["counts"].items()}
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                logger.warning("term shares unreadable (%s): every query term is kept", exc)
+                shares = None
+            _stats.update(stamp=stamp, shares=shares)
+        return _stats["shares"]
+
+
+def term_stats_refresh(*, force: bool = False, sample: int = TERM_STATS_SAMPLE) -> dict | None:
+    """Estimates each term's share of documents from ``sample`` random keyword-indexed
+    patents (title, abstract and claims, tokenised as queries are) and writes them for
+    every process to read. Runs when the corpus has doubled since the last estimate (or
+    with ``force``); the shares of common words move little as a corpus grows. Returns
+    what it wrote, or None when nothing was due."""
+    from django.db.models import Max, Min
+
+    from patents.models import Claim, Patent
+    from search.models import KeywordDocument
+    from search.store import _atomic_write_bytes
+
+    documents = KeywordDocument.objects.count()
+    path = _stats_path()
+    previous = None
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError):
+            previous = None
+    if not force:
+        if documents < TERM_STATS_MIN_DOCUMENTS:
+            return None
+        if previous and documents < 2 * int(previous.get("documents", 0)):
+            return None
+    started = time.monotonic()
+    bounds = KeywordDocument.objects.aggregate(lo=Min("patent_id"), hi=Max("patent_id"))
+    if bounds["lo"] is None:
+        return None
+    rng = random.Random(documents)
+    wanted = min(sample, documents)
+    picked: list[int] = []
+    # Random ids in the id range, kept when they are indexed patents: ids are dense enough
+    # (withdrawals are rare) that a few rounds find the sample without a full scan.
+    for _ in range(20):
+        if len(picked) >= wanted:
+            break
+        draws = {rng.randint(bounds["lo"], bounds["hi"]) for _ in range(2 * (wanted - len(picked)))}
+        picked += list(
+            KeywordDocument.objects.filter(patent_id__in=draws).values_list("patent_id", flat=True)
+        )[: wanted - len(picked)]
+    counts: dict[str, int] = {}
+    for start in range(0, len(picked), 1000):
+        chunk = picked[start : start + 1000]
+        texts = {
+            pk: f"{title} {abstract}"
+            for pk, title, abstract in Patent.objects.filter(pk__in=chunk).values_list(
+                "pk", "title", "abstract"
+            )
+        }
+        for pk, text in Claim.objects.filter(patent_id__in=chunk).values_list("patent_id", "text"):
+            texts[pk] = texts.get(pk, "") + " " + text
+        for text in texts.values():
+            for term in query_terms(text, limit=1_000_000):
+                counts[term] = counts.get(term, 0) + 1
+    # Terms seen once or twice in the sample are rare: they are left out (kept by queries).
+    data = {
+        "documents": documents,
+        "sample": len(picked),
+        "made_at": time.time(),
+        "counts": {t: n for t, n in counts.items() if n > 2},
+    }
+    _atomic_write_bytes(path, json.dumps(data).encode())
+    logger.info(
+        "term shares from %d of %d documents in %.1f s",
+        len(picked),
+        documents,
+        time.monotonic() - started,
+    )
+    return data

@@ -250,6 +250,7 @@ def search_index_update(
     from search.shards import embedding_shards_unmerged
 
     search_documents_sync()
+    _term_stats_refresh()
     model = settings.EMBEDDING_MODEL
     if force_rebuild:
         # A rebuild embeds every row itself: a sharded plan for the old index is void.
@@ -401,6 +402,15 @@ def _delta_add(index, delta) -> None:
         index.add_with_ids(matrix[start : start + RETYPE_CHUNK], ids[start : start + RETYPE_CHUNK])
 
 
+def _term_stats_refresh() -> None:
+    from search.keyword import term_stats_refresh
+
+    try:
+        term_stats_refresh()
+    except Exception:  # estimates are an optimisation: queries keep every term without them
+        logger.exception("could not refresh the keyword term shares")
+
+
 def search_index_rebuild(
     *,
     progress: Callable[[int], None] | None = None,
@@ -442,8 +452,11 @@ def search_documents_remove(*, patent_ids: list[int]) -> None:
 
 
 def on_publish(patent_ids: list[int]) -> None:
-    """The publish hook: keyword rows now, embeddings on the indexing queue."""
+    """The publish hook: keyword rows now (and the term shares once the corpus has doubled:
+    an import's queries stay fast before its worker runs), embeddings on the indexing
+    queue."""
     search_documents_sync(patent_ids=patent_ids)
+    _term_stats_refresh()
     search_index_update_enqueue()
 
 

@@ -1,10 +1,13 @@
-"""The FAISS store: one index file named by the manifest, replaced atomically.
+"""The FAISS store: the index files named by the manifest, replaced atomically.
 
 Layout in INDEX_DIR: ``manifest.json`` (format version, embedding model, dimension, vector
-count, index type, last vector id, file name and size) and the index file it names.
-Writers take ``.lock``; they write a new index file, then replace the manifest (an atomic
-rename), then remove the old file. Readers stat the manifest on each search and reload
-when it changed, so web processes pick up a new index without a restart.
+count, index type, last vector id, file name, size and checksum) and the index file it
+names; with an IVF index also a ``delta`` file (exact, small): the vectors added since the
+main file was written, so that publishing to a large index writes what it adds, not the
+whole index again. Writers take ``.lock``; they write a new file, then replace the manifest
+(an atomic rename), then remove the file it no longer names. Readers stat the manifest on
+each search and reload when it changed, so web processes pick up a new index without a
+restart; a new delta reloads only the delta.
 """
 
 import json

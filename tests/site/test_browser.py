@@ -242,6 +242,47 @@ def test_a_reviewer_marks_an_invention_and_sees_the_figure_change(live_site, pag
         context.close()
 
 
+def test_staff_read_backtests_on_stats_and_aim_from_the_coverage_view(live_site, page):
+    """A backtest's row on /stats/ and the searches per CPC area on /coverage/, as an admin
+    sees them (the screenshots the docs show)."""
+    base = live_site["base"]
+    code = (
+        "import django; django.setup()\n"
+        "from generation.services import backtest_record\n"
+        "backtest_record(model='var/models/backtest-2018', report={'cutoff': '2018-01-01',"
+        " 'generated': 200, 'passed_gate': 118, 'later_patents': 759, 'hits': 19,"
+        " 'anticipated': 85, 'threshold': 0.349, 'generation_cpu_seconds': 298.0,"
+        " 'hits_per_1000_interval': [62.0, 144.0]})\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=live_site["env"], check=True, timeout=120
+    )
+    context = page.context.browser.new_context(viewport={"width": 1200, "height": 900})
+    staff = context.new_page()
+    try:
+        staff.goto(base + "/admin/login/?next=/coverage/")
+        staff.fill("#id_username", "admin")
+        staff.fill("#id_password", ADMIN_PASSWORD)
+        staff.click("input[type=submit], button[type=submit]")
+        staff.wait_for_url("**/coverage/")
+        before = staff.locator("tr.coverage-row", has_text="H04M").count()
+        for _ in range(3):
+            staff.goto(base + "/search/?q=telephone+keyboard+display&cpc=H04M")
+            staff.wait_for_selector("main")
+        staff.goto(base + "/coverage/")
+        row = staff.locator("tr.coverage-row", has_text="H04M")
+        assert before == 0 and row.count() == 1
+        assert row.locator("td").nth(1).inner_text() == "3"
+        staff.screenshot(path=str(ARTIFACTS / "coverage.png"), full_page=True)
+        staff.goto(base + "/stats/")
+        backtest = staff.locator("tr.backtest-row")
+        assert backtest.count() == 1
+        assert backtest.locator("td.backtest-hits").inner_text().startswith("95.0")
+        staff.screenshot(path=str(ARTIFACTS / "stats.png"), full_page=True)
+    finally:
+        context.close()
+
+
 def _long_claim(chars: int = 12_000) -> str:
     """A real-looking claim of ``chars`` characters: the fixture's first claims, run on."""
     import json

@@ -49,6 +49,12 @@ class Command(ProgressCommand):
             help="embed long queries in pieces of this many words (default: the setting)",
         )
         parser.add_argument("--cache-dir", type=Path, help="keep embeddings here between runs")
+        parser.add_argument(
+            "--rare-terms",
+            action="store_true",
+            help="keyword queries send their rarest terms only (SEARCH_KEYWORD_TERMS, "
+            "SEARCH_KEYWORD_COMMON_SHARE), as the site does past 50,000 documents",
+        )
         parser.add_argument("--json", action="store_true")
         parser.add_argument("--variants", action="store_true", help="also other fusion settings")
 
@@ -86,6 +92,7 @@ class Command(ProgressCommand):
             fusions=fusions,
             cache_dir=options["cache_dir"],
             query_chunk_words=options["query_chunk_words"],
+            rare_terms=options["rare_terms"],
         )
         bar.close()
         setup = {
@@ -94,6 +101,7 @@ class Command(ProgressCommand):
             "distractors": len(distractors),
             "distractor_claims": options["distractor_claims"],
             "model": model,
+            "rare_terms": options["rare_terms"],
             "query_chunk_words": (
                 settings.SEARCH_QUERY_CHUNK_WORDS
                 if options["query_chunk_words"] is None

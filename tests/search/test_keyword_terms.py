@@ -1,0 +1,91 @@
+"""Keyword queries keep their rarest terms once the corpus is large (search/keyword.py):
+a pasted claim's common words matched most of a million patents."""
+
+import json
+
+import pytest
+
+from patents.importing import reference_import_records
+from search.keyword import (
+    keyword_search,
+    keyword_terms_pick,
+    term_shares,
+    term_stats_refresh,
+)
+from search.services import search_documents_sync
+from search.store import index_dir
+from search.text import query_terms
+
+
+@pytest.mark.unit
+def test_the_rarest_terms_are_kept_and_common_ones_dropped():
+    shares = {"device": 0.6, "first": 0.4, "housing": 0.05, "brush": 0.004, "nylon": 0.001}
+    terms = ["device", "first", "housing", "brush", "nylon", "bristle"]
+    assert keyword_terms_pick(terms, None, max_terms=2) == terms  # no estimates: all
+    assert keyword_terms_pick(terms, shares, max_terms=12, common_share=0.01) == [
+        "bristle",  # never seen in the sample: rarest
+        "nylon",
+        "brush",
+    ]
+    assert keyword_terms_pick(terms, shares, max_terms=2, common_share=0.01) == [
+        "bristle",
+        "nylon",
+    ]
+    # A query of common words keeps its rarest few rather than nothing.
+    assert keyword_terms_pick(["device", "first", "housing"], shares, common_share=0.01) == [
+        "housing",
+        "first",
+        "device",
+    ]
+    assert keyword_terms_pick(["device", "first"], shares, max_terms=1, common_share=0.0) == [
+        "first"
+    ]
+
+
+@pytest.fixture
+def imported(fixture_jsonl, settings, tmp_path, monkeypatch):
+    import search.services as services
+
+    settings.INDEX_DIR = tmp_path / "index"
+    monkeypatch.setattr(services, "search_index_update_enqueue", lambda: False)
+    lines = fixture_jsonl.read_text().splitlines()
+    reference_import_records(enumerate(lines, start=1))
+    search_documents_sync()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.mark.django_db
+def test_estimates_wait_for_a_large_corpus_and_refresh_when_it_doubles(imported, monkeypatch):
+    import search.keyword as keyword
+
+    assert term_stats_refresh() is None and term_shares() is None  # 40 documents: all terms
+    monkeypatch.setattr(keyword, "TERM_STATS_MIN_DOCUMENTS", 10)
+    data = term_stats_refresh()
+    assert data["documents"] == data["sample"] == len(imported)
+    shares = term_shares()
+    common = max(data["counts"], key=data["counts"].get)
+    assert shares[common] == data["counts"][common] / len(imported) > 0.2
+    assert "claim" not in shares and "the" not in shares  # stop words are never terms
+    assert term_stats_refresh() is None  # not doubled since
+    written = json.loads((index_dir() / keyword.TERM_STATS_FILE).read_text())
+    assert written["counts"] == data["counts"]
+    (index_dir() / keyword.TERM_STATS_FILE).write_text("{not json")
+    assert term_shares() is None  # unreadable: every term is kept, the query still runs
+
+
+@pytest.mark.django_db
+def test_a_pasted_claim_is_searched_by_its_rarest_terms(imported, settings):
+    record = max(imported, key=lambda r: len(query_terms(r["claims"][0])))
+    claim = record["claims"][0]
+    everything = keyword_search(claim, limit=40)
+    term_stats_refresh(force=True)
+    settings.SEARCH_KEYWORD_TERMS = 4
+    settings.SEARCH_KEYWORD_COMMON_SHARE = 0.2
+    picked = keyword_terms_pick(query_terms(claim), term_shares())
+    assert len(picked) == 4 < len(query_terms(claim))
+    narrowed = keyword_search(claim, limit=40)
+    assert narrowed == keyword_search(" ".join(picked), limit=40)
+    assert len(narrowed) < len(everything)  # fewer documents scored
+    from patents.models import Patent
+
+    assert Patent.objects.get(pk=narrowed[0][0]).source_id == record["id"]
