@@ -30,13 +30,8 @@ TERM_STATS_SAMPLE = 20_000
 TERM_STATS_MIN_DOCUMENTS = 50_000
 
 
-def _claims_text(patent) -> str:
-    return "\n".join(c.text for c in patent.claims.all())
-
-
-def keyword_documents_write(patents) -> None:
-    """Feeds title, abstract and claims of these patents to the keyword index."""
-    rows = [(p.pk, p.title or "", p.abstract or "", _claims_text(p)) for p in patents]
+def keyword_documents_write(rows: list[tuple[int, str, str, str]]) -> None:
+    """Feeds (patent id, title, abstract, claims' text) rows to the keyword index."""
     if not rows:
         return
     with connection.cursor() as cursor:
