@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from search.embedder_training import document_text, patent_split, reference_records_read
-from search.keyword import fts5_match_expression, keyword_terms_pick
+from search.keyword import fts5_match_expression, fts5_stems, keyword_terms_pick, terms_by_rarity
 from search.ranking import eval_query_ranks, retrieval_metrics
 from search.text import query_terms
 
@@ -143,13 +143,25 @@ def keyword_index_build(docs: list[EvalDoc], *, with_claims: bool) -> sqlite3.Co
 
 
 def keyword_shares(docs: list[EvalDoc], *, with_claims: bool) -> dict[str, float]:
-    """Each term's share of ``docs`` (as the keyword index holds them), for measuring what
+    """Each indexed term's (porter stem's) share of ``docs``, for measuring what
     the site's rarest-terms query (``keyword_terms_pick``) does to recall."""
+    words = [
+        set(
+            query_terms(
+                " ".join([d.title, d.abstract, *(d.claims if with_claims else [])]), limit=1_000_000
+            )
+        )
+        for d in docs
+    ]
+    scratch = sqlite3.connect(":memory:")
+    distinct = sorted(set().union(*words)) if words else []
+    stem_of = {}
+    for at in range(0, len(distinct), 5000):
+        stem_of.update(fts5_stems(scratch, distinct[at : at + 5000]))
     counts: dict[str, int] = {}
-    for d in docs:
-        text = " ".join([d.title, d.abstract, *(d.claims if with_claims else [])])
-        for term in query_terms(text, limit=1_000_000):
-            counts[term] = counts.get(term, 0) + 1
+    for doc in words:
+        for stem in {stem_of[w] for w in doc}:
+            counts[stem] = counts.get(stem, 0) + 1
     return {t: n / max(len(docs), 1) for t, n in counts.items()}
 
 
@@ -158,7 +170,8 @@ def keyword_ranked(
 ):
     """(row id, score) best first: BM25 over title, abstract and claims (3 : 2 : 1).
     ``shares``: send only the rarest terms, as the site does on a large corpus."""
-    terms = keyword_terms_pick(query_terms(query), shares)
+    words, word_shares = terms_by_rarity(query_terms(query), shares, lambda ws: fts5_stems(db, ws))
+    terms = keyword_terms_pick(words, word_shares)
     if not terms:
         return []
     return [

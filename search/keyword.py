@@ -6,7 +6,8 @@ document that matches any term, so such a query read hundreds of thousands of po
 (1 to 6 s at a million patents, `bench/million.py keyword`). The query keeps its rarest
 terms instead (``keyword_terms_pick``), by document shares estimated from a random sample
 of the corpus (``term_stats_refresh``): the words that tell documents apart, and the
-postings BM25 weighs most.
+postings BM25 weighs most. Shares are counted per indexed term, the engine's stem (a rare
+word such as "populating" is searched as "popul", which 3 % of documents hold).
 """
 
 import json
@@ -23,6 +24,8 @@ from search.text import query_terms
 logger = logging.getLogger(__name__)
 
 TERM_STATS_FILE = "term-stats.json"
+# 2: counts per indexed term (the engine's stem), not per word.
+TERM_STATS_VERSION = 2
 # Documents sampled for term shares: a term in 1 % of them is seen about 200 times, which
 # places it well; rarer terms need no precise share (they are kept).
 TERM_STATS_SAMPLE = 20_000
@@ -92,12 +95,66 @@ def keyword_terms_pick(
     return kept
 
 
+def fts5_stems(db, words: list[str]) -> dict[str, str]:
+    """``{word: the term FTS5 indexes it as}`` (porter stems, as ``search_fts`` and the
+    evaluation's table tokenise), read back from a scratch FTS5 table in the connection's
+    temp schema: the engine's own stemmer, so the shares and the index agree. ``db``: a
+    sqlite3 connection."""
+    db.execute(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS temp.stemmer USING fts5(w, tokenize='porter unicode61')"
+    )
+    db.execute(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS temp.stemmer_v USING fts5vocab(temp, stemmer, 'instance')"
+    )
+    db.executemany("INSERT INTO temp.stemmer(rowid, w) VALUES (?, ?)", list(enumerate(words)))
+    try:
+        stems = dict(db.execute("SELECT doc, term FROM temp.stemmer_v").fetchall())
+    finally:
+        db.execute("DELETE FROM temp.stemmer")
+    return {w: stems.get(i, w) for i, w in enumerate(words)}
+
+
+def _pg_stems(words: list[str]) -> dict[str, str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT w, (tsvector_to_array(to_tsvector('english', w)))[1] "
+            "FROM unnest(%s::text[]) AS w",
+            [words],
+        )
+        return {w: stem or w for w, stem in cursor.fetchall()}
+
+
+def engine_stems(words: list[str]) -> dict[str, str]:
+    """``{word: the term the site's keyword engine indexes it as}``."""
+    if not words:
+        return {}
+    if connection.vendor == "sqlite":
+        connection.ensure_connection()
+        return fts5_stems(connection.connection, words)
+    return _pg_stems(words)
+
+
+def terms_by_rarity(words: list[str], stem_shares: dict[str, float] | None, stems) -> tuple:
+    """(one word per indexed term, ``{word: share of documents its term is in}``), for
+    ``keyword_terms_pick``; ``stems``: a function as ``engine_stems``. Without shares the
+    words are kept as they are."""
+    if stem_shares is None or not words:
+        return words, None
+    stem_of = stems(words)
+    first: dict[str, str] = {}
+    for w in words:
+        first.setdefault(stem_of[w], w)
+    kept = list(first.values())
+    return kept, {w: stem_shares.get(stem_of[w], 0.0) for w in kept}
+
+
 def keyword_search(query: str, *, limit: int = 200, allowed=None) -> list[tuple[int, float]]:
     """(patent id, score) best first; OR semantics so that pasted claims still match.
 
     ``allowed``, a queryset of patents, filters inside the SQL (as a subquery), so that a
     narrow filter still gets ``limit`` matches when the corpus has them."""
-    terms = keyword_terms_pick(query_terms(query), term_shares())
+    words, shares = terms_by_rarity(query_terms(query), term_shares(), engine_stems)
+    terms = keyword_terms_pick(words, shares)
     if not terms:
         return []
     restrict, restrict_params = "", []
@@ -141,7 +198,7 @@ def _stats_path():
 
 
 def term_shares() -> dict[str, float] | None:
-    """The share of documents each common term is in, as ``term_stats_refresh`` last
+    """The share of documents each common indexed term (stem) is in, as ``term_stats_refresh`` last
     estimated it (read once per change of the file); None when there are no estimates (a
     small corpus, or none made yet): every term is then kept."""
     path = _stats_path()
@@ -154,6 +211,8 @@ def term_shares() -> dict[str, float] | None:
         if _stats["stamp"] != stamp:
             try:
                 data = json.loads(path.read_text())
+                if data.get("version") != TERM_STATS_VERSION:
+                    raise ValueError(f"version {data.get('version')}, not {TERM_STATS_VERSION}")
                 sample = max(int(data["sample"]), 1)
                 shares = {t: n / sample for t, n in data["counts"].items()}
             except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -164,8 +223,9 @@ def term_shares() -> dict[str, float] | None:
 
 
 def term_stats_refresh(*, force: bool = False, sample: int = TERM_STATS_SAMPLE) -> dict | None:
-    """Estimates each term's share of documents from ``sample`` random keyword-indexed
-    patents (title, abstract and claims, tokenised as queries are) and writes them for
+    """Estimates each indexed term's share of documents (the engine's stems of the words
+    queries keep) from ``sample`` random keyword-indexed patents (title, abstract and
+    claims) and writes them for
     every process to read. Runs when the corpus has doubled since the last estimate (or
     with ``force``); the shares of common words move little as a corpus grows. Returns
     what it wrote, or None when nothing was due."""
@@ -186,7 +246,8 @@ def term_stats_refresh(*, force: bool = False, sample: int = TERM_STATS_SAMPLE) 
     if not force:
         if documents < TERM_STATS_MIN_DOCUMENTS:
             return None
-        if previous and documents < 2 * int(previous.get("documents", 0)):
+        current = previous and previous.get("version") == TERM_STATS_VERSION
+        if current and documents < 2 * int(previous.get("documents", 0)):
             return None
     started = time.monotonic()
     bounds = KeywordDocument.objects.aggregate(lo=Min("patent_id"), hi=Max("patent_id"))
@@ -205,6 +266,7 @@ def term_stats_refresh(*, force: bool = False, sample: int = TERM_STATS_SAMPLE) 
             KeywordDocument.objects.filter(patent_id__in=draws).values_list("patent_id", flat=True)
         )[: wanted - len(picked)]
     counts: dict[str, int] = {}
+    stem_of: dict[str, str] = {}
     for start in range(0, len(picked), 1000):
         chunk = picked[start : start + 1000]
         texts = {
@@ -215,11 +277,16 @@ def term_stats_refresh(*, force: bool = False, sample: int = TERM_STATS_SAMPLE) 
         }
         for pk, text in Claim.objects.filter(patent_id__in=chunk).values_list("patent_id", "text"):
             texts[pk] = texts.get(pk, "") + " " + text
-        for text in texts.values():
-            for term in query_terms(text, limit=1_000_000):
-                counts[term] = counts.get(term, 0) + 1
+        words = [set(query_terms(text, limit=1_000_000)) for text in texts.values()]
+        fresh = sorted(set().union(*words) - stem_of.keys()) if words else []
+        for at in range(0, len(fresh), 5000):
+            stem_of.update(engine_stems(fresh[at : at + 5000]))
+        for doc in words:
+            for stem in {stem_of[w] for w in doc}:
+                counts[stem] = counts.get(stem, 0) + 1
     # Terms seen once or twice in the sample are rare: they are left out (kept by queries).
     data = {
+        "version": TERM_STATS_VERSION,
         "documents": documents,
         "sample": len(picked),
         "made_at": time.time(),

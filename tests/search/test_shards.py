@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from patents.importing import reference_import_records
@@ -139,6 +139,8 @@ def test_the_merge_adds_finished_shards_in_order_and_stops_at_one_still_running(
     assert ids.tolist() == [i for i in imported if i <= first.last_id]
     # Meanwhile the regular update leaves the rows to the plan instead of embedding them.
     assert search_index_update()["shards_left"] == 1 + len(rest)
+    with pytest.raises(CommandError, match="sharded build is under way"):
+        call_command("search_index", "update", "--no-progress")
     status = index_health()["sharded_build"]
     assert status["shards"]["running"] == 1 and status["shards"]["merged"] == 1
 

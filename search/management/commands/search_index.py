@@ -71,6 +71,12 @@ class Command(ProgressCommand):
 
         result = self._run_when_free(run, bar, wait=wait)
         bar.close()
+        if result.get("shards_left"):
+            raise CommandError(
+                f"a sharded build is under way ({result['shards_left']} shards not merged "
+                "yet): the vectors past it are added when it is merged; `search_index "
+                "status` shows its progress, and `search_index rebuild` replaces it"
+            )
         self.stdout.write(
             f"{action}: added {result['added']} vectors; index holds {result['count']}"
             + (" (rebuilt)" if result["rebuilt"] else "")
