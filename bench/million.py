@@ -241,11 +241,14 @@ def vectors_build(*, site: Path, noise: float, seed: int, base_count: int) -> di
     for row, vector in zip(real_rows, real, strict=True):
         vectors[position[row.pk]] = vector
     vectors.flush()
+    del position
     started = time.time()
     kind = index_kind_for(len(ids))
     index = index_new(dimension, kind=kind, training=vectors if kind == "ivf" else None)
-    for at in range(0, len(ids), 200_000):
-        index.add_with_ids(vectors[at : at + 200_000], ids[at : at + 200_000])
+    # One call from the mapped file: the full-precision copy is allocated once at its size
+    # (added in chunks, its buffer doubled as it grew, and 8.5 million vectors needed the
+    # old and the new buffer at once: more than 24 GB).
+    index.add_with_ids(vectors, ids)
     manifest = index_save(
         index,
         manifest={

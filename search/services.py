@@ -378,7 +378,10 @@ def search_index_update(
                 )
                 tracker.total += len(rows)
             if main is not None:
-                if index.ntotal < settings.SEARCH_INDEX_DELTA_MAX and not due:
+                full = index.ntotal >= settings.SEARCH_INDEX_DELTA_MAX or due
+                if full and not _merge_fits(current):
+                    full = False
+                if not full:
                     final = manifest_for(new_last, new_docs, index)
                     manifest = delta_save(index, manifest=final)
                     return {"added": added, "count": manifest["count"], "rebuilt": False}
@@ -396,6 +399,40 @@ def search_index_update(
                 pool.close()
             progress_write(tracker.snapshot(state="idle"))
     return {"added": added, "count": manifest["count"], "rebuilt": rebuilt}
+
+
+def memory_available() -> int | None:
+    """Bytes the kernel says can be allocated without swapping (Linux), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _merge_fits(manifest: dict) -> bool:
+    """Whether merging the delta into the main index fits in memory: the main file is read
+    whole, and its full-precision copy may be reallocated once as it grows (about twice
+    the file, at worst). When it does not, the delta keeps growing (exact, searched with the
+    main file: every vector stays searchable, a query scans it) and the log says why, rather
+    than the worker being killed on every attempt."""
+    available = memory_available()
+    if available is None:
+        return True
+    needed = 2 * int(manifest.get("file_size", 0))
+    if needed <= available:
+        return True
+    logger.warning(
+        "the index delta is not merged: merging needs about %.1f GB, %.1f GB are available; "
+        "queries scan the delta exactly until a machine with more memory merges it "
+        "(docs/capacity.md)",
+        needed / 1e9,
+        available / 1e9,
+    )
+    return False
 
 
 def _delta_merged(delta, *, dimension: int):
