@@ -23,3 +23,16 @@ def rows_insert(model, fields: list[str], rows: list[tuple], *, ignore_conflicts
     table = connection.ops.quote_name(meta.db_table)
     with connection.cursor() as cursor:
         cursor.executemany(f"{verb} INTO {table} ({columns}) VALUES ({marks}){tail}", rows)  # noqa: S608 (names from the model's meta, values bound)
+
+
+def ids_subquery(ids: list[int]):
+    """``ids`` as one bound parameter of a subquery, for ``pk__in``: thousands of candidate
+    ids made thousands of parameters (a quarter of a filtered search's time in Django's
+    lookup preparation at a million patents)."""
+    import json
+
+    from django.db.models.expressions import RawSQL
+
+    if connection.vendor == "sqlite":
+        return RawSQL("SELECT value FROM json_each(%s)", [json.dumps(ids)])  # noqa: S611 (constant SQL, bound parameter)
+    return RawSQL("SELECT unnest(%s::bigint[])", [list(ids)])  # noqa: S611 (as above)

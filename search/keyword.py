@@ -19,6 +19,7 @@ import time
 from django.conf import settings
 from django.db import connection
 
+from allthepatents.bulk import ids_subquery
 from search.text import query_terms
 
 logger = logging.getLogger(__name__)
@@ -172,7 +173,9 @@ def keyword_search(
     if allowed is not None and allowed_share and allowed_share >= POSTFILTER_MIN_SHARE:
         fetch = min(POSTFILTER_MAX_FETCH, int(2 * limit / allowed_share))
         hits = _keyword_query(terms, limit=fetch, allowed=None)
-        keep = set(allowed.filter(pk__in=[pk for pk, _ in hits]).values_list("pk", flat=True))
+        keep = set(
+            allowed.filter(pk__in=ids_subquery([pk for pk, _ in hits])).values_list("pk", flat=True)
+        )
         passed = [hit for hit in hits if hit[0] in keep]
         if len(passed) >= limit or len(hits) < fetch:
             return passed[:limit]
