@@ -65,7 +65,9 @@ def corpus_write(*, patents: int, hidden: int, out: Path, seed: int) -> dict:
     full = [
         r
         for r in records
-        if r.get("abstract") and r.get("claims") and re.match(r"\d{4}-\d\d-\d\d", r.get("date") or "")
+        if r.get("abstract")
+        and r.get("claims")
+        and re.match(r"\d{4}-\d\d-\d\d", r.get("date") or "")
     ]
     rng.shuffle(full)
     held = full[:hidden]
