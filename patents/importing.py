@@ -14,8 +14,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from allthepatents.bulk import rows_insert
+from patents.minhash import patent_text, texts_bands
 from patents.models import Claim, Patent
-from patents.nearcopy import bands_insert, patent_text, texts_bands
+from patents.nearcopy import bands_insert
 from patents.records import ImportReport, RecordError, reference_record_parse
 from patents.services import patent_ids_unused, publish_hooks_run
 from patents.text import content_hash, cpc_codes_text
@@ -100,15 +101,21 @@ def _reference_batch_write(
 
 def _bands_pool():
     """A second process for the MinHash bands (half an import's CPU time), so that they are
-    computed for the next batch while this process writes the last one. Forked: the child
-    computes only and never touches the database connection it inherits."""
+    computed for the next batch while this process writes the last one. Spawned, not
+    forked: a fork of a process whose threads hold locks (OpenMP, a test runner's) can hang
+    in the child; it imports patents.minhash only."""
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
 
-    if (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+    if (os.cpu_count() or 1) < 2:
         return None
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+
+
+# Batches written before the second process is started: a small import (a test's, an
+# admin's) is done before the process would have started.
+POOL_AFTER_BATCHES = 4
 
 
 class _Done:
@@ -154,9 +161,14 @@ def _import_in_batches(records: Iterable[dict], report: ImportReport, batch_size
 
 
 def _import_pipelined(records: Iterable[dict], report: ImportReport, batch_size: int) -> None:
-    pool = _bands_pool()
+    pool = None
+    batches = 0
 
     def bands_of(batch):
+        nonlocal pool, batches
+        batches += 1
+        if pool is None and batches > POOL_AFTER_BATCHES:
+            pool = _bands_pool() or False
         texts = [_record_text(p) for p in batch]
         return pool.submit(texts_bands, texts) if pool else _Done(texts_bands(texts))
 
