@@ -114,16 +114,19 @@ def test_import_reports_bad_lines_and_keeps_good_ones(tmp_path, fixture_jsonl, c
 @pytest.mark.django_db(transaction=True)
 def test_import_failure_mid_file_leaves_no_half_written_patent(fixture_jsonl, monkeypatch):
     """A database error while writing claims rolls back the patents of that batch."""
+    import patents.importing as importing
+
     calls = {"n": 0}
-    real = Claim.objects.bulk_create
+    real = importing.rows_insert
 
-    def failing(objs, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise RuntimeError("disk full")
-        return real(objs, *args, **kwargs)
+    def failing(model, *args, **kwargs):
+        if model is Claim:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise RuntimeError("disk full")
+        return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(Claim.objects, "bulk_create", failing)
+    monkeypatch.setattr(importing, "rows_insert", failing)
     with pytest.raises(RuntimeError):
         reference_import_records(jsonl_lines(fixture_jsonl), batch_size=10)
     assert Patent.objects.count() == 10  # the first batch, whole
