@@ -68,11 +68,15 @@ class LoadedIndex:
         return segments_search(self.segments, vectors, k)
 
     def reconstruct(self, vector_id: int):
-        """The stored vector of ``vector_id``; KeyError when the index does not hold it."""
-        present, rows = self.vectors_of([vector_id])
-        if not present[0]:
-            raise KeyError(vector_id)
-        return rows[0]
+        """The stored vector of ``vector_id``; KeyError when the index does not hold it.
+        One lookup in each segment's id map (an invention page asks for one vector; the
+        sorted tables of ``vectors_of`` would sort every id of the index first)."""
+        for segment in reversed(self.segments):  # the delta first: its copy is the newest
+            try:
+                return segment.reconstruct(int(vector_id))
+            except RuntimeError:  # faiss: the id is not in this segment
+                continue
+        raise KeyError(vector_id)
 
     def vectors_of(self, wanted):
         """(a mask of the ``wanted`` ids the index holds, their stored vectors in that
