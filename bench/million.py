@@ -5,6 +5,7 @@
     .venv/bin/python bench/million.py vectors                        # the site's index, see below
     .venv/bin/python bench/million.py keyword                        # pasted claims, FTS / tsvector
     .venv/bin/python bench/million.py api                            # /api/search through gunicorn
+    .venv/bin/python bench/million.py publish                        # one invention published
 
 Every step works on ``--site`` (default var/million/site, a DATA_DIR; ``DATABASE_URL`` picks
 PostgreSQL instead of that directory's SQLite file) and prints the CPU.
@@ -417,9 +418,45 @@ def _rss(pid: int) -> dict:
     return out
 
 
+def publish_measure(*, site: Path) -> dict:
+    """One invention published through the site's service, then the worker's update: what
+    publishing costs on this index (the main file should stay as it is)."""
+    _django(site)
+    from patents.services import patent_publish
+    from search.services import search_index_update
+    from search.store import manifest_read
+
+    before = manifest_read()
+    patent_publish(
+        title="Tidal turbine blade with a sacrificial anode",
+        abstract="A blade that sheds barnacles by a sacrificial zinc anode at its root.",
+        claims=[
+            {
+                "number": 1,
+                "text": "A tidal turbine blade comprising a root, a sacrificial "
+                "zinc anode at the root and a conductive path to the blade's tip.",
+            },
+            {"number": 2, "text": "The blade of claim 1, wherein the anode is replaceable."},
+        ],
+        provenance={"generator_model": "bench", "mode": "top-down", "seed": 1},
+    )
+    started = time.time()
+    result = search_index_update()
+    after = manifest_read()
+    return {
+        "update_seconds": round(time.time() - started, 1),
+        "result": result,
+        "main_file_unchanged": after["file"] == before["file"],
+        "delta_vectors": (after.get("delta") or {}).get("count"),
+        "delta_bytes": (after.get("delta") or {}).get("file_size"),
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=["corpus", "import", "vectors", "keyword", "api"])
+    parser.add_argument(
+        "step", choices=["corpus", "import", "vectors", "keyword", "api", "publish"]
+    )
     parser.add_argument("--site", type=Path, default=ROOT / "var" / "million" / "site")
     parser.add_argument("--patents", type=int, default=1_000_000)
     parser.add_argument("--hidden", type=int, default=300)
@@ -448,6 +485,8 @@ def main():
         )
     elif args.step == "keyword":
         result = keyword_measure(site=args.site, queries=args.queries)
+    elif args.step == "publish":
+        result = publish_measure(site=args.site)
     else:
         result = api_measure(
             site=args.site, queries=args.queries, port=args.port, workers=args.workers
