@@ -50,3 +50,44 @@ def test_ivf_search_follows_this_process_settings_and_rescores_exactly(settings)
 def test_ivf_needs_vectors_to_train_on():
     with pytest.raises(ValueError, match="training"):
         index_new(64, kind="ivf")
+
+
+@pytest.mark.unit
+def test_a_verified_index_file_is_not_read_again_until_it_changes(settings, tmp_path, monkeypatch):
+    """A worker publishing to a large index loads it on every update: the checksum of a
+    file it has already verified is not computed again (at a million patents that re-read
+    16.5 GB each time), but a file written in place since is checked, and caught."""
+    import os
+    import time
+
+    from search import store
+
+    settings.INDEX_DIR = tmp_path
+    x = _clustered(500)
+    index = index_new(x.shape[1])
+    index.add_with_ids(x, np.arange(len(x), dtype="int64"))
+    manifest = store.index_save(index, manifest={"embedding_model": "m", "dimension": 64})
+    path = tmp_path / manifest["file"]
+    hashed = []
+    real_sha = store.file_sha256
+    monkeypatch.setattr(store, "file_sha256", lambda p: hashed.append(p) or real_sha(p))
+    monkeypatch.setattr(store, "_verified", set())
+
+    # Just written: its mtime is within the clock's tick, so it is checked every time.
+    store.index_load_checked(model="m")
+    store.index_load_checked(model="m")
+    assert len(hashed) == 2
+
+    settled = time.time() - 60
+    os.utime(path, (settled, settled))
+    for _ in range(3):
+        assert store.index_load_checked(model="m").ntotal == len(x)
+    assert len(hashed) == 3  # once, then remembered
+
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = os.urandom(64)
+    path.write_bytes(bytes(data))
+    os.utime(path, (settled + 1, settled + 1))
+    with pytest.raises(store.IndexUnavailable, match="checksum"):
+        store.index_load_checked(model="m")
+    assert len(hashed) == 4
