@@ -193,6 +193,20 @@ def _split_docs_claims(scored, mapping, limit):
     return docs[:limit], claims[:limit]
 
 
+def _allowed_by_dates(filters: SearchFilters, loaded):
+    """The bitmap of vector ids whose patents pass the filter's dates and origin, or None
+    (no such part in the filter, or no table of vector dates yet)."""
+    from search.vector_dates import has_date_bounds, vector_dates_allowed
+
+    if not has_date_bounds(filters) and filters.origin not in ("generated", "reference"):
+        return None
+    manifest = loaded.manifest
+    last = max(
+        int(manifest.get("last_vector_id") or 0), int(manifest.get("documents_through") or 0)
+    )
+    return vector_dates_allowed(filters, last_id=last)
+
+
 def dense_search(query: str, *, limit: int, filters: SearchFilters | None = None):
     """Best document list and best-claim-per-patent list: [(patent_id, score, claim_no)],
     only patents that pass ``filters``, each list up to ``limit`` long.
@@ -235,13 +249,22 @@ def dense_search(query: str, *, limit: int, filters: SearchFilters | None = None
             scored = ((int(wanted[i]), float(scores[i])) for i in top)
             return _split_docs_claims(scored, mapping, limit)
         share = kept / ntotal
+        allowed = _allowed_by_dates(filters, loaded)
+        if allowed is not None:
+            # The dates and origin are kept to inside the search: only the rest of the
+            # filter (checked afterwards) asks for a deeper one.
+            rest = dataclasses.replace(
+                filters, before=None, after=None, filed_before=None, filed_after=None, origin="all"
+            )
+            share = max(share, _patents_share(rest) if rest.narrows else 1.0)
     else:
         share = 1.0
+        allowed = None
     # Deep enough for ``limit`` patents to pass a filter that keeps ``share``: claim vectors
     # give a patent several chances, and the loop below doubles when it was not.
     k = min(ntotal, max(limit * 8, int(limit * 4 / max(share, 1e-6))))
     while True:
-        scores, ids = loaded.search(vector, k)
+        scores, ids = loaded.search(vector, k, allowed=allowed)
         pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
         mapping = vector_owners(
             [i for i, _ in pairs],

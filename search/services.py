@@ -384,6 +384,7 @@ def search_index_update(
                 if not full:
                     final = manifest_for(new_last, new_docs, index)
                     manifest = delta_save(index, manifest=final)
+                    _vector_dates_refresh(full=False)
                     return {"added": added, "count": manifest["count"], "rebuilt": False}
                 # The delta is full (or the lists are due for retraining): into the main
                 # index, read whole this once.
@@ -394,11 +395,33 @@ def search_index_update(
                 index = _index_retype(index, dimension=dimension, kind="ivf")
                 rebuilt = True
             manifest = index_save(index, manifest=manifest_for(new_last, new_docs, index))
+            _vector_dates_refresh(full=rebuilt)
         finally:
             if pool:
                 pool.close()
             progress_write(tracker.snapshot(state="idle"))
     return {"added": added, "count": manifest["count"], "rebuilt": rebuilt}
+
+
+def search_index_dates_write(*, lock_timeout: float = 600) -> dict:
+    """The table of vector dates written whole (an index built before it existed, or one
+    built from given vectors)."""
+    from search.vector_dates import vector_dates_refresh
+
+    with writer_lock(timeout=lock_timeout):
+        return vector_dates_refresh(full=True)
+
+
+def _vector_dates_refresh(*, full: bool) -> None:
+    """The table of vector dates, in step with the index (under its writer lock). It only
+    speeds date filters up (search.vector_dates): a failure is logged, not raised, and
+    filters that find no table for a vector check it after the search as before."""
+    from search.vector_dates import vector_dates_refresh
+
+    try:
+        vector_dates_refresh(full=full)
+    except Exception:
+        logger.exception("the table of vector dates was not brought up to date")
 
 
 def memory_available() -> int | None:

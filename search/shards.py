@@ -246,6 +246,7 @@ def embedding_shards_merge(*, lock_timeout: float = 600, progress=None) -> dict:
         _delta_add,
         _index_retype,
         _ivf_due,
+        _vector_dates_refresh,
         search_index_update_enqueue,
     )
     from search.store import (
@@ -316,6 +317,7 @@ def embedding_shards_merge(*, lock_timeout: float = 600, progress=None) -> dict:
         if saved["index_type"] == "ivf":
             saved["ivf_trained_on"] = trained_on
         result = index_save(index, manifest=saved)
+        _vector_dates_refresh(full=False)
     if not left:
         search_index_update_enqueue()
     return {"merged": merged, "added": added, "left": left, "count": result["count"]}

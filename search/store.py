@@ -63,9 +63,11 @@ class LoadedIndex:
     def dimension(self) -> int:
         return int(self.index.d)
 
-    def search(self, vectors, k: int):
-        """(scores, ids) of the best ``k`` over every segment, as one faiss search gives."""
-        return segments_search(self.segments, vectors, k)
+    def search(self, vectors, k: int, *, allowed=None):
+        """(scores, ids) of the best ``k`` over every segment, as one faiss search gives.
+        ``allowed``: a bitmap of vector ids (``search.vector_dates``) that the search keeps
+        to while it scans."""
+        return segments_search(self.segments, vectors, k, allowed=allowed)
 
     def reconstruct(self, vector_id: int):
         """The stored vector of ``vector_id``; KeyError when the index does not hold it.
@@ -105,14 +107,14 @@ class LoadedIndex:
         return present, rows[present]
 
 
-def segments_search(segments: list, vectors, k: int):
+def segments_search(segments: list, vectors, k: int, *, allowed=None):
     """Searches each segment (``index_search``) and keeps the best ``k`` by score."""
     import numpy as np
 
     live = [s for s in segments if s.ntotal > 0]
     if len(live) <= 1:
-        return index_search(live[0] if live else segments[0], vectors, k)
-    found = [index_search(s, vectors, min(k, int(s.ntotal))) for s in live]
+        return index_search(live[0] if live else segments[0], vectors, k, allowed=allowed)
+    found = [index_search(s, vectors, min(k, int(s.ntotal)), allowed=allowed) for s in live]
     scores = np.concatenate([f[0] for f in found], axis=1)
     ids = np.concatenate([f[1] for f in found], axis=1)
     scores = np.where(ids < 0, -np.inf, scores)
@@ -228,22 +230,61 @@ def index_new(dimension: int, *, kind: str = "flat", training=None):
     return _owned(faiss.IndexIDMap2(refine), refine)
 
 
-def index_search(index, vectors, k: int):
+def index_search(index, vectors, k: int, *, allowed=None):
     """``index.search`` with the IVF settings of this process (SEARCH_IVF_NPROBE lists
     scanned, at least SEARCH_IVF_RERANK candidates re-scored exactly), passed per call so
-    that threads sharing the index never see each other's depth."""
+    that threads sharing the index never see each other's depth. ``allowed``: a bitmap of
+    the vector ids to keep to (little-endian bits), tested inside the scan."""
     import faiss
-    import numpy as np
 
-    vectors = np.ascontiguousarray(vectors, dtype="float32")
-    if index_kind(index) != "ivf":
-        return index.search(vectors, k)
+    base = faiss.downcast_index(index.index)
+    selector = faiss.IDSelectorBitmap(allowed) if allowed is not None else None
+    if not hasattr(base, "refine_index"):
+        if selector is None or hasattr(base, "hnsw"):
+            # An ID selector inside HNSW walks the graph through rejected nodes and loses
+            # recall where a filter is narrow: an HNSW index is filtered after the search.
+            return index.search(vectors, k)
+        params = faiss.SearchParameters()
+        params.sel = selector  # the id map translates it to row numbers
+        return index.search(vectors, k, params=params)
     lists = faiss.SearchParametersIVF()
     lists.nprobe = settings.SEARCH_IVF_NPROBE
+    if selector is not None:
+        return _ivf_search_selected(index, base, vectors, k, selector, lists)
     params = faiss.IndexRefineSearchParameters()
     params.k_factor = max(1.0, settings.SEARCH_IVF_RERANK / max(k, 1))
     params.base_index_params = lists  # a pointer: ``lists`` stays alive until the search ends
     return index.search(vectors, k, params=params)
+
+
+def _ivf_search_selected(index, refine, vectors, k: int, selector, lists):
+    """The IVF search with a selector: faiss's re-rank wrapper does not pass a selector on to
+    the lists it wraps, so the lists are searched here (by row number, the selector
+    translated through the id map) and their candidates re-scored exactly from the stored
+    full-precision copy, as the wrapper would."""
+    import faiss
+    import numpy as np
+
+    ivf = faiss.downcast_index(refine.base_index)
+    translated = faiss.IDSelectorTranslated(index.id_map, selector)
+    lists.sel = translated  # ``translated`` and ``selector`` live until the search ends
+    depth = int(min(ivf.ntotal, max(k, settings.SEARCH_IVF_RERANK)))
+    _, rows = ivf.search(vectors, depth, params=lists)
+    flat = faiss.downcast_index(refine.refine_index)
+    n, d = int(flat.ntotal), int(flat.d)
+    matrix = faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
+    id_of = faiss.rev_swig_ptr(index.id_map.data(), index.id_map.size())
+    scores = np.full((len(vectors), k), -np.finfo("float32").max, dtype="float32")
+    ids = np.full((len(vectors), k), -1, dtype="int64")
+    for q, found in enumerate(rows):
+        found = found[found >= 0]
+        if not len(found):
+            continue
+        exact = matrix[found] @ np.asarray(vectors[q], dtype="float32")
+        best = np.argsort(-exact, kind="stable")[:k]
+        scores[q, : len(best)] = exact[best]
+        ids[q, : len(best)] = id_of[found[best]]
+    return scores, ids
 
 
 def _file_write(index, prefix: str) -> tuple[str, dict]:

@@ -6,17 +6,23 @@ from django.core.management.base import CommandError
 from allthepatents.commands import ProgressCommand
 from search.embeddings import bulk_processes
 from search.selectors import index_health, vectors_pending_query
-from search.services import search_documents_sync, search_index_rebuild, search_index_update
+from search.services import (
+    search_documents_sync,
+    search_index_dates_write,
+    search_index_rebuild,
+    search_index_update,
+)
 
 
 class Command(ProgressCommand):
     help = (
         "Search index: status | update (incremental) | rebuild (from the database) | shards "
-        "(a bulk build spread over the indexing workers of any number of machines)."
+        "(a bulk build spread over the indexing workers of any number of machines) | dates "
+        "(write the table of vector dates whole: date filters run inside the search)."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("action", choices=["status", "update", "rebuild", "shards"])
+        parser.add_argument("action", choices=["status", "update", "rebuild", "shards", "dates"])
         parser.add_argument(
             "--size",
             type=int,
@@ -51,6 +57,14 @@ class Command(ProgressCommand):
     def handle(self, *args, action, no_progress, wait, processes, documents_only, **options):
         if action == "status":
             self.stdout.write(json.dumps(index_health(), indent=2))
+            return
+        if action == "dates":
+            started = time.monotonic()
+            meta = search_index_dates_write(lock_timeout=wait)
+            self.stdout.write(
+                f"vector dates: {meta['through']} vectors covered in "
+                f"{time.monotonic() - started:.1f} s"
+            )
             return
         if action == "shards":
             self._shards(size=options["size"], merge=options["merge"], wait=wait)
