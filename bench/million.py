@@ -213,7 +213,7 @@ def vectors_build(*, site: Path, noise: float, seed: int, base_count: int) -> di
     from patents.models import Patent
     from search.embeddings import embed, embedding_dimension
     from search.models import IndexedVector
-    from search.services import search_documents_sync, vector_texts
+    from search.services import search_documents_sync, search_index_dates_write, vector_texts
     from search.store import index_kind_for, index_new, index_save
 
     search_documents_sync()
@@ -262,12 +262,16 @@ def vectors_build(*, site: Path, noise: float, seed: int, base_count: int) -> di
             **({"ivf_trained_on": len(ids)} if kind == "ivf" else {}),
         },
     )
+    build_s = time.time() - started
+    started = time.time()
+    search_index_dates_write()  # what a build through search_index_update writes with it
     return {
+        "vector_dates_seconds": round(time.time() - started, 1),
         "vectors": len(ids),
         "real_vectors": len(real_rows),
         "real_embed_seconds": round(embed_s, 1),
         "index_kind": kind,
-        "index_build_seconds": round(time.time() - started, 1),
+        "index_build_seconds": round(build_s, 1),
         "index_bytes": manifest.get("file_size"),
         **looks,
     }
@@ -391,9 +395,24 @@ def api_measure(*, site: Path, queries: int, port: int, workers: int) -> dict:
             start = dt.date.fromisoformat(DATE_FILTER_AFTER) + dt.timedelta(days=n % 60 - 30)
             return {"after": start.isoformat()}
 
+        answer_dates = {
+            r["id"]: dt.date.fromisoformat(r["date"][:10])
+            for r in json.loads((_corpus_dir(site) / "hidden.json").read_text())
+        }
+
+        def window_around_answer(n: int) -> dict:
+            # Five years around the known answer's date: the filter keeps the answer, so
+            # this measures what a filter does to finding it.
+            day = answer_dates[asked[n][0]]
+            return {
+                "after": (day - dt.timedelta(days=913)).isoformat(),
+                "before": (day + dt.timedelta(days=913)).isoformat(),
+            }
+
         out["cold_no_filter"] = run(lambda n: {})  # the index's pages come from disk
         out["no_filter"] = run(lambda n: {})
         out["date_filter_10pct"] = run(date_filter)
+        out["date_window_around_answer"] = run(window_around_answer)
         out["rss_mb_after_queries"] = _rss(server.pid)
         return out
     finally:
@@ -419,33 +438,36 @@ def _rss(pid: int) -> dict:
 
 
 def publish_measure(*, site: Path) -> dict:
-    """One invention published through the site's service, then the worker's update: what
-    publishing costs on this index (the main file should stay as it is)."""
+    """Inventions published through the site's service, each followed by the worker's
+    update in this one process (as a long-running worker does): what publishing costs on
+    this index (the main file should stay as it is, and be verified once, not every time)."""
     _django(site)
     from patents.services import patent_publish
     from search.services import search_index_update
     from search.store import manifest_read
 
     before = manifest_read()
-    patent_publish(
-        title="Tidal turbine blade with a sacrificial anode",
-        abstract="A blade that sheds barnacles by a sacrificial zinc anode at its root.",
-        claims=[
-            {
-                "number": 1,
-                "text": "A tidal turbine blade comprising a root, a sacrificial "
-                "zinc anode at the root and a conductive path to the blade's tip.",
-            },
-            {"number": 2, "text": "The blade of claim 1, wherein the anode is replaceable."},
-        ],
-        provenance={"generator_model": "bench", "mode": "top-down", "seed": 1},
-    )
-    started = time.time()
-    result = search_index_update()
+    updates = []
+    for n in range(3):
+        patent_publish(
+            title=f"Tidal turbine blade with a sacrificial anode, variant {n}",
+            abstract="A blade that sheds barnacles by a sacrificial zinc anode at its root.",
+            claims=[
+                {
+                    "number": 1,
+                    "text": "A tidal turbine blade comprising a root, a sacrificial "
+                    f"zinc anode at the root and a conductive path to the blade's tip {n}.",
+                },
+                {"number": 2, "text": "The blade of claim 1, wherein the anode is replaceable."},
+            ],
+            provenance={"generator_model": "bench", "mode": "top-down", "seed": n},
+        )
+        started = time.time()
+        result = search_index_update()
+        updates.append({"seconds": round(time.time() - started, 2), "added": result["added"]})
     after = manifest_read()
     return {
-        "update_seconds": round(time.time() - started, 1),
-        "result": result,
+        "updates": updates,
         "main_file_unchanged": after["file"] == before["file"],
         "delta_vectors": (after.get("delta") or {}).get("count"),
         "delta_bytes": (after.get("delta") or {}).get("file_size"),
