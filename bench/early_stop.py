@@ -33,7 +33,11 @@ def main():
     parser.add_argument("model", type=Path)
     parser.add_argument("--samples", type=int, default=48, help="per mode")
     parser.add_argument("--seed", type=int, default=1000)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument(
+        "--batch",
+        default="16",
+        help="rows a batch; a list (16,64) also runs form + early stop at the others",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=0, help="0: the job default")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quantize", default="auto")
@@ -42,6 +46,7 @@ def main():
     )
     args = parser.parse_args()
     os.environ["TORCH_THREADS"] = str(args.threads)
+    batches = [int(b) for b in str(args.batch).split(",")]
     import django
 
     django.setup()
@@ -67,6 +72,7 @@ def main():
                 "flags": flags,
                 "precision": backend.quantize,
                 "threads": args.threads,
+                "batches": batches,
                 "max_new_tokens": params.max_new_tokens,
                 "check_every": CHECK_EVERY,
             }
@@ -77,14 +83,19 @@ def main():
     table = {}
     for mode, prompt in (("top-down", KL3M_TOP_DOWN), ("bottom-up", KL3M_BOTTOM_UP)):
         runs = {}
-        variants = [("before", False, ""), ("early stop", True, "")]
+        first, *others = batches
+        variants = [("before", False, "", first), ("early stop", True, "", first)]
         if args.form:
-            variants += [("form", False, "kl3m"), ("form + early stop", True, "kl3m")]
-        for label, early, form in variants:
+            variants += [
+                ("form", False, "kl3m", first),
+                ("form + early stop", True, "kl3m", first),
+            ]
+            variants += [(f"form + early stop, batch {b}", True, "kl3m", b) for b in others]
+        for label, early, form, rows in variants:
             run_params = dataclasses.replace(params, form=form)
             outputs, cpu = [], 0.0
-            for start in range(0, len(seeds), args.batch):
-                chunk = seeds[start : start + args.batch]
+            for start in range(0, len(seeds), rows):
+                chunk = seeds[start : start + rows]
                 prompts = [prompt] * len(chunk)
                 decide = prefix_decider(prompt_format="kl3m", prompts=prompts) if early else None
                 began = time.process_time()

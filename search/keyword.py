@@ -157,15 +157,21 @@ POSTFILTER_MAX_FETCH = 5000
 
 
 def keyword_search(
-    query: str, *, limit: int = 200, allowed=None, allowed_share: float | None = None
+    query: str,
+    *,
+    limit: int = 200,
+    allowed=None,
+    allowed_share: float | None = None,
+    passing=None,
 ) -> list[tuple[int, float]]:
     """(patent id, score) best first; OR semantics so that pasted claims still match.
 
     ``allowed``, a queryset of patents, filters inside the SQL (as a subquery), so that a
     narrow filter still gets ``limit`` matches when the corpus has them. A broad one
     (``allowed_share``, the share of patents it keeps, at least POSTFILTER_MIN_SHARE)
-    filters the best matches of the unfiltered query by id, falling back to the subquery
-    when too few of them pass."""
+    filters the best matches of the unfiltered query by id (``passing(ids)``: the ones
+    that pass, when the caller has a faster test than the queryset), falling back to the
+    subquery when too few of them pass."""
     words, shares = terms_by_rarity(query_terms(query), term_shares(), engine_stems)
     terms = keyword_terms_pick(words, shares)
     if not terms:
@@ -173,8 +179,11 @@ def keyword_search(
     if allowed is not None and allowed_share and allowed_share >= POSTFILTER_MIN_SHARE:
         fetch = min(POSTFILTER_MAX_FETCH, int(2 * limit / allowed_share))
         hits = _keyword_query(terms, limit=fetch, allowed=None)
-        keep = set(
-            allowed.filter(pk__in=ids_subquery([pk for pk, _ in hits])).values_list("pk", flat=True)
+        ids = [pk for pk, _ in hits]
+        keep = (
+            passing(ids)
+            if passing is not None
+            else set(allowed.filter(pk__in=ids_subquery(ids)).values_list("pk", flat=True))
         )
         passed = [hit for hit in hits if hit[0] in keep]
         if len(passed) >= limit or len(hits) < fetch:

@@ -46,22 +46,21 @@ class SearchResult:
 
 
 def vector_owners(
-    vector_ids, *, documents_only: bool = False, patents=None
+    vector_ids, *, documents_only: bool = False, filters: SearchFilters | None = None
 ) -> dict[int, tuple[int, int | None]]:
     """FAISS id -> (patent id, claim number or None for the document vector): the one
-    mapping from the index back to the database. ``patents`` (a queryset of ids) narrows
-    it to those patents."""
+    mapping from the index back to the database. ``filters`` narrows it to the patents
+    that pass them."""
     rows = IndexedVector.objects.filter(pk__in=ids_subquery([int(i) for i in vector_ids if i >= 0]))
     if documents_only:
         rows = rows.filter(claim_number=None)
     owners = {
         pk: (pid, claim) for pk, pid, claim in rows.values_list("pk", "patent_id", "claim_number")
     }
-    if patents is not None and owners:
+    if filters is not None and filters.narrows and owners:
         # The owners' patents checked against the filter by id: joining the candidates to
         # every patent a broad filter keeps took 0.4 s at a million patents.
-        wanted = sorted({pid for pid, _ in owners.values()})
-        keep = set(patents.filter(pk__in=ids_subquery(wanted)).values_list("pk", flat=True))
+        keep = patents_passing(filters=filters, patent_ids=[pid for pid, _ in owners.values()])
         owners = {pk: owner for pk, owner in owners.items() if owner[0] in keep}
     return owners
 
@@ -103,6 +102,71 @@ def patents_matching(filters: SearchFilters):
     return qs
 
 
+def patents_passing(*, filters: SearchFilters, patent_ids) -> set[int]:
+    """Which of ``patent_ids`` pass ``filters``: the rule of ``patents_matching`` applied
+    to the candidates' rows, fetched by primary key. Asked in SQL, a date range with the
+    candidates' ids let the database walk the range's date index (135,000 patents for a
+    five-year window at a million: 0.22 s) instead of looking the few hundred ids up."""
+    ids = sorted({int(i) for i in patent_ids})
+    if not ids:
+        return set()
+    if not filters.narrows:
+        return set(
+            Patent.objects.filter(
+                pk__in=ids_subquery(ids), status=Patent.Status.PUBLISHED
+            ).values_list("pk", flat=True)
+        )
+    rows = Patent.objects.filter(pk__in=ids_subquery(ids)).values_list(
+        "pk",
+        "status",
+        "origin",
+        "published_at",
+        "source_date",
+        "filing_date",
+        "generator_model",
+        "mode",
+        "cpc_codes",
+    )
+    return {row[0] for row in rows if _passes(filters, row)}
+
+
+def _passes(filters: SearchFilters, row) -> bool:
+    _, status, origin, published_at, source_date, filing_date, generator, mode, cpc = row
+    if status != Patent.Status.PUBLISHED:
+        return False
+    if filters.origin in (Patent.Origin.GENERATED, Patent.Origin.REFERENCE):
+        if origin != filters.origin:
+            return False
+    if filters.before or filters.after:
+        if origin == Patent.Origin.GENERATED:
+            day = published_at
+            bounds = [
+                dt.datetime.combine(d, dt.time(), tzinfo=dt.UTC) if d else None
+                for d in (filters.before, filters.after)
+            ]
+        elif origin == Patent.Origin.REFERENCE:
+            day, bounds = source_date, [filters.before, filters.after]
+        else:
+            return False
+        if day is None:
+            return False
+        if bounds[0] is not None and not day < bounds[0]:
+            return False
+        if bounds[1] is not None and not day >= bounds[1]:
+            return False
+    if filters.filed_before and not (filing_date and filing_date < filters.filed_before):
+        return False
+    if filters.filed_after and not (filing_date and filing_date >= filters.filed_after):
+        return False
+    if filters.generator and generator != filters.generator:
+        return False
+    if filters.mode and mode != filters.mode:
+        return False
+    if filters.cpc and not any(f" {prefix}" in (cpc or "") for prefix in filters.cpc):
+        return False
+    return True
+
+
 # Per process: vectors a filter keeps, by (filter, index file). A new index file (or
 # a minute) invalidates; withdrawn patents are dropped again when the page is fetched.
 _subset_cache: dict = {}
@@ -128,13 +192,23 @@ def _vectors_kept_estimate(filters: SearchFilters, loaded) -> int:
 
 
 def _patents_share(filters: SearchFilters) -> float:
-    """The share of published patents a filter keeps (two indexed counts, cached a minute)."""
+    """The share of published patents a filter keeps (two indexed counts, cached a minute);
+    for a filter of dates and origin alone, the share of vectors the table of vector dates
+    keeps (a count over a bitmap: a five-year window's count took 0.22 s in SQL at a
+    million patents, and every query of an examiner has its own date)."""
+    from search.vector_dates import vector_dates_share
+
     key = (filters, "share")
     hit = _subset_cache.get(key)
     now = time.monotonic()
     if hit and now - hit[0] < _SUBSET_TTL:
         return hit[1]
-    value = patents_matching(filters).count() / (_published_count() or 1)
+    rest = dataclasses.replace(
+        filters, before=None, after=None, filed_before=None, filed_after=None, origin="all"
+    )
+    value = None if rest.narrows else vector_dates_share(filters)
+    if value is None:
+        value = patents_matching(filters).count() / (_published_count() or 1)
     if len(_subset_cache) > 256:
         _subset_cache.clear()
     _subset_cache[key] = (now, value)
@@ -193,6 +267,17 @@ def _split_docs_claims(scored, mapping, limit):
     return docs[:limit], claims[:limit]
 
 
+def _dates_only_share(filters: SearchFilters) -> bool:
+    """Whether the filter's share comes from the table of vector dates: it narrows by
+    dates and origin only, and the table is there."""
+    from search.vector_dates import vector_dates_share
+
+    rest = dataclasses.replace(
+        filters, before=None, after=None, filed_before=None, filed_after=None, origin="all"
+    )
+    return not rest.narrows and vector_dates_share(filters) is not None
+
+
 def _allowed_by_dates(filters: SearchFilters, loaded):
     """The bitmap of vector ids whose patents pass the filter's dates and origin, or None
     (no such part in the filter, or no table of vector dates yet)."""
@@ -233,8 +318,9 @@ def dense_search(query: str, *, limit: int, filters: SearchFilters | None = None
         kept = _vectors_kept_estimate(filters, loaded)
         if kept == 0:
             return [], []
-        if kept <= 2 * settings.SEARCH_EXACT_SUBSET_MAX:
-            # Near the line the estimate is replaced by the exact count.
+        if kept <= 2 * settings.SEARCH_EXACT_SUBSET_MAX and not _dates_only_share(filters):
+            # Near the line the estimate is replaced by the exact count (a share from the
+            # table of vector dates is one already).
             kept, _ = _vector_subset(filters, loaded, fetch=False)
         if kept == 0:
             return [], []
@@ -266,10 +352,7 @@ def dense_search(query: str, *, limit: int, filters: SearchFilters | None = None
     while True:
         scores, ids = loaded.search(vector, k, allowed=allowed)
         pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-        mapping = vector_owners(
-            [i for i, _ in pairs],
-            patents=patents_matching(filters).values("pk") if filters.narrows else None,
-        )
+        mapping = vector_owners([i for i, _ in pairs], filters=filters)
         docs, claims = _split_docs_claims(pairs, mapping, limit)
         # Deep enough when the candidates name ``limit`` patents (a page and then some):
         # claim vectors outnumber documents, so both lists need not be full.
@@ -306,6 +389,7 @@ def search_patents(
             limit=limit,
             allowed=allowed,
             allowed_share=_patents_share(filters) if allowed is not None else None,
+            passing=lambda ids: patents_passing(filters=filters, patent_ids=ids),
         )
         if used in ("hybrid", "keyword")
         else []

@@ -171,7 +171,7 @@ def _table():
         except (OSError, ValueError, KeyError) as exc:
             logger.warning("vector dates unusable (%s): date filters run after search", exc)
             table, through = None, 0
-        _cache.update(stamp=stamp, table=table, through=through, bitmaps={})
+        _cache.update(stamp=stamp, table=table, through=through, bitmaps={}, known=None)
         return table, through
 
 
@@ -183,7 +183,6 @@ def vector_dates_allowed(filters, *, last_id: int):
     """A bitmap (little-endian bits, by vector id, up to ``last_id``) of the vectors whose
     patents may pass ``filters``' dates and origin, for ``faiss.IDSelectorBitmap``; None
     when there is no table. Ids past the table's end are let through."""
-    import numpy as np
 
     table, through = _table()
     if table is None:
@@ -199,7 +198,13 @@ def vector_dates_allowed(filters, *, last_id: int):
     with _cache_lock:
         cached = _cache["bitmaps"].get(key)
     if cached is not None:
-        return cached
+        return cached[0]
+    return _bitmap_build(filters, table, through, key, last_id)[0]
+
+
+def _bitmap_build(filters, table, through: int, key, last_id: int):
+    import numpy as np
+
     known = min(through + 1, table.shape[1], last_id + 1)
     keep = np.ones(max(last_id + 1, 1), dtype=bool)
     part = keep[:known]
@@ -216,15 +221,45 @@ def vector_dates_allowed(filters, *, last_id: int):
         part &= filed >= day_number(filters.filed_after)
     if filters.origin in ORIGIN_CODES:
         part &= origin == ORIGIN_CODES[filters.origin]
-    bitmap = np.packbits(keep, bitorder="little")
+    value = (np.packbits(keep, bitorder="little"), int(np.count_nonzero(part)))
     with _cache_lock:
         bitmaps = _cache["bitmaps"]
         if len(bitmaps) >= BITMAPS_KEPT:
             bitmaps.pop(next(iter(bitmaps)))
-        bitmaps[key] = bitmap
-    return bitmap
+        bitmaps[key] = value
+    return value
+
+
+def vector_dates_share(filters) -> float | None:
+    """The share of the table's vectors whose patents pass ``filters``' dates and origin
+    (None without a table): what a filter of those alone keeps, without counting patents
+    in SQL."""
+    import numpy as np
+
+    table, through = _table()
+    if table is None or not (has_date_bounds(filters) or filters.origin in ORIGIN_CODES):
+        return None
+    key = (
+        filters.before,
+        filters.after,
+        filters.filed_before,
+        filters.filed_after,
+        filters.origin,
+        through,
+    )
+    with _cache_lock:
+        cached = _cache["bitmaps"].get(key)
+        known = _cache.get("known")
+    if known is None:
+        known = int(np.count_nonzero(table[2, : through + 1]))
+        with _cache_lock:
+            _cache["known"] = known
+    kept = (
+        cached[1] if cached is not None else _bitmap_build(filters, table, through, key, through)[1]
+    )
+    return kept / max(known, 1)
 
 
 def vector_dates_reset() -> None:
     with _cache_lock:
-        _cache.update(stamp=None, table=None, through=0, bitmaps={})
+        _cache.update(stamp=None, table=None, through=0, bitmaps={}, known=None)

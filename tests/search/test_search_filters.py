@@ -347,3 +347,42 @@ def test_the_table_grows_by_the_new_rows_and_a_damaged_one_is_written_again(
     repaired = vector_dates_refresh()
     upto = whole["through"] + 1
     assert np.array_equal(np.load(index_dir() / repaired["file"])[:, :upto], table[:, :upto])
+
+
+@pytest.mark.django_db
+def test_the_candidates_check_agrees_with_the_database_filter(big_corpus):
+    """``patents_passing`` (the filter applied to candidates fetched by id) keeps exactly
+    what ``patents_matching`` (the filter in SQL) keeps, over every kind of filter,
+    withdrawn and undated patents included."""
+    from search.selectors import patents_passing
+
+    references = list(Patent.objects.filter(origin=Patent.Origin.REFERENCE).order_by("pk")[:12])
+    Patent.objects.filter(pk=references[0].pk).update(source_date=None)
+    Patent.objects.filter(pk__in=[p.pk for p in references[1:4]]).update(
+        cpc_codes=" H04L12/28 A61B5/02 "
+    )
+    Patent.objects.filter(pk__in=[p.pk for p in references[4:6]]).update(
+        filing_date=dt.date(2009, 1, 1)
+    )
+    withdrawn = Patent.objects.filter(origin=Patent.Origin.REFERENCE).order_by("pk")[20]
+    Patent.objects.filter(pk=withdrawn.pk).update(status=Patent.Status.WITHDRAWN)
+    every = list(Patent.objects.values_list("pk", flat=True))
+    try:
+        for filters in [
+            *DATE_FILTERS,
+            SearchFilters(origin="all"),
+            SearchFilters(origin="reference"),
+            SearchFilters(origin="all", cpc=("H04L",)),
+            SearchFilters(origin="all", cpc=("A61B5/02", "G06F")),
+            SearchFilters(origin="generated", generator="test/model", mode="top-down"),
+            SearchFilters(origin="generated", mode="bottom-up"),
+            SearchFilters(origin="reference", before=dt.date(2010, 5, 1), cpc=("H04L",)),
+        ]:
+            expected = set(patents_matching(filters).values_list("pk", flat=True))
+            assert patents_passing(filters=filters, patent_ids=every) == expected, filters
+    finally:
+        Patent.objects.filter(pk=references[0].pk).update(source_date=dt.date(2010, 1, 1))
+        Patent.objects.filter(pk__in=[p.pk for p in references[1:6]]).update(
+            cpc_codes="", filing_date=None
+        )
+        Patent.objects.filter(pk=withdrawn.pk).update(status=Patent.Status.PUBLISHED)
