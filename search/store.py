@@ -179,7 +179,8 @@ def index_kind_for(count: int) -> str:
 
 def ivf_lists_for(count: int) -> int:
     """About sqrt(n) / 2 inverted lists, a power of two: 1,024 for the 5.6 million vectors
-    that `bench/scale.py` measured (recall@10 0.992 against exact at nprobe 64)."""
+    that `bench/scale.py` measured (recall@10 0.992 against exact at nprobe 64; at 8.5 M
+    vectors 64 gave 0.983 and 96 gives 0.992, `bench/million_recall.py`)."""
     wanted = max(1, math.isqrt(max(count, 1)) // 2)
     return min(65_536, max(64, 1 << (wanted.bit_length() - 1)))
 
