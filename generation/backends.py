@@ -207,7 +207,43 @@ class TransformersBackend:
         (up to float noise from the batch's padding). `heartbeat()` is called every few
         dozen steps so a long batch can keep its job's lease alive. ``decide(row, text)``
         (``generation.early_stop``), asked every CHECK_EVERY tokens with a row's completion
-        so far, returns a decision that ends the row there, or None."""
+        so far, returns a decision that ends the row there, or None.
+
+        More prompts than fit GENERATION_KV_BUDGET_MB (``rows_fitting``) are sampled in
+        several forward batches, one after the other."""
+        rows_max = self.rows_fitting(params)
+        if len(prompts) > rows_max:
+            outputs = []
+            for at in range(0, len(prompts), rows_max):
+                part_decide = None
+                if decide is not None:
+
+                    def part_decide(row, text, _at=at):
+                        return decide(row + _at, text)
+
+                outputs += self._generate(
+                    prompts[at : at + rows_max],
+                    seeds[at : at + rows_max],
+                    params,
+                    heartbeat=heartbeat,
+                    decide=part_decide,
+                )
+            return outputs
+        return self._generate(prompts, seeds, params, heartbeat=heartbeat, decide=decide)
+
+    def rows_fitting(self, params: SamplingParams, *, prompt_tokens: int = 64) -> int:
+        """How many rows one forward batch takes within GENERATION_KV_BUDGET_MB: each row's
+        KV cache holds keys and values for every layer and position it may reach."""
+        config = self.model.config.get_text_config(decoder=True)
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        width = heads * (config.hidden_size // config.num_attention_heads)
+        element = 2 if self.quantize == "bf16" or self.device != "cpu" else 4
+        per_row = (
+            2 * config.num_hidden_layers * width * element * (prompt_tokens + params.max_new_tokens)
+        )
+        return max(1, settings.GENERATION_KV_BUDGET_MB * 2**20 // per_row)
+
+    def _generate(self, prompts, seeds, params, *, heartbeat=None, decide=None):
         import torch
 
         from generation.early_stop import CHECK_EVERY

@@ -67,6 +67,38 @@ def test_preallocated_kv_cache_matches_transformers_generate(fixture, request):
         assert out.text == expected
 
 
+def test_a_batch_larger_than_the_kv_budget_runs_in_forward_batches_that_fit(tiny_neox, settings):
+    """A job batch of more rows than GENERATION_KV_BUDGET_MB holds is sampled a part at a
+    time: no forward call sees more rows than fit, each sample is the one its seed gives
+    in one batch, and the early-stop decider hears each row by its place in the whole."""
+    backend = TransformersBackend(str(tiny_neox), quantize="none")
+    params = SamplingParams(max_new_tokens=32, min_new_tokens=32)
+    settings.GENERATION_KV_BUDGET_MB = 1
+    rows_max = backend.rows_fitting(params)  # 2 layers x 64 wide x 4 bytes x 96 positions
+    assert rows_max == 2**20 // (2 * 2 * 64 * 4 * (64 + 32))
+    count = 2 * rows_max + 3
+    prompts, seeds = ["# Patent\n\n## Title"] * count, list(range(100, 100 + count))
+    seen_rows, asked = [], set()
+    forward = backend.model.forward
+
+    def counting(*args, **kwargs):
+        seen_rows.append(kwargs["input_ids"].shape[0])
+        return forward(*args, **kwargs)
+
+    backend.model.forward = counting
+    try:
+        parts = backend.generate(
+            prompts, seeds, params, decide=lambda row, text: asked.add(row) or None
+        )
+    finally:
+        backend.model.forward = forward
+    assert max(seen_rows) == rows_max and len(parts) == count
+    assert asked == set(range(count))
+    settings.GENERATION_KV_BUDGET_MB = 10**6
+    whole = backend.generate(prompts, seeds, params)
+    assert [o.text for o in parts] == [o.text for o in whole]
+
+
 def test_int8_path_loads_and_generates(tiny_neox):
     backend = TransformersBackend(str(tiny_neox), quantize="int8")
     out = backend.generate(
