@@ -99,6 +99,25 @@ def test_a_batch_larger_than_the_kv_budget_runs_in_forward_batches_that_fit(tiny
     assert [o.text for o in parts] == [o.text for o in whole]
 
 
+def test_the_kv_cache_keeps_the_rows_left_when_others_finish():
+    """Rows leaving the batch: the kept rows' keys and values move up, in order, and the
+    next step appends after them."""
+    import torch
+
+    from generation.sampling import preallocated_layer_class
+
+    layer = preallocated_layer_class()(capacity=10)
+    keys = torch.arange(4 * 2 * 3 * 5, dtype=torch.float32).reshape(4, 2, 3, 5)
+    layer.update(keys, -keys)
+    layer.batch_select_indices(torch.tensor([3, 1]))
+    assert torch.equal(layer.keys, keys[[3, 1]]) and torch.equal(layer.values, -keys[[3, 1]])
+    step = torch.full((2, 2, 1, 5), 7.0)
+    got_keys, got_values = layer.update(step, -step)
+    assert got_keys.shape == (2, 2, 4, 5)
+    assert torch.equal(got_keys[:, :, :3], keys[[3, 1]]) and torch.equal(got_keys[:, :, 3:], step)
+    assert torch.equal(got_values[:, :, 3:], -step)
+
+
 def test_int8_path_loads_and_generates(tiny_neox):
     backend = TransformersBackend(str(tiny_neox), quantize="int8")
     out = backend.generate(
