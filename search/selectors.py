@@ -102,6 +102,14 @@ def patents_matching(filters: SearchFilters):
     return qs
 
 
+def _beyond_dates(filters: SearchFilters) -> SearchFilters:
+    """The part of ``filters`` the table of vector dates cannot apply (search.vector_dates):
+    everything but the dates and the origin."""
+    return dataclasses.replace(
+        filters, before=None, after=None, filed_before=None, filed_after=None, origin="all"
+    )
+
+
 def patents_passing(*, filters: SearchFilters, patent_ids) -> set[int]:
     """Which of ``patent_ids`` pass ``filters``: the rule of ``patents_matching`` applied
     to the candidates' rows, fetched by primary key. Asked in SQL, a date range with the
@@ -203,9 +211,7 @@ def _patents_share(filters: SearchFilters) -> float:
     now = time.monotonic()
     if hit and now - hit[0] < _SUBSET_TTL:
         return hit[1]
-    rest = dataclasses.replace(
-        filters, before=None, after=None, filed_before=None, filed_after=None, origin="all"
-    )
+    rest = _beyond_dates(filters)
     value = None if rest.narrows else vector_dates_share(filters)
     if value is None:
         value = patents_matching(filters).count() / (_published_count() or 1)
@@ -272,9 +278,7 @@ def _dates_only_share(filters: SearchFilters) -> bool:
     dates and origin only, and the table is there."""
     from search.vector_dates import vector_dates_share
 
-    rest = dataclasses.replace(
-        filters, before=None, after=None, filed_before=None, filed_after=None, origin="all"
-    )
+    rest = _beyond_dates(filters)
     return not rest.narrows and vector_dates_share(filters) is not None
 
 
@@ -339,9 +343,7 @@ def dense_search(query: str, *, limit: int, filters: SearchFilters | None = None
         if allowed is not None:
             # The dates and origin are kept to inside the search: only the rest of the
             # filter (checked afterwards) asks for a deeper one.
-            rest = dataclasses.replace(
-                filters, before=None, after=None, filed_before=None, filed_after=None, origin="all"
-            )
+            rest = _beyond_dates(filters)
             share = max(share, _patents_share(rest) if rest.narrows else 1.0)
     else:
         share = 1.0

@@ -183,10 +183,35 @@ def vector_dates_allowed(filters, *, last_id: int):
     """A bitmap (little-endian bits, by vector id, up to ``last_id``) of the vectors whose
     patents may pass ``filters``' dates and origin, for ``faiss.IDSelectorBitmap``; None
     when there is no table. Ids past the table's end are let through."""
-
     table, through = _table()
     if table is None:
         return None
+    return _bitmap(filters, table, through, last_id)[0]
+
+
+def vector_dates_share(filters) -> float | None:
+    """The share of the table's vectors whose patents pass ``filters``' dates and origin
+    (None without a table): what a filter of those alone keeps, without counting patents
+    in SQL."""
+    import numpy as np
+
+    table, through = _table()
+    if table is None or not (has_date_bounds(filters) or filters.origin in ORIGIN_CODES):
+        return None
+    with _cache_lock:
+        known = _cache.get("known")
+    if known is None:
+        known = int(np.count_nonzero(table[2, : through + 1]))
+        with _cache_lock:
+            _cache["known"] = known
+    return _bitmap(filters, table, through, through)[1] / max(known, 1)
+
+
+def _bitmap(filters, table, through: int, last_id: int):
+    """(the bitmap up to ``last_id``, how many of the table's vectors it keeps), cached per
+    filter: a query's own date makes each filter new, but its pages ask again."""
+    import numpy as np
+
     key = (
         filters.before,
         filters.after,
@@ -198,13 +223,7 @@ def vector_dates_allowed(filters, *, last_id: int):
     with _cache_lock:
         cached = _cache["bitmaps"].get(key)
     if cached is not None:
-        return cached[0]
-    return _bitmap_build(filters, table, through, key, last_id)[0]
-
-
-def _bitmap_build(filters, table, through: int, key, last_id: int):
-    import numpy as np
-
+        return cached
     known = min(through + 1, table.shape[1], last_id + 1)
     keep = np.ones(max(last_id + 1, 1), dtype=bool)
     part = keep[:known]
@@ -228,36 +247,6 @@ def _bitmap_build(filters, table, through: int, key, last_id: int):
             bitmaps.pop(next(iter(bitmaps)))
         bitmaps[key] = value
     return value
-
-
-def vector_dates_share(filters) -> float | None:
-    """The share of the table's vectors whose patents pass ``filters``' dates and origin
-    (None without a table): what a filter of those alone keeps, without counting patents
-    in SQL."""
-    import numpy as np
-
-    table, through = _table()
-    if table is None or not (has_date_bounds(filters) or filters.origin in ORIGIN_CODES):
-        return None
-    key = (
-        filters.before,
-        filters.after,
-        filters.filed_before,
-        filters.filed_after,
-        filters.origin,
-        through,
-    )
-    with _cache_lock:
-        cached = _cache["bitmaps"].get(key)
-        known = _cache.get("known")
-    if known is None:
-        known = int(np.count_nonzero(table[2, : through + 1]))
-        with _cache_lock:
-            _cache["known"] = known
-    kept = (
-        cached[1] if cached is not None else _bitmap_build(filters, table, through, key, through)[1]
-    )
-    return kept / max(known, 1)
 
 
 def vector_dates_reset() -> None:
