@@ -4,6 +4,7 @@ re-import skips what is there (by source id)."""
 
 import datetime as dt
 import json
+import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable
@@ -15,7 +16,7 @@ from django.utils import timezone
 
 from allthepatents.bulk import rows_insert
 from patents.minhash import patent_text, texts_bands
-from patents.models import Claim, Patent
+from patents.models import Claim, MinHashBand, Patent
 from patents.nearcopy import bands_insert
 from patents.records import ImportReport, RecordError, reference_record_parse
 from patents.services import patent_ids_unused, publish_hooks_run
@@ -155,8 +156,56 @@ def _import_cache():
             cursor.execute(f"PRAGMA wal_autocheckpoint = {int(checkpoint)}")
 
 
+def _bands_value_index():
+    return next(i for i in MinHashBand._meta.indexes if list(i.fields) == ["value"])
+
+
+def _index_present(model, name: str) -> bool:
+    with connection.cursor() as cursor:
+        return name in connection.introspection.get_constraints(cursor, model._meta.db_table)
+
+
+def _index_sql(sql: str) -> None:
+    # Plain DDL rather than the schema editor: SQLite's refuses to start inside a
+    # transaction (a test's, a caller's), which this DDL does not mind on either database.
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+
+
+@contextmanager
+def _bands_index_deferred(report: ImportReport):
+    """On a first load (no bands stored yet) the index on band values is dropped for the
+    import and built once at its end. Each patent inserts 64 random keys into that B-tree,
+    and every commit rewrote most of its pages: at a million patents it was the largest
+    part of the import, while building it from the finished table sorts once
+    (bench/README.md). Near-copy checks made during such an import scan the table: slower, still
+    right. An import that finds the index missing (one killed before it could build it)
+    builds it at its end too."""
+    index = _bands_value_index()
+    present = _index_present(MinHashBand, index.name)
+    defer = not present or not MinHashBand.objects.exists()
+    if defer and present:
+        _index_sql(f"DROP INDEX IF EXISTS {connection.ops.quote_name(index.name)}")
+    try:
+        yield
+    finally:
+        if defer:
+            started = time.monotonic()
+            if connection.vendor == "postgresql" and connection.in_atomic_block:
+                # Inside a caller's transaction the rows' deferred foreign-key checks are
+                # still pending, and PostgreSQL builds no index over a table with any.
+                _index_sql("SET CONSTRAINTS ALL IMMEDIATE")
+            quote = connection.ops.quote_name
+            column = MinHashBand._meta.get_field("value").column
+            _index_sql(
+                f"CREATE INDEX IF NOT EXISTS {quote(index.name)} ON "
+                f"{quote(MinHashBand._meta.db_table)} ({quote(column)})"
+            )
+            report.bands_index_seconds = time.monotonic() - started
+
+
 def _import_in_batches(records: Iterable[dict], report: ImportReport, batch_size: int) -> None:
-    with _import_cache():
+    with _import_cache(), _bands_index_deferred(report):
         _import_pipelined(records, report, batch_size)
 
 

@@ -55,11 +55,17 @@ class ImportReport:
     bad: list[tuple[int | str, str]] = field(default_factory=list)
     lines: int = 0
     broken: str = ""  # why the input ended early (truncated or corrupt file), if it did
+    bands_index_seconds: float | None = None  # the near-copy index built at the end, if it was
 
     def summary(self) -> str:
         return (
             f"imported {self.imported}, skipped {self.skipped_existing} already present, "
             f"{len(self.bad)} bad lines"
+            + (
+                f" (near-copy index built in {self.bands_index_seconds:.1f} s)"
+                if self.bands_index_seconds is not None
+                else ""
+            )
             + (f"; STOPPED EARLY: {self.broken}" if self.broken else "")
         )
 
