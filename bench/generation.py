@@ -8,6 +8,11 @@ Run by hand (not in CI):
 ``--processes`` runs (c) int8 in that many processes at once (one worker each, as when
 adding workers on one machine) and prints their total tokens/s.
 
+``--isa avx2`` runs everything as on a CPU with AVX2 and no AVX-512: PyTorch's kernels,
+oneDNN, MKL and fbgemm are each capped by their own variable (ISA_CAPS), the process
+re-executed with them set. It stands in for an AVX2-only machine when none is at hand: the
+instruction set is that of one, the cores, caches and memory are this machine's.
+
 (a) the model card's recipe: pipeline('text-generation'), do_sample, temperature 0.5,
     num_return_sequences=3, with the shipped generation config (KV cache off);
 (b) the same with the KV cache on;
@@ -28,6 +33,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "allthepatents.settings")
 os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="bench-gen-"))
+
+# Each library reads its own cap once, when it loads: they must be set before torch is
+# imported, so --isa re-executes the bench with them.
+ISA_CAPS = {
+    "avx2": {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+    }
+}
+
+
+def isa_cap(isa: str) -> None:
+    """Re-executes this bench with the libraries capped to ``isa`` (once: the caps in the
+    environment mark the second run)."""
+    caps = ISA_CAPS[isa]
+    if all(os.environ.get(k) == v for k, v in caps.items()):
+        return
+    os.environ.update(caps)
+    os.execv(sys.executable, [sys.executable, *sys.argv])
 
 
 def build_full_size(out: Path, source: Path) -> Path:
@@ -157,7 +183,12 @@ def main():
         default="int8",
         help="precision of each of --processes: int8, bf16, none, or auto (the worker's pick)",
     )
+    parser.add_argument(
+        "--isa", choices=sorted(ISA_CAPS), help="run as on a CPU with this instruction set only"
+    )
     args = parser.parse_args()
+    if args.isa:
+        isa_cap(args.isa)
     os.environ["TORCH_THREADS"] = str(args.threads)
     import torch
 
@@ -166,9 +197,11 @@ def main():
     from generation.backends import generation_precision
 
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni"})
+    capped = {k: os.environ[k] for k in ISA_CAPS["avx2"] if k in os.environ}
     print(
         f"cpu: {cpu_model_name()} {flags}; GENERATION_QUANTIZE=auto picks "
-        f"{generation_precision('auto')}",
+        f"{generation_precision('auto')}; torch kernels: {torch.backends.cpu.get_cpu_capability()}"
+        + (f"; capped: {capped}" if capped else ""),
         flush=True,
     )
     skip = set(args.skip.split(","))
