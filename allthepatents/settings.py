@@ -323,8 +323,8 @@ SEARCH_KEYWORD_COMMON_SHARE = env_float("SEARCH_KEYWORD_COMMON_SHARE", 0.01, min
 # Days a search's CPC-area count is kept (search.models.SearchTally; the coverage view).
 SEARCH_TALLY_DAYS = env_int("SEARCH_TALLY_DAYS", 90, minimum=1)
 SEARCH_IVF_THRESHOLD = env_int("SEARCH_IVF_THRESHOLD", 300_000, minimum=1)
-SEARCH_IVF_NPROBE = env_int("SEARCH_IVF_NPROBE", 96, minimum=1)
-SEARCH_IVF_RERANK = env_int("SEARCH_IVF_RERANK", 200, minimum=1)
+SEARCH_IVF_NPROBE = env_int("SEARCH_IVF_NPROBE", 192, minimum=1)
+SEARCH_IVF_RERANK = env_int("SEARCH_IVF_RERANK", 1600, minimum=1)
 for _gone, _instead in (
     ("SEARCH_HNSW_THRESHOLD", "SEARCH_IVF_THRESHOLD"),
     ("SEARCH_HNSW_EF_SEARCH", "SEARCH_IVF_NPROBE"),

@@ -218,6 +218,12 @@ def _index_retype(index_map, *, dimension: int, kind: str):
     view of the old index's vectors."""
     ids, matrix = stored_vectors(index_map)
     index = index_new(dimension, kind=kind, training=matrix if kind == "ivf" else None)
+    if kind == "ivf":
+        # One call: the full-precision copy is then allocated once, at its size. Added in
+        # chunks it grew by doubling, and at 8.5 million vectors old and new buffers
+        # together (26 GB) did not fit a 24 GB machine.
+        index.add_with_ids(matrix, ids)
+        return index
     for start in range(0, len(ids), RETYPE_CHUNK):
         index.add_with_ids(matrix[start : start + RETYPE_CHUNK], ids[start : start + RETYPE_CHUNK])
     return index
@@ -401,6 +407,45 @@ def search_index_update(
                 pool.close()
             progress_write(tracker.snapshot(state="idle"))
     return {"added": added, "count": manifest["count"], "rebuilt": rebuilt}
+
+
+def search_index_retype(*, lock_timeout: float = 600) -> dict:
+    """An IVF index of 8-bit scalar codes (built before fast-scan) rebuilt with fast-scan
+    codes from its own stored vectors, its delta folded in: no embedding, the same ids,
+    so the table of vector dates stays valid. Needs about the main file's size in memory
+    (the new full-precision copy; the old one is read through the page cache)."""
+    from search.embeddings import embedding_dimension
+    from search.store import ivf_codes, reader_reset
+
+    model = settings.EMBEDDING_MODEL
+    dimension = embedding_dimension(model)
+    with writer_lock(timeout=lock_timeout):
+        loaded = index_load_checked(model=model, dimension=dimension, mmap=True)
+        before = ivf_codes(loaded.index)
+        if before != "sq8":
+            return {"retyped": False, "codes": before or loaded.manifest.get("index_type")}
+        available = memory_available()
+        needed = int(loaded.manifest.get("file_size", 0))
+        if available is not None and needed > available:
+            raise IndexUnavailable(
+                "memory",
+                f"retyping needs about {needed / 1e9:.1f} GB of memory, "
+                f"{available / 1e9:.1f} GB are available",
+            )
+        started = time.monotonic()
+        index = _index_retype(loaded.index, dimension=dimension, kind="ivf")
+        if loaded.delta is not None:
+            _delta_add(index, loaded.delta)
+        keep = ("file", "file_size", "file_sha256", "count", "saved_at", "format_version")
+        manifest = {k: v for k, v in loaded.manifest.items() if k not in keep}
+        manifest = index_save(index, manifest={**manifest, "ivf_trained_on": int(index.ntotal)})
+        reader_reset()
+        return {
+            "retyped": True,
+            "codes": ivf_codes(index),
+            "count": manifest["count"],
+            "seconds": round(time.monotonic() - started, 1),
+        }
 
 
 def search_index_dates_write(*, lock_timeout: float = 600) -> dict:

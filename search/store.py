@@ -202,11 +202,33 @@ def _owned(outer, inner):
     return outer
 
 
+# Fewer training vectors than this (a tiny index past a test's threshold) train 8-bit
+# scalar codes instead: 4-bit product codes need 16 vectors a centroid, and at that size
+# the scan's speed does not matter.
+FASTSCAN_MIN_TRAINING = 256
+
+
+def ivf_codes(index) -> str:
+    """How an IVF index's lists hold their vectors: ``pq4fs`` (4-bit fast-scan product
+    codes) or ``sq8`` (8-bit scalar codes, the kind built before fast-scan); "" if not IVF."""
+    import faiss
+
+    if index_kind(index) != "ivf":
+        return ""
+    base = faiss.downcast_index(faiss.downcast_index(index.index).base_index)
+    return "pq4fs" if isinstance(base, faiss.IndexIVFPQFastScan) else "sq8"
+
+
 def index_new(dimension: int, *, kind: str = "flat", training=None):
-    """An empty id-mapped index. ``ivf``: 8-bit scalar-quantised inverted lists trained on
-    ``training`` (a sample of the vectors it will hold), wrapped in an exact re-rank over a
-    full-precision copy, so the top results are scored exactly and a filtered subset can
-    still be ranked exactly (``stored_vectors``)."""
+    """An empty id-mapped index. ``ivf``: inverted lists of 4-bit fast-scan product codes
+    (two dimensions a code) trained on ``training`` (a sample of the vectors it will hold),
+    wrapped in an exact re-rank over a full-precision copy, so the top results are scored
+    exactly and a filtered subset can still be ranked exactly (``stored_vectors``).
+
+    Fast-scan against the 8-bit scalar codes it replaced, at 8.5 million vectors on the
+    same lists (bench/million_fastscan.py): the same recall at the same lists scanned, a
+    list scanned 4-6 times faster, and a quarter of the code bytes (96 a vector); so twice
+    the lists are scanned for less time than before (SEARCH_IVF_NPROBE)."""
     import faiss
     import numpy as np
 
@@ -222,9 +244,15 @@ def index_new(dimension: int, *, kind: str = "flat", training=None):
     sample = np.ascontiguousarray(training[::step], dtype="float32")
     lists = min(lists, len(sample))
     quantizer = faiss.IndexFlatIP(dimension)
-    ivf = faiss.IndexIVFScalarQuantizer(
-        quantizer, dimension, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
-    )
+    if len(sample) >= FASTSCAN_MIN_TRAINING:
+        codes = dimension // 2 if dimension % 2 == 0 else dimension
+        ivf = faiss.IndexIVFPQFastScan(
+            quantizer, dimension, lists, codes, 4, faiss.METRIC_INNER_PRODUCT
+        )
+    else:
+        ivf = faiss.IndexIVFScalarQuantizer(
+            quantizer, dimension, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+        )
     _owned(ivf, quantizer)
     ivf.train(sample)
     refine = _owned(faiss.IndexRefineFlat(ivf), ivf)

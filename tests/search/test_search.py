@@ -269,7 +269,7 @@ def test_flat_index_grown_past_the_threshold_turns_ivf_without_reembedding(
 
 @pytest.mark.django_db
 def test_ivf_scores_are_exact_and_publishing_adds_without_retraining(corpus, settings, tmp_path):
-    """IVF's 8-bit codes only choose candidates: the scores that rank them are exact inner
+    """IVF's codes only choose candidates: the scores that rank them are exact inner
     products with the stored vectors, even when one list of 64 is scanned. A new invention
     is added to the trained index, not a reason to rebuild it."""
     import numpy as np
@@ -723,3 +723,50 @@ def test_convex_fusion_keeps_score_gaps_that_rrf_throws_away():
     assert [i for i, _ in convex_fuse([dense, keyword], weights=[1.0, 0.0])] == [1, 2, 3]
     assert [i for i, _ in convex_fuse([dense, keyword], weights=[0.0, 1.0])][:3] == [2, 3, 4]
     assert convex_fuse([[], [(7, 3.0)]], weights=[0.5, 0.5]) == [(7, 0.5)]
+
+
+@pytest.mark.django_db
+def test_an_index_of_8_bit_codes_is_retyped_to_fast_scan_without_embedding(
+    corpus, settings, tmp_path, monkeypatch
+):
+    """IVF indexes built before fast-scan hold 8-bit scalar codes; `search_index retype`
+    moves their stored vectors (and the delta's) into fast-scan lists: the same ids and
+    vectors, no embedding, and searches find what they found."""
+    import numpy as np
+
+    import search.embeddings as embeddings
+    import search.store as store
+    from search.embeddings import embed_queries
+    from search.services import search_documents_sync, search_index_retype
+    from search.store import index_for_search, ivf_codes, stored_vectors
+    from tests.factories import patent_published
+
+    settings.INDEX_DIR = tmp_path / "retype"
+    settings.SEARCH_IVF_THRESHOLD = 1
+    monkeypatch.setattr(store, "FASTSCAN_MIN_TRAINING", 10**9)  # as built before fast-scan
+    search_index_rebuild()
+    invention = patent_published(n=90_002)
+    search_documents_sync(patent_ids=[invention.pk])
+    search_index_update()  # into the delta
+    old = index_for_search(model=settings.EMBEDDING_MODEL)
+    assert ivf_codes(old.index) == "sq8" and old.delta is not None
+    old_ids = np.concatenate([stored_vectors(s)[0] for s in old.segments])
+    query = embed_queries([corpus[5]["claims"][0]])
+    settings.SEARCH_IVF_NPROBE = 64  # every list: both kinds exact after the re-rank
+    _, found_before = old.search(query, 10)
+
+    monkeypatch.setattr(store, "FASTSCAN_MIN_TRAINING", 256)
+    calls = []
+    monkeypatch.setattr(embeddings, "embed", lambda *a, **k: calls.append(a))
+    result = search_index_retype()
+    assert result["retyped"] and result["codes"] == "pq4fs" and not calls
+    manifest = manifest_read()
+    assert "delta" not in manifest and manifest["count"] == len(old_ids)
+    new = index_for_search(model=settings.EMBEDDING_MODEL)
+    assert ivf_codes(new.index) == "pq4fs" and new.delta is None
+    ids, matrix = stored_vectors(new.index)
+    assert sorted(ids.tolist()) == sorted(old_ids.tolist())
+    _, found_after = new.search(query, 10)
+    assert found_after[0].tolist() == found_before[0].tolist()
+    assert search_index_retype() == {"retyped": False, "codes": "pq4fs"}
+    reader_reset()

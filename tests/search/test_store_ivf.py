@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from search.store import index_kind, index_new, index_search, ivf_lists_for, stored_vectors
+from search.store import (
+    index_kind,
+    index_new,
+    index_search,
+    ivf_codes,
+    ivf_lists_for,
+    stored_vectors,
+)
 
 
 def _clustered(n: int, d: int = 64, clusters: int = 50, seed: int = 0):
@@ -26,18 +33,18 @@ def test_ivf_search_follows_this_process_settings_and_rescores_exactly(settings)
     ids = np.arange(len(x), dtype="int64") * 7 + 3
     index = index_new(x.shape[1], kind="ivf", training=x)
     index.add_with_ids(x, ids)
-    assert index_kind(index) == "ivf"
+    assert index_kind(index) == "ivf" and ivf_codes(index) == "pq4fs"
     stored_ids, matrix = stored_vectors(index)
     assert (stored_ids == ids).all() and np.array_equal(matrix, x)
 
     queries = _clustered(40, seed=1)
     exact = np.argsort(-(queries @ x.T), axis=1)[:, :10]
-    settings.SEARCH_IVF_RERANK = 200
+    settings.SEARCH_IVF_RERANK = 1600  # the default: 4-bit codes only pick candidates
 
     def recall(nprobe):
         settings.SEARCH_IVF_NPROBE = nprobe
         scores, found = index_search(index, queries, 10)
-        # Whatever was found is scored exactly (the re-rank), not by 8-bit codes.
+        # Whatever was found is scored exactly (the re-rank), not by the 4-bit codes.
         rows = (found - 3) // 7
         assert np.allclose(scores, np.take_along_axis(queries @ x.T, rows, axis=1), atol=1e-5)
         return np.mean([len(set(r) & set(e)) / 10 for r, e in zip(rows, exact, strict=True)])

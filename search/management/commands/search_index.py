@@ -10,19 +10,25 @@ from search.services import (
     search_documents_sync,
     search_index_dates_write,
     search_index_rebuild,
+    search_index_retype,
     search_index_update,
 )
+from search.store import IndexUnavailable
 
 
 class Command(ProgressCommand):
     help = (
         "Search index: status | update (incremental) | rebuild (from the database) | shards "
         "(a bulk build spread over the indexing workers of any number of machines) | dates "
-        "(write the table of vector dates whole: date filters run inside the search)."
+        "(write the table of vector dates whole: date filters run inside the search) | retype "
+        "(an IVF index of 8-bit codes rebuilt with fast-scan codes from its stored vectors, "
+        "no embedding)."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("action", choices=["status", "update", "rebuild", "shards", "dates"])
+        parser.add_argument(
+            "action", choices=["status", "update", "rebuild", "shards", "dates", "retype"]
+        )
         parser.add_argument(
             "--size",
             type=int,
@@ -65,6 +71,19 @@ class Command(ProgressCommand):
                 f"vector dates: {meta['through']} vectors covered in "
                 f"{time.monotonic() - started:.1f} s"
             )
+            return
+        if action == "retype":
+            try:
+                result = search_index_retype(lock_timeout=wait)
+            except IndexUnavailable as exc:
+                raise CommandError(f"not retyped: {exc}") from exc
+            if result["retyped"]:
+                self.stdout.write(
+                    f"retyped: {result['count']:,} vectors now in {result['codes']} lists, "
+                    f"in {result['seconds']} s"
+                )
+            else:
+                self.stdout.write(f"nothing to retype: the index is {result['codes']}")
             return
         if action == "shards":
             self._shards(size=options["size"], merge=options["merge"], wait=wait)
