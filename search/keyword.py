@@ -223,7 +223,7 @@ def _pg_lexeme(term: str) -> str:
 # --- term shares, estimated from a sample of the corpus ------------------------------------
 
 _stats_lock = threading.Lock()
-_stats: dict = {"stamp": None, "shares": None}
+_stats: dict = {"stamp": None, "shares": None, "documents": None}
 
 
 def _stats_path():
@@ -232,53 +232,38 @@ def _stats_path():
     return index_dir() / TERM_STATS_FILE
 
 
-def term_shares() -> dict[str, float] | None:
-    """The share of documents each common indexed term (stem) is in, as ``term_stats_refresh`` last
-    estimated it (read once per change of the file); None when there are no estimates (a
-    small corpus, or none made yet): every term is then kept."""
+def _stats_read() -> dict:
+    """The estimates file as this process last read it (read again once per change of the
+    file): its ``shares`` (None when unusable) and the ``documents`` they were made from.
+    Queries ask on every search and the publish hook on every batch of an import."""
     path = _stats_path()
     try:
         stat = path.stat()
     except FileNotFoundError:
-        return None
-    stamp = (stat.st_mtime_ns, stat.st_size)
+        return {"shares": None, "documents": None}
+    stamp = (str(path), stat.st_mtime_ns, stat.st_size)
     with _stats_lock:
         if _stats["stamp"] != stamp:
+            shares = documents = None
             try:
                 data = json.loads(path.read_text())
                 if data.get("version") != TERM_STATS_VERSION:
                     raise ValueError(f"version {data.get('version')}, not {TERM_STATS_VERSION}")
                 sample = max(int(data["sample"]), 1)
                 shares = {t: n / sample for t, n in data["counts"].items()}
+                documents = int(data["documents"])
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 logger.warning("term shares unreadable (%s): every query term is kept", exc)
-                shares = None
-            _stats.update(stamp=stamp, shares=shares)
-        return _stats["shares"]
+                shares = documents = None
+            _stats.update(stamp=stamp, shares=shares, documents=documents)
+        return {"shares": _stats["shares"], "documents": _stats["documents"]}
 
 
-_documents_seen: dict = {"stamp": None, "documents": None}
-
-
-def _stats_documents(path) -> int | None:
-    """How many documents the current estimates were made from (None: no usable file),
-    read once per change of the file: the publish hook asks on every batch."""
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    stamp = (stat.st_mtime_ns, stat.st_size)
-    with _stats_lock:
-        if _documents_seen["stamp"] != stamp:
-            try:
-                data = json.loads(path.read_text())
-                documents = (
-                    int(data["documents"]) if data.get("version") == TERM_STATS_VERSION else None
-                )
-            except (OSError, ValueError, KeyError, TypeError):
-                documents = None
-            _documents_seen.update(stamp=stamp, documents=documents)
-        return _documents_seen["documents"]
+def term_shares() -> dict[str, float] | None:
+    """The share of documents each common indexed term (stem) is in, as ``term_stats_refresh`` last
+    estimated it; None when there are no estimates (a small corpus, or none made yet):
+    every term is then kept."""
+    return _stats_read()["shares"]
 
 
 def term_stats_refresh(*, force: bool = False, sample: int = TERM_STATS_SAMPLE) -> dict | None:
@@ -297,7 +282,7 @@ def term_stats_refresh(*, force: bool = False, sample: int = TERM_STATS_SAMPLE) 
     path = _stats_path()
     if not force:
         due_at = TERM_STATS_MIN_DOCUMENTS
-        previous = _stats_documents(path)
+        previous = _stats_read()["documents"]
         if previous is not None:
             due_at = max(due_at, 2 * previous)
         # Ids number the documents, so while the largest is below the mark the count is
