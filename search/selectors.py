@@ -15,7 +15,7 @@ from search.keyword import keyword_search
 from search.models import IndexedVector, StoredQuery
 from search.params import SearchFilters
 from search.ranking import dense_scores, hybrid_rank
-from search.store import IndexUnavailable, index_for_search, manifest_read
+from search.store import IndexUnavailable, index_for_search, manifest_read, manifest_safe
 from search.text import query_terms, snippet
 
 logger = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ def _patents_share(filters: SearchFilters) -> float:
     million patents, and every query of an examiner has its own date)."""
     from search.vector_dates import vector_dates_share
 
-    key = (filters, "share")
+    key = (filters, "share", _corpus_stamp())
     hit = _subset_cache.get(key)
     now = time.monotonic()
     if hit and now - hit[0] < _SUBSET_TTL:
@@ -221,8 +221,20 @@ def _patents_share(filters: SearchFilters) -> float:
     return value
 
 
+def _corpus_stamp() -> tuple:
+    """What the cached shares were counted on: the index files, which change whenever
+    patents are published (a share of 0 for generated inventions, counted before the first
+    was published, hid every one of them for the next minute)."""
+    manifest = manifest_safe() or {}
+    return (
+        manifest.get("file"),
+        (manifest.get("delta") or {}).get("file"),
+        manifest.get("count"),
+    )
+
+
 def _published_count() -> int:
-    key = ("published",)
+    key = ("published", _corpus_stamp())
     hit = _subset_cache.get(key)
     now = time.monotonic()
     if hit and now - hit[0] < _SUBSET_TTL:
