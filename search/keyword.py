@@ -290,11 +290,9 @@ def term_stats_refresh(*, force: bool = False, sample: int = TERM_STATS_SAMPLE) 
         top = KeywordDocument.objects.aggregate(hi=Max("patent_id"))["hi"] or 0
         if top < due_at:
             return None
-        documents = KeywordDocument.objects.count()
-        if documents < due_at:
-            return None
-    else:
-        documents = KeywordDocument.objects.count()
+    documents = KeywordDocument.objects.count()
+    if not force and documents < due_at:
+        return None
     started = time.monotonic()
     bounds = KeywordDocument.objects.aggregate(lo=Min("patent_id"), hi=Max("patent_id"))
     if bounds["lo"] is None:

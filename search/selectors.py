@@ -15,7 +15,7 @@ from search.keyword import keyword_search
 from search.models import IndexedVector, StoredQuery
 from search.params import SearchFilters
 from search.ranking import dense_scores, hybrid_rank
-from search.store import IndexUnavailable, index_for_search, manifest_read, manifest_safe
+from search.store import IndexUnavailable, index_for_search, manifest_read, manifest_stamp
 from search.text import query_terms, snippet
 
 logger = logging.getLogger(__name__)
@@ -200,13 +200,15 @@ def _vectors_kept_estimate(filters: SearchFilters, loaded) -> int:
 
 
 def _patents_share(filters: SearchFilters) -> float:
-    """The share of published patents a filter keeps (two indexed counts, cached a minute);
+    """The share of published patents a filter keeps (two indexed counts, cached a minute
+    and while the index files stay the same: a 0 for generated inventions, counted before
+    the first was published, hid the published ones for that minute);
     for a filter of dates and origin alone, the share of vectors the table of vector dates
     keeps (a count over a bitmap: a five-year window's count took 0.22 s in SQL at a
     million patents, and every query of an examiner has its own date)."""
     from search.vector_dates import vector_dates_share
 
-    key = (filters, "share", _corpus_stamp())
+    key = (filters, "share", manifest_stamp())
     hit = _subset_cache.get(key)
     now = time.monotonic()
     if hit and now - hit[0] < _SUBSET_TTL:
@@ -221,20 +223,8 @@ def _patents_share(filters: SearchFilters) -> float:
     return value
 
 
-def _corpus_stamp() -> tuple:
-    """What the cached shares were counted on: the index files, which change whenever
-    patents are published (a share of 0 for generated inventions, counted before the first
-    was published, hid every one of them for the next minute)."""
-    manifest = manifest_safe() or {}
-    return (
-        manifest.get("file"),
-        (manifest.get("delta") or {}).get("file"),
-        manifest.get("count"),
-    )
-
-
 def _published_count() -> int:
-    key = ("published", _corpus_stamp())
+    key = ("published", manifest_stamp())
     hit = _subset_cache.get(key)
     now = time.monotonic()
     if hit and now - hit[0] < _SUBSET_TTL:

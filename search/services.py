@@ -415,7 +415,7 @@ def search_index_retype(*, lock_timeout: float = 600) -> dict:
     so the table of vector dates stays valid. Needs about the main file's size in memory
     (the new full-precision copy; the old one is read through the page cache)."""
     from search.embeddings import embedding_dimension
-    from search.store import ivf_codes, reader_reset
+    from search.store import ivf_codes
 
     model = settings.EMBEDDING_MODEL
     dimension = embedding_dimension(model)
@@ -436,10 +436,9 @@ def search_index_retype(*, lock_timeout: float = 600) -> dict:
         index = _index_retype(loaded.index, dimension=dimension, kind="ivf")
         if loaded.delta is not None:
             _delta_add(index, loaded.delta)
-        keep = ("file", "file_size", "file_sha256", "count", "saved_at", "format_version")
-        manifest = {k: v for k, v in loaded.manifest.items() if k not in keep}
-        manifest = index_save(index, manifest={**manifest, "ivf_trained_on": int(index.ntotal)})
-        reader_reset()
+        manifest = index_save(
+            index, manifest={**loaded.manifest, "ivf_trained_on": int(index.ntotal)}
+        )
         return {
             "retyped": True,
             "codes": ivf_codes(index),

@@ -153,6 +153,17 @@ def writer_lock(timeout: float = 600):
     return FileLock(str(index_dir() / ".lock"), timeout=timeout)
 
 
+def manifest_stamp() -> tuple | None:
+    """Which manifest is on disk now, from a stat alone (None: none): every save replaces
+    it by a rename, so the stamp changes with each index or delta written."""
+    path = index_dir() / MANIFEST
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return (str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
 def manifest_read() -> dict | None:
     path = index_dir() / MANIFEST
     try:
@@ -521,7 +532,7 @@ def index_main_read(*, dimension: int):
 # --- the reader's cache (one per process) --------------------------------------------------
 
 _reader_lock = threading.Lock()
-_reader: dict = {"loaded": None, "manifest_mtime": None}
+_reader: dict = {"loaded": None, "manifest_stamp": None}
 
 
 def _stamp_now(manifest: dict) -> tuple:
@@ -538,14 +549,10 @@ def _stamp_now(manifest: dict) -> tuple:
 def index_for_search(*, model: str) -> LoadedIndex:
     """The current index, reloaded when the manifest on disk changed (the main file only
     when it is another one: a new delta reloads the delta)."""
-    manifest_path = index_dir() / MANIFEST
-    try:
-        mtime = manifest_path.stat().st_mtime_ns
-    except FileNotFoundError:
-        mtime = None
+    stamp = manifest_stamp()
     with _reader_lock:
         cached = _reader["loaded"]
-        if mtime is not None and mtime == _reader["manifest_mtime"] and cached is not None:
+        if stamp is not None and stamp == _reader["manifest_stamp"] and cached is not None:
             # Cheap check that the files we hold are still the ones on disk.
             try:
                 if _stamp_now(cached.manifest) == cached.stamp:
@@ -553,7 +560,7 @@ def index_for_search(*, model: str) -> LoadedIndex:
             except FileNotFoundError:
                 pass
         _reader["loaded"] = None
-        _reader["manifest_mtime"] = mtime
+        _reader["manifest_stamp"] = stamp
         loaded = index_load_checked(model=model, mmap=settings.SEARCH_INDEX_MMAP, reuse=cached)
         _reader["loaded"] = loaded
         return loaded
@@ -561,4 +568,4 @@ def index_for_search(*, model: str) -> LoadedIndex:
 
 def reader_reset() -> None:
     with _reader_lock:
-        _reader.update(loaded=None, manifest_mtime=None)
+        _reader.update(loaded=None, manifest_stamp=None)
