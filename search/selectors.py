@@ -60,7 +60,9 @@ def vector_owners(
     if filters is not None and filters.narrows and owners:
         # The owners' patents checked against the filter by id: joining the candidates to
         # every patent a broad filter keeps took 0.4 s at a million patents.
-        keep = patents_passing(filters=filters, patent_ids=[pid for pid, _ in owners.values()])
+        keep = patents_passing_indexed(
+            filters=filters, patent_ids=[pid for pid, _ in owners.values()]
+        )
         owners = {pk: owner for pk, owner in owners.items() if owner[0] in keep}
     return owners
 
@@ -136,6 +138,22 @@ def patents_passing(*, filters: SearchFilters, patent_ids) -> set[int]:
         "cpc_codes",
     )
     return {row[0] for row in rows if _passes(filters, row)}
+
+
+def patents_passing_indexed(*, filters: SearchFilters, patent_ids) -> set[int]:
+    """``patents_passing`` for candidates drawn from the search indexes (the vector map,
+    the keyword rows: withdrawn patents have left both): a filter of dates and origin alone
+    is decided by the table of dates by patent (``search.vector_dates``), and only the
+    patents it does not know yet are fetched."""
+    from search.vector_dates import patent_dates_passing
+
+    decided = patent_dates_passing(filters, patent_ids)
+    if decided is None:
+        return patents_passing(filters=filters, patent_ids=patent_ids)
+    passing, unknown = decided
+    if unknown:
+        passing |= patents_passing(filters=filters, patent_ids=unknown)
+    return passing
 
 
 def _passes(filters: SearchFilters, row) -> bool:
@@ -393,7 +411,7 @@ def search_patents(
             limit=limit,
             allowed=allowed,
             allowed_share=_patents_share(filters) if allowed is not None else None,
-            passing=lambda ids: patents_passing(filters=filters, patent_ids=ids),
+            passing=lambda ids: patents_passing_indexed(filters=filters, patent_ids=ids),
         )
         if used in ("hybrid", "keyword")
         else []

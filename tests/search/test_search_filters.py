@@ -386,3 +386,86 @@ def test_the_candidates_check_agrees_with_the_database_filter(big_corpus):
             cpc_codes="", filing_date=None
         )
         Patent.objects.filter(pk=withdrawn.pk).update(status=Patent.Status.PUBLISHED)
+
+
+BROAD_FILTERS = [
+    SearchFilters(origin="reference", after=dt.date(2010, 5, 1)),
+    SearchFilters(origin="all", before=dt.date(2010, 6, 1)),
+    SearchFilters(origin="reference", before=dt.date(2010, 7, 1), after=dt.date(2010, 2, 1)),
+]
+
+
+@pytest.mark.django_db
+def test_the_table_by_patent_agrees_with_the_database_filter(big_corpus):
+    """``patents_passing_indexed`` (candidates of the indexes, decided by the table of dates
+    by patent where the filter is dates and origin alone) keeps what ``patents_matching``
+    keeps, undated references and filing dates included; other filters go to the rows."""
+    from search.models import IndexedVector
+    from search.selectors import patents_passing_indexed
+    from search.store import index_dir
+    from search.vector_dates import META, patent_dates_passing
+
+    references = list(Patent.objects.filter(origin=Patent.Origin.REFERENCE).order_by("pk")[:12])
+    Patent.objects.filter(pk=references[0].pk).update(source_date=None)
+    Patent.objects.filter(pk__in=[p.pk for p in references[4:6]]).update(
+        filing_date=dt.date(2009, 1, 1)
+    )
+    try:
+        # A table written before the rows by patent existed is written again whole.
+        meta = json.loads((index_dir() / META).read_text())
+        (index_dir() / META).write_text(
+            json.dumps({k: v for k, v in meta.items() if not k.startswith("patents_")})
+        )
+        assert search_index_dates_write()["patents_file"]
+        indexed = set(IndexedVector.objects.values_list("patent_id", flat=True))
+        for filters in [*DATE_FILTERS, *BROAD_FILTERS]:
+            expected = set(patents_matching(filters).values_list("pk", flat=True)) & indexed
+            decided = patent_dates_passing(filters, indexed)
+            assert decided is not None and decided[1] == [], filters
+            assert decided[0] == expected, filters
+            assert patents_passing_indexed(filters=filters, patent_ids=indexed) == expected
+        cpc = SearchFilters(origin="reference", after=dt.date(2010, 5, 1), cpc=("H04L",))
+        assert patent_dates_passing(cpc, indexed) is None
+    finally:
+        Patent.objects.filter(pk=references[0].pk).update(source_date=dt.date(2010, 1, 1))
+        Patent.objects.filter(pk__in=[p.pk for p in references[4:6]]).update(filing_date=None)
+        search_index_dates_write()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("filters", BROAD_FILTERS, ids=["reference-after", "before", "window"])
+def test_a_broad_date_filter_fetches_no_candidate_rows(big_corpus, monkeypatch, filters):
+    """A filter keeping a large share by dates and origin alone: both engines' candidates
+    (the dense search's and the keyword post-filter's) are decided by the table, no
+    patent row fetched, and the page is the one the database check gives."""
+    from search import selectors, vector_dates
+
+    search_index_dates_write()
+    real_passing = selectors.patents_passing
+    real_table = vector_dates.patent_dates_passing
+    fetched: list[int] = []
+    use_table = [True]
+
+    def passing(*, filters, patent_ids):
+        ids = list(patent_ids)
+        fetched.extend(ids)
+        return real_passing(filters=filters, patent_ids=ids)
+
+    monkeypatch.setattr(selectors, "patents_passing", passing)
+    monkeypatch.setattr(
+        vector_dates,
+        "patent_dates_passing",
+        lambda f, ids: real_table(f, ids) if use_table[0] else None,
+    )
+    assert patents_matching(filters).count() > 0.05 * Patent.objects.count()
+    for query in _queries(big_corpus):
+        fetched.clear()
+        use_table[0] = True
+        by_table = search_patents(query, filters=filters, k=10)
+        assert fetched == []
+        use_table[0] = False
+        by_rows = search_patents(query, filters=filters, k=10)
+        assert len(fetched) > 10  # the same search, candidates fetched from the database
+        assert [h.patent.pk for h in by_table.hits] == [h.patent.pk for h in by_rows.hits]
+        assert len(by_table.hits) == 10
+        assert all(patents_matching(filters).filter(pk=h.patent.pk).exists() for h in by_table.hits)
