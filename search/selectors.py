@@ -303,9 +303,10 @@ def _dates_only_share(filters: SearchFilters) -> bool:
 
 
 def _allowed_by_dates(filters: SearchFilters, loaded):
-    """The bitmap of vector ids whose patents pass the filter's dates and origin, or None
+    """The vectors whose patents pass the filter's dates and origin (a
+    ``search.vector_dates.DatesAllowed``: by vector id, and by row for IVF lists), or None
     (no such part in the filter, or no table of vector dates yet)."""
-    from search.vector_dates import has_date_bounds, vector_dates_allowed
+    from search.vector_dates import has_date_bounds, vector_dates_selection
 
     if not has_date_bounds(filters) and filters.origin not in ("generated", "reference"):
         return None
@@ -313,7 +314,7 @@ def _allowed_by_dates(filters: SearchFilters, loaded):
     last = max(
         int(manifest.get("last_vector_id") or 0), int(manifest.get("documents_through") or 0)
     )
-    return vector_dates_allowed(filters, last_id=last)
+    return vector_dates_selection(filters, last_id=last)
 
 
 def dense_search(query: str, *, limit: int, filters: SearchFilters | None = None):

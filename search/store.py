@@ -274,11 +274,14 @@ def index_search(index, vectors, k: int, *, allowed=None):
     """``index.search`` with the IVF settings of this process (SEARCH_IVF_NPROBE lists
     scanned, at least SEARCH_IVF_RERANK candidates re-scored exactly), passed per call so
     that threads sharing the index never see each other's depth. ``allowed``: a bitmap of
-    the vector ids to keep to (little-endian bits), tested inside the scan."""
+    the vector ids to keep to (little-endian bits), tested inside the scan, or an object
+    with that bitmap as ``ids`` and ``rows(index)`` giving it in the row order of an IVF
+    index (``search.vector_dates.DatesAllowed``)."""
     import faiss
 
     base = faiss.downcast_index(index.index)
-    selector = faiss.IDSelectorBitmap(allowed) if allowed is not None else None
+    bitmap = getattr(allowed, "ids", allowed)
+    selector = faiss.IDSelectorBitmap(bitmap) if bitmap is not None else None
     if not hasattr(base, "refine_index"):
         if selector is None or hasattr(base, "hnsw"):
             # An ID selector inside HNSW walks the graph through rejected nodes and loses
@@ -290,23 +293,28 @@ def index_search(index, vectors, k: int, *, allowed=None):
     lists = faiss.SearchParametersIVF()
     lists.nprobe = settings.SEARCH_IVF_NPROBE
     if selector is not None:
-        return _ivf_search_selected(index, base, vectors, k, selector, lists)
+        rows = allowed.rows(index) if hasattr(allowed, "rows") else None
+        if rows is not None:
+            selector = faiss.IDSelectorBitmap(rows)
+        return _ivf_search_selected(
+            index, base, vectors, k, selector, lists, by_row=rows is not None
+        )
     params = faiss.IndexRefineSearchParameters()
     params.k_factor = max(1.0, settings.SEARCH_IVF_RERANK / max(k, 1))
     params.base_index_params = lists  # a pointer: ``lists`` stays alive until the search ends
     return index.search(vectors, k, params=params)
 
 
-def _ivf_search_selected(index, refine, vectors, k: int, selector, lists):
+def _ivf_search_selected(index, refine, vectors, k: int, selector, lists, *, by_row: bool):
     """The IVF search with a selector: faiss's re-rank wrapper does not pass a selector on to
-    the lists it wraps, so the lists are searched here (by row number, the selector
-    translated through the id map) and their candidates re-scored exactly from the stored
-    full-precision copy, as the wrapper would."""
+    the lists it wraps, so the lists are searched here (by row number: the selector is by
+    row already, ``by_row``, or is translated through the id map) and their candidates
+    re-scored exactly from the stored full-precision copy, as the wrapper would."""
     import faiss
     import numpy as np
 
     ivf = faiss.downcast_index(refine.base_index)
-    translated = faiss.IDSelectorTranslated(index.id_map, selector)
+    translated = selector if by_row else faiss.IDSelectorTranslated(index.id_map, selector)
     lists.sel = translated  # ``translated`` and ``selector`` live until the search ends
     depth = int(min(ivf.ntotal, max(k, settings.SEARCH_IVF_RERANK)))
     _, rows = ivf.search(vectors, depth, params=lists)

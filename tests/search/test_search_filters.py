@@ -469,3 +469,52 @@ def test_a_broad_date_filter_fetches_no_candidate_rows(big_corpus, monkeypatch, 
         assert [h.patent.pk for h in by_table.hits] == [h.patent.pk for h in by_rows.hits]
         assert len(by_table.hits) == 10
         assert all(patents_matching(filters).filter(pk=h.patent.pk).exists() for h in by_table.hits)
+
+
+@pytest.mark.django_db
+def test_ivf_lists_test_the_dates_by_row_as_the_id_map_would(big_corpus, settings):
+    """The bitmap in the IVF index's row order (no id translated while the lists are
+    scanned) keeps exactly the rows the bitmap by vector id keeps through the id map,
+    rows the table does not know included, and the search finds the same."""
+    import faiss
+    import numpy as np
+
+    from search.embeddings import embed_queries
+    from search.models import IndexedVector
+    from search.selectors import index_for_search
+    from search.store import index_dir
+    from search.vector_dates import META, vector_dates_reset, vector_dates_selection
+
+    settings.SEARCH_IVF_THRESHOLD = 100
+    search_index_rebuild()
+    reader_reset()
+    try:
+        loaded = index_for_search(model=settings.EMBEDDING_MODEL)
+        assert loaded.delta is None and hasattr(
+            faiss.downcast_index(loaded.index.index), "refine_index"
+        )
+        id_map = faiss.vector_to_array(loaded.index.id_map).astype("int64")
+        last = IndexedVector.objects.order_by("-pk").values_list("pk", flat=True)[0]
+        query = embed_queries([_queries(random.Random(5))[0]])
+        meta = json.loads((index_dir() / META).read_text())
+        for through in (meta["through"], meta["through"] // 2):
+            # The second pass: a table behind the index, whose newer rows are let through.
+            (index_dir() / META).write_text(json.dumps({**meta, "through": through}))
+            vector_dates_reset()
+            for filters in DATE_FILTERS:
+                selection = vector_dates_selection(filters, last_id=last)
+                by_id = np.unpackbits(selection.ids, bitorder="little").astype(bool)
+                by_row = np.unpackbits(selection.rows(loaded.index), bitorder="little")
+                assert np.array_equal(by_row[: len(id_map)].astype(bool), by_id[id_map]), filters
+                if through < meta["through"]:
+                    assert by_row[id_map > through].all()
+                scores, ids = loaded.search(query, 40, allowed=selection)
+                translated = loaded.search(query, 40, allowed=selection.ids)
+                assert np.array_equal(ids, translated[1]), filters
+                assert np.allclose(scores, translated[0]), filters
+    finally:
+        search_index_dates_write()
+        vector_dates_reset()
+        settings.SEARCH_IVF_THRESHOLD = 50_000
+        search_index_rebuild()
+        reader_reset()
