@@ -171,15 +171,12 @@ class TransformersBackend:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
             model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.eval()
-        if self.device == "cpu" and self.quantize == "int8":
-            # Dynamic int8 on the Linear layers: measured ~2x faster per token on this CPU,
-            # with output of the same kind (bench/generation.py).
-            from torch.ao.quantization import quantize_dynamic
-
-            model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-        elif self.device == "cpu" and self.quantize == "int8-rows":
-            # The proof's int8 checker: a scale per row, not per tensor (generation/
-            # quantization.py), so that one position's outliers do not blur the others.
+        if self.device == "cpu" and self.quantize in ("int8", "int8-rows"):
+            # Int8 with a scale per row (generation/quantization.py), as the proof's checker
+            # computes: a row's sample does not depend on its batch, so rows the early stop
+            # ends leave the others' samples as they were. fbgemm's dynamic int8 (a scale
+            # per tensor) moved them, and was no faster per token (1,653 against 1,729
+            # tokens a CPU-second, batches of 64, bench/early_stop.py --quantize).
             from generation.quantization import rows_int8_quantize
 
             model = rows_int8_quantize(model)
