@@ -280,24 +280,28 @@ def index_search(index, vectors, k: int, *, allowed=None):
     import faiss
 
     base = faiss.downcast_index(index.index)
-    bitmap = getattr(allowed, "ids", allowed)
-    selector = faiss.IDSelectorBitmap(bitmap) if bitmap is not None else None
     if not hasattr(base, "refine_index"):
-        if selector is None or hasattr(base, "hnsw"):
+        if allowed is None or hasattr(base, "hnsw"):
             # An ID selector inside HNSW walks the graph through rejected nodes and loses
             # recall where a filter is narrow: an HNSW index is filtered after the search.
             return index.search(vectors, k)
+        selector = faiss.IDSelectorBitmap(getattr(allowed, "ids", allowed))
         params = faiss.SearchParameters()
         params.sel = selector  # the id map translates it to row numbers
         return index.search(vectors, k, params=params)
     lists = faiss.SearchParametersIVF()
     lists.nprobe = settings.SEARCH_IVF_NPROBE
-    if selector is not None:
+    if allowed is not None:
         rows = allowed.rows(index) if hasattr(allowed, "rows") else None
-        if rows is not None:
-            selector = faiss.IDSelectorBitmap(rows)
+        bitmap = rows if rows is not None else getattr(allowed, "ids", allowed)
         return _ivf_search_selected(
-            index, base, vectors, k, selector, lists, by_row=rows is not None
+            index,
+            base,
+            vectors,
+            k,
+            faiss.IDSelectorBitmap(bitmap),
+            lists,
+            by_row=rows is not None,
         )
     params = faiss.IndexRefineSearchParameters()
     params.k_factor = max(1.0, settings.SEARCH_IVF_RERANK / max(k, 1))

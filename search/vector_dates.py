@@ -275,7 +275,7 @@ def vector_dates_share(filters) -> float | None:
         known = int(np.count_nonzero(table[2, : through + 1]))
         with _cache_lock:
             _cache["known"] = known
-    return _bitmap(filters, table, through, through)[1] / max(known, 1)
+    return _kept_count(filters, table, through) / max(known, 1)
 
 
 def patent_dates_passing(filters, patent_ids) -> tuple[set[int], list[int]] | None:
@@ -337,6 +337,29 @@ def _bitmap(filters, table, through: int, last_id: int):
     return value
 
 
+def _kept_count(filters, table, through: int) -> int:
+    """How many of the table's vectors pass ``filters``' dates and origin: the bitmap's
+    count without the bitmap (a query's share is asked before its search, which makes the
+    bitmap it needs in the index's row order), cached per filter."""
+    import numpy as np
+
+    key = (*_filter_key(filters), "count")
+    with _cache_lock:
+        cached = _cache["bitmaps"].get(key)
+    if cached is not None:
+        return cached
+    known = min(through + 1, table.shape[1])
+    keep = np.ones(known, dtype=bool)
+    _keep_narrow(filters, keep, table[0, :known], table[1, :known], table[2, :known])
+    value = int(np.count_nonzero(keep))
+    with _cache_lock:
+        bitmaps = _cache["bitmaps"]
+        if len(bitmaps) >= BITMAPS_KEPT:
+            bitmaps.pop(next(iter(bitmaps)))
+        bitmaps[key] = value
+    return value
+
+
 def _keep_narrow(filters, keep, published, filed, origin) -> None:
     """Clears in ``keep`` the rows whose dates or origin fail ``filters``."""
     if filters.before:
@@ -370,9 +393,18 @@ class DatesAllowed:
     was first translated to its vector id by the segment's id map: 36 of the 47 ms FAISS
     took a filtered query at a million patents (`bench/million_fastscan.py`)."""
 
-    def __init__(self, filters, ids):
+    def __init__(self, filters, *, last_id: int):
         self.filters = filters
-        self.ids = ids
+        self.last_id = last_id
+        self._ids = None
+
+    @property
+    def ids(self):
+        """The bitmap by vector id, made when a segment asks for it (an exact segment, or
+        an IVF one without the table by row)."""
+        if self._ids is None:
+            self._ids = vector_dates_allowed(self.filters, last_id=self.last_id)
+        return self._ids
 
     def rows(self, segment):
         """The packed bitmap by row of ``segment`` (an ``IndexIDMap`` over IVF lists), or
@@ -430,8 +462,8 @@ def _rows_table(segment, table, through: int):
 def vector_dates_selection(filters, *, last_id: int) -> DatesAllowed | None:
     """``vector_dates_allowed`` as a ``DatesAllowed``: the bitmap by vector id, and by row
     for the IVF segments that ask. None when there is no table."""
-    ids = vector_dates_allowed(filters, last_id=last_id)
-    return None if ids is None else DatesAllowed(filters, ids)
+    table, _ = _table()
+    return None if table is None else DatesAllowed(filters, last_id=last_id)
 
 
 def vector_dates_reset() -> None:
