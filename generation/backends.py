@@ -171,12 +171,17 @@ class TransformersBackend:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
             model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.eval()
-        if self.device == "cpu" and self.quantize in ("int8", "int8-rows"):
-            # Int8 with a scale per row (generation/quantization.py), as the proof's checker
-            # computes: a row's sample does not depend on its batch, so rows the early stop
-            # ends leave the others' samples as they were. fbgemm's dynamic int8 (a scale
-            # per tensor) moved them, and was no faster per token (1,653 against 1,729
-            # tokens a CPU-second, batches of 64, bench/early_stop.py --quantize).
+        if self.device == "cpu" and self.quantize == "int8":
+            # Int8 with each row's activations scaled on their own (generation/
+            # quantization.py): a row's sample does not depend on its batch, so rows the
+            # early stop ends leave the others' samples as they were. Plain dynamic int8
+            # (one scale per tensor) moved them, at the same cost per token.
+            from generation.quantization import rows_scaled_int8_quantize
+
+            model = rows_scaled_int8_quantize(model)
+        elif self.device == "cpu" and self.quantize == "int8-rows":
+            # The proof's int8 checker: a scale per row, not per tensor (generation/
+            # quantization.py), so that one position's outliers do not blur the others.
             from generation.quantization import rows_int8_quantize
 
             model = rows_int8_quantize(model)

@@ -129,12 +129,12 @@ def test_int8_path_loads_and_generates(tiny_neox):
 def test_the_workers_int8_draws_a_sample_whatever_its_batch(memo_model):
     """The worker's int8 scales each row's activations alone (generation/quantization.py),
     so a sample is the same in any batch: rows that stop early (the gate's early stop)
-    leave the others' samples as they were. fbgemm's dynamic int8 scaled a whole batch by
+    leave the others' samples as they were. Plain dynamic int8 scaled a whole batch by
     its largest value, and a batch's samples moved when one row left."""
-    from generation.quantization import row_int8_linear_class
+    from generation.quantization import row_scaled_int8_linear_class
 
     backend = TransformersBackend(str(memo_model), quantize="int8")
-    layers = [m for m in backend.model.modules() if isinstance(m, row_int8_linear_class())]
+    layers = [m for m in backend.model.modules() if isinstance(m, row_scaled_int8_linear_class())]
     assert layers
     prompts = ["# Patent\n\n## Title", "# Patent\n\n## Claims"] * 4
     seeds = list(range(40, 48))

@@ -528,3 +528,29 @@ def test_the_form_keeps_every_finished_sample_in_shape():
             assert [c.number for c in parsed.claims] == list(range(1, len(parsed.claims) + 1))
             assert not parsed.last_claim_truncated
     assert finished >= 8
+
+
+def test_the_workers_int8_layer_gives_a_row_the_same_output_in_any_batch():
+    """The worker's int8 layer (fbgemm's, each row scaled to [-1, 1] beside an anchor row):
+    a row's output is bit-identical alone, among quiet rows, or beside a row of outliers,
+    and stays near float32; plain dynamic int8 moves it when an outlier row joins."""
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    from generation.quantization import rows_scaled_int8_quantize
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(96, 200)
+    layer = rows_scaled_int8_quantize(torch.nn.Sequential(linear))[0]
+    plain = quantize_dynamic(torch.nn.Sequential(linear), {torch.nn.Linear}, dtype=torch.qint8)[0]
+    row = torch.randn(1, 96)
+    quiet = torch.randn(7, 96) * 0.5
+    loud = torch.randn(1, 96) * 80
+    with torch.no_grad():
+        alone = layer(row)
+        for batch in (torch.cat([quiet, row]), torch.cat([loud, row, quiet]), row.repeat(33, 1)):
+            position = next(i for i in range(len(batch)) if torch.equal(batch[i], row[0]))
+            assert torch.equal(layer(batch)[position], alone[0])
+            assert layer(batch[None]).shape == (1, len(batch), 200)  # (batch, positions, features)
+        assert (alone - linear(row)).abs().max() < 0.05 * linear(row).abs().max()
+        assert not torch.equal(plain(torch.cat([loud, row]))[1], plain(row)[0])
