@@ -128,7 +128,7 @@ def run_worker_path(
         outs = backend.generate(prompts, list(range(batch)), params)
         took = time.perf_counter() - started
     if profile:
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
     return sum(o.tokens for o in outs) / took
 
 
@@ -173,7 +173,7 @@ def main():
         "--source", type=Path, default=ROOT.parent / "shared" / "models" / "kl3m-002-170m-patent"
     )
     parser.add_argument("--skip", default="", help="comma list of a,b,c,c-fp32,c-bf16 to skip")
-    parser.add_argument("--profile", action="store_true", help="op table for (c) int8")
+    parser.add_argument("--profile", action="store_true", help="op table for each (c) run")
     parser.add_argument("--processes", default="", help="e.g. 1,2: (c) int8 in parallel processes")
     parser.add_argument(
         "--process-threads", type=int, help="threads in each of --processes (default --threads)"
@@ -215,10 +215,14 @@ def main():
             results["b_pipeline_cache_on"] = run_pipeline(model_dir, args.tokens, True)
             print(f"(b) {results['b_pipeline_cache_on']:.1f} tok/s", flush=True)
         if "c-fp32" not in skip:
-            results["c_worker_fp32"] = run_worker_path(model_dir, args.tokens, args.batch, "none")
+            results["c_worker_fp32"] = run_worker_path(
+                model_dir, args.tokens, args.batch, "none", profile=args.profile
+            )
             print(f"(c fp32) {results['c_worker_fp32']:.1f} tok/s", flush=True)
         if "c-bf16" not in skip:
-            results["c_worker_bf16"] = run_worker_path(model_dir, args.tokens, args.batch, "bf16")
+            results["c_worker_bf16"] = run_worker_path(
+                model_dir, args.tokens, args.batch, "bf16", profile=args.profile
+            )
             print(f"(c bf16) {results['c_worker_bf16']:.1f} tok/s", flush=True)
         if "c" not in skip:
             results["c_worker_int8"] = run_worker_path(

@@ -7,6 +7,7 @@
     .venv/bin/python bench/million.py keyword                        # pasted claims, FTS / tsvector
     .venv/bin/python bench/million.py api                            # /api/search through gunicorn
     .venv/bin/python bench/million.py publish                        # one invention published
+    .venv/bin/python bench/million.py profile                        # where a filtered query goes
 
 Every step works on ``--site`` (default var/million/site, a DATA_DIR; ``DATABASE_URL`` picks
 PostgreSQL instead of that directory's SQLite file) and prints the CPU.
@@ -449,6 +450,58 @@ def api_measure(*, site: Path, queries: int, port: int, workers: int) -> dict:
         server.wait(timeout=60)
 
 
+PROFILED = {
+    "embedding": "search/embeddings.py:embed_queries",
+    "dense search": "search/selectors.py:dense_search",
+    "FAISS (LoadedIndex.search)": "search/store.py:search",
+    "vector map (vector_owners)": "search/selectors.py:vector_owners",
+    "keyword search": "search/keyword.py:keyword_search",
+    "candidate check by rows (patents_passing)": "search/selectors.py:patents_passing",
+    "dates bitmap by row": "search/vector_dates.py:rows",
+    "dates share count": "search/vector_dates.py:_kept_count",
+    "the page's rows": "search/selectors.py:search_patents",
+}
+
+
+def profile_measure(*, site: Path, queries: int) -> dict:
+    """A cProfile of ``search_patents`` in this process (no web server) for the api step's
+    date-filtered queries, after one warm pass: milliseconds a query in each named part
+    (cumulative, so parts nest: FAISS is inside dense search)."""
+    import cProfile
+    import pstats
+
+    _django(site)
+    from search.params import SearchFilters
+    from search.selectors import search_patents
+
+    asked = _queries(site, queries)
+
+    def filters(n: int) -> SearchFilters:
+        start = dt.date.fromisoformat(DATE_FILTER_AFTER) + dt.timedelta(days=n % 60 - 30)
+        return SearchFilters(origin="all", after=start)
+
+    for n, (_, claim) in enumerate(asked[:10]):
+        search_patents(claim, filters=filters(n + 1000), k=10)
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.enable()
+    for n, (_, claim) in enumerate(asked):
+        search_patents(claim, filters=filters(n), k=10)
+    profiler.disable()
+    took = time.perf_counter() - started
+    stats = pstats.Stats(profiler).stats
+    out = {"queries": len(asked), "ms_a_query": round(1000 * took / len(asked), 1)}
+    for label, where in PROFILED.items():
+        path, name = where.split(":")
+        total = sum(
+            cumulative
+            for (file, _, func), (_, _, _, cumulative, _) in stats.items()
+            if func == name and file.endswith(path)
+        )
+        out[label] = round(1000 * total / len(asked), 1)
+    return out
+
+
 def _rss(pid: int) -> dict:
     """Memory of the gunicorn master's children, in MB: resident, private (pages no other
     process maps, which counts index pages in the page cache that only this worker has
@@ -511,7 +564,8 @@ def publish_measure(*, site: Path) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "step", choices=["corpus", "import", "vectors", "dates", "keyword", "api", "publish"]
+        "step",
+        choices=["corpus", "import", "vectors", "dates", "keyword", "api", "publish", "profile"],
     )
     parser.add_argument("--site", type=Path, default=ROOT / "var" / "million" / "site")
     parser.add_argument("--patents", type=int, default=1_000_000)
@@ -545,6 +599,8 @@ def main():
         result = keyword_measure(site=args.site, queries=args.queries)
     elif args.step == "publish":
         result = publish_measure(site=args.site)
+    elif args.step == "profile":
+        result = profile_measure(site=args.site, queries=args.queries)
     else:
         result = api_measure(
             site=args.site, queries=args.queries, port=args.port, workers=args.workers
