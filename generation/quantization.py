@@ -114,11 +114,11 @@ def row_scaled_int8_linear_class():
             self.inner = quantize_dynamic(
                 torch.nn.Sequential(bare), {torch.nn.Linear}, dtype=torch.qint8
             )[0]
-            bias = linear.bias.detach().float() if linear.bias is not None else None
-            self.register_buffer("bias", bias)
-            anchor = torch.zeros(1, self.in_features)
-            anchor[0, 0], anchor[0, -1] = 1.0, -1.0
-            self.register_buffer("anchor", anchor)
+            # Plain attributes, not buffers: a model moved to bf16 around these layers
+            # (``int8-bf16``) leaves them in float32, as fbgemm computes.
+            self.bias = linear.bias.detach().float() if linear.bias is not None else None
+            self.anchor = torch.zeros(1, self.in_features)
+            self.anchor[0, 0], self.anchor[0, -1] = 1.0, -1.0
 
         def forward(self, x):
             shape = x.shape
@@ -128,7 +128,7 @@ def row_scaled_int8_linear_class():
             out.mul_(scale)
             if self.bias is not None:
                 out.add_(self.bias)
-            return out.view(*shape[:-1], self.out_features)
+            return out.view(*shape[:-1], self.out_features).to(x.dtype)
 
         def extra_repr(self) -> str:
             return f"in_features={self.in_features}, out_features={self.out_features}"

@@ -126,6 +126,32 @@ def test_int8_path_loads_and_generates(tiny_neox):
     assert out[0].tokens == 8
 
 
+def test_int8_weights_beside_a_bf16_cache(tiny_neox):
+    """``int8-bf16``: the weights' products in int8, the rest and the KV cache in bf16 (half
+    the bytes a row that ``rows_fitting`` counts); a sample is the same in any batch."""
+    import torch
+
+    from generation.quantization import row_scaled_int8_linear_class
+    from generation.sampling import kv_cache_preallocated
+
+    backend = TransformersBackend(str(tiny_neox), quantize="int8-bf16")
+    kinds = {type(m) for m in backend.model.modules()}
+    assert row_scaled_int8_linear_class() in kinds and torch.nn.Linear not in kinds
+    assert {p.dtype for p in backend.model.parameters()} == {torch.bfloat16}
+    params = SamplingParams(max_new_tokens=24, min_new_tokens=24)
+    full = TransformersBackend(str(tiny_neox), quantize="int8")
+    assert backend.rows_fitting(params) == 2 * full.rows_fitting(params)
+    prompts = ["# Patent\n\n## Title", "# Patent\n\n## Claims", "# Patent\n\n## Title"]
+    batch = backend.generate(prompts, [5, 6, 7], params)
+    assert [o.tokens for o in batch] == [24, 24, 24]
+    assert backend.generate(prompts[1:2], [6], params)[0].text == batch[1].text
+    cache = kv_cache_preallocated(backend.model.config, capacity=8)
+    ids = backend.tokenizer(["# Patent"], return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        backend.model(input_ids=ids, past_key_values=cache, use_cache=True)
+    assert cache.layers[0].keys.dtype == torch.bfloat16
+
+
 def test_the_workers_int8_draws_a_sample_whatever_its_batch(memo_model):
     """The worker's int8 scales each row's activations alone (generation/quantization.py),
     so a sample is the same in any batch: rows that stop early (the gate's early stop)
