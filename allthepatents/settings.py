@@ -308,6 +308,10 @@ SEARCH_SHARD_SIZE = env_int("SEARCH_SHARD_SIZE", 20_000, minimum=100)
 SEARCH_SHARD_LEASE = env_int("SEARCH_SHARD_LEASE", 900, minimum=30)
 # Where embeddings are computed: auto (a CUDA GPU when the process sees one, else the CPU).
 EMBEDDING_DEVICE = env_choice("EMBEDDING_DEVICE", "auto", ("auto", "cpu", "cuda"))
+# A search's query: auto (bf16 where the CPU computes it natively), bf16 or fp32.
+EMBEDDING_QUERY_PRECISION = env_choice(
+    "EMBEDDING_QUERY_PRECISION", "auto", ("auto", "bf16", "fp32")
+)
 # Bulk indexing precision: auto (bf16 where the CPU has AVX512-BF16/AMX), fp32 or bf16.
 EMBEDDING_BULK_PRECISION = env_choice(
     "EMBEDDING_BULK_PRECISION", "auto", ("auto", "bf16", "fp16", "fp32", "int8", "int8-all")

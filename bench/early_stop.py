@@ -42,6 +42,11 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quantize", default="auto")
     parser.add_argument(
+        "--after-quantize",
+        default="",
+        help="also run form + early stop at the other batches in this precision (int8-bf16)",
+    )
+    parser.add_argument(
         "--form", action="store_true", help="also with the form decoded (generation/form.py)"
     )
     args = parser.parse_args()
@@ -64,6 +69,11 @@ def main():
     torch.set_num_threads(args.threads)
     params = SamplingParams(max_new_tokens=args.max_new_tokens or SAMPLING_DEFAULTS.max_new_tokens)
     backend = TransformersBackend(str(args.model), quantize=args.quantize)
+    after = (
+        TransformersBackend(str(args.model), quantize=args.after_quantize)
+        if args.after_quantize
+        else None
+    )
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
     print(
         json.dumps(
@@ -71,6 +81,7 @@ def main():
                 "cpu": cpu_model_name(),
                 "flags": flags,
                 "precision": backend.quantize,
+                "after_precision": after.quantize if after else None,
                 "threads": args.threads,
                 "batches": batches,
                 "max_new_tokens": params.max_new_tokens,
@@ -84,14 +95,24 @@ def main():
     for mode, prompt in (("top-down", KL3M_TOP_DOWN), ("bottom-up", KL3M_BOTTOM_UP)):
         runs = {}
         first, *others = batches
-        variants = [("before", False, "", first), ("early stop", True, "", first)]
+        variants = [
+            ("before", False, "", first, backend),
+            ("early stop", True, "", first, backend),
+        ]
         if args.form:
             variants += [
-                ("form", False, "kl3m", first),
-                ("form + early stop", True, "kl3m", first),
+                ("form", False, "kl3m", first, backend),
+                ("form + early stop", True, "kl3m", first, backend),
             ]
-            variants += [(f"form + early stop, batch {b}", True, "kl3m", b) for b in others]
-        for label, early, form, rows in variants:
+            variants += [
+                (f"form + early stop, batch {b}", True, "kl3m", b, backend) for b in others
+            ]
+            if after is not None:
+                variants += [
+                    (f"form + early stop, batch {b}, {after.quantize}", True, "kl3m", b, after)
+                    for b in others
+                ]
+        for label, early, form, rows, runner in variants:
             run_params = dataclasses.replace(params, form=form)
             outputs, cpu = [], 0.0
             for start in range(0, len(seeds), rows):
@@ -99,7 +120,7 @@ def main():
                 prompts = [prompt] * len(chunk)
                 decide = prefix_decider(prompt_format="kl3m", prompts=prompts) if early else None
                 began = time.process_time()
-                outputs += backend.generate(prompts, chunk, run_params, decide=decide)
+                outputs += runner.generate(prompts, chunk, run_params, decide=decide)
                 cpu += time.process_time() - began
             verdicts = []
             for o in outputs:

@@ -27,6 +27,8 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_
 # The same sampling path on every CPU (auto would pick bf16 on some), so that a test's
 # expectations of a model's output hold wherever it runs.
 export GENERATION_QUANTIZE=${GENERATION_QUANTIZE:-int8}
+# Likewise the query embedder: tests compare the site's ranking with an exhaustive fp32 one.
+export EMBEDDING_QUERY_PRECISION=${EMBEDDING_QUERY_PRECISION:-fp32}
 
 echo "== lint (ruff, with bandit rules)"
 "$BIN/ruff" check . || exit 1

@@ -103,9 +103,18 @@ def _bulk_model(name: str | None):
     """The embedder in the bulk precision (a bf16 copy where the CPU computes bf16
     natively: 2.8x the fp32 throughput on an AVX512-BF16 EPYC, cosine >= 0.998 against
     fp32; `bench/search.py encode`)."""
-    model = embedder_get(name)
     # A GPU computes fp16 natively; the CPU choices below do not apply to it.
     precision = "fp16" if embedding_device() == "cuda" else embedding_bulk_precision()
+    return _model_in(name, precision)
+
+
+def _query_model(name: str | None):
+    """The embedder in the query precision (``embedding_query_precision``)."""
+    return _model_in(name, "fp32" if embedding_device() == "cuda" else embedding_query_precision())
+
+
+def _model_in(name: str | None, precision: str):
+    model = embedder_get(name)
     if precision == "fp32":
         return model
     key = (name or settings.EMBEDDING_MODEL, precision)
@@ -150,12 +159,20 @@ def embedder_int8(model, *, keep_fp32: str = ""):
     return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), spec, dtype=torch.qint8)
 
 
-def embed(texts: list[str], *, name: str | None = None, batch_size: int = 64, bulk: bool = False):
+def embed(
+    texts: list[str],
+    *,
+    name: str | None = None,
+    batch_size: int = 64,
+    bulk: bool = False,
+    query: bool = False,
+):
     """Unit-normalised float32 vectors, so that inner product is cosine similarity.
-    ``bulk`` (indexing) may compute in 16 bits where the CPU does that natively."""
+    ``bulk`` (indexing) may compute in 16 bits where the CPU does that natively; so may
+    ``query`` (a search's query, EMBEDDING_QUERY_PRECISION)."""
     import numpy as np
 
-    model = _bulk_model(name) if bulk else embedder_get(name)
+    model = _bulk_model(name) if bulk else _query_model(name) if query else embedder_get(name)
     if not texts:
         return np.zeros((0, embedding_dimension(name)), dtype="float32")
     vectors = model.encode(
@@ -233,12 +250,24 @@ class EmbeddingPool:
 def embedding_bulk_precision() -> str:
     """The precision for bulk indexing: EMBEDDING_BULK_PRECISION, or with ``auto`` bf16
     where the CPU computes it natively (AVX512-BF16 or AMX), else int8 (fp32 is the slow
-    path there; int8 lost no recall on search_eval's dev split). Queries stay fp32."""
+    path there; int8 lost no recall on search_eval's dev split)."""
     from allthepatents.cpu import cpu_has_native_bf16
 
     choice = settings.EMBEDDING_BULK_PRECISION
     if choice == "auto":
         return "bf16" if cpu_has_native_bf16() else "int8"
+    return choice
+
+
+def embedding_query_precision() -> str:
+    """The precision a search's query is embedded in: EMBEDDING_QUERY_PRECISION, or with
+    ``auto`` bf16 where the CPU computes it natively (22 against 44 ms a pasted claim on an
+    AMX Xeon, one thread, cosine >= 0.998 against fp32; bench/README.md), else fp32."""
+    from allthepatents.cpu import cpu_has_native_bf16
+
+    choice = settings.EMBEDDING_QUERY_PRECISION
+    if choice == "auto":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
     return choice
 
 
@@ -258,7 +287,7 @@ def embed_queries(texts: list[str], *, name: str | None = None, chunk_words: int
     words = settings.SEARCH_QUERY_CHUNK_WORDS if chunk_words is None else chunk_words
     pieces = [query_chunks(t, max_words=words) for t in texts]
     flat = [p for chunks in pieces for p in chunks]
-    vectors = embed(flat, name=name)
+    vectors = embed(flat, name=name, query=True)
     out, at = [], 0
     for chunks in pieces:
         mean = vectors[at : at + len(chunks)].mean(axis=0)

@@ -196,8 +196,8 @@ _cache: dict = {
     "through": 0,
     "bitmaps": {},
     "patents": None,
-    "rows": {},
     "row_bitmaps": {},
+    "counts": {},
 }
 BITMAPS_KEPT = 16
 
@@ -235,8 +235,8 @@ def _tables():
             patents=patents,
             bitmaps={},
             known=None,
-            rows={},
             row_bitmaps={},
+            counts={},
         )
         return table, through, patents
 
@@ -338,26 +338,89 @@ def _bitmap(filters, table, through: int, last_id: int):
 
 
 def _kept_count(filters, table, through: int) -> int:
-    """How many of the table's vectors pass ``filters``' dates and origin: the bitmap's
-    count without the bitmap (a query's share is asked before its search, which makes the
-    bitmap it needs in the index's row order), cached per filter."""
+    """How many of the table's vectors pass ``filters``' dates and origin, without a bitmap
+    (a query's share is asked before its search, which makes the bitmap it needs in the
+    index's row order): where the filter bounds one date column, a difference of two
+    cumulative counts by day per origin (``_day_counts``); else a pass over the table."""
     import numpy as np
 
-    key = (*_filter_key(filters), "count")
-    with _cache_lock:
-        cached = _cache["bitmaps"].get(key)
-    if cached is not None:
-        return cached
+    one = _one_column(filters)
+    if one is not None:
+        column, low, high = one
+        codes = [ORIGIN_CODES[filters.origin]] if filters.origin in ORIGIN_CODES else [1, 2]
+        total = 0
+        for code in codes:
+            if column is None:
+                total += _origin_count(table, through, code)
+            else:
+                total += _between(*_day_counts(table, through, column, code), low, high)
+        return total
     known = min(through + 1, table.shape[1])
     keep = np.ones(known, dtype=bool)
     _keep_narrow(filters, keep, table[0, :known], table[1, :known], table[2, :known])
-    value = int(np.count_nonzero(keep))
+    return int(np.count_nonzero(keep))
+
+
+def _one_column(filters):
+    """(column, lowest day kept, first day past) when the filter bounds one date column
+    (0: publication, 1: filing; a bound left open is None), (None, None, None) when it
+    bounds none, None when it bounds both."""
+    published = (filters.after, filters.before)
+    filed = (filters.filed_after, filters.filed_before)
+    if any(published) and any(filed):
+        return None
+    bounds, column = (published, 0) if any(published) else (filed, 1)
+    if not any(bounds):
+        return None, None, None
+    low, high = (day_number(d) if d else None for d in bounds)
+    return column, low, high
+
+
+def _day_counts(table, through: int, column: int, code: int):
+    """(the first day, the cumulative count of the table's vectors of origin ``code`` by
+    day of ``column``, undated ones left out), cached until the table changes: one pass
+    over the column (8.5 million days: tens of ms) where a bitmap a query cost 13 ms."""
+    import numpy as np
+
+    key = ("days", column, code)
     with _cache_lock:
-        bitmaps = _cache["bitmaps"]
-        if len(bitmaps) >= BITMAPS_KEPT:
-            bitmaps.pop(next(iter(bitmaps)))
-        bitmaps[key] = value
+        cached = _cache["counts"].get(key)
+    if cached is not None:
+        return cached
+    known = min(through + 1, table.shape[1])
+    days = np.asarray(table[column, :known])
+    days = days[(np.asarray(table[2, :known]) == code) & (days != MISSING)]
+    start = int(days.min()) if len(days) else 0
+    counts = np.bincount(days - start) if len(days) else np.zeros(1, dtype="int64")
+    value = (start, np.concatenate([[0], np.cumsum(counts)]))
+    with _cache_lock:
+        _cache["counts"][key] = value
     return value
+
+
+def _origin_count(table, through: int, code: int) -> int:
+    import numpy as np
+
+    key = ("origin", code)
+    with _cache_lock:
+        cached = _cache["counts"].get(key)
+    if cached is None:
+        known = min(through + 1, table.shape[1])
+        cached = int(np.count_nonzero(np.asarray(table[2, :known]) == code))
+        with _cache_lock:
+            _cache["counts"][key] = cached
+    return cached
+
+
+def _between(start: int, cumulative, low, high) -> int:
+    """How many of the counted days are in [low, high) (None: open)."""
+
+    def below(day):  # days counted before ``day``
+        return int(cumulative[min(max(day - start, 0), len(cumulative) - 1)])
+
+    upper = int(cumulative[-1]) if high is None else below(high)
+    lower = 0 if low is None else below(low)
+    return max(0, upper - lower)
 
 
 def _keep_narrow(filters, keep, published, filed, origin) -> None:
@@ -420,10 +483,7 @@ class DatesAllowed:
             cached = _cache["row_bitmaps"].get(key)
         if cached is not None:
             return cached
-        rows = _rows_table(segment, table, through)
-        keep = np.ones(rows.shape[1], dtype=bool)
-        _keep_narrow(self.filters, keep, rows[0], rows[1], rows[2])
-        keep |= rows[2] == 0
+        keep = _rows_order(segment, table, through).keep(self.filters)
         value = np.packbits(keep, bitorder="little")
         with _cache_lock:
             bitmaps = _cache["row_bitmaps"]
@@ -433,18 +493,71 @@ class DatesAllowed:
         return value
 
 
-def _rows_table(segment, table, through: int):
-    """The table in ``segment``'s row order (row r: the vector ``id_map[r]``), origin 0
-    where the table does not know the vector; made once per segment and table, in this
-    process (12 bytes a row: 102 MB at a million patents)."""
+class _RowOrder:
+    """A segment's dates table in its row order (row r: the vector ``id_map[r]``; origin
+    0 where the table does not know the vector), and per date column the rows sorted by
+    day, so that a bound on one column is a slice of them: a filter's bitmap is a scatter
+    of the rows it keeps instead of comparisons over every row (32 ms a query at a million
+    patents)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self._sorted: dict = {}
+        self._origins: dict = {}
+        unknown = rows[2] == 0
+        self.unknown = unknown if unknown.any() else None
+
+    def _column(self, column: int):
+        import numpy as np
+
+        if column not in self._sorted:
+            order = np.argsort(self.rows[column], kind="stable").astype("int32")
+            self._sorted[column] = (order, self.rows[column][order])
+        return self._sorted[column]
+
+    def _origin(self, code: int):
+        if code not in self._origins:
+            self._origins[code] = self.rows[2] == code
+        return self._origins[code]
+
+    def keep(self, filters):
+        import numpy as np
+
+        size = self.rows.shape[1]
+        one = _one_column(filters)
+        if one is None:
+            keep = np.ones(size, dtype=bool)
+            _keep_narrow(filters, keep, self.rows[0], self.rows[1], self.rows[2])
+        else:
+            column, low, high = one
+            if column is None:
+                keep = np.ones(size, dtype=bool)
+            else:
+                order, days = self._column(column)
+                # Undated rows (MISSING, the smallest value) never pass a bound.
+                first = np.searchsorted(days, MISSING + 1 if low is None else low, "left")
+                last = len(days) if high is None else np.searchsorted(days, high, "left")
+                keep = np.zeros(size, dtype=bool)
+                keep[order[first : max(first, last)]] = True
+            if filters.origin in ORIGIN_CODES:
+                keep &= self._origin(ORIGIN_CODES[filters.origin])
+        if self.unknown is not None:
+            keep |= self.unknown
+        return keep
+
+
+def _rows_order(segment, table, through: int) -> _RowOrder:
+    """The segment's ``_RowOrder``, made once per segment in this process (12 bytes a row
+    and 8 per sorted column: 102 MB and 68 MB each at a million patents). A table that
+    grew is read again only when it did not know some of the segment's vectors: the dates
+    of a vector never change."""
     import faiss
     import numpy as np
 
-    stamp = _cache["stamp"]
     with _cache_lock:
-        held = _cache["rows"].get(id(segment))
-    if held is not None and held[0] is segment and held[1] == stamp:
-        return held[2]
+        held = _row_orders.get(id(segment))
+    if held is not None and held[0] is segment and (held[1].unknown is None or held[2] == through):
+        return held[1]
     ids = faiss.rev_swig_ptr(segment.id_map.data(), segment.id_map.size())
     ids = np.asarray(ids, dtype="int64")
     known = (ids >= 0) & (ids <= min(through, table.shape[1] - 1))
@@ -453,10 +566,16 @@ def _rows_table(segment, table, through: int):
     else:
         rows = _table_empty(len(ids))
         rows[:, known] = table[:, ids[known]]
+    order = _RowOrder(rows)
     with _cache_lock:
         # Keeping the segment keeps its id from being reused by another while it is held.
-        _cache["rows"] = {id(segment): (segment, stamp, rows)}
-    return rows
+        _row_orders.clear()
+        _row_orders[id(segment)] = (segment, order, through)
+    return order
+
+
+# Kept across table changes (see ``_rows_order``); one segment, the IVF main file.
+_row_orders: dict = {}
 
 
 def vector_dates_selection(filters, *, last_id: int) -> DatesAllowed | None:
@@ -475,6 +594,7 @@ def vector_dates_reset() -> None:
             patents=None,
             bitmaps={},
             known=None,
-            rows={},
             row_bitmaps={},
+            counts={},
         )
+        _row_orders.clear()

@@ -471,6 +471,16 @@ def test_a_broad_date_filter_fetches_no_candidate_rows(big_corpus, monkeypatch, 
         assert all(patents_matching(filters).filter(pk=h.patent.pk).exists() for h in by_table.hits)
 
 
+# Bounds on both date columns (a pass over the rows), open-ended and empty ranges.
+ROW_FILTERS = [
+    SearchFilters(origin="all", before=dt.date(2010, 3, 15), filed_before=dt.date(2010, 6, 1)),
+    SearchFilters(origin="reference", after=dt.date(2010, 9, 1), before=dt.date(2010, 2, 1)),
+    SearchFilters(origin="all", after=dt.date(1975, 3, 1), before=dt.date(1975, 3, 2)),
+    SearchFilters(origin="generated", before=dt.date(2100, 1, 1)),
+    SearchFilters(origin="all", after=dt.date(1600, 1, 1)),
+]
+
+
 @pytest.mark.django_db
 def test_ivf_lists_test_the_dates_by_row_as_the_id_map_would(big_corpus, settings):
     """The bitmap in the IVF index's row order (no id translated while the lists are
@@ -483,7 +493,12 @@ def test_ivf_lists_test_the_dates_by_row_as_the_id_map_would(big_corpus, setting
     from search.models import IndexedVector
     from search.selectors import index_for_search
     from search.store import index_dir
-    from search.vector_dates import META, vector_dates_reset, vector_dates_selection
+    from search.vector_dates import (
+        META,
+        vector_dates_reset,
+        vector_dates_selection,
+        vector_dates_share,
+    )
 
     settings.SEARCH_IVF_THRESHOLD = 100
     search_index_rebuild()
@@ -501,13 +516,18 @@ def test_ivf_lists_test_the_dates_by_row_as_the_id_map_would(big_corpus, setting
             # The second pass: a table behind the index, whose newer rows are let through.
             (index_dir() / META).write_text(json.dumps({**meta, "through": through}))
             vector_dates_reset()
-            for filters in DATE_FILTERS:
+            table = np.load(index_dir() / meta["file"])[:, : through + 1]
+            known = int(np.count_nonzero(table[2]))
+            for filters in [*DATE_FILTERS, *ROW_FILTERS]:
                 selection = vector_dates_selection(filters, last_id=last)
                 by_id = np.unpackbits(selection.ids, bitorder="little").astype(bool)
                 by_row = np.unpackbits(selection.rows(loaded.index), bitorder="little")
                 assert np.array_equal(by_row[: len(id_map)].astype(bool), by_id[id_map]), filters
                 if through < meta["through"]:
                     assert by_row[id_map > through].all()
+                # The share, counted by day, is the bitmap's count over the known rows.
+                kept = int(np.count_nonzero(by_id[: through + 1]))
+                assert round(vector_dates_share(filters) * known) == kept, filters
                 scores, ids = loaded.search(query, 40, allowed=selection)
                 translated = loaded.search(query, 40, allowed=selection.ids)
                 assert np.array_equal(ids, translated[1]), filters

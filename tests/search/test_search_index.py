@@ -144,6 +144,38 @@ def test_bulk_vectors_agree_with_query_vectors(settings, precision, floor):
     assert cosine.min() >= floor, (embedding_bulk_precision(), cosine)
 
 
+def test_a_query_is_embedded_in_the_query_precision(settings, monkeypatch):
+    """EMBEDDING_QUERY_PRECISION: a search's query goes through the query model (bf16 is
+    a bf16 copy of the embedder, within 0.99 of fp32's vector, as bulk bf16; fp32 is the embedder
+    itself); ``auto`` follows the CPU."""
+    import numpy as np
+    import torch
+
+    from search import embeddings
+
+    query = "1. A method of polishing a semiconductor wafer with a slurry of silica particles."
+    settings.EMBEDDING_QUERY_PRECISION = "fp32"
+    assert embeddings._query_model(None) is embeddings.embedder_get(None)
+    settings.EMBEDDING_QUERY_PRECISION = "bf16"
+    model = embeddings._query_model(None)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    bf16 = model.encode([query], normalize_embeddings=True, convert_to_tensor=True).float()
+    fp32 = embeddings.embedder_get(None).encode([query], normalize_embeddings=True)
+    bf16 = bf16.numpy()
+    assert float(fp32[0] @ bf16[0]) >= 0.99 and not np.array_equal(fp32, bf16)
+    asked = []
+    inner = embeddings.embed
+    monkeypatch.setattr(
+        embeddings, "embed", lambda texts, **kw: asked.append(kw) or inner(texts, **kw)
+    )
+    assert embeddings.embed_queries([query]).shape == (1, fp32.shape[1])
+    assert asked and all(kw.get("query") for kw in asked)
+    settings.EMBEDDING_QUERY_PRECISION = "auto"
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr("allthepatents.cpu.cpu_has_native_bf16", lambda n=native: n)
+        assert embeddings.embedding_query_precision() == expected
+
+
 @pytest.mark.django_db
 def test_a_forced_rebuild_keeps_serving_the_old_index(fixture_corpus, settings):
     settings.SEARCH_INDEX_CHECKPOINT = 64
