@@ -662,13 +662,19 @@ def search_warm() -> str:
     Returns what it managed, for the log; never raises for a missing or broken index."""
     from search.embeddings import embed
     from search.store import index_for_search
+    from search.vector_dates import vector_dates_warm
 
-    embed(["warm-up"])  # loads the model and runs it once (first-call allocations)
+    embed(["warm-up"], query=True)  # loads the model and runs it once (first allocations)
     try:
         loaded = index_for_search(model=settings.EMBEDDING_MODEL)
     except IndexUnavailable as exc:
         return f"embedder loaded; index not loaded ({exc.state})"
-    return f"embedder and index loaded ({loaded.ntotal} vectors)"
+    try:
+        dated = vector_dates_warm(loaded.segments)
+    except Exception as exc:  # a damaged table: date filters fall back, the site still starts
+        logger.warning("vector dates not prepared: %s", exc)
+        dated = False
+    return f"embedder and index loaded ({loaded.ntotal} vectors{', dates ready' if dated else ''})"
 
 
 # Areas a search is counted in: the CPC subclasses of its first few reference results.

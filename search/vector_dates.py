@@ -534,9 +534,11 @@ class _RowOrder:
                 keep = np.ones(size, dtype=bool)
             else:
                 order, days = self._column(column)
-                # Undated rows (MISSING, the smallest value) never pass a bound.
-                first = np.searchsorted(days, MISSING + 1 if low is None else low, "left")
-                last = len(days) if high is None else np.searchsorted(days, high, "left")
+                # Undated rows (MISSING, the smallest value) never pass a bound. The day is
+                # searched as int32: a Python int made numpy copy the column to int64 first.
+                low = MISSING + 1 if low is None else low
+                first = int(np.searchsorted(days, np.int32(low), "left"))
+                last = len(days) if high is None else int(np.searchsorted(days, np.int32(high)))
                 keep = np.zeros(size, dtype=bool)
                 keep[order[first : max(first, last)]] = True
             if filters.origin in ORIGIN_CODES:
@@ -576,6 +578,21 @@ def _rows_order(segment, table, through: int) -> _RowOrder:
 
 # Kept across table changes (see ``_rows_order``); one segment, the IVF main file.
 _row_orders: dict = {}
+
+
+def vector_dates_warm(segments) -> bool:
+    """Makes the row order of each IVF segment and its publication days sorted, so that a
+    process's first date-filtered query does not pay for them (1.5 s at a million
+    patents). Returns whether there was a table to do it with."""
+    import faiss
+
+    table, through, _ = _tables()
+    if table is None:
+        return False
+    for segment in segments:
+        if hasattr(faiss.downcast_index(segment.index), "refine_index"):
+            _rows_order(segment, table, through)._column(0)
+    return True
 
 
 def vector_dates_selection(filters, *, last_id: int) -> DatesAllowed | None:

@@ -495,9 +495,11 @@ def test_ivf_lists_test_the_dates_by_row_as_the_id_map_would(big_corpus, setting
     from search.store import index_dir
     from search.vector_dates import (
         META,
+        _row_orders,
         vector_dates_reset,
         vector_dates_selection,
         vector_dates_share,
+        vector_dates_warm,
     )
 
     settings.SEARCH_IVF_THRESHOLD = 100
@@ -511,6 +513,11 @@ def test_ivf_lists_test_the_dates_by_row_as_the_id_map_would(big_corpus, setting
         id_map = faiss.vector_to_array(loaded.index.id_map).astype("int64")
         last = IndexedVector.objects.order_by("-pk").values_list("pk", flat=True)[0]
         query = embed_queries([_queries(random.Random(5))[0]])
+        # Warmed at a worker's start: the row order and the sorted days are made there.
+        vector_dates_reset()
+        assert vector_dates_warm(loaded.segments)
+        ((segment, order, _),) = _row_orders.values()
+        assert segment is loaded.index and 0 in order._sorted
         meta = json.loads((index_dir() / META).read_text())
         for through in (meta["through"], meta["through"] // 2):
             # The second pass: a table behind the index, whose newer rows are let through.
