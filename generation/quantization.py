@@ -13,13 +13,17 @@ against float32 is about half fbgemm's at the proof's shapes.
 
 def rows_int8_quantize(model):
     """``model`` with every ``torch.nn.Linear`` replaced by a ``RowInt8Linear`` (in place)."""
+    return _linears_replace(model, row_int8_linear_class())
+
+
+def _linears_replace(model, layer_class):
     import torch
 
     for name, child in list(model.named_children()):
         if type(child) is torch.nn.Linear:
-            setattr(model, name, row_int8_linear_class()(child))
+            setattr(model, name, layer_class(child))
         else:
-            rows_int8_quantize(child)
+            _linears_replace(child, layer_class)
     return model
 
 
@@ -73,14 +77,7 @@ def row_int8_linear_class():
 def rows_scaled_int8_quantize(model):
     """``model`` with every ``torch.nn.Linear`` replaced by a ``RowScaledInt8Linear`` (in
     place): the worker's int8."""
-    import torch
-
-    for name, child in list(model.named_children()):
-        if type(child) is torch.nn.Linear:
-            setattr(model, name, row_scaled_int8_linear_class()(child))
-        else:
-            rows_scaled_int8_quantize(child)
-    return model
+    return _linears_replace(model, row_scaled_int8_linear_class())
 
 
 _scaled_class = None

@@ -297,18 +297,7 @@ def patent_dates_passing(filters, patent_ids) -> tuple[set[int], list[int]] | No
     published, filed, origin = rows[0], rows[1], rows[2]
     keep = origin != 0
     known_ids = ids[inside][keep]
-    if filters.before:
-        keep &= published < day_number(filters.before)
-    if filters.after:
-        keep &= published >= day_number(filters.after)
-    if filters.before or filters.after:
-        keep &= published != MISSING
-    if filters.filed_before:
-        keep &= (filed < day_number(filters.filed_before)) & (filed != MISSING)
-    if filters.filed_after:
-        keep &= filed >= day_number(filters.filed_after)
-    if filters.origin in ORIGIN_CODES:
-        keep &= origin == ORIGIN_CODES[filters.origin]
+    _keep_narrow(filters, keep, published, filed, origin)
     known = set(known_ids.tolist())
     unknown = [int(i) for i in ids.tolist() if i not in known]
     return set(ids[inside][keep].tolist()), unknown
@@ -329,12 +318,17 @@ def _bitmap(filters, table, through: int, last_id: int):
     part = keep[:known]
     _keep_narrow(filters, part, table[0, :known], table[1, :known], table[2, :known])
     value = (np.packbits(keep, bitorder="little"), int(np.count_nonzero(part)))
+    _bitmap_keep("bitmaps", key, value)
+    return value
+
+
+def _bitmap_keep(kind: str, key, value) -> None:
+    """Caches a bitmap, the oldest of ``kind`` going when BITMAPS_KEPT are held."""
     with _cache_lock:
-        bitmaps = _cache["bitmaps"]
+        bitmaps = _cache[kind]
         if len(bitmaps) >= BITMAPS_KEPT:
             bitmaps.pop(next(iter(bitmaps)))
         bitmaps[key] = value
-    return value
 
 
 def _kept_count(filters, table, through: int) -> int:
@@ -485,11 +479,7 @@ class DatesAllowed:
             return cached
         keep = _rows_order(segment, table, through).keep(self.filters)
         value = np.packbits(keep, bitorder="little")
-        with _cache_lock:
-            bitmaps = _cache["row_bitmaps"]
-            if len(bitmaps) >= BITMAPS_KEPT:
-                bitmaps.pop(next(iter(bitmaps)))
-            bitmaps[key] = value
+        _bitmap_keep("row_bitmaps", key, value)
         return value
 
 
