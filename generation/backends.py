@@ -171,21 +171,18 @@ class TransformersBackend:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
             model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.eval()
-        if self.device == "cpu" and self.quantize == "int8":
+        if self.device == "cpu" and self.quantize in ("int8", "int8-bf16"):
             # Int8 with each row's activations scaled on their own (generation/
             # quantization.py): a row's sample does not depend on its batch, so rows the
             # early stop ends leave the others' samples as they were. Plain dynamic int8
-            # (one scale per tensor) moved them, at the same cost per token.
+            # (one scale per tensor) moved them, at the same cost per token. int8-bf16
+            # keeps everything else, the KV cache included, in bf16: half the bytes of a
+            # float32 cache for attention to read, where the CPU computes bf16 natively.
             from generation.quantization import rows_scaled_int8_quantize
 
+            if self.quantize == "int8-bf16":
+                model = model.to(torch.bfloat16)
             model = rows_scaled_int8_quantize(model)
-        elif self.device == "cpu" and self.quantize == "int8-bf16":
-            # The weights' products in int8 (fbgemm's, per row as above), everything else,
-            # the KV cache included, in bf16: half the bytes of int8's float32 cache for
-            # attention to read, where the CPU computes bf16 natively.
-            from generation.quantization import rows_scaled_int8_quantize
-
-            model = rows_scaled_int8_quantize(model.to(torch.bfloat16))
         elif self.device == "cpu" and self.quantize == "int8-rows":
             # The proof's int8 checker: a scale per row, not per tensor (generation/
             # quantization.py), so that one position's outliers do not blur the others.

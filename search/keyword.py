@@ -236,12 +236,12 @@ def _stats_read() -> dict:
     """The estimates file as this process last read it (read again once per change of the
     file): its ``shares`` (None when unusable) and the ``documents`` they were made from.
     Queries ask on every search and the publish hook on every batch of an import."""
+    from search.store import file_stamp
+
     path = _stats_path()
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
+    stamp = file_stamp(path)
+    if stamp is None:
         return {"shares": None, "documents": None}
-    stamp = (str(path), stat.st_mtime_ns, stat.st_size)
     with _stats_lock:
         if _stats["stamp"] != stamp:
             shares = documents = None

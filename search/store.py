@@ -153,15 +153,21 @@ def writer_lock(timeout: float = 600):
     return FileLock(str(index_dir() / ".lock"), timeout=timeout)
 
 
-def manifest_stamp() -> tuple | None:
-    """Which manifest is on disk now, from a stat alone (None: none): every save replaces
-    it by a rename, so the stamp changes with each index or delta written."""
-    path = index_dir() / MANIFEST
+def file_stamp(path) -> tuple | None:
+    """Which version of ``path`` is on disk now, from a stat alone (None: no file): the
+    index's small files are replaced by a rename, so the stamp changes with each write
+    (a new inode) even within one tick of the file system's clock."""
     try:
-        stat = path.stat()
+        stat = os.stat(path)
     except FileNotFoundError:
         return None
     return (str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+def manifest_stamp() -> tuple | None:
+    """Which manifest is on disk now (``file_stamp``): it changes with each index or delta
+    written."""
+    return file_stamp(index_dir() / MANIFEST)
 
 
 def manifest_read() -> dict | None:

@@ -191,6 +191,7 @@ def vector_dates_refresh(*, full: bool = False) -> dict:
 
 _cache_lock = threading.Lock()
 _cache: dict = {
+    "seen": None,
     "stamp": None,
     "table": None,
     "through": 0,
@@ -204,16 +205,23 @@ BITMAPS_KEPT = 16
 
 def _tables():
     """(the table by vector id mapped read-only, the last vector id it covers, the table by
-    patent id or None), or (None, 0, None). The small json is read on each call: a file's
-    mtime can miss a second write within its tick."""
+    patent id or None), or (None, 0, None). A query asks several times: the json is read
+    again only when a stat says it was replaced."""
     import numpy as np
 
+    from search.store import file_stamp
+
+    seen = file_stamp(Path(settings.INDEX_DIR) / META)
+    with _cache_lock:
+        if seen is not None and _cache["seen"] == seen:
+            return _cache["table"], _cache["through"], _cache["patents"]
     meta = _meta_read()
     if not meta:
         return None, 0, None
     stamp = (meta.get("file"), meta.get("through"), meta.get("size"), meta.get("patents_file"))
     with _cache_lock:
         if _cache["stamp"] == stamp:
+            _cache["seen"] = seen
             return _cache["table"], _cache["through"], _cache["patents"]
         table, through, patents = None, 0, None
         try:
@@ -229,12 +237,12 @@ def _tables():
             logger.warning("vector dates unusable (%s): date filters run after search", exc)
             table, through, patents = None, 0, None
         _cache.update(
+            seen=seen,
             stamp=stamp,
             table=table,
             through=through,
             patents=patents,
             bitmaps={},
-            known=None,
             row_bitmaps={},
             counts={},
         )
@@ -264,17 +272,11 @@ def vector_dates_share(filters) -> float | None:
     """The share of the table's vectors whose patents pass ``filters``' dates and origin
     (None without a table): what a filter of those alone keeps, without counting patents
     in SQL."""
-    import numpy as np
 
     table, through = _table()
     if table is None or not (has_date_bounds(filters) or filters.origin in ORIGIN_CODES):
         return None
-    with _cache_lock:
-        known = _cache.get("known")
-    if known is None:
-        known = int(np.count_nonzero(table[2, : through + 1]))
-        with _cache_lock:
-            _cache["known"] = known
+    known = sum(_origin_count(table, through, code) for code in ORIGIN_CODES.values())
     return _kept_count(filters, table, through) / max(known, 1)
 
 
@@ -335,8 +337,7 @@ def _kept_count(filters, table, through: int) -> int:
     """How many of the table's vectors pass ``filters``' dates and origin, without a bitmap
     (a query's share is asked before its search, which makes the bitmap it needs in the
     index's row order): where the filter bounds one date column, a difference of two
-    cumulative counts by day per origin (``_day_counts``); else a pass over the table."""
-    import numpy as np
+    cumulative counts by day per origin (``_day_counts``); else the bitmap's count."""
 
     one = _one_column(filters)
     if one is not None:
@@ -349,10 +350,7 @@ def _kept_count(filters, table, through: int) -> int:
             else:
                 total += _between(*_day_counts(table, through, column, code), low, high)
         return total
-    known = min(through + 1, table.shape[1])
-    keep = np.ones(known, dtype=bool)
-    _keep_narrow(filters, keep, table[0, :known], table[1, :known], table[2, :known])
-    return int(np.count_nonzero(keep))
+    return _bitmap(filters, table, through, through)[1]
 
 
 def _one_column(filters):
@@ -595,12 +593,12 @@ def vector_dates_selection(filters, *, last_id: int) -> DatesAllowed | None:
 def vector_dates_reset() -> None:
     with _cache_lock:
         _cache.update(
+            seen=None,
             stamp=None,
             table=None,
             through=0,
             patents=None,
             bitmaps={},
-            known=None,
             row_bitmaps={},
             counts={},
         )
