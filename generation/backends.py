@@ -175,7 +175,8 @@ class TransformersBackend:
             # Int8 with each row's activations scaled on their own (generation/
             # quantization.py): a row's sample does not depend on its batch, so rows the
             # early stop ends leave the others' samples as they were. Plain dynamic int8
-            # (one scale per tensor) moved them, at the same cost per token. int8-bf16
+            # (one scale per tensor) moved them; this layer takes 1.1-1.3x its time
+            # (bench/layers.py). int8-bf16
             # keeps everything else, the KV cache included, in bf16: half the bytes of a
             # float32 cache for attention to read, where the CPU computes bf16 natively.
             from generation.quantization import rows_scaled_int8_quantize

@@ -1,0 +1,95 @@
+"""One linear layer, one thread, each way the worker could compute it, side by side: ms a
+call, whether a row's output is the same alone as in the batch, error against float32.
+Run by hand (not in CI):
+
+    .venv/bin/python bench/layers.py --shapes 768x32768,1024x32768,256x32768,1024x3072 --rows 16,64
+
+fp32 and bf16 ``F.linear``; bf16 with the weights packed once for oneDNN
+(``torch.ops.mkldnn._reorder_linear_weight``, what ``F.linear`` redoes every call); fbgemm's
+dynamic int8 (one activation scale a tensor); the proof's per-row int8 (``torch._int_mm``);
+the worker's int8 (fbgemm, each row scaled on its own, generation/quantization.py).
+"""
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _ms(fn) -> float:
+    for _ in range(3):
+        fn()
+    started, n = time.perf_counter(), 0
+    while time.perf_counter() - started < 0.4:
+        fn()
+        n += 1
+    return round((time.perf_counter() - started) / n * 1e3, 3)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shapes", default="768x32768,1024x32768,256x32768,1024x3072")
+    parser.add_argument("--rows", default="16,64")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    from allthepatents.cpu import cpu_flags, cpu_model_name
+    from generation.quantization import rows_int8_quantize, rows_scaled_int8_quantize
+
+    torch.set_num_threads(1)
+    flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16"})
+    print(f"cpu: {cpu_model_name()} {flags}; one thread", flush=True)
+    torch.manual_seed(0)
+    for shape in args.shapes.split(","):
+        k, n = (int(x) for x in shape.split("x"))
+        linear = torch.nn.Linear(k, n)
+        w16, b16 = linear.weight.detach().bfloat16(), linear.bias.detach().bfloat16()
+        ways = {
+            "dynamic int8": quantize_dynamic(
+                torch.nn.Sequential(linear), {torch.nn.Linear}, dtype=torch.qint8
+            )[0],
+            "per-row int8 (_int_mm)": rows_int8_quantize(torch.nn.Sequential(linear))[0],
+            "rows-scaled int8 (worker)": rows_scaled_int8_quantize(torch.nn.Sequential(linear))[0],
+        }
+        for m in (int(r) for r in args.rows.split(",")):
+            x = torch.randn(m, k) * torch.rand(m, 1) * 5
+            x16 = x.bfloat16()
+            packed = torch.ops.mkldnn._reorder_linear_weight(w16, m)
+            calls = {
+                "fp32": lambda x=x, f=linear: f(x),
+                "bf16": lambda x=x16, w=w16, b=b16: torch.nn.functional.linear(x, w, b),
+                "bf16 packed": lambda x=x16, p=packed, b=b16: torch.ops.mkldnn._linear_pointwise(
+                    x, p, b, "none", [], ""
+                ),
+                **{name: (lambda layer=layer, x=x: layer(x)) for name, layer in ways.items()},
+            }
+            row = {"shape": shape, "rows": m}
+            with torch.no_grad():
+                exact = linear(x)
+                for name, fn in calls.items():
+                    out = fn().float()
+                    alone = (
+                        torch.ops.mkldnn._linear_pointwise(x16[1:2], packed, b16, "none", [], "")
+                        if name == "bf16 packed"
+                        else torch.nn.functional.linear(x16[1:2], w16, b16)
+                        if name == "bf16"
+                        else linear(x[1:2])
+                        if name == "fp32"
+                        else ways[name](x[1:2])
+                    ).float()
+                    row[name] = {
+                        "ms": _ms(fn),
+                        "row_alone_same": bool(torch.equal(alone[0], out[1])),
+                        "max_error": round(float((out - exact).abs().max() / exact.abs().max()), 4),
+                    }
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
