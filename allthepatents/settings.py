@@ -326,6 +326,9 @@ EMBEDDING_BULK_PRECISION = env_choice(
 # estimated from a sample, once the corpus has 50,000 documents; search/keyword.py).
 SEARCH_KEYWORD_TERMS = env_int("SEARCH_KEYWORD_TERMS", 12, minimum=1)
 SEARCH_KEYWORD_COMMON_SHARE = env_float("SEARCH_KEYWORD_COMMON_SHARE", 0.01, minimum=0.0)
+# ... and stops before their estimated matches together pass SEARCH_KEYWORD_MATCHES (0: no
+# bound): both engines score every match, so this bounds a pasted claim's keyword time.
+SEARCH_KEYWORD_MATCHES = env_int("SEARCH_KEYWORD_MATCHES", 5000, minimum=0)
 # Days a search's CPC-area count is kept (search.models.SearchTally; the coverage view).
 SEARCH_TALLY_DAYS = env_int("SEARCH_TALLY_DAYS", 90, minimum=1)
 SEARCH_IVF_THRESHOLD = env_int("SEARCH_IVF_THRESHOLD", 300_000, minimum=1)

@@ -8,6 +8,12 @@ fp32 and bf16 ``F.linear``; bf16 with the weights packed once for oneDNN
 (``torch.ops.mkldnn._reorder_linear_weight``, what ``F.linear`` redoes every call); fbgemm's
 dynamic int8 (one activation scale a tensor); the proof's per-row int8 (``torch._int_mm``);
 the worker's int8 (fbgemm, each row scaled on its own, generation/quantization.py).
+
+``--attention 256,512,1000`` also times one decoding step's attention over a KV cache of
+that many positions (kl3m-002-170m's 12 heads of 64, ``--rows`` rows), float32 against
+bf16, through ``scaled_dot_product_attention`` and through two matrix products: the cache's
+element size decides a step at 1,024 tokens, and whether a bf16 cache reads faster depends
+on the CPU.
 """
 
 import argparse
@@ -34,6 +40,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--shapes", default="768x32768,1024x32768,256x32768,1024x3072")
     parser.add_argument("--rows", default="16,64")
+    parser.add_argument("--attention", default="", help="cache lengths, e.g. 256,512,1000")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     import torch
@@ -89,6 +96,33 @@ def main():
                         "max_error": round(float((out - exact).abs().max() / exact.abs().max()), 4),
                     }
             print(json.dumps(row), flush=True)
+    for length in (int(t) for t in args.attention.split(",") if t):
+        for m in (int(r) for r in args.rows.split(",")):
+            print(json.dumps(_attention_row(torch, rows=m, length=length)), flush=True)
+
+
+def _attention_row(torch, *, rows: int, length: int, heads: int = 12, width: int = 64) -> dict:
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    row = {"attention_positions": length, "rows": rows}
+    for dtype in (torch.float32, torch.bfloat16):
+        q = torch.randn(rows, heads, 1, width, dtype=dtype)
+        # A view of preallocated buffers, as the worker's cache hands attention.
+        k = torch.randn(rows, heads, length + 64, width, dtype=dtype)[:, :, :length]
+        v = torch.randn(rows, heads, length + 64, width, dtype=dtype)[:, :, :length]
+
+        def products(q=q, k=k, v=v):
+            weights = torch.matmul(q, k.transpose(-1, -2)) * width**-0.5
+            return torch.matmul(weights.softmax(-1), v)
+
+        with torch.no_grad():
+            sdpa_ms = _ms(lambda q=q, k=k, v=v: sdpa(q, k, v))
+            gb = 2 * k.numel() * k.element_size() / 1e9
+            row[str(dtype).removeprefix("torch.")] = {
+                "sdpa_ms": sdpa_ms,
+                "matmul_ms": _ms(products),
+                "sdpa_cache_gb_s": round(gb / (sdpa_ms / 1e3), 1),
+            }
+    return row
 
 
 if __name__ == "__main__":

@@ -116,8 +116,14 @@ def preallocated_layer_class():
             # all, each time a row finished (9 % of a batch of 64 on the demo generator).
             if self.is_initialized:
                 rows, filled = len(indices), slice(0, self.length)
-                self._k[:rows, :, filled] = self._k[indices, :, filled]
-                self._v[:rows, :, filled] = self._v[indices, :, filled]
+                indices = torch.as_tensor(indices, device=self._k.device)
+                # Only rows whose place changes are copied (the backend fills the places
+                # of finished rows with the last live ones: ``rows_compacted``).
+                moved = (indices != torch.arange(rows, device=indices.device)).nonzero()[:, 0]
+                if len(moved):
+                    source = indices[moved]
+                    self._k[moved, :, filled] = self._k[source, :, filled]
+                    self._v[moved, :, filled] = self._v[source, :, filled]
                 self._k, self._v = self._k[:rows], self._v[:rows]
                 self.keys = self._k[:, :, : self.length]
                 self.values = self._v[:, :, : self.length]

@@ -80,19 +80,36 @@ def keyword_terms_pick(
     max_terms: int | None = None,
     common_share: float | None = None,
     min_terms: int = 3,
+    documents: int | None = None,
+    max_matches: int | None = None,
 ) -> list[str]:
     """The terms worth sending: up to ``max_terms`` (SEARCH_KEYWORD_TERMS) of the rarest,
     leaving out those in more than ``common_share`` (SEARCH_KEYWORD_COMMON_SHARE) of the
-    documents unless fewer than ``min_terms`` would remain. ``shares``: the estimated share
-    of documents each term is in (a term missing from it is rare); None keeps every term."""
+    documents unless fewer than ``min_terms`` would remain, and stopping before the terms'
+    estimated matches together (share times ``documents``) pass ``max_matches``
+    (SEARCH_KEYWORD_MATCHES; 0: no bound), keeping ``min_terms`` at least. ``shares``: the
+    estimated share of documents each term is in (a term missing from it is rare); None
+    keeps every term."""
     if shares is None:
         return terms
     max_terms = settings.SEARCH_KEYWORD_TERMS if max_terms is None else max_terms
     common = settings.SEARCH_KEYWORD_COMMON_SHARE if common_share is None else common_share
+    max_matches = settings.SEARCH_KEYWORD_MATCHES if max_matches is None else max_matches
     ranked = sorted(terms, key=lambda t: shares.get(t, 0.0))
     kept = [t for t in ranked if shares.get(t, 0.0) <= common][:max_terms]
     if len(kept) < min_terms:
         kept = ranked[: min(min_terms, max_terms)]
+    if max_matches and documents:
+        # Both engines score every document that matches any term before they sort (no
+        # top-k early termination in FTS5's bm25 or ts_rank_cd): a query's time grows with
+        # its terms' matches, which at a million patents the commoner terms dominate.
+        matches, bounded = 0.0, []
+        for term in kept:
+            matches += shares.get(term, 0.0) * documents
+            if matches > max_matches and len(bounded) >= min_terms:
+                break
+            bounded.append(term)
+        kept = bounded
     return kept
 
 
@@ -172,8 +189,9 @@ def keyword_search(
     filters the best matches of the unfiltered query by id (``passing(ids)``: the ones
     that pass, when the caller has a faster test than the queryset), falling back to the
     subquery when too few of them pass."""
-    words, shares = terms_by_rarity(query_terms(query), term_shares(), engine_stems)
-    terms = keyword_terms_pick(words, shares)
+    stats = _stats_read()
+    words, shares = terms_by_rarity(query_terms(query), stats["shares"], engine_stems)
+    terms = keyword_terms_pick(words, shares, documents=stats["documents"])
     if not terms:
         return []
     if allowed is not None and allowed_share and allowed_share >= POSTFILTER_MIN_SHARE:

@@ -118,6 +118,26 @@ def test_the_kv_cache_keeps_the_rows_left_when_others_finish():
     assert torch.equal(got_values[:, :, 3:], -step)
 
 
+def test_rows_that_finish_are_replaced_by_the_last_live_rows():
+    """The cache moves as few rows as it can when rows leave: a live row inside the shorter
+    batch stays where it is, the live rows past its end fill the holes."""
+    import torch
+
+    from generation.backends import rows_compacted
+    from generation.sampling import preallocated_layer_class
+
+    assert rows_compacted([0, 1, 2, 3]) == [0, 1, 2, 3]
+    assert rows_compacted([0, 2, 3, 5, 6]) == [0, 5, 2, 3, 6]
+    assert rows_compacted([4, 5]) == [4, 5]
+    assert sorted(rows_compacted([1, 3, 4, 7, 8, 9])) == [1, 3, 4, 7, 8, 9]
+    layer = preallocated_layer_class()(capacity=10)
+    keys = torch.arange(7 * 2 * 3 * 5, dtype=torch.float32).reshape(7, 2, 3, 5)
+    layer.update(keys, -keys)
+    order = rows_compacted([0, 2, 3, 5, 6])
+    layer.batch_select_indices(torch.tensor(order))
+    assert torch.equal(layer.keys, keys[order]) and torch.equal(layer.values, -keys[order])
+
+
 def test_int8_path_loads_and_generates(tiny_neox):
     backend = TransformersBackend(str(tiny_neox), quantize="int8")
     out = backend.generate(

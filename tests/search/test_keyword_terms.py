@@ -2,6 +2,7 @@
 a pasted claim's common words matched most of a million patents."""
 
 import json
+import math
 
 import pytest
 
@@ -42,6 +43,35 @@ def test_the_rarest_terms_are_kept_and_common_ones_dropped():
     assert keyword_terms_pick(["device", "first"], shares, max_terms=1, common_share=0.0) == [
         "first"
     ]
+
+
+@pytest.mark.unit
+def test_the_terms_stop_before_their_matches_pass_the_bound():
+    shares = {"a": 0.0, "b": 0.001, "c": 0.002, "d": 0.003, "e": 0.004}
+    terms = ["e", "d", "c", "b", "a"]
+    pick = keyword_terms_pick
+    unbounded = pick(terms, shares, max_terms=12, common_share=0.01, max_matches=0, documents=10**6)
+    assert unbounded == ["a", "b", "c", "d", "e"]
+    # 0 + 1,000 + 2,000 matches fit in 3,500; the 3,000 of "d" would not.
+    assert pick(
+        terms, shares, max_terms=12, common_share=0.01, max_matches=3500, documents=10**6
+    ) == ["a", "b", "c"]
+    # min_terms are kept even past the bound: a query of common words still runs.
+    assert pick(
+        terms, shares, max_terms=12, common_share=0.01, max_matches=10, documents=10**6
+    ) == [
+        "a",
+        "b",
+        "c",
+    ]
+    # The bound is in documents: the same shares of a small corpus are few matches.
+    assert (
+        pick(terms, shares, max_terms=12, common_share=0.01, max_matches=3500, documents=10**5)
+        == unbounded
+    )
+    assert (
+        pick(terms, shares, max_terms=12, common_share=0.01, max_matches=3500) == unbounded
+    )  # no count
 
 
 @pytest.fixture
@@ -98,6 +128,31 @@ def test_a_pasted_claim_is_searched_by_its_rarest_terms(imported, settings):
 
     found = Patent.objects.filter(pk__in=[pk for pk, _ in narrowed[:5]])
     assert record["id"] in {p.source_id for p in found}  # its rare words still find it
+
+
+@pytest.mark.django_db
+def test_a_pasted_claim_sends_no_more_terms_than_the_match_bound_allows(imported, settings):
+    record = max(imported, key=lambda r: len(query_terms(r["claims"][0])))
+    claim = record["claims"][0]
+    data = term_stats_refresh(force=True)
+    settings.SEARCH_KEYWORD_TERMS = 100
+    settings.SEARCH_KEYWORD_COMMON_SHARE = 1.0
+    settings.SEARCH_KEYWORD_MATCHES = 0
+    words, shares = terms_by_rarity(query_terms(claim), term_shares(), engine_stems)
+    unbounded = keyword_terms_pick(words, shares)
+    assert unbounded == sorted(words, key=lambda w: shares[w])
+    matches = [shares[t] * data["documents"] for t in unbounded]
+    # Terms in fewer than three sampled documents count as rare (share 0); the rest match
+    # three documents or more.
+    counted = [i for i, m in enumerate(matches) if m > 0]
+    assert len(counted) >= 2 and counted[1] >= 3 and min(matches[i] for i in counted) >= 3
+    everything = keyword_search(claim, limit=200)
+    # A bound that admits the rare terms and the first counted one, not the second.
+    cut = counted[1]
+    settings.SEARCH_KEYWORD_MATCHES = math.ceil(sum(matches[:cut]))
+    narrowed = keyword_search(claim, limit=200)
+    assert narrowed == keyword_search(" ".join(unbounded[:cut]), limit=200)
+    assert len(narrowed) < len(everything)  # fewer documents scored
 
 
 @pytest.mark.django_db
