@@ -554,3 +554,10 @@ def test_the_workers_int8_layer_gives_a_row_the_same_output_in_any_batch():
             assert layer(batch[None]).shape == (1, len(batch), 200)  # (batch, positions, features)
         assert (alone - linear(row)).abs().max() < 0.05 * linear(row).abs().max()
         assert not torch.equal(plain(torch.cat([loud, row]))[1], plain(row)[0])
+        # The operator taking the activation scale as given (no anchor row) computes what
+        # the anchor row made fbgemm compute, bit for bit.
+        assert layer.given_scale is not None  # fbgemm on x86
+        batch = torch.cat([loud, row, quiet])
+        given = layer(batch)
+        layer.given_scale = None
+        assert torch.equal(layer(batch), given)
