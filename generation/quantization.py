@@ -91,8 +91,8 @@ def row_scaled_int8_linear_class():
     a row's output is the same in any batch. Where fbgemm has the operator that takes the
     activation scale as given (``quantized.linear_with_input_q_dq_qweight_dq_output_fp32``)
     the layer passes that scale instead of the anchor row: the same outputs, bit for bit,
-    without the extra row (a 65th row of 64 cost a GEMM tile; 0.27 against 0.22 ms for a
-    768x3072 layer at 16 rows on an EPYC, `bench/layers.py`).
+    without the extra row (a 65th row on 64 costs the GEMM a tile; bench/README.md,
+    2026-12-06).
 
     Not ``RowInt8Linear``: ``torch._int_mm`` packs the weights on every call, which on an
     AMX Xeon made the 32,768-word output layer take 15.6 ms against this layer's 7.7 and
