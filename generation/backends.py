@@ -175,10 +175,10 @@ class TransformersBackend:
             # Int8 with each row's activations scaled on their own (generation/
             # quantization.py): a row's sample does not depend on its batch, so rows the
             # early stop ends leave the others' samples as they were. Plain dynamic int8
-            # (one scale per tensor) moved them; this layer takes 1.1-1.3x its time
-            # (bench/layers.py). int8-bf16
-            # keeps everything else, the KV cache included, in bf16: half the bytes of a
-            # float32 cache for attention to read, where the CPU computes bf16 natively.
+            # (one scale per tensor) moved them. int8-bf16 keeps everything else, the KV
+            # cache included, in bf16: half the bytes of a float32 cache for attention to
+            # read, which pays where the CPU's attention kernels run bf16 fast (AMX), not
+            # on an AVX512-BF16 EPYC (bench/README.md).
             from generation.quantization import rows_scaled_int8_quantize
 
             if self.quantize == "int8-bf16":
@@ -340,8 +340,8 @@ class TransformersBackend:
                     # The last live rows fill their places, so the cache moves those few
                     # rows, not every live row's filled positions (shifting them all took
                     # 12 % of a batch of 64 on the demo generator, one compaction per finish).
-                    index = torch.tensor(rows_compacted(keep), dtype=torch.long)
-                    keep = index.tolist()
+                    keep = rows_compacted(keep)
+                    index = torch.tensor(keep, dtype=torch.long)
                     past.batch_select_indices(index.to(self.device))
                     attn, cur_pos, seen = attn[index], cur_pos[index], seen[index]
                     nxt = nxt[index]

@@ -272,7 +272,6 @@ def vector_dates_share(filters) -> float | None:
     """The share of the table's vectors whose patents pass ``filters``' dates and origin
     (None without a table): what a filter of those alone keeps, without counting patents
     in SQL."""
-
     table, through = _table()
     if table is None or not (has_date_bounds(filters) or filters.origin in ORIGIN_CODES):
         return None
@@ -338,7 +337,6 @@ def _kept_count(filters, table, through: int) -> int:
     (a query's share is asked before its search, which makes the bitmap it needs in the
     index's row order): where the filter bounds one date column, a difference of two
     cumulative counts by day per origin (``_day_counts``); else the bitmap's count."""
-
     one = _one_column(filters)
     if one is not None:
         column, low, high = one
