@@ -329,6 +329,10 @@ SEARCH_KEYWORD_COMMON_SHARE = env_float("SEARCH_KEYWORD_COMMON_SHARE", 0.01, min
 # ... and stops before their estimated matches together pass SEARCH_KEYWORD_MATCHES (0: no
 # bound): both engines score every match, so this bounds a pasted claim's keyword time.
 SEARCH_KEYWORD_MATCHES = env_int("SEARCH_KEYWORD_MATCHES", 5000, minimum=0)
+# Which engine answers keyword queries: the database's own (SQLite FTS5, PostgreSQL full
+# text), or Tantivy (a BM25 engine with files under INDEX_DIR/keyword, fed from the database
+# by the indexing worker): PostgreSQL's full text did not fit 200 ms at a million patents.
+SEARCH_KEYWORD_ENGINE = env_choice("SEARCH_KEYWORD_ENGINE", "database", ("database", "tantivy"))
 # Days a search's CPC-area count is kept (search.models.SearchTally; the coverage view).
 SEARCH_TALLY_DAYS = env_int("SEARCH_TALLY_DAYS", 90, minimum=1)
 SEARCH_IVF_THRESHOLD = env_int("SEARCH_IVF_THRESHOLD", 300_000, minimum=1)

@@ -1,4 +1,5 @@
-"""Keyword search behind one interface: SQLite FTS5 or PostgreSQL full-text search.
+"""Keyword search behind one interface: SQLite FTS5, PostgreSQL full-text search, or
+Tantivy beside either (SEARCH_KEYWORD_ENGINE=tantivy, search/fulltext.py).
 
 A pasted claim names 20 to 60 distinct words, and the common ones (``device``, ``first``,
 ``configured``) are in a large share of a million patents: both engines score every
@@ -17,9 +18,16 @@ import threading
 import time
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
 from allthepatents.bulk import ids_subquery
+from search.fulltext import (
+    fulltext_enabled,
+    fulltext_search,
+    fulltext_shares,
+    fulltext_stems,
+    keyword_index_remove,
+)
 from search.text import query_terms
 
 logger = logging.getLogger(__name__)
@@ -35,8 +43,10 @@ TERM_STATS_MIN_DOCUMENTS = 50_000
 
 
 def keyword_documents_write(rows: list[tuple[int, str, str, str]]) -> None:
-    """Feeds (patent id, title, abstract, claims' text) rows to the keyword index."""
-    if not rows:
+    """Feeds (patent id, title, abstract, claims' text) rows to the keyword index. With
+    SEARCH_KEYWORD_ENGINE=tantivy the database's engine is not fed: the indexing worker
+    reads the patents themselves (search/fulltext.py)."""
+    if not rows or fulltext_enabled():
         return
     with connection.cursor() as cursor:
         if connection.vendor == "sqlite":
@@ -58,6 +68,10 @@ def keyword_documents_write(rows: list[tuple[int, str, str, str]]) -> None:
 
 def keyword_documents_delete(patent_ids: list[int]) -> None:
     if not patent_ids:
+        return
+    if fulltext_enabled():
+        # After the commit: a withdrawal rolled back must not leave the engine.
+        transaction.on_commit(lambda: keyword_index_remove(patent_ids))
         return
     with connection.cursor() as cursor:
         table, column = (
@@ -146,6 +160,8 @@ def engine_stems(words: list[str]) -> dict[str, str]:
     """``{word: the term the site's keyword engine indexes it as}``."""
     if not words:
         return {}
+    if fulltext_enabled():
+        return fulltext_stems(words)
     if connection.vendor == "sqlite":
         connection.ensure_connection()
         return fts5_stems(connection.connection, words)
@@ -189,11 +205,15 @@ def keyword_search(
     filters the best matches of the unfiltered query by id (``passing(ids)``: the ones
     that pass, when the caller has a faster test than the queryset), falling back to the
     subquery when too few of them pass."""
-    stats = _stats_read()
+    stats = _fulltext_stats(query) if fulltext_enabled() else _stats_read()
     words, shares = terms_by_rarity(query_terms(query), stats["shares"], engine_stems)
     terms = keyword_terms_pick(words, shares, documents=stats["documents"])
     if not terms:
         return []
+    if fulltext_enabled():
+        # The engine is queried with its own terms (stems), as it indexed them.
+        stem_of = fulltext_stems(terms)
+        terms = list(dict.fromkeys(stem_of[t] for t in terms))
     if allowed is not None and allowed_share and allowed_share >= POSTFILTER_MIN_SHARE:
         fetch = min(POSTFILTER_MAX_FETCH, int(2 * limit / allowed_share))
         hits = _keyword_query(terms, limit=fetch, allowed=None)
@@ -209,7 +229,22 @@ def keyword_search(
     return _keyword_query(terms, limit=limit, allowed=allowed)
 
 
+def _fulltext_stats(query: str) -> dict:
+    """Exact shares of the query's terms (the engine's document frequencies), in the form
+    of ``_stats_read``; none below TERM_STATS_MIN_DOCUMENTS, where every term is kept."""
+    words = query_terms(query)
+    stems = sorted(set(fulltext_stems(words).values()))
+    shares, documents = fulltext_shares(stems)
+    if documents < TERM_STATS_MIN_DOCUMENTS:
+        return {"shares": None, "documents": documents}
+    return {"shares": shares, "documents": documents}
+
+
 def _keyword_query(terms: list[str], *, limit: int, allowed) -> list[tuple[int, float]]:
+    if fulltext_enabled():
+        # A narrow filter's patents are passed by id: the engine holds no filter fields.
+        ids = None if allowed is None else list(allowed.values_list("pk", flat=True))
+        return fulltext_search(terms, limit=limit, allowed_ids=ids)
     restrict, restrict_params = "", []
     if allowed is not None:
         sub_sql, restrict_params = allowed.values("pk").query.sql_with_params()

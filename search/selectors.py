@@ -11,6 +11,7 @@ from django.db.models import Max, Q
 
 from allthepatents.bulk import ids_subquery
 from patents.models import Claim, Patent
+from search.fulltext import KeywordUnavailable, fulltext_enabled, keyword_index_status
 from search.keyword import keyword_search
 from search.models import IndexedVector, StoredQuery
 from search.params import SearchFilters
@@ -406,17 +407,23 @@ def search_patents(
             notice = "Semantic index unavailable; showing keyword matches only."
             used = "keyword"
     allowed = patents_matching(filters) if filters.narrows else None
-    keyword = (
-        keyword_search(
-            query,
-            limit=limit,
-            allowed=allowed,
-            allowed_share=_patents_share(filters) if allowed is not None else None,
-            passing=lambda ids: patents_passing_indexed(filters=filters, patent_ids=ids),
-        )
-        if used in ("hybrid", "keyword")
-        else []
-    )
+    keyword = []
+    if used in ("hybrid", "keyword"):
+        try:
+            keyword = keyword_search(
+                query,
+                limit=limit,
+                allowed=allowed,
+                allowed_share=_patents_share(filters) if allowed is not None else None,
+                passing=lambda ids: patents_passing_indexed(filters=filters, patent_ids=ids),
+            )
+        except KeywordUnavailable as exc:
+            logger.warning("keyword search unavailable: %s", exc)
+            if used == "keyword":
+                notice = "Search is unavailable while its indexes are rebuilt; try again soon."
+            else:
+                notice = "Keyword index unavailable; showing semantic matches only."
+                used = "dense"
     alpha = settings.SEARCH_HYBRID_ALPHA if used == "hybrid" else (1.0 if used == "dense" else 0.0)
     ranked = hybrid_rank(
         dense_docs=dense_docs,
@@ -483,13 +490,16 @@ def origin_other_count(query: str, *, filters: SearchFilters) -> int:
         if filters.origin == Patent.Origin.GENERATED
         else Patent.Origin.GENERATED
     )
-    return len(
-        keyword_search(
-            query,
-            limit=1000,
-            allowed=patents_matching(dataclasses.replace(filters, origin=other)),
+    try:
+        return len(
+            keyword_search(
+                query,
+                limit=1000,
+                allowed=patents_matching(dataclasses.replace(filters, origin=other)),
+            )
         )
-    )
+    except KeywordUnavailable:
+        return 0
 
 
 def index_progress() -> dict | None:
@@ -562,6 +572,8 @@ def index_health() -> dict:
     sharded = embedding_shards_progress()
     if sharded:
         extra["sharded_build"] = sharded
+    if fulltext_enabled():
+        extra["keyword"] = keyword_index_status()
     try:
         manifest = manifest_read()
     except IndexUnavailable as exc:

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from allthepatents.bulk import rows_insert
 from patents.models import Claim, Patent
+from search.fulltext import fulltext_enabled, keyword_index_sync
 from search.keyword import keyword_documents_delete, keyword_documents_write
 from search.models import EmbeddingShard, IndexedVector, KeywordDocument, StoredQuery
 from search.selectors import vectors_pending_query
@@ -267,7 +268,11 @@ def search_index_update(
     from search.shards import embedding_shards_unmerged
 
     search_documents_sync()
-    _term_stats_refresh()
+    if fulltext_enabled():
+        # Before the embeddings, which may take hours: keywords are searchable at once.
+        keyword_index_sync(lock_timeout=lock_timeout)
+    else:
+        _term_stats_refresh()
     model = settings.EMBEDDING_MODEL
     if force_rebuild:
         # A rebuild embeds every row itself: a sharded plan for the old index is void.
@@ -571,8 +576,31 @@ def on_publish(patent_ids: list[int]) -> None:
     an import's queries stay fast before its worker runs), embeddings on the indexing
     queue."""
     search_documents_sync(patent_ids=patent_ids)
-    _term_stats_refresh()
+    if fulltext_enabled():
+        if len(patent_ids) <= KEYWORD_INLINE_MAX:
+            _keyword_index_sync_now()
+    else:
+        _term_stats_refresh()
     search_index_update_enqueue()
+
+
+# A publication of this many patents or fewer (a job's inventions) reaches the keyword
+# engine before the hook returns; an import's batches wait for the indexing worker, which
+# adds them in large commits.
+KEYWORD_INLINE_MAX = 100
+
+
+def _keyword_index_sync_now() -> None:
+    from filelock import Timeout
+
+    from search.fulltext import KeywordUnavailable, keyword_index_sync
+
+    try:
+        keyword_index_sync(lock_timeout=0, reconcile=False)
+    except Timeout:
+        pass  # another process is writing the engine; the indexing worker's update adds these
+    except KeywordUnavailable:
+        logger.exception("keyword index unavailable: the indexing worker rebuilds it")
 
 
 INDEX_ENQUEUED_KEY = "search-index-update-enqueued"

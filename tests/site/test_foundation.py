@@ -148,7 +148,7 @@ def test_web_process_does_not_import_heavy_libraries():
         " for m in ('views','urls','admin','models','services','selectors')"
         " if importlib.util.find_spec(f'{app}.{m}')];"
         "import allthepatents.wsgi;"
-        "heavy=[m for m in ('torch','transformers','sentence_transformers','faiss')"
+        "heavy=[m for m in ('torch','transformers','sentence_transformers','faiss','tantivy')"
         " if m in sys.modules]; print('HEAVY', heavy)"
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "allthepatents.settings"}

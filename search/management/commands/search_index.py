@@ -22,12 +22,13 @@ class Command(ProgressCommand):
         "(a bulk build spread over the indexing workers of any number of machines) | dates "
         "(write the table of vector dates whole: date filters run inside the search) | retype "
         "(an IVF index of 8-bit codes rebuilt with fast-scan codes from its stored vectors, "
-        "no embedding)."
+        "no embedding) | keyword (SEARCH_KEYWORD_ENGINE=tantivy: bring the keyword engine in "
+        "step with the database; --rebuild: from nothing)."
     )
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "action", choices=["status", "update", "rebuild", "shards", "dates", "retype"]
+            "action", choices=["status", "update", "rebuild", "shards", "dates", "retype", "keyword"]
         )
         parser.add_argument(
             "--size",
@@ -39,6 +40,11 @@ class Command(ProgressCommand):
             action="store_true",
             help="shards: add the finished shards to the index now (the last worker to "
             "finish queues this by itself)",
+        )
+        parser.add_argument(
+            "--rebuild",
+            action="store_true",
+            help="keyword: build the keyword engine's index again from the database",
         )
         parser.add_argument("--no-progress", action="store_true")
         parser.add_argument(
@@ -85,6 +91,9 @@ class Command(ProgressCommand):
             else:
                 self.stdout.write(f"nothing to retype: the index is {result['codes']}")
             return
+        if action == "keyword":
+            self._keyword(rebuild=options["rebuild"], wait=wait, no_progress=no_progress)
+            return
         if action == "shards":
             self._shards(size=options["size"], merge=options["merge"], wait=wait)
             return
@@ -114,6 +123,38 @@ class Command(ProgressCommand):
             f"{action}: added {result['added']} vectors; index holds {result['count']}"
             + (" (rebuilt)" if result["rebuilt"] else "")
             + ("; claims follow on the next update" if documents_only else "")
+        )
+
+    def _keyword(self, *, rebuild: bool, wait: float, no_progress: bool) -> None:
+        from filelock import Timeout
+
+        from search.fulltext import _sync_read, engine_dir, fulltext_enabled, keyword_index_sync
+        from search.models import IndexedVector
+
+        if not fulltext_enabled():
+            raise CommandError(
+                "SEARCH_KEYWORD_ENGINE is 'database': the database's own full text is fed as "
+                "patents are published and needs no build; set SEARCH_KEYWORD_ENGINE=tantivy "
+                "to use the Tantivy engine"
+            )
+        search_documents_sync()
+        through = 0 if rebuild else _sync_read(engine_dir())["through"]
+        bar = self.progress(
+            total=IndexedVector.objects.filter(claim_number=None, pk__gt=through).count(),
+            unit=" patents",
+            disable=no_progress,
+        )
+        try:
+            result = keyword_index_sync(rebuild=rebuild, lock_timeout=wait, progress=bar.update)
+        except Timeout:
+            raise CommandError(
+                f"another process has been writing the keyword index for longer than --wait "
+                f"({wait:.0f} s)"
+            ) from None
+        bar.close()
+        self.stdout.write(
+            f"keyword: added {result['added']} patents, removed {result['removed']}; the "
+            f"engine holds {result['count']} ({result['seconds']} s)"
         )
 
     def _shards(self, *, size: int | None, merge: bool, wait: float) -> None:
