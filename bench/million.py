@@ -5,6 +5,8 @@
     .venv/bin/python bench/million.py vectors                        # the site's index, see below
     .venv/bin/python bench/million.py dates                          # hidden patents dated, date table
     .venv/bin/python bench/million.py keyword                        # pasted claims, FTS / tsvector
+    SEARCH_KEYWORD_ENGINE=tantivy .venv/bin/python bench/million.py fulltext   # Tantivy, built
+    SEARCH_KEYWORD_ENGINE=tantivy .venv/bin/python bench/million.py keyword    # ... and queried
     .venv/bin/python bench/million.py api                            # /api/search through gunicorn
     .venv/bin/python bench/million.py publish                        # one invention published
     .venv/bin/python bench/million.py profile                        # where a filtered query goes
@@ -307,13 +309,14 @@ def _quantiles(seconds: list[float]) -> dict:
 
 def keyword_measure(*, site: Path, queries: int) -> dict:
     _django(site)
+    from django.conf import settings
     from django.db import connection
 
     from patents.models import Patent
     from search.keyword import keyword_search
     from search.text import query_terms
 
-    results = {"vendor": connection.vendor}
+    results = {"vendor": connection.vendor, "engine": settings.SEARCH_KEYWORD_ENGINE}
     asked = _queries(site, queries)
     by_source = dict(
         Patent.objects.filter(source_id__in=[s for s, _ in asked]).values_list("source_id", "pk")
@@ -329,6 +332,28 @@ def keyword_measure(*, site: Path, queries: int) -> dict:
     results["terms_median"] = sorted(terms)[len(terms) // 2]
     results["known_answer_in_top10"] = round(found / len(asked), 3)
     return results
+
+
+def fulltext_build(*, site: Path) -> dict:
+    """The Tantivy keyword engine built from the site's database, as `search_index keyword
+    --rebuild` does (SEARCH_KEYWORD_ENGINE=tantivy)."""
+    _django(site)
+    import resource
+
+    from django.conf import settings
+
+    from search.fulltext import engine_dir, keyword_index_sync
+
+    if settings.SEARCH_KEYWORD_ENGINE != "tantivy":
+        raise SystemExit("set SEARCH_KEYWORD_ENGINE=tantivy")
+    result = keyword_index_sync(rebuild=True)
+    files = [f for f in engine_dir().rglob("*") if f.is_file()]
+    return {
+        **result,
+        "engine_bytes": sum(f.stat().st_size for f in files),
+        "segments": len({f.stem for f in files if f.suffix == ".idx"}),
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+    }
 
 
 def hidden_dated(*, site: Path) -> dict:
@@ -565,7 +590,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "step",
-        choices=["corpus", "import", "vectors", "dates", "keyword", "api", "publish", "profile"],
+        choices=[
+            "corpus",
+            "import",
+            "vectors",
+            "dates",
+            "fulltext",
+            "keyword",
+            "api",
+            "publish",
+            "profile",
+        ],
     )
     parser.add_argument("--site", type=Path, default=ROOT / "var" / "million" / "site")
     parser.add_argument("--patents", type=int, default=1_000_000)
@@ -595,6 +630,8 @@ def main():
         )
     elif args.step == "dates":
         result = hidden_dated(site=args.site)
+    elif args.step == "fulltext":
+        result = fulltext_build(site=args.site)
     elif args.step == "keyword":
         result = keyword_measure(site=args.site, queries=args.queries)
     elif args.step == "publish":
