@@ -245,3 +245,31 @@ def test_the_database_engine_is_not_fed_while_tantivy_answers(imported):
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT COUNT(*) FROM {table}")  # noqa: S608
         assert cursor.fetchone()[0] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_indexing_worker_feeds_the_engine_after_an_import(
+    fixture_jsonl, settings, tmp_path, worker_factory, monkeypatch
+):
+    """A real Celery worker over real Redis: an import's batches are left to the indexing
+    worker (too many to add inline), whose update adds them before it embeds."""
+    import search.services as services
+    from tests.helpers import wait_for
+
+    settings.INDEX_DIR = tmp_path / "index"
+    settings.SEARCH_KEYWORD_ENGINE = "tantivy"
+    reader_reset()
+    monkeypatch.setattr(services, "KEYWORD_INLINE_MAX", 0)
+    worker = worker_factory(INDEX_DIR=str(settings.INDEX_DIR), SEARCH_KEYWORD_ENGINE="tantivy")
+    lines = fixture_jsonl.read_text().splitlines()
+    reference_import_records(enumerate(lines, start=1))
+    assert not keyword_index_status()["built"]  # nothing inline
+
+    def fed():
+        status = keyword_index_status()
+        return status["built"] and status.get("documents") == len(lines)
+
+    wait_for(fed, timeout=300, message=lambda: worker.log_text()[-3000:])
+    record = json.loads(lines[7])
+    assert _source_ids(keyword_search(record["claims"][0], limit=1)) == [record["id"]]
+    reader_reset()
