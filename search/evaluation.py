@@ -126,8 +126,57 @@ def _queries_cached(texts, *, model, cache_dir, words):
     )
 
 
-def keyword_index_build(docs: list[EvalDoc], *, with_claims: bool) -> sqlite3.Connection:
-    """An in-memory FTS5 table of ``docs`` (row id = position), weighted as the site's."""
+class FulltextScratch:
+    """An in-memory Tantivy index of the eval's documents, built and queried as the site's
+    (search/fulltext.py): SEARCH_KEYWORD_ENGINE=tantivy measured on the same cases."""
+
+    def __init__(self, docs: list["EvalDoc"], *, with_claims: bool):
+        import tantivy
+
+        from search.fulltext import fulltext_documents_add, fulltext_schema
+
+        self.schema = fulltext_schema()
+        self.index = tantivy.Index(self.schema)
+        writer = self.index.writer(heap_size=128_000_000, num_threads=1)
+        fulltext_documents_add(
+            writer,
+            [
+                (i, d.title, d.abstract, "\n".join(d.claims) if with_claims else "")
+                for i, d in enumerate(docs)
+            ],
+        )
+        writer.commit()
+        writer.wait_merging_threads()
+        self.index.reload()
+        self.searcher = self.index.searcher()
+
+    def ranked(self, query: str, *, depth: int, rare_terms: bool):
+        from search.fulltext import FIELDS, fulltext_hits, fulltext_query, fulltext_stems
+
+        words = query_terms(query)
+        shares = None
+        if rare_terms:
+            stems = set(fulltext_stems(words).values())
+            documents = max(self.searcher.num_docs, 1)
+            shares = {
+                t: max(self.searcher.doc_freq(name, t) for name, _ in FIELDS) / documents
+                for t in stems
+            }
+        words, word_shares = terms_by_rarity(words, shares, fulltext_stems)
+        terms = keyword_terms_pick(words, word_shares)
+        stems = list(dict.fromkeys(fulltext_stems(terms).values())) if terms else []
+        if not stems:
+            return []
+        return fulltext_hits(self.searcher, fulltext_query(self.schema, stems), limit=depth)
+
+
+def keyword_index_build(
+    docs: list[EvalDoc], *, with_claims: bool, engine: str = "fts5"
+) -> "sqlite3.Connection | FulltextScratch":
+    """An in-memory FTS5 table of ``docs`` (row id = position), weighted as the site's; or
+    with ``engine="tantivy"`` a Tantivy index of them."""
+    if engine == "tantivy":
+        return FulltextScratch(docs, with_claims=with_claims)
     db = sqlite3.connect(":memory:")
     db.execute(
         "CREATE VIRTUAL TABLE docs USING fts5(title, abstract, claims, tokenize='porter unicode61')"
@@ -170,6 +219,8 @@ def keyword_ranked(
 ):
     """(row id, score) best first: BM25 over title, abstract and claims (3 : 2 : 1).
     ``shares``: send only the rarest terms, as the site does on a large corpus."""
+    if isinstance(db, FulltextScratch):
+        return db.ranked(query, depth=depth, rare_terms=shares is not None)
     words, word_shares = terms_by_rarity(query_terms(query), shares, lambda ws: fts5_stems(db, ws))
     terms = keyword_terms_pick(words, word_shares)
     if not terms:
@@ -195,14 +246,22 @@ def search_eval_run(
     cache_dir: Path | None = None,
     query_chunk_words: int | None = None,
     rare_terms: bool = False,
+    keyword_engine: str = "fts5",
 ) -> dict:
     import faiss
     from django.conf import settings
 
     distractors = distractors or []
     docs = [EvalDoc(t, a) for t, a in (c.doc_text for c in cases)] + distractors
-    db = keyword_index_build(docs, with_claims=distractor_claims)
-    shares = keyword_shares(docs, with_claims=distractor_claims) if rare_terms else None
+    db = keyword_index_build(docs, with_claims=distractor_claims, engine=keyword_engine)
+    shares = None
+    if rare_terms:
+        # Tantivy reads its own exact shares; FTS5's are counted here.
+        shares = (
+            {}
+            if keyword_engine == "tantivy"
+            else keyword_shares(docs, with_claims=distractor_claims)
+        )
     doc_vectors = _embed_cached(
         [document_text(d.title, d.abstract) for d in docs],
         model=model,

@@ -63,7 +63,7 @@ def keyword_lock(timeout: float = 600):
     return FileLock(str(path.parent / ".keyword.lock"), timeout=timeout)
 
 
-def _schema():
+def fulltext_schema():
     import tantivy
 
     builder = tantivy.SchemaBuilder()
@@ -115,7 +115,7 @@ def _open(*, create: bool):
             "indexing worker) to build it from the database"
         )
     try:
-        return tantivy.Index(_schema(), path=str(path), reuse=True)
+        return tantivy.Index(fulltext_schema(), path=str(path), reuse=True)
     except (ValueError, OSError) as exc:
         raise KeywordUnavailable(f"keyword index at {path} unreadable: {exc}") from exc
 
@@ -171,45 +171,50 @@ def fulltext_shares(stems: list[str]) -> tuple[dict[str, float], int]:
     return shares, documents
 
 
-def fulltext_search(
-    stems: list[str], *, limit: int, allowed_ids: list[int] | None = None
-) -> list[tuple[int, float]]:
-    """(patent id, BM25 score) best first for documents holding any of ``stems`` (already
-    the engine's terms), the title weighing three times the claims and the abstract twice;
+def fulltext_query(schema, stems: list[str], *, allowed_ids: list[int] | None = None):
+    """The engine's query for documents holding any of ``stems`` (already the engine's
+    terms), the title weighing three times the claims and the abstract twice;
     ``allowed_ids`` keeps those patents only."""
     import tantivy
 
-    searcher = _searcher()
-    schema = _schema()
-    if not stems or limit < 1:
-        return []
     should = []
     for stem in stems:
         for name, weight in FIELDS:
             query = tantivy.Query.term_query(schema, name, stem, index_option="freq")
-            should.append(
-                (tantivy.Occur.Should, tantivy.Query.boost_query(query, weight))
-                if weight != 1.0
-                else (tantivy.Occur.Should, query)
-            )
+            if weight != 1.0:
+                query = tantivy.Query.boost_query(query, weight)
+            should.append((tantivy.Occur.Should, query))
     query = tantivy.Query.boolean_query(should)
     if allowed_ids is not None:
-        if not allowed_ids:
-            return []
         query = tantivy.Query.boolean_query(
             [
                 (tantivy.Occur.Must, query),
                 (tantivy.Occur.Must, tantivy.Query.term_set_query(schema, "id", allowed_ids)),
             ]
         )
+    return query
+
+
+def fulltext_hits(searcher, query, *, limit: int) -> list[tuple[int, float]]:
+    """(id, BM25 score) best first, equal scores in id order as the database engines sort."""
     result = searcher.search(query, limit=limit, count=False)
     if not result.hits:
         return []
     ids = searcher.fast_field_values("id", [address for _, address in result.hits])
     hits = [(int(pk), float(score)) for (score, _), pk in zip(result.hits, ids, strict=True)]
-    # Equal scores in id order, as the database engines sort them.
     hits.sort(key=lambda h: (-h[1], h[0]))
     return hits
+
+
+def fulltext_search(
+    stems: list[str], *, limit: int, allowed_ids: list[int] | None = None
+) -> list[tuple[int, float]]:
+    """(patent id, BM25 score) best first from the site's engine (``fulltext_query``)."""
+    searcher = _searcher()
+    if not stems or limit < 1 or allowed_ids == []:
+        return []
+    query = fulltext_query(fulltext_schema(), stems, allowed_ids=allowed_ids)
+    return fulltext_hits(searcher, query, limit=limit)
 
 
 # --- writing ------------------------------------------------------------------------------
@@ -252,7 +257,8 @@ def _documents(patent_ids: list[int]) -> list[tuple[int, str, str, str]]:
     return [(pk, t or "", a or "", "\n".join(claims.get(pk, ()))) for pk, t, a in heads]
 
 
-def _add(writer, rows) -> None:
+def fulltext_documents_add(writer, rows) -> None:
+    """Adds (id, title, abstract, claims' text) rows, each replacing any document of its id."""
     import tantivy
 
     for pk, title, abstract, claims in rows:
@@ -301,7 +307,7 @@ def keyword_index_sync(
                 if writer is None:
                     writer = index.writer(heap_size=WRITER_HEAP, num_threads=1)
                 docs = _documents([pid for _, pid in batch])
-                _add(writer, docs)
+                fulltext_documents_add(writer, docs)
                 added += len(docs)
                 pending += len(docs)
                 through = batch[-1][0]
@@ -359,7 +365,7 @@ def _reconcile(index, writer) -> tuple[int, int]:
         writer.delete_documents_by_term("id", pk)
     missing = sorted(wanted - held)
     for start in range(0, len(missing), READ_BATCH):
-        _add(writer, _documents(missing[start : start + READ_BATCH]))
+        fulltext_documents_add(writer, _documents(missing[start : start + READ_BATCH]))
     writer.commit()
     if stale or missing:
         logger.warning(

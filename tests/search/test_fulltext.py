@@ -273,3 +273,22 @@ def test_an_indexing_worker_feeds_the_engine_after_an_import(
     record = json.loads(lines[7])
     assert _source_ids(keyword_search(record["claims"][0], limit=1)) == [record["id"]]
     reader_reset()
+
+
+def test_search_eval_measures_the_tantivy_engine_on_the_same_cases(fixture_jsonl, capsys):
+    """The keyword engine a site would switch to is measured on the eval's cases beside
+    FTS5: the same queries, the same documents, its own ranking."""
+    from search.evaluation import EvalDoc, keyword_index_build, keyword_ranked
+
+    docs = [
+        EvalDoc("Zeolite sieve", "A filter.", ["A filter comprising a frame."]),
+        EvalDoc("Filter", "A filter.", ["A filter comprising a zeolite sieve."]),
+        EvalDoc("Lamp", "A light.", ["A lamp comprising a bulb."]),
+    ]
+    for engine in ("fts5", "tantivy"):
+        db = keyword_index_build(docs, with_claims=True, engine=engine)
+        assert [i for i, _ in keyword_ranked(db, "zeolite sieve")] == [0, 1], engine
+    call_command("search_eval", str(fixture_jsonl), "--json", "--keyword-engine", "tantivy")
+    out = json.loads(capsys.readouterr().out)
+    assert out["setup"]["keyword_engine"] == "tantivy"
+    assert out["results"]["keyword"]["recall@10"] > 0.5

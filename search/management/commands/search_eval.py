@@ -55,6 +55,13 @@ class Command(ProgressCommand):
             help="keyword queries send their rarest terms only (SEARCH_KEYWORD_TERMS, "
             "SEARCH_KEYWORD_COMMON_SHARE), as the site does past 50,000 documents",
         )
+        parser.add_argument(
+            "--keyword-engine",
+            choices=("fts5", "tantivy"),
+            default="fts5",
+            help="the keyword engine measured: SQLite FTS5 (the database engine of a SQLite "
+            "site) or Tantivy (SEARCH_KEYWORD_ENGINE=tantivy)",
+        )
         parser.add_argument("--json", action="store_true")
         parser.add_argument("--variants", action="store_true", help="also other fusion settings")
 
@@ -93,6 +100,7 @@ class Command(ProgressCommand):
             cache_dir=options["cache_dir"],
             query_chunk_words=options["query_chunk_words"],
             rare_terms=options["rare_terms"],
+            keyword_engine=options["keyword_engine"],
         )
         bar.close()
         setup = {
@@ -102,6 +110,7 @@ class Command(ProgressCommand):
             "distractor_claims": options["distractor_claims"],
             "model": model,
             "rare_terms": options["rare_terms"],
+            "keyword_engine": options["keyword_engine"],
             "query_chunk_words": (
                 settings.SEARCH_QUERY_CHUNK_WORDS
                 if options["query_chunk_words"] is None
@@ -115,7 +124,7 @@ class Command(ProgressCommand):
             f"{len(cases)} queries (first claims, split {split}) against their title + abstract"
             f", {len(distractors)} distractors"
             + (" with claims" if options["distractor_claims"] else "")
-            + f"; embedder {model}"
+            + f"; embedder {model}; keyword engine {options['keyword_engine']}"
         )
         self.stdout.write(f"{'ranking':18s} {'recall@1':>9s} {'recall@10':>10s} {'MRR':>7s}")
         for name, m in results.items():

@@ -28,7 +28,8 @@ class Command(ProgressCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "action", choices=["status", "update", "rebuild", "shards", "dates", "retype", "keyword"]
+            "action",
+            choices=["status", "update", "rebuild", "shards", "dates", "retype", "keyword"],
         )
         parser.add_argument(
             "--size",
