@@ -93,6 +93,28 @@ def search_documents_sync(*, patent_ids: list[int] | None = None) -> int:
     return done
 
 
+def keyword_documents_refeed(*, progress: Callable[[int], None] | None = None) -> int:
+    """Writes the database's full text again for every keyword-indexed patent: after a
+    time on SEARCH_KEYWORD_ENGINE=tantivy, which leaves it unwritten. Each batch's marks
+    are dropped and written again with its rows in one transaction, so a crash leaves
+    nothing half done (the batch is fed again by the next sync). Returns patents fed."""
+    done, after = 0, 0
+    while True:
+        chunk = list(
+            KeywordDocument.objects.filter(patent_id__gt=after)
+            .order_by("patent_id")
+            .values_list("patent_id", flat=True)[:SYNC_BATCH]
+        )
+        if not chunk:
+            return done
+        with transaction.atomic():
+            KeywordDocument.objects.filter(patent_id__in=chunk).delete()
+            done += search_documents_sync(patent_ids=chunk)
+        after = chunk[-1]
+        if progress is not None:
+            progress(len(chunk))
+
+
 def vector_texts(rows: list[IndexedVector]) -> list[str]:
     """What each vector embeds: title + abstract for a document, the claim's text."""
     patent_ids = {r.patent_id for r in rows}

@@ -230,11 +230,17 @@ def test_the_command_builds_the_engine_from_the_database(imported, settings, cap
     assert keyword_index_status()["documents"] == len(imported)
     call_command("search_index", "keyword", "--rebuild", "--no-progress")
     assert f"holds {len(imported)}" in capsys.readouterr().out
+    # Back to the database's engine: its full text was never written, and --rebuild writes it.
     settings.SEARCH_KEYWORD_ENGINE = "database"
     from django.core.management.base import CommandError
 
-    with pytest.raises(CommandError, match="SEARCH_KEYWORD_ENGINE"):
+    with pytest.raises(CommandError, match="--rebuild"):
         call_command("search_index", "keyword")
+    record = imported[3]
+    assert keyword_search(record["claims"][0], limit=5) == []
+    call_command("search_index", "keyword", "--rebuild", "--no-progress")
+    assert f"written for {len(imported)} patents" in capsys.readouterr().out
+    assert _source_ids(keyword_search(record["claims"][0], limit=1)) == [record["id"]]
 
 
 @pytest.mark.django_db

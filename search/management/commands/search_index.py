@@ -23,7 +23,8 @@ class Command(ProgressCommand):
         "(write the table of vector dates whole: date filters run inside the search) | retype "
         "(an IVF index of 8-bit codes rebuilt with fast-scan codes from its stored vectors, "
         "no embedding) | keyword (SEARCH_KEYWORD_ENGINE=tantivy: bring the keyword engine in "
-        "step with the database; --rebuild: from nothing)."
+        "step with the database, --rebuild: from nothing; database: --rebuild writes its full "
+        "text again)."
     )
 
     def add_arguments(self, parser):
@@ -132,13 +133,23 @@ class Command(ProgressCommand):
         from search.fulltext import _sync_read, engine_dir, fulltext_enabled, keyword_index_sync
         from search.models import IndexedVector
 
-        if not fulltext_enabled():
-            raise CommandError(
-                "SEARCH_KEYWORD_ENGINE is 'database': the database's own full text is fed as "
-                "patents are published and needs no build; set SEARCH_KEYWORD_ENGINE=tantivy "
-                "to use the Tantivy engine"
-            )
         search_documents_sync()
+        if not fulltext_enabled():
+            if not rebuild:
+                raise CommandError(
+                    "SEARCH_KEYWORD_ENGINE is 'database': its full text is written as patents "
+                    "are published; --rebuild writes it all again (after a time on tantivy)"
+                )
+            from search.models import KeywordDocument
+            from search.services import keyword_documents_refeed
+
+            bar = self.progress(
+                total=KeywordDocument.objects.count(), unit=" patents", disable=no_progress
+            )
+            fed = keyword_documents_refeed(progress=bar.update)
+            bar.close()
+            self.stdout.write(f"keyword: the database's full text written for {fed} patents")
+            return
         through = 0 if rebuild else _sync_read(engine_dir())["through"]
         bar = self.progress(
             total=IndexedVector.objects.filter(claim_number=None, pk__gt=through).count(),
