@@ -22,6 +22,7 @@ from search.store import (
     index_kind,
     index_kind_for,
     index_load_checked,
+    index_merge_streamed,
     index_new,
     index_save,
     manifest_safe,
@@ -412,6 +413,15 @@ def search_index_update(
                 tracker.total += len(rows)
             if main is not None:
                 full = index.ntotal >= settings.SEARCH_INDEX_DELTA_MAX or due
+                if full and not due:
+                    # The main file stays mapped; its re-rank rows are streamed into the
+                    # new one (None: not an IVF with a re-rank copy, merged in memory below).
+                    merged = index_merge_streamed(
+                        index, manifest=manifest_for(new_last, new_docs, index)
+                    )
+                    if merged is not None:
+                        _vector_dates_refresh(full=True)
+                        return {"added": added, "count": merged["count"], "rebuilt": True}
                 if full and not _merge_fits(current):
                     full = False
                 if not full:
@@ -508,7 +518,8 @@ def memory_available() -> int | None:
 
 
 def _merge_fits(manifest: dict) -> bool:
-    """Whether merging the delta into the main index fits in memory: the main file is read
+    """Whether merging the delta into the main index in memory fits (a retraining, or an
+    index without a re-rank copy; ``index_merge_streamed`` needs little): the main file is read
     whole, and its full-precision copy may be reallocated once as it grows (about twice
     the file, at worst). When it does not, the delta keeps growing (exact, searched with the
     main file: every vector stays searchable, a query scans it) and the log says why, rather

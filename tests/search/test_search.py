@@ -10,6 +10,7 @@ from datetime import date, timedelta
 import pytest
 from django.test import override_settings
 
+from allthepatents.files import file_sha256
 from patents.importing import reference_import_records
 from patents.models import Patent
 from patents.services import patent_withdraw
@@ -17,7 +18,7 @@ from search.models import IndexedVector
 from search.params import SearchFilters
 from search.selectors import index_health, search_patents
 from search.services import search_index_rebuild, search_index_update
-from search.store import index_dir, manifest_read, reader_reset
+from search.store import index_dir, manifest_read, reader_reset, stored_vectors
 from tests.helpers import ROOT, db_env, shared_path
 
 CORPUS_SIZE = 200
@@ -356,24 +357,32 @@ def test_publishing_to_an_ivf_index_writes_a_small_delta_and_merges_it_when_full
     settings.SEARCH_INDEX_DELTA_MAX = 4
     second = patent_published(n=8)
     search_documents_sync(patent_ids=[second.pk])
-    # A machine without the memory to read the main file twice keeps the delta instead.
+    # A machine without the memory to read the main file twice still merges: the main
+    # file stays mapped and its re-rank rows are streamed into the new one.
+    import faiss
+
     import search.services as services
 
+    whole = faiss.read_index(str(main_path))
     monkeypatch.setattr(services, "memory_available", lambda: main["file_size"])
     result = search_index_update()
     monkeypatch.undo()
-    kept = manifest_read()
-    assert result["rebuilt"] is False and kept["delta"]["count"] == 6
-    assert kept["file"] == main["file"]
-    third = patent_published(n=10)
-    search_documents_sync(patent_ids=[third.pk])
-    result = search_index_update()
     merged = manifest_read()
     assert result["rebuilt"] is True and "delta" not in merged
     assert merged["file"] != main["file"] and not main_path.exists()
-    assert merged["count"] == main["count"] + 9 == result["count"]
+    assert merged["count"] == main["count"] + 6 == result["count"]
     # Merged, not retrained (a retrain records the merged total).
     assert merged["ivf_trained_on"] <= main["count"] < merged["count"]
+    # The bytes FAISS writes for the main index with the six vectors added to it in memory.
+    merged_path = index_dir() / merged["file"]
+    ids, rows = stored_vectors(faiss.read_index(str(merged_path)))
+    whole.add_with_ids(rows[main["count"] :], ids[main["count"] :])
+    assert merged_path.read_bytes() == faiss.serialize_index(whole).tobytes()
+    assert file_sha256(merged_path) == merged["file_sha256"]
+    third = patent_published(n=10)
+    search_documents_sync(patent_ids=[third.pk])
+    result = search_index_update()
+    assert result["rebuilt"] is False and manifest_read()["delta"]["count"] == 3
     # Its own title (its claim is the factory's, which the later widgets share).
     hits = search_patents(invention.title, filters=ALL, k=5).hits
     assert hits[0].patent.pk == invention.pk
