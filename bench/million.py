@@ -7,6 +7,7 @@
     .venv/bin/python bench/million.py keyword                        # pasted claims, FTS / tsvector
     SEARCH_KEYWORD_ENGINE=tantivy .venv/bin/python bench/million.py fulltext   # Tantivy, built
     SEARCH_KEYWORD_ENGINE=tantivy .venv/bin/python bench/million.py keyword    # ... and queried
+    .venv/bin/python bench/million.py merge                          # a full delta merged
     .venv/bin/python bench/million.py api                            # /api/search through gunicorn
     .venv/bin/python bench/million.py publish                        # one invention published
     .venv/bin/python bench/million.py profile                        # where a filtered query goes
@@ -334,6 +335,70 @@ def keyword_measure(*, site: Path, queries: int) -> dict:
     return results
 
 
+def merge_measure(*, site: Path, count: int, seed: int) -> dict:
+    """A delta of ``count`` vectors (new ids, mixtures of the site's vectors as `vectors`
+    makes them) merged into the site's main file as the indexing worker does when the delta
+    is full (``index_merge_streamed``), in a scratch directory of hard links beside the
+    site's index (the site's own files are left as they are). Reports the time and the
+    process's peak anonymous memory (the mapped main file's pages are the page cache's)."""
+    _django(site)
+    import shutil
+    import threading
+
+    import faiss
+    import numpy as np
+    from django.conf import settings
+
+    from search.store import index_dir, index_merge_streamed, index_new, manifest_read
+
+    source = index_dir()
+    current = manifest_read()
+    scratch = source.parent / "merge-scratch"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    os.link(source / current["file"], scratch / current["file"])
+    shutil.copy(source / "manifest.json", scratch / "manifest.json")
+    settings.INDEX_DIR = scratch
+    rng = np.random.default_rng(seed)
+    vectors = np.load(_corpus_dir(site) / "vectors.npy", mmap_mode="r")
+    picks = rng.integers(0, len(vectors), size=(count, 2))
+    delta_rows = vectors[picks[:, 0]] + vectors[picks[:, 1]]
+    delta_rows += rng.normal(0, 0.02, delta_rows.shape).astype("float32")
+    delta_rows /= np.linalg.norm(delta_rows, axis=1, keepdims=True)
+    delta = index_new(int(current["dimension"]))
+    first = int(current["last_vector_id"]) + 1
+    delta.add_with_ids(delta_rows.astype("float32"), np.arange(first, first + count))
+    peak = {"anon_kb": 0}
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    peak["anon_kb"] = max(peak["anon_kb"], int(line.split()[1]))
+            done.wait(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    started = time.time()
+    merged = index_merge_streamed(delta, manifest={**current, "last_vector_id": first + count - 1})
+    took = time.time() - started
+    done.set()
+    watcher.join()
+    check = faiss.read_index(str(scratch / merged["file"]), faiss.IO_FLAG_MMAP)
+    result = {
+        "delta_vectors": count,
+        "main_vectors": int(current["count"]),
+        "merged_vectors": int(check.ntotal),
+        "merge_seconds": round(took, 1),
+        "peak_anonymous_mb": peak["anon_kb"] // 1024,
+        "merged_bytes": merged["file_size"],
+    }
+    del check
+    shutil.rmtree(scratch)
+    return result
+
+
 def fulltext_build(*, site: Path) -> dict:
     """The Tantivy keyword engine built from the site's database, as `search_index keyword
     --rebuild` does (SEARCH_KEYWORD_ENGINE=tantivy)."""
@@ -596,6 +661,7 @@ def main():
             "vectors",
             "dates",
             "fulltext",
+            "merge",
             "keyword",
             "api",
             "publish",
@@ -607,6 +673,7 @@ def main():
     parser.add_argument("--hidden", type=int, default=300)
     parser.add_argument("--queries", type=int, default=150)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--delta", type=int, default=50_000, help="merge: vectors in the delta")
     parser.add_argument("--noise", type=float, default=0.01)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--base", type=int, default=30_000, help="real vectors to mix from")
@@ -632,6 +699,8 @@ def main():
         result = hidden_dated(site=args.site)
     elif args.step == "fulltext":
         result = fulltext_build(site=args.site)
+    elif args.step == "merge":
+        result = merge_measure(site=args.site, count=args.delta, seed=args.seed)
     elif args.step == "keyword":
         result = keyword_measure(site=args.site, queries=args.queries)
     elif args.step == "publish":
