@@ -15,7 +15,7 @@ from pathlib import Path
 
 from search.embedder_training import document_text, patent_split, reference_records_read
 from search.keyword import fts5_match_expression, fts5_stems, keyword_terms_pick, terms_by_rarity
-from search.ranking import eval_query_ranks, retrieval_metrics
+from search.ranking import eval_query_ranks, rank_of, retrieval_metrics
 from search.text import query_terms
 
 DEPTH = 100
@@ -247,6 +247,7 @@ def search_eval_run(
     query_chunk_words: int | None = None,
     rare_terms: bool = False,
     keyword_engine: str = "fts5",
+    keyword_only: bool = False,
 ) -> dict:
     import faiss
     from django.conf import settings
@@ -262,6 +263,15 @@ def search_eval_run(
             if keyword_engine == "tantivy"
             else keyword_shares(docs, with_claims=distractor_claims)
         )
+    if keyword_only:
+        # The keyword side alone: no embedder loaded, no vector made.
+        ranks_alone = []
+        for start, case in enumerate(cases):
+            scored = keyword_ranked(db, case.query, depth=min(DEPTH, len(docs)), shares=shares)
+            ranks_alone.append(rank_of([item for item, _ in scored], start))
+            if progress:
+                progress(1)
+        return {"keyword": retrieval_metrics(ranks_alone)}
     doc_vectors = _embed_cached(
         [document_text(d.title, d.abstract) for d in docs],
         model=model,

@@ -298,3 +298,9 @@ def test_search_eval_measures_the_tantivy_engine_on_the_same_cases(fixture_jsonl
     out = json.loads(capsys.readouterr().out)
     assert out["setup"]["keyword_engine"] == "tantivy"
     assert out["results"]["keyword"]["recall@10"] > 0.5
+    # The keyword side alone, without the embedder: the same figures.
+    call_command(
+        "search_eval", str(fixture_jsonl), "--json", "--keyword-engine", "tantivy", "--keyword-only"
+    )
+    alone = json.loads(capsys.readouterr().out)
+    assert alone["results"] == {"keyword": out["results"]["keyword"]}

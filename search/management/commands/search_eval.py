@@ -62,6 +62,11 @@ class Command(ProgressCommand):
             help="the keyword engine measured: SQLite FTS5 (the database engine of a SQLite "
             "site) or Tantivy (SEARCH_KEYWORD_ENGINE=tantivy)",
         )
+        parser.add_argument(
+            "--keyword-only",
+            action="store_true",
+            help="the keyword side alone (no embedder, in seconds)",
+        )
         parser.add_argument("--json", action="store_true")
         parser.add_argument("--variants", action="store_true", help="also other fusion settings")
 
@@ -101,6 +106,7 @@ class Command(ProgressCommand):
             query_chunk_words=options["query_chunk_words"],
             rare_terms=options["rare_terms"],
             keyword_engine=options["keyword_engine"],
+            keyword_only=options["keyword_only"],
         )
         bar.close()
         setup = {
