@@ -726,6 +726,13 @@ def search_warm() -> str:
     from search.vector_dates import vector_dates_warm
 
     embed(["warm-up"], query=True)  # loads the model and runs it once (first allocations)
+    if fulltext_enabled():
+        from search.fulltext import KeywordUnavailable, fulltext_shares
+
+        try:
+            fulltext_shares(["warm"])  # opens the keyword engine's searcher
+        except KeywordUnavailable as exc:
+            logger.warning("keyword engine not loaded: %s", exc)
     try:
         loaded = index_for_search(model=settings.EMBEDDING_MODEL)
     except IndexUnavailable as exc:
