@@ -336,8 +336,8 @@ def keyword_measure(*, site: Path, queries: int) -> dict:
 
 
 def merge_measure(*, site: Path, count: int, seed: int) -> dict:
-    """A delta of ``count`` vectors (new ids, mixtures of the site's vectors as `vectors`
-    makes them) merged into the site's main file as the indexing worker does when the delta
+    """A delta of ``count`` vectors (new ids, mixtures of two of the index's own vectors
+    plus noise, as `vectors` makes them) merged into the site's main file as the indexing worker does when the delta
     is full (``index_merge_streamed``), in a scratch directory of hard links beside the
     site's index (the site's own files are left as they are). Reports the time and the
     process's peak anonymous memory (the mapped main file's pages are the page cache's)."""
@@ -360,11 +360,15 @@ def merge_measure(*, site: Path, count: int, seed: int) -> dict:
     shutil.copy(source / "manifest.json", scratch / "manifest.json")
     settings.INDEX_DIR = scratch
     rng = np.random.default_rng(seed)
-    vectors = np.load(_corpus_dir(site) / "vectors.npy", mmap_mode="r")
-    picks = rng.integers(0, len(vectors), size=(count, 2))
+    from search.store import stored_vectors
+
+    mapped = faiss.read_index(str(scratch / current["file"]), faiss.IO_FLAG_MMAP)
+    vectors = stored_vectors(mapped)[1]
+    picks = np.sort(rng.integers(0, len(vectors), size=(count, 2)), axis=0)
     delta_rows = vectors[picks[:, 0]] + vectors[picks[:, 1]]
     delta_rows += rng.normal(0, 0.02, delta_rows.shape).astype("float32")
     delta_rows /= np.linalg.norm(delta_rows, axis=1, keepdims=True)
+    del vectors, mapped
     delta = index_new(int(current["dimension"]))
     first = int(current["last_vector_id"]) + 1
     delta.add_with_ids(delta_rows.astype("float32"), np.arange(first, first + count))
