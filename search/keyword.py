@@ -187,6 +187,9 @@ def terms_by_rarity(words: list[str], stem_shares: dict[str, float] | None, stem
 # patents took 0.35 s, filtering 2,000 matches by id 0.06 s (`bench/million.py api`).
 POSTFILTER_MIN_SHARE = 0.05
 POSTFILTER_MAX_FETCH = 5000
+# The most patents a filter passes to Tantivy by id (as a set of terms): listing a million
+# ids from the database would take longer than the query.
+FULLTEXT_ALLOWED_IDS = 200_000
 
 
 def keyword_search(
@@ -242,9 +245,18 @@ def _fulltext_stats(query: str) -> dict:
 
 def _keyword_query(terms: list[str], *, limit: int, allowed) -> list[tuple[int, float]]:
     if fulltext_enabled():
-        # A narrow filter's patents are passed by id: the engine holds no filter fields.
-        ids = None if allowed is None else list(allowed.values_list("pk", flat=True))
-        return fulltext_search(terms, limit=limit, allowed_ids=ids)
+        # A filter's patents are passed by id (the engine holds no filter fields) unless
+        # they are too many to list, when the engine's best matches are filtered instead.
+        if allowed is None:
+            return fulltext_search(terms, limit=limit)
+        ids = list(allowed.values_list("pk", flat=True)[: FULLTEXT_ALLOWED_IDS + 1])
+        if len(ids) <= FULLTEXT_ALLOWED_IDS:
+            return fulltext_search(terms, limit=limit, allowed_ids=ids)
+        hits = fulltext_search(terms, limit=max(limit, POSTFILTER_MAX_FETCH))
+        keep = set(
+            allowed.filter(pk__in=ids_subquery([pk for pk, _ in hits])).values_list("pk", flat=True)
+        )
+        return [hit for hit in hits if hit[0] in keep][:limit]
     restrict, restrict_params = "", []
     if allowed is not None:
         sub_sql, restrict_params = allowed.values("pk").query.sql_with_params()

@@ -149,7 +149,7 @@ def test_a_withdrawal_the_engine_missed_is_mended_by_the_next_sync(
 
 
 @pytest.mark.django_db
-def test_a_narrow_filter_is_applied_inside_the_engine(imported):
+def test_a_narrow_filter_is_applied_inside_the_engine(imported, monkeypatch):
     import datetime as dt
 
     allowed = Patent.objects.filter(source_date__lt=dt.date(1990, 1, 1))
@@ -161,6 +161,14 @@ def test_a_narrow_filter_is_applied_inside_the_engine(imported):
         unfiltered = [h for h in keyword_search(record["claims"][0], limit=200) if h[0] in keep]
         assert [pk for pk, _ in hits] == [pk for pk, _ in unfiltered[:5]]
     assert fulltext_search(["widget"], limit=5, allowed_ids=[]) == []
+    # A filter passing more patents than are worth listing filters the best matches.
+    import search.keyword as keyword
+
+    by_id = [keyword_search(r["claims"][0], limit=5, allowed=allowed) for r in imported[:10]]
+    monkeypatch.setattr(keyword, "FULLTEXT_ALLOWED_IDS", 3)
+    assert [keyword_search(r["claims"][0], limit=5, allowed=allowed) for r in imported[:10]] == (
+        by_id
+    )
 
 
 @pytest.mark.django_db
