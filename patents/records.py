@@ -56,6 +56,9 @@ class ImportReport:
     lines: int = 0
     broken: str = ""  # why the input ended early (truncated or corrupt file), if it did
     bands_index_seconds: float | None = None  # the near-copy index built at the end, if it was
+    analyze_seconds: float | None = (
+        None  # PostgreSQL's statistics refreshed at the end, if they were
+    )
 
     def summary(self) -> str:
         return (
@@ -64,6 +67,11 @@ class ImportReport:
             + (
                 f" (near-copy index built in {self.bands_index_seconds:.1f} s)"
                 if self.bands_index_seconds is not None
+                else ""
+            )
+            + (
+                f" (statistics refreshed in {self.analyze_seconds:.1f} s)"
+                if self.analyze_seconds is not None
                 else ""
             )
             + (f"; STOPPED EARLY: {self.broken}" if self.broken else "")
