@@ -362,7 +362,9 @@ def merge_measure(*, site: Path, count: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     from search.store import stored_vectors
 
-    mapped = faiss.read_index(str(scratch / current["file"]), faiss.IO_FLAG_MMAP)
+    mapped = faiss.read_index(
+        str(scratch / current["file"]), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
+    )
     vectors = stored_vectors(mapped)[1]
     picks = np.sort(rng.integers(0, len(vectors), size=(count, 2)), axis=0)
     delta_rows = vectors[picks[:, 0]] + vectors[picks[:, 1]]
@@ -396,7 +398,9 @@ def merge_measure(*, site: Path, count: int, seed: int) -> dict:
     took = time.time() - started
     done.set()
     watcher.join()
-    check = faiss.read_index(str(scratch / merged["file"]), faiss.IO_FLAG_MMAP)
+    check = faiss.read_index(
+        str(scratch / merged["file"]), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
+    )
     result = {
         "delta_vectors": count,
         "main_vectors": int(current["count"]),

@@ -437,7 +437,7 @@ def index_merge_streamed(delta, *, manifest: dict) -> dict | None:
     current = manifest_read() or {}
     path, _ = _checked_file(current, "index")
     _checksum_check(current, path, "index")
-    main = _read(path, "index", faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    main = _read(path, "index", faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
     refine = faiss.downcast_index(main.index)
     if not isinstance(main, faiss.IndexIDMap2) or not isinstance(refine, faiss.IndexRefine):
         return None
