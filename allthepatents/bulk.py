@@ -22,6 +22,17 @@ def rows_insert(model, fields: list[str], rows: list[tuple], *, ignore_conflicts
             tail = " ON CONFLICT DO NOTHING"
     table = connection.ops.quote_name(meta.db_table)
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # One statement of one array a column: psycopg's executemany sends a statement a
+            # row, and its Python side was most of an import (76 rows a patent, 45 µs each:
+            # 61 of 75 s for the shared 12,607 patents).
+            types = [meta.get_field(f).db_type(connection) for f in fields]
+            arrays = ", ".join(f"%s::{t}[]" for t in types)
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}){tail}",  # noqa: S608 (names and types from the model's meta, values bound)
+                [list(column) for column in zip(*rows, strict=True)],
+            )
+            return
         cursor.executemany(f"{verb} INTO {table} ({columns}) VALUES ({marks}){tail}", rows)  # noqa: S608 (names from the model's meta, values bound)
 
 

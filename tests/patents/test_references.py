@@ -429,3 +429,35 @@ def test_a_large_import_refreshes_postgresqls_statistics(fixture_jsonl, monkeypa
     with connection.cursor() as cursor:
         cursor.execute("SELECT reltuples FROM pg_class WHERE relname = %s", ["patents_claim"])
         assert cursor.fetchone()[0] == sum(len(json.loads(line)["claims"]) for line in lines)
+
+
+@pytest.mark.django_db
+def test_bulk_rows_go_in_as_given_on_either_database():
+    """On PostgreSQL one statement of column arrays (executemany sent one a row); nulls,
+    times and conflicts behave as they do row by row."""
+    from django.utils import timezone
+
+    from allthepatents.bulk import rows_insert
+    from patents.models import Claim
+    from search.models import IndexedVector
+
+    patent = patent_published(n=1)
+    rows_insert(
+        Claim,
+        ["patent", "number", "text", "depends_on"],
+        [(patent.pk, 10, "A lamp.", None), (patent.pk, 11, "The lamp of claim 10.", 10)],
+    )
+    assert list(
+        Claim.objects.filter(patent=patent, number__gte=10).values_list(
+            "number", "text", "depends_on"
+        )
+    ) == [(10, "A lamp.", None), (11, "The lamp of claim 10.", 10)]
+    now = timezone.now()
+    fields = ["patent", "claim_number", "created_at"]
+    rows_insert(IndexedVector, fields, [(patent.pk, 10, now)], ignore_conflicts=True)
+    rows_insert(
+        IndexedVector, fields, [(patent.pk, 10, now), (patent.pk, 11, now)], ignore_conflicts=True
+    )
+    stored = IndexedVector.objects.filter(patent=patent, claim_number__gte=10)
+    assert sorted(stored.values_list("claim_number", flat=True)) == [10, 11]
+    assert stored.get(claim_number=10).created_at == now
