@@ -317,3 +317,13 @@ def test_search_eval_measures_the_tantivy_engine_on_the_same_cases(fixture_jsonl
     )
     alone = json.loads(capsys.readouterr().out)
     assert alone["results"] == {"keyword": out["results"]["keyword"]}
+
+
+@pytest.mark.django_db
+def test_the_health_report_names_the_keyword_engine(imported):
+    from search.selectors import index_health
+
+    health = index_health()
+    assert health["keyword"]["engine"] == "tantivy"
+    assert health["keyword"]["documents"] == len(imported)
+    assert health["keyword"]["bytes"] > 0
