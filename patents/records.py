@@ -56,9 +56,8 @@ class ImportReport:
     lines: int = 0
     broken: str = ""  # why the input ended early (truncated or corrupt file), if it did
     bands_index_seconds: float | None = None  # the near-copy index built at the end, if it was
-    analyze_seconds: float | None = (
-        None  # PostgreSQL's statistics refreshed at the end, if they were
-    )
+    # PostgreSQL's planner statistics refreshed at the end, if they were.
+    analyze_seconds: float | None = None
 
     def summary(self) -> str:
         return (

@@ -151,20 +151,10 @@ class FulltextScratch:
         self.searcher = self.index.searcher()
 
     def ranked(self, query: str, *, depth: int, rare_terms: bool):
-        from search.fulltext import FIELDS, fulltext_hits, fulltext_query, fulltext_stems
+        from search.fulltext import fulltext_hits, fulltext_query
+        from search.keyword import fulltext_terms
 
-        words = query_terms(query)
-        shares = None
-        if rare_terms:
-            stems = set(fulltext_stems(words).values())
-            documents = max(self.searcher.num_docs, 1)
-            shares = {
-                t: max(self.searcher.doc_freq(name, t) for name, _ in FIELDS) / documents
-                for t in stems
-            }
-        words, word_shares = terms_by_rarity(words, shares, fulltext_stems)
-        terms = keyword_terms_pick(words, word_shares)
-        stems = list(dict.fromkeys(fulltext_stems(terms).values())) if terms else []
+        stems = fulltext_terms(query_terms(query), searcher=self.searcher, use_shares=rare_terms)
         if not stems:
             return []
         return fulltext_hits(self.searcher, fulltext_query(self.schema, stems), limit=depth)

@@ -49,6 +49,13 @@ class KeywordUnavailable(RuntimeError):
     """The keyword engine's files are missing, unreadable or of another version."""
 
 
+def _missing(path: Path) -> KeywordUnavailable:
+    return KeywordUnavailable(
+        f"no keyword index at {path}: run `manage.py search_index keyword` (or start an "
+        "indexing worker) to build it from the database"
+    )
+
+
 def engine_dir() -> Path:
     from search.store import index_dir
 
@@ -63,7 +70,13 @@ def keyword_lock(timeout: float = 600):
     return FileLock(str(path.parent / ".keyword.lock"), timeout=timeout)
 
 
+_schema: list = []
+
+
 def fulltext_schema():
+    """The engine's schema (built once a process: every query names it)."""
+    if _schema:
+        return _schema[0]
     import tantivy
 
     builder = tantivy.SchemaBuilder()
@@ -71,7 +84,8 @@ def fulltext_schema():
     builder.add_integer_field("id", stored=False, indexed=True, fast=True)
     for name, _ in FIELDS:
         builder.add_text_field(name, stored=False, tokenizer_name=TOKENIZER)
-    return builder.build()
+    _schema.append(builder.build())
+    return _schema[0]
 
 
 _analyzer_local = threading.local()
@@ -110,10 +124,7 @@ def _open(*, create: bool):
     path = engine_dir()
     path.mkdir(parents=True, exist_ok=True)
     if not create and not (path / "meta.json").exists():
-        raise KeywordUnavailable(
-            f"no keyword index at {path}: run `manage.py search_index keyword` (or start an "
-            "indexing worker) to build it from the database"
-        )
+        raise _missing(path)
     try:
         return tantivy.Index(fulltext_schema(), path=str(path), reuse=True)
     except (ValueError, OSError) as exc:
@@ -137,10 +148,7 @@ def _searcher():
     path = engine_dir()
     stamp = _meta_stamp(path)
     if stamp is None:
-        raise KeywordUnavailable(
-            f"no keyword index at {path}: run `manage.py search_index keyword` (or start an "
-            "indexing worker) to build it from the database"
-        )
+        raise _missing(path)
     with _reader_lock:
         if _reader["index"] is None or _reader["path"] != path:
             _reader.update(index=_open(create=False), path=path, stamp=None)
@@ -159,10 +167,11 @@ def reader_reset() -> None:
         _reader.update(index=None, stamp=None, path=None)
 
 
-def fulltext_shares(stems: list[str]) -> tuple[dict[str, float], int]:
+def fulltext_shares(stems: list[str], *, searcher=None) -> tuple[dict[str, float], int]:
     """(``{stem: share of indexed documents that hold it in any field}``, documents): exact
-    document frequencies, per field, the largest of the three standing for the term."""
-    searcher = _searcher()
+    document frequencies, per field, the largest of the three standing for the term; from
+    ``searcher``, or the site's engine."""
+    searcher = searcher or _searcher()
     documents = searcher.num_docs
     shares = {}
     for stem in stems:
@@ -272,12 +281,12 @@ def keyword_index_sync(
     *, rebuild: bool = False, lock_timeout: float = 600, progress=None, reconcile: bool = True
 ) -> dict:
     """Brings the engine in step with the database: the patents published since the last
-        sync are added, in batches committed every COMMIT_EVERY; then, when the engine's count
-        differs from the database's (a withdrawal it missed, a crash), the two id lists are
-        compared and the difference mended (unless not ``reconcile``: the count costs 90 ms at
-    a million patents, too much for every publication). ``rebuild`` starts from an empty index (the old one
-        answers queries until the first commit). ``progress(n)``: called with documents added.
-        Returns ``{"added", "removed", "count", "seconds"}``."""
+    sync are added, in batches committed every COMMIT_EVERY; then, when the engine's count
+    differs from the database's (a withdrawal it missed, a crash), the two id lists are
+    compared and the difference mended (unless not ``reconcile``: the count costs 90 ms at
+    a million patents, too much for every publication). ``rebuild`` starts from an empty
+    index. ``progress(n)``: called with documents added. Returns ``{"added", "removed",
+    "count", "seconds"}``."""
     from search.models import IndexedVector, KeywordDocument
 
     started = time.monotonic()
@@ -294,7 +303,7 @@ def keyword_index_sync(
             shutil.rmtree(path, ignore_errors=True)
             index = _open(create=True)
         through = _sync_read(path)["through"]
-        rows = IndexedVector.objects.filter(claim_number=None, pk__gt=through).order_by("pk")
+        rows = IndexedVector.objects.filter(claim_number=None).order_by("pk")
         writer = None
         pending = 0
         try:
@@ -341,6 +350,14 @@ def keyword_index_sync(
         "count": count,
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def keyword_patents_pending(*, rebuild: bool = False) -> int:
+    """Patents a sync (or a rebuild) would add: the command's progress bar."""
+    from search.models import IndexedVector
+
+    through = 0 if rebuild else _sync_read(engine_dir())["through"]
+    return IndexedVector.objects.filter(claim_number=None, pk__gt=through).count()
 
 
 def _engine_ids(index) -> set[int]:

@@ -208,20 +208,14 @@ def keyword_search(
     filters the best matches of the unfiltered query by id (``passing(ids)``: the ones
     that pass, when the caller has a faster test than the queryset), falling back to the
     subquery when too few of them pass."""
-    stats = _fulltext_stats(query) if fulltext_enabled() else _stats_read()
-    words, shares = terms_by_rarity(query_terms(query), stats["shares"], engine_stems)
-    # Tantivy skips the documents that cannot reach the top (block-max pruning): the match
-    # bound, there for the database engines that score every match, would cost it recall
-    # (0.933 against 0.913 known answers at a million patents, bench/README.md 2026-12-06).
-    terms = keyword_terms_pick(
-        words, shares, documents=stats["documents"], max_matches=0 if fulltext_enabled() else None
-    )
+    if fulltext_enabled():
+        terms = fulltext_terms(query_terms(query))
+    else:
+        stats = _stats_read()
+        words, shares = terms_by_rarity(query_terms(query), stats["shares"], engine_stems)
+        terms = keyword_terms_pick(words, shares, documents=stats["documents"])
     if not terms:
         return []
-    if fulltext_enabled():
-        # The engine is queried with its own terms (stems), as it indexed them.
-        stem_of = fulltext_stems(terms)
-        terms = list(dict.fromkeys(stem_of[t] for t in terms))
     if allowed is not None and allowed_share and allowed_share >= POSTFILTER_MIN_SHARE:
         fetch = min(POSTFILTER_MAX_FETCH, int(2 * limit / allowed_share))
         hits = _keyword_query(terms, limit=fetch, allowed=None)
@@ -237,15 +231,22 @@ def keyword_search(
     return _keyword_query(terms, limit=limit, allowed=allowed)
 
 
-def _fulltext_stats(query: str) -> dict:
-    """Exact shares of the query's terms (the engine's document frequencies), in the form
-    of ``_stats_read``; none below TERM_STATS_MIN_DOCUMENTS, where every term is kept."""
-    words = query_terms(query)
-    stems = sorted(set(fulltext_stems(words).values()))
-    shares, documents = fulltext_shares(stems)
-    if documents < TERM_STATS_MIN_DOCUMENTS:
-        return {"shares": None, "documents": documents}
-    return {"shares": shares, "documents": documents}
+def fulltext_terms(words: list[str], *, searcher=None, use_shares: bool | None = None) -> list[str]:
+    """The Tantivy terms (stems) a query of ``words`` sends: its rarest, by the engine's
+    exact document frequencies (``searcher``: the site's engine unless given), once the
+    corpus has TERM_STATS_MIN_DOCUMENTS (or as ``use_shares`` says). No match bound: Tantivy
+    skips the documents that cannot reach the top (block-max pruning), and the bound, there
+    for the database engines that score every match, cost it recall (0.913 against 0.933
+    known answers at a million patents, bench/README.md 2026-12-06)."""
+    stem_of = fulltext_stems(words)
+    shares = documents = None
+    if use_shares is not False:
+        shares, documents = fulltext_shares(sorted(set(stem_of.values())), searcher=searcher)
+        if use_shares is None and documents < TERM_STATS_MIN_DOCUMENTS:
+            shares = None
+    kept, word_shares = terms_by_rarity(words, shares, lambda ws: {w: stem_of[w] for w in ws})
+    picked = keyword_terms_pick(kept, word_shares, documents=documents, max_matches=0)
+    return list(dict.fromkeys(stem_of[w] for w in picked))
 
 
 def _keyword_query(terms: list[str], *, limit: int, allowed) -> list[tuple[int, float]]:

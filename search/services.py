@@ -12,7 +12,12 @@ from django.utils import timezone
 
 from allthepatents.bulk import rows_insert
 from patents.models import Claim, Patent
-from search.fulltext import fulltext_enabled, keyword_index_sync
+from search.fulltext import (
+    KeywordUnavailable,
+    fulltext_enabled,
+    fulltext_shares,
+    keyword_index_sync,
+)
 from search.keyword import keyword_documents_delete, keyword_documents_write
 from search.models import EmbeddingShard, IndexedVector, KeywordDocument, StoredQuery
 from search.selectors import vectors_pending_query
@@ -626,8 +631,6 @@ KEYWORD_INLINE_MAX = 100
 def _keyword_index_sync_now() -> None:
     from filelock import Timeout
 
-    from search.fulltext import KeywordUnavailable, keyword_index_sync
-
     try:
         keyword_index_sync(lock_timeout=0, reconcile=False)
     except Timeout:
@@ -727,8 +730,6 @@ def search_warm() -> str:
 
     embed(["warm-up"], query=True)  # loads the model and runs it once (first allocations)
     if fulltext_enabled():
-        from search.fulltext import KeywordUnavailable, fulltext_shares
-
         try:
             fulltext_shares(["warm"])  # opens the keyword engine's searcher
         except KeywordUnavailable as exc:

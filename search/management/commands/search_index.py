@@ -130,8 +130,7 @@ class Command(ProgressCommand):
     def _keyword(self, *, rebuild: bool, wait: float, no_progress: bool) -> None:
         from filelock import Timeout
 
-        from search.fulltext import _sync_read, engine_dir, fulltext_enabled, keyword_index_sync
-        from search.models import IndexedVector
+        from search.fulltext import fulltext_enabled, keyword_index_sync, keyword_patents_pending
 
         search_documents_sync()
         if not fulltext_enabled():
@@ -150,9 +149,8 @@ class Command(ProgressCommand):
             bar.close()
             self.stdout.write(f"keyword: the database's full text written for {fed} patents")
             return
-        through = 0 if rebuild else _sync_read(engine_dir())["through"]
         bar = self.progress(
-            total=IndexedVector.objects.filter(claim_number=None, pk__gt=through).count(),
+            total=keyword_patents_pending(rebuild=rebuild),
             unit=" patents",
             disable=no_progress,
         )
