@@ -148,7 +148,12 @@ class MinHashBand(models.Model):
     """LSH bands of a patent's MinHash signature (claims + abstract word shingles): patents
     sharing a band are candidates for the near-copy check."""
 
-    patent = models.ForeignKey(Patent, on_delete=models.CASCADE, related_name="minhash_bands")
+    # No database constraint: 64 rows a patent, and their deferred checks at each commit
+    # were a third of a PostgreSQL import (bench/README.md). Bands are derived rows read
+    # through a join on the patent; Django still deletes them with their patent.
+    patent = models.ForeignKey(
+        Patent, on_delete=models.CASCADE, related_name="minhash_bands", db_constraint=False
+    )
     band = models.PositiveSmallIntegerField()
     value = models.BigIntegerField()
 

@@ -56,13 +56,15 @@ def keyword_documents_write(rows: list[tuple[int, str, str, str]]) -> None:
                 rows,
             )
         else:
-            cursor.executemany(
-                "INSERT INTO search_tsv (patent_id, tsv) VALUES (%s, "
-                "setweight(to_tsvector('english', %s), 'A') || "
-                "setweight(to_tsvector('english', %s), 'B') || "
-                "setweight(to_tsvector('english', %s), 'C')) "
+            # One statement a batch (executemany sent one a row).
+            cursor.execute(
+                "INSERT INTO search_tsv (patent_id, tsv) SELECT i, "
+                "setweight(to_tsvector('english', t), 'A') || "
+                "setweight(to_tsvector('english', a), 'B') || "
+                "setweight(to_tsvector('english', c), 'C') "
+                "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS r(i, t, a, c) "
                 "ON CONFLICT (patent_id) DO UPDATE SET tsv = EXCLUDED.tsv",
-                rows,
+                [list(column) for column in zip(*rows, strict=True)],
             )
 
 

@@ -433,8 +433,9 @@ def test_a_large_import_refreshes_postgresqls_statistics(fixture_jsonl, monkeypa
 
 @pytest.mark.django_db
 def test_bulk_rows_go_in_as_given_on_either_database():
-    """On PostgreSQL one statement of column arrays (executemany sent one a row); nulls,
-    times and conflicts behave as they do row by row."""
+    """On PostgreSQL one COPY, or one statement of column arrays where conflicts are
+    skipped (executemany sent one a row); nulls, tabs, backslashes, times and conflicts
+    behave as they do row by row."""
     from django.utils import timezone
 
     from allthepatents.bulk import rows_insert
@@ -445,13 +446,13 @@ def test_bulk_rows_go_in_as_given_on_either_database():
     rows_insert(
         Claim,
         ["patent", "number", "text", "depends_on"],
-        [(patent.pk, 10, "A lamp.", None), (patent.pk, 11, "The lamp of claim 10.", 10)],
+        [(patent.pk, 10, "A lamp.", None), (patent.pk, 11, "The lamp\tof claim 10.\\N", 10)],
     )
     assert list(
         Claim.objects.filter(patent=patent, number__gte=10).values_list(
             "number", "text", "depends_on"
         )
-    ) == [(10, "A lamp.", None), (11, "The lamp of claim 10.", 10)]
+    ) == [(10, "A lamp.", None), (11, "The lamp\tof claim 10.\\N", 10)]
     now = timezone.now()
     fields = ["patent", "claim_number", "created_at"]
     rows_insert(IndexedVector, fields, [(patent.pk, 10, now)], ignore_conflicts=True)
@@ -461,3 +462,100 @@ def test_bulk_rows_go_in_as_given_on_either_database():
     stored = IndexedVector.objects.filter(patent=patent, claim_number__gte=10)
     assert sorted(stored.values_list("claim_number", flat=True)) == [10, 11]
     assert stored.get(claim_number=10).created_at == now
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_import_commits_without_waiting_for_the_disk_and_restores_the_setting(
+    fixture_jsonl,
+):
+    """On PostgreSQL the batches commit asynchronously; the connection's own setting is
+    back once the import returns, so later writes (a job's publications) wait as before."""
+    from django.db import connection
+
+    from patents.models import MinHashBand
+
+    seen = []
+
+    def watch(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    lines = fixture_jsonl.read_text().splitlines()
+    with connection.execute_wrapper(watch):
+        report = reference_import_records(enumerate(lines, start=1))
+    assert report.imported == len(lines)
+    assert MinHashBand.objects.count() == 64 * len(lines)
+    if connection.vendor != "postgresql":
+        return
+    assert any("SET synchronous_commit = off" in s for s in seen), seen
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+
+
+@pytest.mark.django_db
+def test_bands_have_no_database_constraint_on_postgresql_and_still_go_with_their_patent(
+    fixture_jsonl,
+):
+    """The 64 band rows a patent carry no foreign key on PostgreSQL (its deferred checks
+    were a third of an import); Django's cascade still deletes them with the patent, and a
+    band left behind by hand matches nothing."""
+    from django.db import connection
+
+    from patents.models import MinHashBand
+    from patents.nearcopy import near_copy_find
+
+    line = fixture_jsonl.read_text().splitlines()[0]
+    reference_import_records([(1, line)])
+    patent = Patent.objects.get()
+    record = json.loads(line)
+    claims = [c if isinstance(c, str) else c["text"] for c in record["claims"]]
+    assert near_copy_find(abstract=record["abstract"], claims=claims).patent == patent
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, "patents_minhashband")
+    foreign = [n for n, c in constraints.items() if c["foreign_key"]]
+    assert foreign == ([] if connection.vendor == "postgresql" else foreign)
+    assert any(c["index"] and c["columns"] == ["patent_id"] for c in constraints.values())
+    patent.delete()
+    assert not MinHashBand.objects.exists()
+    if connection.vendor == "postgresql":
+        # A row pointing nowhere (only possible without the constraint) finds nothing.
+        MinHashBand.objects.bulk_create(
+            MinHashBand(patent_id=10**9, band=i, value=v) for i, v in enumerate(range(64))
+        )
+        assert near_copy_find(abstract=record["abstract"], claims=claims) is None
+
+
+@pytest.mark.django_db
+def test_instances_go_in_as_bulk_create_puts_them(fixture_jsonl):
+    """The import's patent rows (one COPY on PostgreSQL) read back field for field as the
+    ORM's bulk_create writes them: defaults, choices, JSON, dates, auto times."""
+    import datetime as dt
+
+    from allthepatents.bulk import instances_insert
+
+    def made(source_id):
+        return Patent(
+            public_id=source_id[-8:],
+            origin=Patent.Origin.REFERENCE,
+            title="Tab\there, a back\\slash, a quote ' and\nnewline",
+            abstract="Ünïcode abstract",
+            content_hash="h" * 64,
+            published_at=dt.datetime(2001, 2, 3, tzinfo=dt.UTC),
+            source_id=source_id,
+            source_date=dt.date(2001, 2, 3),
+            filing_date=None,
+            source_meta={"cpc": ["A01B"], "nested": {"x": [1, None, "y"]}},
+            cpc_codes=" A01B ",
+        )
+
+    instances_insert([made("US-COPY-000001")])
+    Patent.objects.bulk_create([made("US-ORM-0000001")])
+    skip = {"id", "public_id", "source_id", "created_at"}
+    names = [f.attname for f in Patent._meta.concrete_fields if f.attname not in skip]
+    copied = Patent.objects.filter(source_id="US-COPY-000001").values(*names, "created_at").get()
+    orm = Patent.objects.filter(source_id="US-ORM-0000001").values(*names, "created_at").get()
+    assert copied.pop("created_at") is not None and orm.pop("created_at") is not None
+    assert copied == orm
+    assert copied["source_meta"]["nested"] == {"x": [1, None, "y"]}
+    assert copied["status"] == Patent.Status.PUBLISHED
