@@ -284,19 +284,20 @@ class TransformersBackend:
             vocabulary = form_vocabulary(tok, self.eos_id)
             forms = [FormState(vocabulary, prompt) for prompt in prompts]
         cur_ids, cur_pos = input_ids, positions
+        cache_keyword = model_cache_keyword(self.model)
         with torch.inference_mode():
             for step in range(params.max_new_tokens):
                 if heartbeat is not None and step and step % 32 == 0:
                     heartbeat()
+                # The cache object is updated in place: nothing to read back from ``out``.
                 out = self.model(
                     input_ids=cur_ids,
                     attention_mask=attn,
                     position_ids=cur_pos,
-                    past_key_values=past,
                     use_cache=True,
                     logits_to_keep=1,
+                    **{cache_keyword: past},
                 )
-                past = out.past_key_values
                 logits = logits_adjust(
                     out.logits[:, -1, :].float().cpu(),
                     seen=seen,
@@ -363,6 +364,16 @@ class TransformersBackend:
             )
             for i, ids in enumerate(out_tokens)
         ]
+
+
+def model_cache_keyword(model) -> str:
+    """The forward argument that takes the KV cache: ``cache`` from transformers 5.x on,
+    where ``past_key_values`` is deprecated (and announced gone in 5.40, which
+    pyproject.toml's range admits); ``past_key_values`` before."""
+    import inspect
+
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def rows_compacted(keep: list[int]) -> list[int]:

@@ -649,3 +649,27 @@ def test_a_doomed_sample_stops_early_and_is_recorded_as_the_gate_would(
     page = Client().get("/stats/").content.decode()
     assert '<td class="early-stopped">4 of 8</td>' in page
     assert f'<td class="tokens-unspent">{unspent}</td>' in page
+
+
+def test_the_cache_goes_to_the_model_by_the_name_this_transformers_takes(tiny_neox):
+    """transformers 5.x renamed the forward's ``past_key_values`` to ``cache`` and announced
+    the old name's removal in 5.40, inside the range pyproject.toml allows: the worker
+    passes whichever name the installed version's forward declares, without the
+    deprecation warning, and the preallocated cache is the one filled."""
+    import inspect
+    import warnings
+
+    from generation.backends import model_cache_keyword
+
+    backend = TransformersBackend(str(tiny_neox), quantize="none")
+    declared = inspect.signature(backend.model.forward).parameters
+    keyword = model_cache_keyword(backend.model)
+    assert keyword in declared
+    assert keyword == ("cache" if "cache" in declared else "past_key_values")
+    params = SamplingParams(max_new_tokens=6, min_new_tokens=6)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = backend.generate(["# Patent\n\n## Title"], [5], params)
+    assert out[0].tokens == 6
+    deprecations = [str(w.message) for w in caught if "past_key_values" in str(w.message)]
+    assert deprecations == []
