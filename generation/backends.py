@@ -4,6 +4,7 @@ Heavy imports (torch, transformers) happen inside functions, so that importing t
 module from the web process costs nothing.
 """
 
+import functools
 import json
 import logging
 import os
@@ -74,20 +75,64 @@ class GenerationBackend(Protocol):
 
 
 def generation_precision(choice: str, *, device: str = "cpu") -> str:
-    """GENERATION_QUANTIZE resolved: ``auto`` is bf16 where the CPU has AMX, else int8; on
-    a GPU the model runs in fp16 whatever is asked.
+    """GENERATION_QUANTIZE resolved: ``auto`` is bf16 where the CPU has AMX; int8 layers
+    beside a bf16 KV cache (``int8-bf16``) where it has AVX512-BF16 and attention over a
+    bf16 cache, timed in this process, is faster than over a float32 one; else int8. On a
+    GPU the model runs in fp16 whatever is asked.
 
-    Measured at 1,024 tokens, batch 16, two threads (bench/generation.py): on an Intel Xeon
-    with AMX bf16 beat int8 (4.7x against 3.6x the card's pipeline); on an AMD EPYC with
-    AVX512-BF16 but no AMX, int8 beat bf16 (238 against 124 tok/s), so AVX512-BF16 alone
-    is not enough."""
+    Measured at 1,024 tokens, two one-thread workers (bench/generation.py, bench/README.md):
+    on an Intel Xeon with AMX bf16 (7.3x the card's pipeline); on an AMD EPYC with
+    AVX512-BF16 int8 (10.9x; its bf16 attention was 4-6 times slower than float32's, so
+    int8-bf16 halved the rate); on an Intel Xeon with AVX512-BF16 and no AMX int8-bf16
+    (8.1x against int8's 4.4x: there bf16 attention is 3 times faster). The flags alone do
+    not tell the last two apart; the attention's own timing does."""
     if device != "cpu":
         return "none"
     if choice == "auto":
         from allthepatents.cpu import cpu_flags
 
-        return "bf16" if "amx_bf16" in cpu_flags() else "int8"
+        flags = cpu_flags()
+        if "amx_bf16" in flags:
+            return "bf16"
+        if "avx512_bf16" in flags and cache_bf16_pays():
+            return "int8-bf16"
+        return "int8"
     return choice
+
+
+# bf16 attention must take at most this share of float32's to be chosen: measured 0.31-0.34
+# where it pays (Intel, no AMX) and 3.8-5.9 where it does not (AMD EPYC), bench/layers.py.
+CACHE_BF16_SHARE = 0.7
+
+
+@functools.cache
+def cache_bf16_pays() -> bool:
+    fp32_ms, bf16_ms = attention_step_ms()
+    return bf16_ms <= CACHE_BF16_SHARE * fp32_ms
+
+
+def attention_step_ms(
+    *, rows: int = 8, heads: int = 12, positions: int = 1024, dim: int = 64, repeats: int = 5
+) -> tuple[float, float]:
+    """One decoding step's attention over a cache of ``positions`` (the kl3m shape at its
+    longest), float32 and bf16: the best of ``repeats`` each, in ms. About 0.2 s in all."""
+    import torch
+
+    timings = []
+    for dtype in (torch.float32, torch.bfloat16):
+        generator = torch.Generator().manual_seed(0)
+        q = torch.randn(rows, heads, 1, dim, generator=generator).to(dtype)
+        k = torch.randn(rows, heads, positions, dim, generator=generator).to(dtype)
+        v = torch.randn(rows, heads, positions, dim, generator=generator).to(dtype)
+        best = float("inf")
+        with torch.inference_mode():
+            for i in range(repeats + 1):
+                began = time.perf_counter()
+                torch.nn.functional.scaled_dot_product_attention(q, k, v)
+                if i:  # the first call warms the kernel up
+                    best = min(best, time.perf_counter() - began)
+        timings.append(best * 1000)
+    return timings[0], timings[1]
 
 
 def _cuda_available() -> bool:

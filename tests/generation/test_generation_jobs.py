@@ -505,18 +505,26 @@ def test_control_characters_in_model_output_are_dropped_and_counted(generators, 
 
 
 def test_auto_precision_follows_the_cpu(monkeypatch, tiny_neox):
-    """GENERATION_QUANTIZE=auto: bf16 where the CPU has AMX, int8 elsewhere (AVX512-BF16
-    without AMX measured int8 faster); the bf16 path really runs the model (and so its KV
-    cache) in bf16."""
+    """GENERATION_QUANTIZE=auto: bf16 where the CPU has AMX; with AVX512-BF16 alone,
+    int8 layers beside a bf16 cache where this process timed bf16 attention faster (an
+    Intel Xeon without AMX), int8 where it did not (an AMD EPYC); int8 elsewhere. The bf16
+    path really runs the model (and so its KV cache) in bf16."""
     import torch
 
     import allthepatents.cpu
+    import generation.backends as backends
     from generation.backends import TransformersBackend, generation_precision
     from generation.sampling import SamplingParams
 
+    timed = []
+    monkeypatch.setattr(backends, "cache_bf16_pays", lambda: timed.append(1) or pays)
+    pays = True
     monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx2"})
     assert generation_precision("auto") == "int8"
+    assert timed == []  # no bf16 arithmetic: nothing to time
     monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert generation_precision("auto") == "int8-bf16"
+    pays = False
     assert generation_precision("auto") == "int8"
     monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx2", "amx_bf16"})
     assert generation_precision("auto") == "bf16"
@@ -673,3 +681,21 @@ def test_the_cache_goes_to_the_model_by_the_name_this_transformers_takes(tiny_ne
     assert out[0].tokens == 6
     deprecations = [str(w.message) for w in caught if "past_key_values" in str(w.message)]
     assert deprecations == []
+
+
+def test_the_attention_timing_behind_auto_measures_both_caches():
+    """The timing ``auto`` decides by is real: both caches' attention run, in positive
+    times, and the decision is their ratio against CACHE_BF16_SHARE."""
+    from generation.backends import CACHE_BF16_SHARE, attention_step_ms, cache_bf16_pays
+
+    fp32_ms, bf16_ms = attention_step_ms(rows=2, heads=2, positions=64, repeats=2)
+    assert fp32_ms > 0 and bf16_ms > 0
+    cache_bf16_pays.cache_clear()
+    fp32_ms, bf16_ms = attention_step_ms()
+    decided = cache_bf16_pays()
+    assert isinstance(decided, bool)
+    # Timings move from call to call; only a clear margin on either side must agree.
+    if bf16_ms < 0.5 * CACHE_BF16_SHARE * fp32_ms:
+        assert decided
+    if bf16_ms > 2 * CACHE_BF16_SHARE * fp32_ms:
+        assert not decided
