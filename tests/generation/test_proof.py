@@ -342,6 +342,46 @@ def test_the_uniform_numbers_depend_on_seed_and_step_alone():
 
 
 @pytest.mark.unit
+def test_the_sampler_draws_what_a_full_top_k_draws():
+    """The sampler takes its top k by set maxima (``top_columns``), not torch.topk over the
+    whole vocabulary: the same token for every row and uniform number, rows barred by the
+    form (a few tokens left, or one forced) included; where logits tie, a token the proof
+    explains exactly."""
+    import torch
+
+    from generation.proof import _excess_rows
+    from generation.sampling import sample_rows
+
+    def by_full_top_k(logits, *, top_k, top_p, uniforms):
+        values, indices = torch.topk(logits, top_k, dim=-1)
+        probs = torch.softmax(values.double(), dim=-1)
+        cum = probs.cumsum(-1)
+        kept = (cum - probs) <= (top_p if top_p and top_p < 1.0 else 1.0)
+        kept[:, 0] = True
+        mass = (probs * kept).sum(-1)
+        target = uniforms * mass
+        pick = torch.minimum((cum <= target[:, None]).sum(-1), kept.sum(-1) - 1)
+        return indices.gather(1, pick[:, None])[:, 0]
+
+    torch.manual_seed(1)
+    logits = torch.randn(64, 32768) * 3
+    logits[:8, 100:] = float("-inf")  # the form left a hundred tokens
+    logits[8:16] = float("-inf")
+    logits[8:16, 4242] = 1.0  # ... or forced one
+    logits[16:24, ::64] += 12.0  # the best spread over every set
+    uniforms = torch.rand(64, dtype=torch.float64)
+    for top_k, top_p in ((50, 0.95), (1, 1.0), (200, 0.5), (50, 1.0)):
+        drawn = sample_rows(logits, top_k=top_k, top_p=top_p, uniforms=uniforms)
+        expected = by_full_top_k(logits, top_k=top_k, top_p=top_p, uniforms=uniforms)
+        assert torch.equal(drawn, expected), (top_k, top_p)
+    assert (drawn[8:16] == 4242).all()
+    tied = (logits * 2).round()  # many ties, as int8 logits have
+    drawn = sample_rows(tied, top_k=50, top_p=0.95, uniforms=uniforms)
+    excess = _excess_rows(tied, drawn, uniforms, top_k=50, top_p=0.95, temperature=1.0)
+    assert (excess == 0).all()
+
+
+@pytest.mark.unit
 def test_the_inverse_cdf_draw_is_the_filtered_distribution():
     """Evenly spaced uniform numbers pick each token of the top-k / top-p set in proportion
     to its probability there, and nothing outside it."""
