@@ -137,10 +137,6 @@ IMPORT_WAL_CHECKPOINT_PAGES = 20_000
 
 @contextmanager
 def _import_cache():
-    if connection.vendor == "postgresql":
-        with _commit_asynchronous():
-            yield
-        return
     if connection.vendor != "sqlite":
         yield
         return
@@ -157,24 +153,6 @@ def _import_cache():
         with connection.cursor() as cursor:
             cursor.execute(f"PRAGMA cache_size = {int(cache)}")
             cursor.execute(f"PRAGMA wal_autocheckpoint = {int(checkpoint)}")
-
-
-@contextmanager
-def _commit_asynchronous():
-    """PostgreSQL commits an import's batches without waiting for their WAL to reach the
-    disk (a fifth of an import's time, bench/README.md). The database stays consistent;
-    a crash can lose the last batches committed (under a second's), which importing the
-    file again restores, as it skips what is there. The import's closing statements (the
-    deferred index, ANALYZE) commit as usual and so flush the batches before them."""
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW synchronous_commit")
-        before = cursor.fetchone()[0]
-        cursor.execute("SET synchronous_commit = off")
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('synchronous_commit', %s, false)", [before])
 
 
 def _bands_value_index():

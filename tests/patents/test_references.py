@@ -464,35 +464,6 @@ def test_bulk_rows_go_in_as_given_on_either_database():
     assert stored.get(claim_number=10).created_at == now
 
 
-@pytest.mark.django_db(transaction=True)
-def test_an_import_commits_without_waiting_for_the_disk_and_restores_the_setting(
-    fixture_jsonl,
-):
-    """On PostgreSQL the batches commit asynchronously; the connection's own setting is
-    back once the import returns, so later writes (a job's publications) wait as before."""
-    from django.db import connection
-
-    from patents.models import MinHashBand
-
-    seen = []
-
-    def watch(execute, sql, params, many, context):
-        seen.append(sql)
-        return execute(sql, params, many, context)
-
-    lines = fixture_jsonl.read_text().splitlines()
-    with connection.execute_wrapper(watch):
-        report = reference_import_records(enumerate(lines, start=1))
-    assert report.imported == len(lines)
-    assert MinHashBand.objects.count() == 64 * len(lines)
-    if connection.vendor != "postgresql":
-        return
-    assert any("SET synchronous_commit = off" in s for s in seen), seen
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW synchronous_commit")
-        assert cursor.fetchone()[0] == "on"
-
-
 @pytest.mark.django_db
 def test_bands_have_no_database_constraint_on_postgresql_and_still_go_with_their_patent(
     fixture_jsonl,
