@@ -15,7 +15,8 @@ def rows_insert(model, fields: list[str], rows: list[tuple], *, ignore_conflicts
     columns = [meta.get_field(f).column for f in fields]
     if connection.vendor == "postgresql":
         if ignore_conflicts:
-            _unnest_insert(model, fields, rows)
+            types = [meta.get_field(f).db_type(connection) for f in fields]
+            _unnest_insert(meta.db_table, columns, types, rows)
         else:
             _copy_rows(meta.db_table, columns, rows)
         return
@@ -37,9 +38,10 @@ def instances_insert(objs: list) -> None:
     if connection.vendor != "postgresql":
         model.objects.bulk_create(objs)
         return
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    plain = [f.attname for f in fields if _plain(f)]
-    prepared = [f for f in fields if not _plain(f)]
+    plain, prepared = [], []
+    for f in model._meta.concrete_fields:
+        if not f.primary_key:
+            (plain.append(f.attname) if _plain(f) else prepared.append(f))
     rows = []
     for obj in objs:
         values = obj.__dict__
@@ -82,20 +84,23 @@ def _copy_rows(table: str, columns: list[str], rows: list[tuple]) -> None:
                 copy.write_row(row)
 
 
-def _unnest_insert(model, fields: list[str], rows: list[tuple]) -> None:
+def _unnest_insert(table: str, columns: list[str], types: list[str], rows: list[tuple]) -> None:
     # One statement of one array a column: psycopg's executemany sends a statement a row
     # (76 rows a patent, 45 µs each). COPY has no ON CONFLICT.
-    meta = model._meta
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(meta.get_field(f).column) for f in fields)
-    types = [meta.get_field(f).db_type(connection) for f in fields]
+    names = ", ".join(quote(c) for c in columns)
     arrays = ", ".join(f"%s::{t}[]" for t in types)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT * FROM unnest({arrays}) "  # noqa: S608 (names and types from the model's meta, values bound)
+            f"INSERT INTO {quote(table)} ({names}) SELECT * FROM unnest({arrays}) "  # noqa: S608 (names and types from the model's meta, values bound)
             "ON CONFLICT DO NOTHING",
-            [list(column) for column in zip(*rows, strict=True)],
+            column_arrays(rows),
         )
+
+
+def column_arrays(rows: list[tuple]) -> list[list]:
+    """``rows`` as one list a column: the parameters of a PostgreSQL ``unnest``."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def ids_subquery(ids: list[int]):

@@ -415,9 +415,15 @@ def model_cache_keyword(model) -> str:
     """The forward argument that takes the KV cache: ``cache`` from transformers 5.x on,
     where ``past_key_values`` is deprecated (and announced gone in 5.40, which
     pyproject.toml's range admits); ``past_key_values`` before."""
+    return _forward_cache_keyword(type(model))
+
+
+@functools.cache
+def _forward_cache_keyword(model_class) -> str:
+    # Once a model class, not once a batch: the signature does not change.
     import inspect
 
-    parameters = inspect.signature(model.forward).parameters
+    parameters = inspect.signature(model_class.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
 
 

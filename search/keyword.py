@@ -20,7 +20,7 @@ import time
 from django.conf import settings
 from django.db import connection, transaction
 
-from allthepatents.bulk import ids_subquery
+from allthepatents.bulk import column_arrays, ids_subquery
 from search.fulltext import (
     fulltext_enabled,
     fulltext_search,
@@ -64,7 +64,7 @@ def keyword_documents_write(rows: list[tuple[int, str, str, str]]) -> None:
                 "setweight(to_tsvector('english', c), 'C') "
                 "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS r(i, t, a, c) "
                 "ON CONFLICT (patent_id) DO UPDATE SET tsv = EXCLUDED.tsv",
-                [list(column) for column in zip(*rows, strict=True)],
+                column_arrays(rows),
             )
 
 
