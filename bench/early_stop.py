@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -49,6 +50,11 @@ def main():
     parser.add_argument(
         "--form", action="store_true", help="also with the form decoded (generation/form.py)"
     )
+    parser.add_argument(
+        "--forms",
+        default="",
+        help="with --form: the forms to run, side by side (kl3m,kl3m-2); default: the latest",
+    )
     args = parser.parse_args()
     os.environ["TORCH_THREADS"] = str(args.threads)
     batches = [int(b) for b in str(args.batch).split(",")]
@@ -61,6 +67,7 @@ def main():
     from generation.backends import TransformersBackend
     from generation.batches import prefix_decider
     from generation.early_stop import CHECK_EVERY, END_OF_DOCUMENT, prefix_decide
+    from generation.form import FORM_LATEST
     from generation.parsing import patent_text_parse
     from generation.prompts import KL3M_BOTTOM_UP, KL3M_TOP_DOWN
     from generation.quality import sample_judge
@@ -99,17 +106,17 @@ def main():
             ("before", False, "", first, backend),
             ("early stop", True, "", first, backend),
         ]
-        if args.form:
+        for form in (args.forms or FORM_LATEST).split(",") if args.form else ():
             variants += [
-                ("form", False, "kl3m", first, backend),
-                ("form + early stop", True, "kl3m", first, backend),
+                (f"form {form}", False, form, first, backend),
+                (f"form {form} + early stop", True, form, first, backend),
             ]
             variants += [
-                (f"form + early stop, batch {b}", True, "kl3m", b, backend) for b in others
+                (f"form {form} + early stop, batch {b}", True, form, b, backend) for b in others
             ]
             if after is not None:
                 variants += [
-                    (f"form + early stop, batch {b}, {after.quantize}", True, "kl3m", b, after)
+                    (f"form {form} + early stop, batch {b}, {after.quantize}", True, form, b, after)
                     for b in others
                 ]
         for label, early, form, rows, runner in variants:
@@ -163,6 +170,16 @@ def main():
                 "tokens_per_sample": round(tokens / len(outs), 1),
                 "cpu_s": round(cpu, 1),
                 "cpu_s_per_published": round(cpu / passed, 2) if passed else None,
+                "claims_per_published": round(
+                    statistics.mean(
+                        len(patent_text_parse(prompt + o.text, finished=o.finished).claims)
+                        for o, v in zip(outs, verdicts, strict=True)
+                        if not v
+                    ),
+                    2,
+                )
+                if passed
+                else None,
                 "tokens_per_published": round(tokens / passed) if passed else None,
                 "stopped": dict(Counter(o.stopped for o in outs if o.stopped)),
                 "reasons": dict(Counter(r for v in verdicts for r in v).most_common()),

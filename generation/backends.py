@@ -299,7 +299,7 @@ class TransformersBackend:
         import torch
 
         from generation.early_stop import CHECK_EVERY
-        from generation.form import FORM_KL3M, FormState, form_masks_apply, form_vocabulary
+        from generation.form import FORMS, FormState, form_masks_apply, form_vocabulary
 
         tok = self.tokenizer
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -325,9 +325,12 @@ class TransformersBackend:
             self.model.config, capacity=input_ids.shape[1] + params.max_new_tokens
         )
         forms = None
-        if params.form == FORM_KL3M:
+        if params.form in FORMS:
             vocabulary = form_vocabulary(tok, self.eos_id)
-            forms = [FormState(vocabulary, prompt) for prompt in prompts]
+            forms = [
+                FormState(vocabulary, prompt, form=params.form, budget=params.max_new_tokens)
+                for prompt in prompts
+            ]
         cur_ids, cur_pos = input_ids, positions
         cache_keyword = model_cache_keyword(self.model)
         with torch.inference_mode():

@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from generation.form import FORM_LATEST
+
 logger = logging.getLogger(__name__)
 
 # Later patents are scored by their independent claims (what a patent claims: a dependent
@@ -242,7 +244,7 @@ def backtest_run(
     count: int,
     seed: int = 0,
     max_new_tokens: int = 768,
-    form: str = "kl3m",
+    form: str = FORM_LATEST,
     embed=None,
     claim_margin: float | None = None,
     pairs_shown: int = 10,

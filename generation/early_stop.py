@@ -26,7 +26,7 @@ from generation.parsing import (
     END_MARKERS,
     SECTION_NAMES,
     SECTION_RE,
-    _squash,
+    text_squash,
 )
 from generation.quality import ABSTRACT_CHARS, CLAIM_CHARS, MAX_CLAIMS, TITLE_CHARS
 from patents.text import CLAIM_REF_RE, control_chars_strip
@@ -90,11 +90,11 @@ def _section_doom(name: str, body: str, *, closed: bool) -> str | None:
         if not lines:
             return "missing_title" if closed else None
         # The title is the first non-empty line; a line is complete once read here.
-        if not TITLE_CHARS[0] <= len(_squash(lines[0])) <= TITLE_CHARS[1]:
+        if not TITLE_CHARS[0] <= len(text_squash(lines[0])) <= TITLE_CHARS[1]:
             return "title_length"
         return None
     if name == "abstract":
-        size = len(_squash(body))
+        size = len(text_squash(body))
         if closed and size == 0:
             return "missing_abstract"
         if size > ABSTRACT_CHARS[1] or (closed and size < ABSTRACT_CHARS[0]):
@@ -109,7 +109,7 @@ def _claims_doom(body: str, *, closed: bool) -> str | None:
     for i, match in enumerate(matches):
         last = i + 1 == len(matches)
         end = len(body) if last else matches[i + 1].start()
-        text = _squash(body[match.end() : end])
+        text = text_squash(body[match.end() : end])
         final = closed or not last
         if text:
             claims.append((int(match.group(1)), text, final))

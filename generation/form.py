@@ -15,6 +15,17 @@ not take, or the one token it must take:
 - after "claim " inside a claim, only the number of an earlier claim;
 - the end token only once every section is there and the last one ends like a sentence.
 
+The second form, ``kl3m-2``, adds two rules (``kl3m`` stays as it was: samples drawn under it
+must still prove):
+
+- a claim holds the gate's lower bound (``CLAIM_CHARS``) before the next claim, a header or
+  the end may follow it;
+- at the end of a whole claim, once the tokens left cannot hold another claim as long as the
+  longest one so far, the claims section closes: the end token (top-down) or the next
+  header (bottom-up) is forced. Without it a fifth of the demo generator's top-down
+  documents ran into the token limit inside a claim and were thrown away for it
+  (bench/early_stop.py).
+
 Everything else is the model's. The state is a function of the text so far (the prompt's
 document part and the tokens drawn), so the proof of sampling (generation/proof.py) replays
 it over a contributed sample and applies the same masks: a sample drawn with them proves,
@@ -23,12 +34,31 @@ temperature, top-k and top-p, in both places.
 """
 
 import threading
+from dataclasses import dataclass
 
-from generation.parsing import CLAIM_START_RE, SECTION_NAMES, SECTION_RE
-from generation.quality import ABSTRACT_CHARS, MAX_CLAIMS, TITLE_CHARS
+from generation.parsing import CLAIM_START_RE, SECTION_NAMES, SECTION_RE, text_squash
+from generation.quality import ABSTRACT_CHARS, CLAIM_CHARS, MAX_CLAIMS, TITLE_CHARS
 from patents.vocabulary import BOTTOM_UP, TOP_DOWN
 
 FORM_KL3M = "kl3m"
+FORM_KL3M_2 = "kl3m-2"
+
+
+@dataclass(frozen=True)
+class FormRules:
+    """A form's rules beyond the skeleton. A form, once samples are drawn under it, never
+    changes: the proof replays it."""
+
+    claim_minimum: bool = False
+    budget_end: bool = False
+
+
+FORMS = {
+    FORM_KL3M: FormRules(),
+    FORM_KL3M_2: FormRules(claim_minimum=True, budget_end=True),
+}
+# The form new jobs of kl3m generators follow.
+FORM_LATEST = FORM_KL3M_2
 ORDERS = {"title": ("title", "abstract", "claims"), "claims": ("claims", "abstract", "title")}
 MODE_OF_FIRST = {"title": TOP_DOWN, "claims": BOTTOM_UP}
 HEADER_NAMES = {"title": "Title", "abstract": "Abstract", "claims": "Claims"}
@@ -147,10 +177,20 @@ def form_vocabulary(tokenizer, eos_id: int) -> FormVocabulary:
 
 
 class FormState:
-    """One row's place in the skeleton, fed the document's text as it is written."""
+    """One row's place in the skeleton, fed the document's text as it is written.
+    ``budget``: the tokens the sampler may draw (``max_new_tokens``), for the rule that
+    closes the claims in time."""
 
-    def __init__(self, vocabulary: FormVocabulary, head: str):
+    def __init__(
+        self, vocabulary: FormVocabulary, head: str, *, form: str = FORM_KL3M, budget: int = 0
+    ):
         self.v = vocabulary
+        self.rules = FORMS[form]
+        self.budget = budget
+        self.steps = 0  # tokens drawn
+        self.claim_from: int | None = None  # the step of the current claim's number
+        self.longest = 0  # tokens of the longest whole claim so far
+        self.claim_lines: list[str] = []  # the current claim's complete lines
         self.order: tuple[str, ...] = ()
         self.section = ""
         self.written: list[str] = []
@@ -193,6 +233,9 @@ class FormState:
             start = CLAIM_START_RE.match("\n" + line)
             if start and line[start.end() - 1 :].strip():
                 self.claims += 1
+                self.claim_lines = [line[start.end() - 1 :]]
+            elif self.claims:
+                self.claim_lines.append(line)
 
     # --- the rules ----------------------------------------------------------------------
     def _next_section(self) -> str | None:
@@ -209,13 +252,39 @@ class FormState:
             return True
         if self.section == "claims":
             count = self._current_claim() if with_line else self.claims
-            return count >= 1 and self.last_char in SENTENCE_ENDS
+            return (
+                count >= 1
+                and self.last_char in SENTENCE_ENDS
+                and self._claim_long_enough(with_line=with_line)
+            )
         extra = len("".join(self.line.split())) if with_line else 0
         return self.body + extra >= MINIMUM[self.section]
 
     def _current_claim(self) -> int:
         starts_here = CLAIM_START_RE.match("\n" + self.line) is not None
         return self.claims + (1 if starts_here else 0)
+
+    def _claim_long_enough(self, *, with_line: bool) -> bool:
+        """The current claim holds the gate's shortest claim (the parser's squashed text)."""
+        if not self.rules.claim_minimum:
+            return True
+        lines = list(self.claim_lines)
+        if with_line:
+            start = CLAIM_START_RE.match("\n" + self.line)
+            lines = [self.line[start.end() - 1 :]] if start else [*lines, self.line]
+        return len(text_squash(" ".join(lines))) >= CLAIM_CHARS[0]
+
+    def _claims_close(self):
+        """The one token that closes the claims now that the budget cannot hold another
+        claim as long as the longest so far, or None. Asked at the start of a line, after
+        a whole claim; the claim being closed counts towards the longest."""
+        if not self.rules.budget_end or self.claim_from is None:
+            return None
+        longest = max(self.longest, self.steps - self.claim_from)
+        # The next claim, then the end token or the next header's first token.
+        if self.budget - self.steps > longest + 1:
+            return None
+        return self.v.eos if self._next_section() is None else self.v.header
 
     def mask(self) -> tuple:
         """(tensor of the only ids allowed, or None; tensor of barred ids, or None) for the
@@ -224,8 +293,17 @@ class FormState:
             return self.queue[0], None
         line_start = not self.line.strip(" \t")
         in_claims = self.section == "claims"
-        header_ok = line_start and self._next_section() is not None and self._filled()
-        claim_next = self.claims + 1 if line_start and in_claims else None
+        filled = self._filled()
+        if line_start and in_claims and filled:
+            close = self._claims_close()
+            if close is not None:
+                return self.v.only(close), None
+        header_ok = line_start and self._next_section() is not None and filled
+        claim_next = None
+        if line_start and in_claims:
+            # 0 names no claim: no number may start a line before this claim is long enough.
+            whole = self.claims == 0 or self._claim_long_enough(with_line=False)
+            claim_next = self.claims + 1 if whole else 0
         ref_below = None
         if in_claims and not line_start:
             tail = self.line[-8:].lower()
@@ -237,6 +315,7 @@ class FormState:
 
     def advance(self, token: int) -> None:
         line_start = not self.line.strip(" \t")
+        self.steps += 1
         if self.queue:
             self.queue.pop(0)
             if not self.queue and self.then_no_blank:
@@ -258,6 +337,9 @@ class FormState:
             ):
                 self.queue = [self.v.only(self.v.dot), self.v.only(self.v.space)]
                 self.then_no_blank = True
+                if self.claim_from is not None:
+                    self.longest = max(self.longest, self.steps - 1 - self.claim_from)
+                self.claim_from = self.steps - 1
         self._feed(self.v.pieces[token])
 
 
@@ -276,9 +358,16 @@ def form_masks_apply(logits, masks) -> None:
             logits[row].index_fill_(0, barred.to(logits.device), float("-inf"))
 
 
-def form_masks_replay(vocabulary: FormVocabulary, *, head: str, drawn: list[int]) -> list:
+def form_masks_replay(
+    vocabulary: FormVocabulary,
+    *,
+    head: str,
+    drawn: list[int],
+    form: str = FORM_KL3M,
+    budget: int = 0,
+) -> list:
     """The mask each of ``drawn`` was sampled under: the sampler's states, replayed."""
-    state = FormState(vocabulary, head)
+    state = FormState(vocabulary, head, form=form, budget=budget)
     masks = []
     for token in drawn:
         masks.append(state.mask())

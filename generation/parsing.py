@@ -51,7 +51,7 @@ class ParsedPatent:
         return [c.as_dict() for c in self.claims]
 
 
-def _squash(text: str) -> str:
+def text_squash(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
@@ -60,7 +60,7 @@ def _claims_parse(body: str) -> list[ParsedClaim]:
     claims: list[ParsedClaim] = []
     for i, match in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(body)
-        text = _squash(body[match.end() : end])
+        text = text_squash(body[match.end() : end])
         if not text:
             continue
         number = int(match.group(1))
@@ -103,8 +103,8 @@ def patent_text_parse(text: str, *, finished: bool = True) -> ParsedPatent:
 
     title_body = sections.get("title", "")
     title_lines = [ln.strip() for ln in title_body.strip().splitlines() if ln.strip()]
-    result.title = _squash(title_lines[0]) if title_lines else ""
-    result.abstract = _squash(sections.get("abstract", ""))
+    result.title = text_squash(title_lines[0]) if title_lines else ""
+    result.abstract = text_squash(sections.get("abstract", ""))
     result.claims = _claims_parse(sections.get("claims", ""))
 
     if order[:1] == ["title"]:

@@ -21,7 +21,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
-from generation.form import FORM_KL3M, form_masks_apply, form_masks_replay, form_vocabulary
+from generation.form import FORMS, form_masks_apply, form_masks_replay, form_vocabulary
 from generation.proof_forward import proof_body
 from generation.sampling import sampling_uniforms, top_columns
 
@@ -121,8 +121,15 @@ def samples_proof_check(
     tok = backend.tokenizer
     vocab = backend.model.config.vocab_size
     form_vocab = None
-    if params.form == FORM_KL3M:
+    if params.form in FORMS:
         form_vocab = form_vocabulary(tok, backend.eos_id)
+    elif params.form:
+        # A form this code does not know cannot be replayed: no sample drawn under it proves.
+        reason = f"the form {params.form!r} is unknown to this proof"
+        return [
+            ProofResult(False, len(ids) + finished, 1, 0, float("inf"), 0.0, reason=reason)
+            for ids, finished in samples
+        ]
     results: list[ProofResult | None] = [None] * len(samples)
     rows = []
     for i, (prompt, seed, (token_ids, finished)) in enumerate(
@@ -154,7 +161,15 @@ def samples_proof_check(
             )
         else:
             # The skeleton's masks each token was drawn under (generation/form.py), replayed.
-            masks = form_masks_replay(form_vocab, head=prompt, drawn=drawn) if form_vocab else None
+            masks = None
+            if form_vocab is not None:
+                masks = form_masks_replay(
+                    form_vocab,
+                    head=prompt,
+                    drawn=drawn,
+                    form=params.form,
+                    budget=params.max_new_tokens,
+                )
             rows.append((i, prompt_ids, drawn, sampling_uniforms(seed, len(drawn)), masks))
     # A group runs as long as its longest sample: grouping samples of like length wastes
     # the least on padding.

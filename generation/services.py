@@ -101,10 +101,10 @@ def job_sampling_resolve(*, generator: Generator, **given) -> dict:
 def job_form(*, generator: Generator) -> str:
     """The skeleton a new job's sampler follows: the kl3m document's, for generators that
     write one (GENERATION_DECODE_FORM), else none."""
-    from generation.form import FORM_KL3M
+    from generation.form import FORM_LATEST
 
     if settings.GENERATION_DECODE_FORM and generator.prompt_format == "kl3m":
-        return FORM_KL3M
+        return FORM_LATEST
     return ""
 
 

@@ -4,7 +4,7 @@ import functools
 
 import pytest
 
-from generation.form import FormState, form_vocabulary
+from generation.form import FORM_KL3M, FORM_KL3M_2, FormState, form_vocabulary
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.unit
@@ -18,10 +18,10 @@ def _vocabulary():
     return tok, form_vocabulary(tok, tok.eos_token_id)
 
 
-def _state(vocabulary, text):
+def _state(vocabulary, text, *, form=FORM_KL3M, budget=0):
     tok, v = vocabulary
     head, _, rest = text.partition("|")
-    state = FormState(v, head)
+    state = FormState(v, head, form=form, budget=budget)
     for token in tok(rest, add_special_tokens=False)["input_ids"] if rest else []:
         state.advance(token)
     return state
@@ -81,3 +81,61 @@ def test_the_end_waits_for_every_section_and_a_whole_last_claim():
         bottom + "## Abstract\nA mug with a motor in its base that stirs.\n\n## Title\nStirring mug"
     )
     assert _allowed(_state(vocabulary, done), v.eos)
+
+
+TOP = (
+    "# Patent\n\n## Title|\nSelf-stirring mug\n\n## Abstract\n"
+    "A mug with a motor in its base that stirs the drink.\n\n## Claims\n\n"
+    "1. A mug comprising a base, a motor in the base and a stirrer driven by the motor.\n\n"
+    "2. The mug of claim 1, wherein the motor is battery powered.\n\n"
+)
+
+
+def _tokens(vocabulary, text) -> int:
+    tok, _ = vocabulary
+    return len(tok(text.partition("|")[2], add_special_tokens=False)["input_ids"])
+
+
+@pytest.mark.parametrize("mode", ["top-down", "bottom-up"])
+def test_kl3m_2_closes_the_claims_when_the_budget_cannot_hold_another_claim(mode):
+    """After a whole claim, with fewer tokens left than the longest claim so far (and the
+    end token) need, kl3m-2 forces the end (top-down) or the next header (bottom-up); with
+    room for one more, or under kl3m, the model goes on choosing."""
+    vocabulary = _vocabulary()
+    tok, v = vocabulary
+    head, forced = TOP, v.eos
+    if mode == "bottom-up":  # the same two claims, written first
+        head, forced = "# Patent\n\n## Claims|\n\n" + TOP.split("## Claims\n\n", 1)[1], v.header
+    drawn = _tokens(vocabulary, head)
+    first_claim = _tokens(
+        vocabulary,
+        "|1. A mug comprising a base, a motor in the base and a stirrer driven by the motor.\n\n",
+    )
+    tight = _state(vocabulary, head, form=FORM_KL3M_2, budget=drawn + first_claim)
+    assert tight.mask()[0].tolist() == [forced]
+    roomy = _state(vocabulary, head, form=FORM_KL3M_2, budget=drawn + first_claim + 2)
+    assert roomy.mask()[0] is None and _allowed(roomy, v.numbers[3])
+    old = _state(vocabulary, head, form=FORM_KL3M, budget=drawn + first_claim)
+    assert old.mask()[0] is None and _allowed(old, v.numbers[3])
+    # Mid-claim the rule waits for the claim's end: no forced token inside a sentence.
+    inside = _state(
+        vocabulary, head + "3. The mug of", form=FORM_KL3M_2, budget=drawn + first_claim
+    )
+    assert inside.mask()[0] is None
+
+
+def test_kl3m_2_lets_a_claim_end_only_once_it_holds_the_gates_shortest_claim():
+    """The gate rejects a claim under 10 characters; kl3m-2 gives neither the next claim's
+    number, a header nor the end to a claim that short (kl3m did)."""
+    vocabulary = _vocabulary()
+    tok, v = vocabulary
+    short = TOP.rsplit("2. ", 1)[0] + "2. The mug.\n\n"
+    new = _state(vocabulary, short, form=FORM_KL3M_2, budget=10_000)
+    assert not _allowed(new, v.numbers[3]) and not _allowed(new, v.numbers[2])
+    assert not _allowed(_state(vocabulary, short[:-2], form=FORM_KL3M_2, budget=10_000), v.eos)
+    old = _state(vocabulary, short, form=FORM_KL3M)
+    assert _allowed(old, v.numbers[3])
+    assert _allowed(_state(vocabulary, short[:-2], form=FORM_KL3M), v.eos)
+    # A continuation line makes it long enough.
+    longer = short + "wherein the mug is red.\n"
+    assert _allowed(_state(vocabulary, longer, form=FORM_KL3M_2, budget=10_000), v.numbers[3])

@@ -497,7 +497,8 @@ def test_the_excess_is_the_logit_error_that_explains_a_token():
     assert (far > 0.1).float().mean() > 0.5
 
 
-def test_a_sample_drawn_with_the_form_proves_and_one_edited_outside_it_fails(hashed_neox):
+@pytest.mark.parametrize("form", ["kl3m", "kl3m-2"])
+def test_a_sample_drawn_with_the_form_proves_and_one_edited_outside_it_fails(hashed_neox, form):
     """The form's masks (generation/form.py) are part of the draw: the proof replays them.
     A genuine sample passes; the same sample with one token changed to the one the model
     likes best among those the form barred there fails at that token."""
@@ -507,7 +508,7 @@ def test_a_sample_drawn_with_the_form_proves_and_one_edited_outside_it_fails(has
 
     from generation.form import form_masks_replay, form_vocabulary
 
-    params = dataclasses.replace(PARAMS, form="kl3m")
+    params = dataclasses.replace(PARAMS, form=form)
     backend = TransformersBackend(str(hashed_neox), quantize="none")
     seeds = [41, 42, 43, 44]
     outs = backend.generate(PROMPTS, seeds, params)
@@ -524,7 +525,9 @@ def test_a_sample_drawn_with_the_form_proves_and_one_edited_outside_it_fails(has
         # Both prompts end inside a header line: the form starts the next line.
         assert "\n" in vocabulary.pieces[out.token_ids[0]]
     prompt, seed, out = PROMPTS[0], seeds[0], outs[0]
-    masks = form_masks_replay(vocabulary, head=prompt, drawn=out.token_ids)
+    masks = form_masks_replay(
+        vocabulary, head=prompt, drawn=out.token_ids, form=form, budget=params.max_new_tokens
+    )
     allowed, _ = masks[0]
     context = backend.tokenizer(prompt, add_special_tokens=False)["input_ids"]
     with torch.inference_mode():
@@ -541,6 +544,56 @@ def test_a_sample_drawn_with_the_form_proves_and_one_edited_outside_it_fails(has
         params=params,
     )
     assert not edited.ok and edited.first_violation == 0
+
+
+def test_claims_the_budget_closed_prove_and_a_sample_going_on_past_the_close_fails():
+    """kl3m-2 ends a top-down document at a whole claim once the budget cannot hold another
+    (generation/form.py). On the shipped demo generator with a short budget, some samples
+    end so; each proves, and the same sample with the forced end replaced by the token the
+    model likes best fails right there. A form the proof does not know proves nothing."""
+    import dataclasses
+
+    import torch
+
+    from generation.form import FORM_KL3M_2, form_masks_replay, form_vocabulary
+    from generation.parsing import patent_text_parse
+    from tests.helpers import ROOT
+
+    backend = TransformersBackend(str(ROOT / "models" / "demo-generator"), quantize="none")
+    params = dataclasses.replace(SamplingParams(max_new_tokens=300), form=FORM_KL3M_2)
+    prompt, seeds = "# Patent\n\n## Title", list(range(600, 616))
+    vocabulary = form_vocabulary(backend.tokenizer, backend.eos_id)
+    closed = []
+    for seed, out in zip(seeds, backend.generate([prompt] * len(seeds), seeds, params)):
+        drawn = [*out.token_ids, backend.eos_id]
+        masks = form_masks_replay(
+            vocabulary, head=prompt, drawn=drawn, form=FORM_KL3M_2, budget=params.max_new_tokens
+        )
+        if out.finished and masks[-1][0] is not None and masks[-1][0].tolist() == [backend.eos_id]:
+            closed.append((seed, out))
+            assert not patent_text_parse(prompt + out.text).last_claim_truncated
+    assert closed, "no sample's claims were closed by the budget"
+    for seed, out in closed[:2]:
+        check = dict(backend=backend, prompt=prompt, seed=seed, params=params)
+        assert sample_proof_check(token_ids=out.token_ids, finished=True, **check).ok
+        context = backend.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logits = backend.model(input_ids=torch.tensor([context + out.token_ids])).logits
+        going_on = logits[0, -1].clone()
+        going_on[backend.eos_id] = float("-inf")
+        ids = [*out.token_ids, int(going_on.argmax())]
+        edited = sample_proof_check(token_ids=ids, finished=True, **check)
+        assert not edited.ok and edited.first_violation == len(out.token_ids)
+    seed, out = closed[0]
+    unknown = sample_proof_check(
+        backend=backend,
+        prompt=prompt,
+        seed=seed,
+        token_ids=out.token_ids,
+        finished=True,
+        params=dataclasses.replace(params, form="kl3m-9"),
+    )
+    assert not unknown.ok and "kl3m-9" in unknown.reason
 
 
 def test_the_form_keeps_every_finished_sample_in_shape():
