@@ -237,8 +237,11 @@ class TransformersBackend:
             model = rows_int8_quantize(model)
         elif self.device == "cpu" and self.quantize == "bf16":
             # Weights and so the KV cache in bf16, where the CPU computes it natively (AMX,
-            # AVX512-BF16): half the bytes per token of context that attention reads.
-            model = model.to(torch.bfloat16)
+            # AVX512-BF16): half the bytes per token of context that attention reads. The
+            # layers' weights packed for oneDNN once, not on every call.
+            from generation.quantization import bf16_linears_pack
+
+            model = bf16_linears_pack(model.to(torch.bfloat16))
         else:
             model.to(self.device)
         self.model = model

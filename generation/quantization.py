@@ -160,3 +160,73 @@ def _given_scale_op():
         return torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32
     except (AttributeError, RuntimeError):
         return None
+
+
+def bf16_linears_pack(model):
+    """``model`` (bf16, on the CPU) with every ``torch.nn.Linear`` replaced by a
+    ``PackedBF16Linear`` (in place) where oneDNN can take packed weights, else as it was.
+    ``F.linear`` in bf16 reorders the weights into oneDNN's blocked layout on every call;
+    packed once, the demo generator's output layer takes 0.6 of the time at any row count
+    and the same values (bench/README.md)."""
+    if not bf16_packing_available():
+        return model
+    return _linears_replace(model, packed_bf16_linear_class())
+
+
+_packing = None
+
+
+def bf16_packing_available() -> bool:
+    """oneDNN's packed linear is in this torch build and computes what ``F.linear`` does."""
+    global _packing
+    if _packing is None:
+        import torch
+
+        try:
+            weight = torch.randn(24, 16).bfloat16()
+            x = torch.randn(3, 16).bfloat16()
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight, 3)
+            out = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+            _packing = bool(torch.allclose(out.float(), (x @ weight.t()).float(), rtol=0.02))
+        except (AttributeError, RuntimeError):
+            _packing = False
+    return _packing
+
+
+_packed_class = None
+
+
+def packed_bf16_linear_class():
+    global _packed_class
+    if _packed_class is not None:
+        return _packed_class
+    import torch
+
+    class PackedBF16Linear(torch.nn.Module):
+        """A bf16 linear layer whose weights oneDNN packed once, at load."""
+
+        # The packing's row-count hint: a decoding step's rows. Any count computes the same.
+        ROWS_HINT = 64
+
+        def __init__(self, linear):
+            super().__init__()
+            self.in_features, self.out_features = linear.in_features, linear.out_features
+            weight = linear.weight.detach().to(torch.bfloat16)
+            self.register_buffer(
+                "packed", torch.ops.mkldnn._reorder_linear_weight(weight, self.ROWS_HINT)
+            )
+            bias = linear.bias.detach().to(torch.bfloat16) if linear.bias is not None else None
+            self.register_buffer("bias", bias)
+
+        def forward(self, x):
+            shape = x.shape
+            out = torch.ops.mkldnn._linear_pointwise(
+                x.reshape(-1, shape[-1]), self.packed, self.bias, "none", [], ""
+            )
+            return out.view(*shape[:-1], self.out_features)
+
+        def extra_repr(self) -> str:
+            return f"in_features={self.in_features}, out_features={self.out_features}, packed"
+
+    _packed_class = PackedBF16Linear
+    return _packed_class

@@ -172,6 +172,30 @@ def test_int8_weights_beside_a_bf16_cache(tiny_neox):
     assert cache.layers[0].keys.dtype == torch.bfloat16
 
 
+def test_bf16_workers_layers_are_packed_once_and_compute_what_plain_bf16_does(tiny_neox):
+    """``bf16``: the layers' weights go to oneDNN's layout once, at load (``F.linear``
+    reorders them on every call); the logits are plain bf16's, bit for bit, at every row
+    count, so samples and their proofs are as before."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from generation.quantization import packed_bf16_linear_class
+
+    backend = TransformersBackend(str(tiny_neox), quantize="bf16")
+    kinds = {type(m) for m in backend.model.modules()}
+    assert packed_bf16_linear_class() in kinds and torch.nn.Linear not in kinds
+    plain = AutoModelForCausalLM.from_pretrained(tiny_neox, dtype=torch.float32)
+    plain = plain.to(torch.bfloat16).eval()
+    torch.manual_seed(3)
+    for rows, length in ((1, 1), (5, 7), (64, 1), (3, 90)):
+        ids = torch.randint(0, plain.config.vocab_size, (rows, length))
+        with torch.inference_mode():
+            packed_logits = backend.model(input_ids=ids).logits
+            plain_logits = plain(input_ids=ids).logits
+        assert packed_logits.dtype == torch.bfloat16
+        assert torch.equal(packed_logits, plain_logits), (rows, length)
+
+
 def test_the_workers_int8_draws_a_sample_whatever_its_batch(memo_model):
     """The worker's int8 scales each row's activations alone (generation/quantization.py),
     so a sample is the same in any batch: rows that stop early (the gate's early stop)
