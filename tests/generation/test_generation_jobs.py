@@ -151,6 +151,7 @@ def test_int8_weights_beside_a_bf16_cache(tiny_neox):
     the bytes a row that ``rows_fitting`` counts); a sample is the same in any batch."""
     import torch
 
+    from generation.backends import model_cache_keyword
     from generation.quantization import row_scaled_int8_linear_class
     from generation.sampling import kv_cache_preallocated
 
@@ -168,7 +169,7 @@ def test_int8_weights_beside_a_bf16_cache(tiny_neox):
     cache = kv_cache_preallocated(backend.model.config, capacity=8)
     ids = backend.tokenizer(["# Patent"], return_tensors="pt")["input_ids"]
     with torch.inference_mode():
-        backend.model(input_ids=ids, past_key_values=cache, use_cache=True)
+        backend.model(input_ids=ids, use_cache=True, **{model_cache_keyword(backend.model): cache})
     assert cache.layers[0].keys.dtype == torch.bfloat16
 
 
