@@ -22,9 +22,9 @@ must still prove):
   the end may follow it;
 - at the end of a whole claim, once the tokens left cannot hold another claim as long as the
   longest one so far, the claims section closes: the end token (top-down) or the next
-  header (bottom-up) is forced. Without it a fifth of the demo generator's top-down
-  documents ran into the token limit inside a claim and were thrown away for it
-  (bench/early_stop.py).
+  header (bottom-up) is forced. Without it a tenth of the demo generator's top-down
+  documents, more than half of its rejects, ran into the token limit inside a claim and
+  were thrown away for it (bench/README.md).
 
 Everything else is the model's. The state is a function of the text so far (the prompt's
 document part and the tokens drawn), so the proof of sampling (generation/proof.py) replays
@@ -293,12 +293,12 @@ class FormState:
             return self.queue[0], None
         line_start = not self.line.strip(" \t")
         in_claims = self.section == "claims"
-        filled = self._filled()
-        if line_start and in_claims and filled:
+        filled = line_start and self._filled()  # asked only where a line starts
+        if filled and in_claims:
             close = self._claims_close()
             if close is not None:
                 return self.v.only(close), None
-        header_ok = line_start and self._next_section() is not None and filled
+        header_ok = filled and self._next_section() is not None
         claim_next = None
         if line_start and in_claims:
             # 0 names no claim: no number may start a line before this claim is long enough.
