@@ -10,6 +10,8 @@ are exact, so a row's output is the same whatever else is in the tensor, and the
 against float32 is about half fbgemm's at the proof's shapes.
 """
 
+import functools
+
 
 def rows_int8_quantize(model):
     """``model`` with every ``torch.nn.Linear`` replaced by a ``RowInt8Linear`` (in place)."""
@@ -27,13 +29,8 @@ def _linears_replace(model, layer_class):
     return model
 
 
-_class = None
-
-
+@functools.cache
 def row_int8_linear_class():
-    global _class
-    if _class is not None:
-        return _class
     import torch
 
     class RowInt8Linear(torch.nn.Module):
@@ -70,8 +67,7 @@ def row_int8_linear_class():
         def extra_repr(self) -> str:
             return f"in_features={self.in_features}, out_features={self.out_features}"
 
-    _class = RowInt8Linear
-    return _class
+    return RowInt8Linear
 
 
 def rows_scaled_int8_quantize(model):
@@ -80,9 +76,7 @@ def rows_scaled_int8_quantize(model):
     return _linears_replace(model, row_scaled_int8_linear_class())
 
 
-_scaled_class = None
-
-
+@functools.cache
 def row_scaled_int8_linear_class():
     """fbgemm's dynamic int8 layer made independent of the batch: each row is divided by
     its largest magnitude before the layer and multiplied back after it, and one anchor
@@ -98,9 +92,6 @@ def row_scaled_int8_linear_class():
     AMX Xeon made the 32,768-word output layer take 15.6 ms against this layer's 7.7 and
     plain dynamic int8's 7.1 (one thread, 16 rows; bench/layers.py). The proof keeps
     ``RowInt8Linear``: its arithmetic is what contributors reproduce."""
-    global _scaled_class
-    if _scaled_class is not None:
-        return _scaled_class
     import torch
 
     class RowScaledInt8Linear(torch.nn.Module):
@@ -149,8 +140,7 @@ def row_scaled_int8_linear_class():
         def extra_repr(self) -> str:
             return f"in_features={self.in_features}, out_features={self.out_features}"
 
-    _scaled_class = RowScaledInt8Linear
-    return _scaled_class
+    return RowScaledInt8Linear
 
 
 def _given_scale_op():
@@ -173,33 +163,23 @@ def bf16_linears_pack(model):
     return _linears_replace(model, packed_bf16_linear_class())
 
 
-_packing = None
-
-
+@functools.cache
 def bf16_packing_available() -> bool:
     """oneDNN's packed linear is in this torch build and computes what ``F.linear`` does."""
-    global _packing
-    if _packing is None:
-        import torch
+    import torch
 
-        try:
-            weight = torch.randn(24, 16).bfloat16()
-            x = torch.randn(3, 16).bfloat16()
-            packed = torch.ops.mkldnn._reorder_linear_weight(weight, 3)
-            out = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
-            _packing = bool(torch.allclose(out.float(), (x @ weight.t()).float(), rtol=0.02))
-        except (AttributeError, RuntimeError):
-            _packing = False
-    return _packing
+    try:
+        weight = torch.randn(24, 16).bfloat16()
+        x = torch.randn(3, 16).bfloat16()
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, 3)
+        out = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+    except (AttributeError, RuntimeError):
+        return False
+    return bool(torch.allclose(out.float(), (x @ weight.t()).float(), rtol=0.02))
 
 
-_packed_class = None
-
-
+@functools.cache
 def packed_bf16_linear_class():
-    global _packed_class
-    if _packed_class is not None:
-        return _packed_class
     import torch
 
     class PackedBF16Linear(torch.nn.Module):
@@ -228,5 +208,4 @@ def packed_bf16_linear_class():
         def extra_repr(self) -> str:
             return f"in_features={self.in_features}, out_features={self.out_features}, packed"
 
-    _packed_class = PackedBF16Linear
-    return _packed_class
+    return PackedBF16Linear
