@@ -38,17 +38,17 @@ def instances_insert(objs: list) -> None:
     if connection.vendor != "postgresql":
         model.objects.bulk_create(objs)
         return
-    plain, prepared = [], []
-    for f in model._meta.concrete_fields:
-        if not f.primary_key:
-            (plain.append(f.attname) if _plain(f) else prepared.append(f))
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    plain = [f for f in fields if _plain(f)]
+    prepared = [f for f in fields if not _plain(f)]
+    names = [f.attname for f in plain]
     rows = []
     for obj in objs:
         values = obj.__dict__
-        row = [values[name] for name in plain]
+        row = [values[name] for name in names]
         row += [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in prepared]
         rows.append(row)
-    _copy_rows(model._meta.db_table, [*plain, *(f.column for f in prepared)], rows)
+    _copy_rows(model._meta.db_table, [f.column for f in [*plain, *prepared]], rows)
 
 
 def _plain(field) -> bool:

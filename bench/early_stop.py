@@ -129,17 +129,18 @@ def main():
                 began = time.process_time()
                 outputs += runner.generate(prompts, chunk, run_params, decide=decide)
                 cpu += time.process_time() - began
-            verdicts = []
+            verdicts, claims = [], []  # claims: of each sample that passed
             for o in outputs:
                 if o.stopped and o.stopped != END_OF_DOCUMENT:
                     verdicts.append([o.stopped])
-                else:
-                    verdicts.append(
-                        sample_judge(patent_text_parse(prompt + o.text, finished=o.finished))
-                    )
-            runs[label] = (outputs, verdicts, cpu)
+                    continue
+                parsed = patent_text_parse(prompt + o.text, finished=o.finished)
+                verdicts.append(sample_judge(parsed))
+                if not verdicts[-1]:
+                    claims.append(len(parsed.claims))
+            runs[label] = (outputs, verdicts, cpu, claims)
 
-        outputs, verdicts, _ = runs["before"]
+        outputs, verdicts, _, _ = runs["before"]
         violations, doomed_at, reasons = [], [], Counter()
         for o, why in zip(outputs, verdicts, strict=True):
             for r in why:
@@ -161,7 +162,7 @@ def main():
                         violations.append({"seed_tokens": k, "reason": "end_of_document parse"})
                 break
         row = {"violations": violations, "reasons_before": dict(reasons.most_common())}
-        for label, (outs, verdicts, cpu) in runs.items():
+        for label, (outs, verdicts, cpu, claims) in runs.items():
             passed = sum(not v for v in verdicts)
             tokens = sum(o.tokens for o in outs)
             row[label] = {
@@ -170,16 +171,7 @@ def main():
                 "tokens_per_sample": round(tokens / len(outs), 1),
                 "cpu_s": round(cpu, 1),
                 "cpu_s_per_published": round(cpu / passed, 2) if passed else None,
-                "claims_per_published": round(
-                    statistics.mean(
-                        len(patent_text_parse(prompt + o.text, finished=o.finished).claims)
-                        for o, v in zip(outs, verdicts, strict=True)
-                        if not v
-                    ),
-                    2,
-                )
-                if passed
-                else None,
+                "claims_per_published": round(statistics.mean(claims), 2) if claims else None,
                 "tokens_per_published": round(tokens / passed) if passed else None,
                 "stopped": dict(Counter(o.stopped for o in outs if o.stopped)),
                 "reasons": dict(Counter(r for v in verdicts for r in v).most_common()),

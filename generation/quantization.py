@@ -1,4 +1,5 @@
-"""Int8 linear layers whose every output row depends on that row alone.
+"""The worker's and the proof's linear layers: int8 layers whose every output row depends
+on that row alone, and bf16 layers whose weights oneDNN packs once (``bf16_linears_pack``).
 
 PyTorch's dynamic int8 layers (``quantize_dynamic``, fbgemm) scale the activations of a
 whole input tensor by one number: its largest value. In the proof of sampling's forward
