@@ -302,7 +302,7 @@ class TransformersBackend:
         import torch
 
         from generation.early_stop import CHECK_EVERY
-        from generation.form import FORMS, FormState, form_masks_apply, form_vocabulary
+        from generation.form import FormState, form_masks_apply, form_vocabulary
 
         tok = self.tokenizer
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -328,7 +328,7 @@ class TransformersBackend:
             self.model.config, capacity=input_ids.shape[1] + params.max_new_tokens
         )
         forms = None
-        if params.form in FORMS:
+        if params.form:  # a form this code lacks raises (FormUnknown), not sampled without
             vocabulary = form_vocabulary(tok, self.eos_id)
             forms = [
                 FormState(vocabulary, prompt, form=params.form, budget=params.max_new_tokens)

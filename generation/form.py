@@ -59,6 +59,22 @@ FORMS = {
 }
 # The form new jobs of kl3m generators follow.
 FORM_LATEST = FORM_KL3M_2
+
+
+class FormUnknown(ValueError):
+    """A job names a form this code does not have (one a newer version added, say): its
+    samples can be neither drawn nor proved under it here."""
+
+
+def form_rules(name: str) -> FormRules:
+    try:
+        return FORMS[name]
+    except KeyError:
+        raise FormUnknown(
+            f"the form {name!r} is unknown to this code (it knows {', '.join(FORMS)})"
+        ) from None
+
+
 ORDERS = {"title": ("title", "abstract", "claims"), "claims": ("claims", "abstract", "title")}
 MODE_OF_FIRST = {"title": TOP_DOWN, "claims": BOTTOM_UP}
 HEADER_NAMES = {"title": "Title", "abstract": "Abstract", "claims": "Claims"}
@@ -185,7 +201,7 @@ class FormState:
         self, vocabulary: FormVocabulary, head: str, *, form: str = FORM_KL3M, budget: int = 0
     ):
         self.v = vocabulary
-        self.rules = FORMS[form]
+        self.rules = form_rules(form)
         self.budget = budget
         self.steps = 0  # tokens drawn
         self.claim_from: int | None = None  # the step of the current claim's number

@@ -21,7 +21,13 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
-from generation.form import FORMS, form_masks_apply, form_masks_replay, form_vocabulary
+from generation.form import (
+    FormUnknown,
+    form_masks_apply,
+    form_masks_replay,
+    form_rules,
+    form_vocabulary,
+)
 from generation.proof_forward import proof_body
 from generation.sampling import sampling_uniforms, top_columns
 
@@ -121,15 +127,16 @@ def samples_proof_check(
     tok = backend.tokenizer
     vocab = backend.model.config.vocab_size
     form_vocab = None
-    if params.form in FORMS:
+    if params.form:
+        try:
+            form_rules(params.form)
+        except FormUnknown as exc:
+            # A form this code cannot replay: no sample drawn under it proves.
+            return [
+                ProofResult(False, len(ids) + finished, 1, 0, float("inf"), 0.0, reason=str(exc))
+                for ids, finished in samples
+            ]
         form_vocab = form_vocabulary(tok, backend.eos_id)
-    elif params.form:
-        # A form this code does not know cannot be replayed: no sample drawn under it proves.
-        reason = f"the form {params.form!r} is unknown to this proof"
-        return [
-            ProofResult(False, len(ids) + finished, 1, 0, float("inf"), 0.0, reason=reason)
-            for ids, finished in samples
-        ]
     results: list[ProofResult | None] = [None] * len(samples)
     rows = []
     for i, (prompt, seed, (token_ids, finished)) in enumerate(

@@ -555,7 +555,7 @@ def test_claims_the_budget_closed_prove_and_a_sample_going_on_past_the_close_fai
 
     import torch
 
-    from generation.form import FORM_KL3M_2, form_masks_replay, form_vocabulary
+    from generation.form import FORM_KL3M_2, FormUnknown, form_masks_replay, form_vocabulary
     from generation.parsing import patent_text_parse
     from tests.helpers import ROOT
 
@@ -594,6 +594,9 @@ def test_claims_the_budget_closed_prove_and_a_sample_going_on_past_the_close_fai
         params=dataclasses.replace(params, form="kl3m-9"),
     )
     assert not unknown.ok and "kl3m-9" in unknown.reason
+    # Nor is one drawn under it: the sampler refuses the form rather than ignore it.
+    with pytest.raises(FormUnknown, match="kl3m-9"):
+        backend.generate([prompt], [seed], dataclasses.replace(params, form="kl3m-9"))
 
 
 def test_the_form_keeps_every_finished_sample_in_shape():
