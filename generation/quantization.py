@@ -73,8 +73,15 @@ def row_int8_linear_class():
 
 def rows_scaled_int8_quantize(model):
     """``model`` with every ``torch.nn.Linear`` replaced by a ``RowScaledInt8Linear`` (in
-    place): the worker's int8."""
-    return _linears_replace(model, row_scaled_int8_linear_class())
+    place): the worker's int8. The output layer hands its logits on in float32, as fbgemm
+    computes them, even in a bf16 model (``int8-bf16``): the sampler reads them in float32,
+    and rounding rows x vocabulary to bf16 and back cost two passes over the step's largest
+    tensor and made ties among the logits."""
+    model = _linears_replace(model, row_scaled_int8_linear_class())
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if isinstance(head, row_scaled_int8_linear_class()):
+        head.float_output = True
+    return model
 
 
 @functools.cache
@@ -119,6 +126,7 @@ def row_scaled_int8_linear_class():
                 self.anchor, True
             )
             self.given_scale = _given_scale_op()
+            self.float_output = False
 
         def forward(self, x):
             shape = x.shape
@@ -136,7 +144,8 @@ def row_scaled_int8_linear_class():
             out.mul_(scale)
             if self.bias is not None:
                 out.add_(self.bias)
-            return out.view(*shape[:-1], self.out_features).to(x.dtype)
+            out = out.view(*shape[:-1], self.out_features)
+            return out if self.float_output else out.to(x.dtype)
 
         def extra_repr(self) -> str:
             return f"in_features={self.in_features}, out_features={self.out_features}"

@@ -41,7 +41,9 @@ JOB_SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "m
 def logits_adjust(logits, *, seen, step: int, params, eos_id: int):
     """Next-token logits (rows on the CPU, float32) after the repetition penalty on the
     tokens each row has ``seen``, the end token barred before ``params.min_new_tokens``,
-    and the temperature."""
+    and the temperature. ``logits`` is changed in place and returned: a decoding step's
+    rows x vocabulary is the largest tensor the sampler handles, and a fresh one each step
+    costs its allocation and first touch."""
     import torch
 
     if params.repetition_penalty and params.repetition_penalty != 1.0:
@@ -52,7 +54,7 @@ def logits_adjust(logits, *, seen, step: int, params, eos_id: int):
         logits.scatter_(1, seen_cpu, score)
     if step < params.min_new_tokens:
         logits[:, eos_id] = float("-inf")
-    return logits / max(params.temperature, 1e-5)
+    return logits.div_(max(params.temperature, 1e-5))
 
 
 def kv_cache_preallocated(config, *, capacity: int):

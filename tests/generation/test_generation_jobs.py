@@ -173,6 +173,42 @@ def test_int8_weights_beside_a_bf16_cache(tiny_neox):
     assert cache.layers[0].keys.dtype == torch.bfloat16
 
 
+def test_int8_bf16_logits_leave_the_output_layer_in_float32(tiny_neox):
+    """In ``int8-bf16`` the output layer hands the sampler fbgemm's float32 logits, not a bf16
+    rounding of them; the layers inside the model still return bf16."""
+    import torch
+
+    backend = TransformersBackend(str(tiny_neox), quantize="int8-bf16")
+    ids = backend.tokenizer(["# Patent\n\n## Title"], return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        out = backend.model(input_ids=ids, output_hidden_states=True)
+        head = backend.model.get_output_embeddings()
+        hidden = out.hidden_states[-1]
+        inner = backend.model.gpt_neox.layers[0].mlp.dense_h_to_4h(hidden)
+        again = head(hidden)
+    assert out.logits.dtype == torch.float32 and inner.dtype == torch.bfloat16
+    assert torch.equal(out.logits, again)
+    assert not torch.equal(again, again.to(torch.bfloat16).float())
+
+
+def test_logits_adjust_works_in_place_with_the_arithmetic_of_a_copy():
+    import torch
+
+    from generation.sampling import logits_adjust
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 50)
+    expected = logits.clone()
+    seen = torch.tensor([[1, 2], [3, 3], [0, 49]])
+    score = expected.gather(1, seen)
+    expected.scatter_(1, seen, torch.where(score < 0, score * 1.1, score / 1.1))
+    expected[:, 7] = float("-inf")
+    expected = expected / 0.8
+    params = SamplingParams(temperature=0.8, repetition_penalty=1.1, min_new_tokens=2)
+    adjusted = logits_adjust(logits, seen=seen, step=0, params=params, eos_id=7)
+    assert adjusted is logits and torch.equal(adjusted, expected)
+
+
 def test_bf16_workers_layers_are_packed_once_and_compute_what_plain_bf16_does(tiny_neox):
     """``bf16``: the layers' weights go to oneDNN's layout once, at load (``F.linear``
     reorders them on every call); the logits are plain bf16's, bit for bit, at every row
