@@ -265,14 +265,11 @@ class TransformersBackend:
         so far, returns a decision that ends the row there, or None.
 
         More prompts than fit GENERATION_KV_BUDGET_MB (``rows_fitting``) are sampled in
-        several forward batches of even size, one after the other: a step costs a fixed part
-        beside its rows, so 128 rows where 60 fit run as 43 + 43 + 42, not 60 + 60 + 8."""
+        several forward batches, one after the other."""
         rows_max = self.rows_fitting(params)
         if len(prompts) > rows_max:
             outputs = []
-            parts = -(-len(prompts) // rows_max)
-            size = -(-len(prompts) // parts)
-            for at in range(0, len(prompts), size):
+            for at in range(0, len(prompts), rows_max):
                 part_decide = None
                 if decide is not None:
 
@@ -280,8 +277,8 @@ class TransformersBackend:
                         return decide(row + _at, text)
 
                 outputs += self._generate(
-                    prompts[at : at + size],
-                    seeds[at : at + size],
+                    prompts[at : at + rows_max],
+                    seeds[at : at + rows_max],
                     params,
                     heartbeat=heartbeat,
                     decide=part_decide,

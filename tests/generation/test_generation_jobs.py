@@ -69,9 +69,8 @@ def test_preallocated_kv_cache_matches_transformers_generate(fixture, request):
 
 def test_a_batch_larger_than_the_kv_budget_runs_in_forward_batches_that_fit(tiny_neox, settings):
     """A job batch of more rows than GENERATION_KV_BUDGET_MB holds is sampled a part at a
-    time, in parts of even size: no forward call sees more rows than fit, each sample is the
-    one its seed gives in one batch, and the early-stop decider hears each row by its place
-    in the whole."""
+    time: no forward call sees more rows than fit, each sample is the one its seed gives
+    in one batch, and the early-stop decider hears each row by its place in the whole."""
     backend = TransformersBackend(str(tiny_neox), quantize="none")
     params = SamplingParams(max_new_tokens=32, min_new_tokens=32)
     settings.GENERATION_KV_BUDGET_MB = 1
@@ -79,13 +78,11 @@ def test_a_batch_larger_than_the_kv_budget_runs_in_forward_batches_that_fit(tiny
     assert rows_max == 2**20 // (2 * 2 * 64 * 4 * (64 + 32))
     count = 2 * rows_max + 3
     prompts, seeds = ["# Patent\n\n## Title"] * count, list(range(100, 100 + count))
-    seen_rows, part_rows, asked = [], [], set()
+    seen_rows, asked = [], set()
     forward = backend.model.forward
 
     def counting(*args, **kwargs):
         seen_rows.append(kwargs["input_ids"].shape[0])
-        if kwargs["input_ids"].shape[1] > 1:  # a part's first step: its prompts
-            part_rows.append(kwargs["input_ids"].shape[0])
         return forward(*args, **kwargs)
 
     backend.model.forward = counting
@@ -95,9 +92,7 @@ def test_a_batch_larger_than_the_kv_budget_runs_in_forward_batches_that_fit(tiny
         )
     finally:
         backend.model.forward = forward
-    assert max(seen_rows) <= rows_max and len(parts) == count
-    assert len(part_rows) == 3 and sum(part_rows) == count
-    assert max(part_rows) - min(part_rows) <= 1
+    assert max(seen_rows) == rows_max and len(parts) == count
     assert asked == set(range(count))
     settings.GENERATION_KV_BUDGET_MB = 10**6
     whole = backend.generate(prompts, seeds, params)
