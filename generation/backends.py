@@ -305,6 +305,7 @@ class TransformersBackend:
         from generation.form import FormState, form_masks_apply, form_vocabulary
 
         tok = self.tokenizer
+        decode = tokens_decoder(tok)
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         input_ids = enc["input_ids"].to(self.device)
         attn = enc["attention_mask"].to(self.device)
@@ -375,11 +376,7 @@ class TransformersBackend:
                     if forms is not None:
                         forms[row].advance(token)
                     if check:
-                        text = tok.decode(
-                            out_tokens[row],
-                            skip_special_tokens=True,
-                            clean_up_tokenization_spaces=False,
-                        )
+                        text = decode(out_tokens[row])
                         decision = decide(row, text)
                         if decision is not None:
                             stopped[row] = decision.reason
@@ -415,6 +412,20 @@ class TransformersBackend:
             )
             for i, ids in enumerate(out_tokens)
         ]
+
+
+def tokens_decoder(tokenizer):
+    """``ids -> text`` as ``tokenizer.decode(ids, skip_special_tokens=True,
+    clean_up_tokenization_spaces=False)`` gives it, for the early stop's check of every row
+    every few tokens. A fast tokenizer's own decoder is called directly: transformers'
+    ``decode`` first walks the list checking each element's type, a quarter to a third of
+    a call's time on the demo generator's vocabulary (bench/README.md, 2026-12-06)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return functools.partial(backend.decode, skip_special_tokens=True)
+    return functools.partial(
+        tokenizer.decode, skip_special_tokens=True, clean_up_tokenization_spaces=False
+    )
 
 
 def model_cache_keyword(model) -> str:

@@ -191,6 +191,28 @@ def test_int8_bf16_logits_leave_the_output_layer_in_float32(tiny_neox):
     assert not torch.equal(again, again.to(torch.bfloat16).float())
 
 
+def test_the_early_stops_decoder_gives_the_tokenizers_text(tiny_neox):
+    """The early stop reads each row through ``tokens_decoder``; it must see the text that
+    ``tokenizer.decode`` gives the finished sample, special tokens and split characters
+    included."""
+    import random
+
+    from generation.backends import tokens_decoder
+
+    backend = TransformersBackend(str(tiny_neox), quantize="none")
+    tok = backend.tokenizer
+    decode = tokens_decoder(tok)
+    assert decode.func == tok.backend_tokenizer.decode
+    rng = random.Random(3)
+    texts = ["# Patent\n\n## Claims\n\n1. A widget, comprising: a lever.", "naïve – 1.5 µm ©"]
+    cases = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    cases += [[rng.randrange(len(tok)) for _ in range(40)] for _ in range(20)]
+    cases += [[tok.eos_token_id, *cases[0], tok.eos_token_id]]
+    for ids in cases:
+        expected = tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        assert decode(ids) == expected
+
+
 def test_logits_adjust_works_in_place_with_the_arithmetic_of_a_copy():
     import torch
 
