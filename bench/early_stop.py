@@ -2,6 +2,7 @@
 in CI; needs a trained model such as the shipped demo generator).
 
     .venv/bin/python bench/early_stop.py models/demo-generator --samples 48
+    .venv/bin/python bench/early_stop.py models/demo-generator --samples 128 --form --batch 16,128 --rounds 2
 
 For each mode the same prompts and seeds are generated twice, in batches of the job's size:
 (before) to the end, as workers did without ``GENERATION_EARLY_STOP``; (after) with the
@@ -41,6 +42,12 @@ def main():
     )
     parser.add_argument("--max-new-tokens", type=int, default=0, help="0: the job default")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every variant this many times, in alternating order; CPU-s is a round's mean",
+    )
     parser.add_argument("--quantize", default="auto")
     parser.add_argument(
         "--after-quantize",
@@ -90,6 +97,7 @@ def main():
                 "precision": backend.quantize,
                 "after_precision": after.quantize if after else None,
                 "threads": args.threads,
+                "rounds": args.rounds,
                 "batches": batches,
                 "max_new_tokens": params.max_new_tokens,
                 "check_every": CHECK_EVERY,
@@ -119,16 +127,28 @@ def main():
                     (f"form {form} + early stop, batch {b}, {after.quantize}", True, form, b, after)
                     for b in others
                 ]
-        for label, early, form, rows, runner in variants:
-            run_params = dataclasses.replace(params, form=form)
-            outputs, cpu = [], 0.0
-            for start in range(0, len(seeds), rows):
-                chunk = seeds[start : start + rows]
-                prompts = [prompt] * len(chunk)
-                decide = prefix_decider(prompt_format="kl3m", prompts=prompts) if early else None
-                began = time.process_time()
-                outputs += runner.generate(prompts, chunk, run_params, decide=decide)
-                cpu += time.process_time() - began
+        # Rounds run the variants forwards, then backwards, and so on: a machine whose speed
+        # drifts during the run (a shared VM's does, by a quarter between runs) then weighs
+        # on every variant alike. The samples are the same in every round.
+        drawn, cpu_total = {}, Counter()
+        for round_ in range(args.rounds):
+            for label, early, form, rows, runner in variants[:: -1 if round_ % 2 else 1]:
+                run_params = dataclasses.replace(params, form=form)
+                outputs = []
+                for start in range(0, len(seeds), rows):
+                    chunk = seeds[start : start + rows]
+                    prompts = [prompt] * len(chunk)
+                    decide = (
+                        prefix_decider(prompt_format="kl3m", prompts=prompts) if early else None
+                    )
+                    began = time.process_time()
+                    outputs += runner.generate(prompts, chunk, run_params, decide=decide)
+                    cpu_total[label] += time.process_time() - began
+                if label in drawn:
+                    assert [o.text for o in outputs] == [o.text for o in drawn[label]], label
+                drawn[label] = outputs
+        for label, *_ in variants:
+            outputs, cpu = drawn[label], cpu_total[label] / args.rounds
             verdicts, claims = [], []  # claims: of each sample that passed
             for o in outputs:
                 if o.stopped and o.stopped != END_OF_DOCUMENT:
