@@ -404,7 +404,7 @@ class TransformersBackend:
                 seen = torch.cat([seen, nxt[:, None].to(seen.device)], dim=1)
         return [
             GenerationOutput(
-                text=tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False),
+                text=decode(ids),
                 tokens=len(ids) + (1 if finished[i] else 0),
                 finished=bool(finished[i]),
                 token_ids=list(ids),
@@ -416,10 +416,11 @@ class TransformersBackend:
 
 def tokens_decoder(tokenizer):
     """``ids -> text`` as ``tokenizer.decode(ids, skip_special_tokens=True,
-    clean_up_tokenization_spaces=False)`` gives it, for the early stop's check of every row
-    every few tokens. A fast tokenizer's own decoder is called directly: transformers'
-    ``decode`` first walks the list checking each element's type, a quarter to a third of
-    a call's time on the demo generator's vocabulary (bench/README.md, 2026-12-06)."""
+    clean_up_tokenization_spaces=False)`` gives it: the early stop's check of every row
+    every few tokens and the finished samples read through the same one. A fast
+    tokenizer's own decoder is called directly: transformers' ``decode`` first walks the
+    list checking each element's type, a quarter to a third of a call's time on the demo
+    generator's vocabulary (bench/README.md, 2026-12-06)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         return functools.partial(backend.decode, skip_special_tokens=True)
