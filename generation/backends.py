@@ -75,17 +75,19 @@ class GenerationBackend(Protocol):
 
 
 def generation_precision(choice: str, *, device: str = "cpu") -> str:
-    """GENERATION_QUANTIZE resolved: ``auto`` is bf16 where the CPU has AMX; int8 layers
-    beside a bf16 KV cache (``int8-bf16``) where it has AVX512-BF16 and attention over a
-    bf16 cache, timed in this process, is faster than over a float32 one; else int8. On a
-    GPU the model runs in fp16 whatever is asked.
+    """GENERATION_QUANTIZE resolved: ``auto`` is bf16 where the CPU has AMX; elsewhere int8
+    layers beside the cache whose attention, timed in this process, is fastest: a bf16
+    cache read by PyTorch (``int8-bf16``, where the CPU has AVX512-BF16), a bf16 cache read
+    by the compiled kernel (``int8-kv16``, generation/attention.py, where it builds), each
+    only where it takes at most CACHE_BF16_SHARE of float32's time; else int8. On a GPU the
+    model runs in fp16 whatever is asked.
 
     Measured at 1,024 tokens, two one-thread workers (bench/generation.py, bench/README.md):
     on an Intel Xeon with AMX bf16 (7.3x the card's pipeline); on an AMD EPYC with
-    AVX512-BF16 int8 (10.9x; its bf16 attention was 4-6 times slower than float32's, so
-    int8-bf16 halved the rate); on an Intel Xeon with AVX512-BF16 and no AMX int8-bf16
-    (8.1x against int8's 4.4x: there bf16 attention is 3 times faster). The flags alone do
-    not tell the last two apart; the attention's own timing does."""
+    AVX512-BF16, PyTorch's bf16 attention was 4-6 times slower than float32's (int8-bf16
+    halved the rate) and the kernel 3 times faster; on an Intel Xeon with AVX512-BF16 and
+    no AMX int8-bf16 (8.1x against int8's 4.4x: there bf16 attention is 3 times faster).
+    The flags alone do not tell these apart; the attention's own timing does."""
     if device != "cpu":
         return "none"
     if choice == "auto":
@@ -94,14 +96,19 @@ def generation_precision(choice: str, *, device: str = "cpu") -> str:
         flags = cpu_flags()
         if "amx_bf16" in flags:
             return "bf16"
-        if "avx512_bf16" in flags and cache_bf16_pays():
-            return "int8-bf16"
-        return "int8"
+        bf16_pays = "avx512_bf16" in flags and cache_bf16_pays()
+        if cache_kernel_pays():
+            if not bf16_pays:
+                return "int8-kv16"
+            _, bf16_ms = attention_step_ms()
+            return "int8-kv16" if attention_kernel_step_ms() < bf16_ms else "int8-bf16"
+        return "int8-bf16" if bf16_pays else "int8"
     return choice
 
 
-# bf16 attention must take at most this share of float32's to be chosen: measured 0.31-0.34
-# where it pays (Intel, no AMX) and 3.8-5.9 where it does not (AMD EPYC), bench/layers.py.
+# A bf16 cache must take at most this share of float32's attention time to be chosen:
+# PyTorch's bf16 attention measured 0.31-0.34 where it pays (Intel, no AMX) and 3.8-5.9
+# where it does not (AMD EPYC), bench/layers.py; the kernel 0.28-0.33 on the EPYC.
 CACHE_BF16_SHARE = 0.7
 
 
@@ -111,6 +118,46 @@ def cache_bf16_pays() -> bool:
     return bf16_ms <= CACHE_BF16_SHARE * fp32_ms
 
 
+@functools.cache
+def cache_kernel_pays() -> bool:
+    """The bf16 kernel builds here and reads its cache in at most CACHE_BF16_SHARE of
+    PyTorch's time over a float32 one."""
+    from generation.attention import native_attention_available
+
+    if not native_attention_available():
+        return False
+    fp32_ms, _ = attention_step_ms()
+    return attention_kernel_step_ms() <= CACHE_BF16_SHARE * fp32_ms
+
+
+@functools.cache
+def attention_kernel_step_ms(
+    *, rows: int = 8, heads: int = 12, positions: int = 1024, dim: int = 64, repeats: int = 5
+) -> float:
+    """``attention_step_ms``'s step through the compiled kernel over a bf16 cache, in ms."""
+    import torch
+
+    from generation.attention import bf16_layer_class, native_attention
+
+    native = native_attention()
+    generator = torch.Generator().manual_seed(0)
+    layer = bf16_layer_class()(capacity=positions)
+    layer.lazy_initialization(torch.zeros(rows, heads, 1, dim))
+    layer._k.copy_(torch.randn(layer._k.shape, generator=generator))
+    layer._v.copy_(torch.randn(layer._v.shape, generator=generator))
+    layer.length = positions
+    query = torch.randn(rows, heads, dim, generator=generator)
+    start = torch.zeros(rows, dtype=torch.int32)
+    best = float("inf")
+    for i in range(repeats + 1):
+        began = time.perf_counter()
+        native.decode(query, layer._k, layer._v, start, length=positions, scale=dim**-0.5)
+        if i:
+            best = min(best, time.perf_counter() - began)
+    return best * 1000
+
+
+@functools.cache
 def attention_step_ms(
     *, rows: int = 8, heads: int = 12, positions: int = 1024, dim: int = 64, repeats: int = 5
 ) -> tuple[float, float]:
@@ -216,7 +263,7 @@ class TransformersBackend:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
             model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.eval()
-        if self.device == "cpu" and self.quantize in ("int8", "int8-bf16"):
+        if self.device == "cpu" and self.quantize in ("int8", "int8-bf16", "int8-kv16"):
             # Int8 with each row's activations scaled on their own (generation/
             # quantization.py): a row's sample does not depend on its batch, so rows the
             # early stop ends leave the others' samples as they were. Plain dynamic int8
@@ -229,6 +276,23 @@ class TransformersBackend:
             if self.quantize == "int8-bf16":
                 model = model.to(torch.bfloat16)
             model = rows_scaled_int8_quantize(model)
+            if self.quantize == "int8-kv16":
+                # The layers in float32 as int8's; the cache in bf16, read by the compiled
+                # kernel (generation/attention.py). Asked for by name where the kernel
+                # cannot be built: a clear error, not a silent float32 cache.
+                from generation.attention import (
+                    NAME,
+                    NativeAttentionUnavailable,
+                    native_attention,
+                )
+
+                try:
+                    native_attention()
+                except NativeAttentionUnavailable as exc:
+                    raise ModelLoadError(
+                        f"GENERATION_QUANTIZE=int8-kv16: {exc}. Use int8 (or auto) here."
+                    ) from exc
+                model.set_attn_implementation(NAME)
         elif self.device == "cpu" and self.quantize == "int8-rows":
             # The proof's int8 checker: a scale per row, not per tensor (generation/
             # quantization.py), so that one position's outliers do not blur the others.
@@ -292,7 +356,9 @@ class TransformersBackend:
         config = self.model.config.get_text_config(decoder=True)
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         width = heads * (config.hidden_size // config.num_attention_heads)
-        element = 2 if self.quantize in ("bf16", "int8-bf16") or self.device != "cpu" else 4
+        element = (
+            2 if self.quantize in ("bf16", "int8-bf16", "int8-kv16") or self.device != "cpu" else 4
+        )
         per_row = (
             2 * config.num_hidden_layers * width * element * (prompt_tokens + params.max_new_tokens)
         )
@@ -326,7 +392,9 @@ class TransformersBackend:
         # Preallocated KV buffers: the default cache concatenates on every step, copying the
         # whole cache (GBs at 1,024 tokens x 16 rows) once per token.
         past = kv_cache_preallocated(
-            self.model.config, capacity=input_ids.shape[1] + params.max_new_tokens
+            self.model.config,
+            capacity=input_ids.shape[1] + params.max_new_tokens,
+            bf16_kernel=self.quantize == "int8-kv16",
         )
         forms = None
         if params.form:  # a form this code lacks raises (FormUnknown), not sampled without

@@ -225,7 +225,7 @@ def proof_precision(choice: str) -> str:
 
     if choice == "auto":
         return "bf16" if "amx_bf16" in cpu_flags() else "int8-rows"
-    return {"int8": "int8-rows", "int8-bf16": "bf16"}.get(choice, choice)
+    return {"int8": "int8-rows", "int8-kv16": "int8-rows", "int8-bf16": "bf16"}.get(choice, choice)
 
 
 def contributor_precision(wanted: str, *, device: str = "cpu") -> str:

@@ -57,12 +57,19 @@ def logits_adjust(logits, *, seen, step: int, params, eos_id: int):
     return logits.div_(max(params.temperature, 1e-5))
 
 
-def kv_cache_preallocated(config, *, capacity: int):
+def kv_cache_preallocated(config, *, capacity: int, bf16_kernel: bool = False):
     """A transformers cache whose layers write into buffers sized for the whole generation
-    and hand attention a view of the filled part: no per-step copy of the cache."""
+    and hand attention a view of the filled part: no per-step copy of the cache. With
+    ``bf16_kernel`` the layers hold bf16 in the layouts ``generation.attention``'s kernel
+    reads (``int8-kv16``)."""
     from transformers.cache_utils import DynamicCache
 
-    layer_class = preallocated_layer_class()
+    if bf16_kernel:
+        from generation.attention import bf16_layer_class
+
+        layer_class = bf16_layer_class()
+    else:
+        layer_class = preallocated_layer_class()
     cache = DynamicCache()
     cache.layers = [
         layer_class(capacity=capacity)

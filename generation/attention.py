@@ -1,0 +1,332 @@
+"""The worker's KV cache in bf16, read by a compiled kernel (``int8-kv16``).
+
+At 1,024 tokens a decoding step's attention reads every row's whole cache, and on CPUs
+without AMX that read is most of a step. PyTorch's attention reads a bf16 cache 3-6 times
+slower than a float32 one there (an AMD EPYC; AVX2 only), so halving the bytes did not
+pay. ``kernels/attention_bf16.c`` widens bf16 in registers and reads the cache in tiles
+laid out for that (bench/README.md). It is compiled once per machine with the C compiler
+at hand, into DATA_DIR, and checked against PyTorch's attention before it is used; where
+there is no compiler, or the check fails, ``native_attention()`` says why and the worker
+keeps PyTorch's attention over a float32 cache (``int8``).
+
+The prompt's first forward pass (several positions at once) goes through PyTorch's
+attention over the same bf16 values, widened: only decoding steps take the kernel.
+"""
+
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).resolve().parent / "kernels" / "attention_bf16.c"
+NAME = "native_bf16"
+TILE = 16  # positions a key tile holds; the cache's capacity is a multiple of it
+
+
+class NativeAttentionUnavailable(RuntimeError):
+    """The kernel cannot be built or loaded here; the message says why."""
+
+
+def isa_tier() -> str:
+    """The instruction set the kernel is built for: ``avx512`` or ``avx2`` from the CPU's
+    flags, lowered to ``avx2`` where PyTorch itself is capped to it (ATEN_CPU_CAPABILITY,
+    as ``bench/generation.py --isa avx2`` does), or ``none``."""
+    from allthepatents.cpu import cpu_flags
+
+    flags = cpu_flags()
+    capped = os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("avx2", "default")
+    if not capped and {"avx512f", "avx512bw"} <= flags:
+        return "avx512"
+    if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() == "default":
+        return "none"
+    if {"avx2", "fma"} <= flags:
+        return "avx2"
+    return "none"
+
+
+ISA_FLAGS = {
+    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma"],
+    "avx2": ["-mavx2", "-mfma"],
+}
+LANES = {"avx512": 16, "avx2": 8}
+
+
+def _compiler() -> str | None:
+    wanted = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    program = wanted.split()[0]
+    return shutil.which(program) or shutil.which("cc") or shutil.which("gcc")
+
+
+def kernel_build(*, isa: str, directory: Path) -> Path:
+    """The shared library for ``isa``, compiled once into ``directory`` (named by the
+    source's hash and the flags, so a changed source or CPU tier builds afresh; written to
+    a temporary name and renamed, so workers starting together never load half a file)."""
+    if isa not in ISA_FLAGS:
+        raise NativeAttentionUnavailable(f"no kernel for this CPU (instruction set {isa!r})")
+    compiler = _compiler()
+    if compiler is None:
+        raise NativeAttentionUnavailable("no C compiler found (set CC, or install gcc)")
+    flags = ["-O3", "-shared", "-fPIC", *ISA_FLAGS[isa]]
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:16]
+    target = directory / f"attention_bf16-{isa}-{digest}.so"
+    if target.exists():
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=directory, suffix=".so.partial")
+    os.close(fd)
+    try:
+        done = subprocess.run(  # noqa: S603 (the compiler found on PATH, our own source)
+            [compiler, *flags, "-o", partial, str(SOURCE), "-lm"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise NativeAttentionUnavailable(
+                f"{compiler} could not build {SOURCE.name}: {done.stderr.strip()[:400]}"
+            )
+        os.replace(partial, target)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise NativeAttentionUnavailable(f"{compiler} could not run: {exc}") from exc
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return target
+
+
+class NativeAttention:
+    """The loaded kernel: ``decode`` computes one step's attention for every row."""
+
+    def __init__(self, path: Path, *, isa: str):
+        import ctypes
+
+        self.path, self.isa = path, isa
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as exc:
+            raise NativeAttentionUnavailable(f"cannot load {path}: {exc}") from exc
+        lib.attention_decode.restype = ctypes.c_int
+        lib.attention_decode.argtypes = (
+            [ctypes.c_void_p] * 4
+            + [ctypes.c_int] * 5
+            + [
+                ctypes.c_float,
+                ctypes.c_void_p,
+            ]
+        )
+        lib.attention_lanes.restype = ctypes.c_int
+        if lib.attention_lanes() != LANES[isa]:
+            raise NativeAttentionUnavailable(
+                f"{path.name} was built without its vector path ({lib.attention_lanes()} lanes)"
+            )
+        self._lib = lib
+
+    def decode(self, query, keys, values, start, *, length: int, scale: float):
+        """``query`` float32 (rows, heads, dim); ``keys`` and ``values`` a
+        ``Bf16CacheLayer``'s buffers; ``start`` int32 (rows,): each row's first position.
+        Returns float32 (rows, heads, dim)."""
+        import torch
+
+        rows, heads, dim = query.shape
+        query = query.contiguous()
+        out = torch.empty(rows, heads, dim, dtype=torch.float32)
+        failed = self._lib.attention_decode(
+            query.data_ptr(),
+            keys.data_ptr(),
+            values.data_ptr(),
+            start.data_ptr(),
+            rows,
+            heads,
+            dim,
+            keys.shape[2] * TILE,
+            length,
+            scale,
+            out.data_ptr(),
+        )
+        if failed:
+            raise ValueError(
+                f"attention kernel: shape outside its range (dim {dim}, length {length})"
+            )
+        return out
+
+
+def native_attention_self_check(native: NativeAttention) -> float:
+    """The kernel's largest difference from PyTorch's attention over the same bf16 values,
+    on random rows with left padding and a length that is no multiple of a tile; raises
+    where it is not within float32 noise (a build that computes something else)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    rows, heads, length, dim = 3, 2, 37, 64
+    layer = bf16_layer_class()(capacity=48)
+    keys = torch.randn(rows, heads, length, dim, generator=generator)
+    values = torch.randn(rows, heads, length, dim, generator=generator)
+    layer.update(keys, values)
+    query = torch.randn(rows, heads, 1, dim, generator=generator)
+    start = torch.tensor([0, 5, 17], dtype=torch.int32)
+    got = native.decode(query[:, :, 0], layer._k, layer._v, start, length=length, scale=dim**-0.5)
+    mask = (torch.arange(length)[None, :] >= start[:, None].long())[:, None, None, :]
+    want = torch.nn.functional.scaled_dot_product_attention(
+        query, keys.bfloat16().float(), values.bfloat16().float(), attn_mask=mask
+    )[:, :, 0]
+    error = float((got - want).abs().max())
+    if not error < 1e-4:
+        raise NativeAttentionUnavailable(
+            f"{native.path.name} disagrees with PyTorch's attention (largest difference "
+            f"{error:.3g}); not used"
+        )
+    return error
+
+
+@functools.cache
+def native_attention() -> NativeAttention:
+    """The kernel for this CPU, built, loaded and checked once a process; raises
+    ``NativeAttentionUnavailable`` saying why not."""
+    from django.conf import settings
+
+    isa = isa_tier()
+    path = kernel_build(isa=isa, directory=Path(settings.DATA_DIR) / "kernels")
+    native = NativeAttention(path, isa=isa)
+    native_attention_self_check(native)
+    attention_register()
+    return native
+
+
+def native_attention_available() -> bool:
+    try:
+        native_attention()
+    except NativeAttentionUnavailable as exc:
+        log.info("bf16 attention kernel unavailable: %s", exc)
+        return False
+    return True
+
+
+@functools.cache
+def attention_register() -> None:
+    """Makes ``NAME`` an attention implementation transformers' models can be set to."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(NAME, native_bf16_attention)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
+
+
+def native_bf16_attention(
+    module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs
+):
+    """transformers' attention function for a ``Bf16CacheLayer``: a decoding step (one
+    query position) through the kernel; anything else through PyTorch's attention over the
+    cache's bf16 values widened to float32."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    layer = getattr(key, "bf16_layer", None)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    if layer is None or query.shape[2] != 1:
+        if layer is not None:
+            key, value = layer.dense()
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scale, **kwargs
+        )
+    rows = query.shape[0]
+    if attention_mask is None:
+        start = torch.zeros(rows, dtype=torch.int32)
+    else:
+        # Left padding only: a row's first attended position is its first True (bool masks)
+        # or its first 0 (additive masks). The backend pads on the left.
+        allowed = attention_mask[:, 0, -1, :]
+        allowed = allowed if allowed.dtype == torch.bool else allowed == 0
+        start = allowed.to(torch.int8).argmax(-1).to(torch.int32)
+    out = native_attention().decode(
+        query[:, :, 0].float(), layer._k, layer._v, start, length=layer.length, scale=scale
+    )
+    return out.to(query.dtype)[:, None], None
+
+
+_layer_class = None
+
+
+def bf16_layer_class():
+    """A transformers cache layer holding keys and values in bf16, in the kernel's layouts,
+    in buffers sized for the whole generation (as ``sampling.kv_cache_preallocated``)."""
+    global _layer_class
+    if _layer_class is not None:
+        return _layer_class
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    class Bf16CacheLayer(DynamicLayer):
+        def __init__(self, *, capacity: int):
+            super().__init__()
+            self.capacity = -(-capacity // TILE) * TILE
+            self.length = 0
+            self._k = self._v = None
+
+        def lazy_initialization(self, key_states, value_states=None):
+            self.dtype, self.device = key_states.dtype, key_states.device
+            rows, heads, _, dim = key_states.shape
+            if dim % 2:
+                raise ValueError(f"bf16 cache: head size {dim} is odd")
+            # Zeroed: the odd last value pair's unused half is read (with weight 0).
+            self._k = torch.zeros(
+                rows, heads, self.capacity // TILE, dim // 2, TILE, 2, dtype=torch.bfloat16
+            )
+            self._v = torch.zeros(rows, heads, self.capacity // 2, dim, 2, dtype=torch.bfloat16)
+            self.is_initialized = True
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            count = key_states.shape[-2]
+            end = self.length + count
+            if end > self.capacity:
+                raise RuntimeError(f"KV cache full: {end} > {self.capacity} positions")
+            rows, heads, _, dim = key_states.shape
+            for i in range(count):
+                at = self.length + i
+                self._k[:, :, at // TILE, :, at % TILE, :] = key_states[:, :, i].reshape(
+                    rows, heads, dim // 2, 2
+                )
+                self._v[:, :, at // 2, :, at % 2] = value_states[:, :, i]
+            self.length = end
+            # transformers hands these to the attention function: it finds the layer on them.
+            keys = self._k[:, :, :0]
+            keys.bf16_layer = self
+            self.keys, self.values = keys, self._v[:, :, :0]
+            return keys, self.values
+
+        def dense(self):
+            """Keys and values as float32 (rows, heads, length, dim)."""
+            rows, heads, tiles, half, _, _ = self._k.shape
+            keys = self._k.permute(0, 1, 2, 4, 3, 5).reshape(rows, heads, tiles * TILE, half * 2)
+            values = self._v.permute(0, 1, 2, 4, 3).reshape(rows, heads, -1, half * 2)
+            return keys[:, :, : self.length].float(), values[:, :, : self.length].float()
+
+        def get_seq_length(self) -> int:
+            return self.length
+
+        def batch_select_indices(self, indices):
+            # As PreallocatedLayer: only rows whose place changes move, and only their
+            # filled tiles and pairs.
+            if self.is_initialized:
+                rows = len(indices)
+                indices = torch.as_tensor(indices)
+                moved = (indices != torch.arange(rows)).nonzero()[:, 0]
+                if len(moved):
+                    source = indices[moved]
+                    tiles = slice(0, -(-self.length // TILE))
+                    pairs = slice(0, -(-self.length // 2))
+                    self._k[moved, :, tiles] = self._k[source, :, tiles]
+                    self._v[moved, :, pairs] = self._v[source, :, pairs]
+                self._k, self._v = self._k[:rows], self._v[:rows]
+                self.keys, self.values = self._k[:, :, :0], self._v[:, :, :0]
+
+    _layer_class = Bf16CacheLayer
+    return _layer_class

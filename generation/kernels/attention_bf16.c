@@ -1,0 +1,192 @@
+/* One decoding step's attention over a KV cache held in bf16, for the generation worker
+ * (generation/attention.py loads this through ctypes).
+ *
+ * PyTorch's CPU attention reads a bf16 cache 4-6 times slower than a float32 one on CPUs
+ * without AMX (an AMD EPYC, AVX2 only): its kernels widen bf16 one element at a time. A
+ * decoding step's attention is a read of the whole cache, so the bytes read set its cost;
+ * this kernel reads half a float32 cache's bytes and widens bf16 in registers (a bf16
+ * number is the top half of a float32: a shift or a mask).
+ *
+ * Layouts (bf16 as uint16), capacity a multiple of 16:
+ *   keys   [rows][heads][capacity / 16][dim / 2][16][2]: a tile of 16 positions, two
+ *          dimensions a 32-bit lane, so 16 positions' scores build up in one register
+ *          without a horizontal sum per position;
+ *   values [rows][heads][capacity / 2][dim][2]: two positions a 32-bit lane.
+ * Row r attends to positions start[r] .. length - 1 (left padding before start[r]).
+ * query and out: float32 [rows][heads][dim]. dim must be a multiple of 16.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define LANES 16
+typedef __m512 vf;
+typedef __m512i vi;
+#define vf_zero() _mm512_setzero_ps()
+#define vf_set1(x) _mm512_set1_ps(x)
+#define vf_fma(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define vf_mul(a, b) _mm512_mul_ps(a, b)
+#define vf_sub(a, b) _mm512_sub_ps(a, b)
+#define vf_add(a, b) _mm512_add_ps(a, b)
+#define vf_max(a, b) _mm512_max_ps(a, b)
+#define vf_min(a, b) _mm512_min_ps(a, b)
+#define vf_load(p) _mm512_loadu_ps(p)
+#define vf_store(p, x) _mm512_storeu_ps(p, x)
+#define vf_round(x) _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define vi_load(p) _mm512_loadu_si512((const void *)(p))
+#define vi_lo(x) _mm512_castsi512_ps(_mm512_slli_epi32(x, 16))
+#define vi_hi(x) _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32((int)0xFFFF0000u)))
+#define vf_to_vi(x) _mm512_cvtps_epi32(x)
+#define vi_exp2(n) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n, _mm512_set1_epi32(127)), 23))
+static inline float vf_hmax(vf x) { return _mm512_reduce_max_ps(x); }
+static inline float vf_hsum(vf x) { return _mm512_reduce_add_ps(x); }
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define LANES 8
+typedef __m256 vf;
+typedef __m256i vi;
+#define vf_zero() _mm256_setzero_ps()
+#define vf_set1(x) _mm256_set1_ps(x)
+#define vf_fma(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define vf_mul(a, b) _mm256_mul_ps(a, b)
+#define vf_sub(a, b) _mm256_sub_ps(a, b)
+#define vf_add(a, b) _mm256_add_ps(a, b)
+#define vf_max(a, b) _mm256_max_ps(a, b)
+#define vf_min(a, b) _mm256_min_ps(a, b)
+#define vf_load(p) _mm256_loadu_ps(p)
+#define vf_store(p, x) _mm256_storeu_ps(p, x)
+#define vf_round(x) _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define vi_load(p) _mm256_loadu_si256((const __m256i *)(p))
+#define vi_lo(x) _mm256_castsi256_ps(_mm256_slli_epi32(x, 16))
+#define vi_hi(x) _mm256_castsi256_ps(_mm256_and_si256(x, _mm256_set1_epi32((int)0xFFFF0000u)))
+#define vf_to_vi(x) _mm256_cvtps_epi32(x)
+#define vi_exp2(n) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23))
+static inline float vf_hmax(vf x) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+static inline float vf_hsum(vf x) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+#else
+#define LANES 0
+#endif
+
+/* Which path this build took: 16 (AVX-512), 8 (AVX2 + FMA) or 0 (none: not to be used). */
+int attention_lanes(void) { return LANES; }
+
+#if LANES
+
+/* e^x for x <= 0 (scores minus their maximum), Cephes' polynomial after a reduction by
+ * ln 2: relative error about 2e-7, below bf16's rounding of the cache by far. */
+static inline vf vf_exp(vf x) {
+    x = vf_max(x, vf_set1(-87.0f));
+    vf n = vf_round(vf_mul(x, vf_set1(1.44269504088896341f)));
+    vf r = vf_fma(n, vf_set1(-0.693359375f), x);
+    r = vf_fma(n, vf_set1(2.12194440e-4f), r);
+    vf p = vf_set1(1.9875691500e-4f);
+    p = vf_fma(p, r, vf_set1(1.3981999507e-3f));
+    p = vf_fma(p, r, vf_set1(8.3334519073e-3f));
+    p = vf_fma(p, r, vf_set1(4.1665795894e-2f));
+    p = vf_fma(p, r, vf_set1(1.6666665459e-1f));
+    p = vf_fma(p, r, vf_set1(5.0000001201e-1f));
+    vf r2 = vf_mul(r, r);
+    p = vf_fma(p, r2, vf_add(r, vf_set1(1.0f)));
+    return vf_mul(p, vi_exp2(vf_to_vi(n)));
+}
+
+static void head_attend(const float *q, const uint16_t *keys, const uint16_t *values,
+                        int start, int length, int dim, float scale, float *scores,
+                        float *out) {
+    const int half = dim / 2;
+    const int first_tile = start / 16, tiles = (length + 15) / 16;
+    /* Scores, a tile of 16 positions at a time: lane i of the accumulators is position
+     * 16 t + i; each 32-bit lane of a key row holds dimensions 2j and 2j + 1. */
+    for (int t = first_tile; t < tiles; t++) {
+        const uint16_t *tile = keys + (size_t)t * half * 32;
+        vf acc[16 / LANES], acc2[16 / LANES];
+        for (int a = 0; a < 16 / LANES; a++) acc[a] = acc2[a] = vf_zero();
+        for (int j = 0; j < half; j++) {
+            vf q0 = vf_set1(q[2 * j]), q1 = vf_set1(q[2 * j + 1]);
+            for (int a = 0; a < 16 / LANES; a++) {
+                vi k = vi_load(tile + (size_t)j * 32 + a * LANES * 2);
+                acc[a] = vf_fma(q0, vi_lo(k), acc[a]);
+                acc2[a] = vf_fma(q1, vi_hi(k), acc2[a]);
+            }
+        }
+        for (int a = 0; a < 16 / LANES; a++)
+            vf_store(scores + t * 16 + a * LANES, vf_mul(vf_add(acc[a], acc2[a]), vf_set1(scale)));
+    }
+    const int lo = first_tile * 16, hi = tiles * 16;
+    for (int p = lo; p < start; p++) scores[p] = -INFINITY;
+    for (int p = length; p < hi; p++) scores[p] = -INFINITY;
+
+    vf m = vf_set1(-INFINITY);
+    for (int p = lo; p < hi; p += LANES) m = vf_max(m, vf_load(scores + p));
+    const float top = vf_hmax(m);
+    vf sum = vf_zero();
+    for (int p = lo; p < hi; p += LANES) {
+        vf e = vf_exp(vf_sub(vf_load(scores + p), vf_set1(top)));
+        vf_store(scores + p, e);
+        sum = vf_add(sum, e);
+    }
+    const float inv = 1.0f / vf_hsum(sum);
+    /* e^-87, where the exponential's argument was clamped, must not weigh a masked place. */
+    for (int p = lo; p < start; p++) scores[p] = 0.0f;
+    for (int p = length; p < hi; p++) scores[p] = 0.0f;
+
+    /* Weighted values, two positions a pair: lane d of a pair row holds dimension d of
+     * positions 2 pp (low half) and 2 pp + 1 (high half). The weights outside
+     * [start, length) are 0, and the cache's unused places hold 0 (allocated zeroed), so
+     * the odd last pair adds nothing. */
+    vf acc[256 / LANES];
+    const int chunks = dim / LANES;
+    for (int c = 0; c < chunks; c++) acc[c] = vf_zero();
+    for (int pp = lo / 2; pp < (length + 1) / 2; pp++) {
+        vf w0 = vf_set1(scores[2 * pp]), w1 = vf_set1(scores[2 * pp + 1]);
+        const uint16_t *pair = values + (size_t)pp * dim * 2;
+        for (int c = 0; c < chunks; c++) {
+            vi v = vi_load(pair + c * LANES * 2);
+            acc[c] = vf_fma(w0, vi_lo(v), acc[c]);
+            acc[c] = vf_fma(w1, vi_hi(v), acc[c]);
+        }
+    }
+    for (int c = 0; c < chunks; c++) vf_store(out + c * LANES, vf_mul(acc[c], vf_set1(inv)));
+}
+
+/* Returns 0, or -1 where the shapes are outside what this kernel computes. */
+int attention_decode(const float *query, const uint16_t *keys, const uint16_t *values,
+                     const int32_t *start, int rows, int heads, int dim, int capacity,
+                     int length, float scale, float *out) {
+    if (dim % 16 || dim > 256 || capacity % 16 || length < 1 || length > capacity) return -1;
+    float *scores = malloc(sizeof(float) * (size_t)(capacity + 16));
+    if (!scores) return -1;
+    const size_t key_head = (size_t)capacity * dim, value_head = (size_t)capacity * dim;
+    for (int r = 0; r < rows; r++) {
+        int from = start ? start[r] : 0;
+        if (from < 0 || from >= length) from = 0;
+        for (int h = 0; h < heads; h++) {
+            const size_t at = (size_t)r * heads + h;
+            head_attend(query + at * dim, keys + at * key_head, values + at * value_head, from,
+                        length, dim, scale, scores, out + at * dim);
+        }
+    }
+    free(scores);
+    return 0;
+}
+
+#else
+int attention_decode(const float *query, const uint16_t *keys, const uint16_t *values,
+                     const int32_t *start, int rows, int heads, int dim, int capacity,
+                     int length, float scale, float *out) {
+    return -1;
+}
+#endif
