@@ -59,9 +59,15 @@ LANES = {"avx512": 16, "avx2": 8}
 
 
 def _compiler() -> str | None:
-    wanted = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    program = wanted.split()[0]
-    return shutil.which(program) or shutil.which("cc") or shutil.which("gcc")
+    """CC where set (and then only it), else the compiler Python was built with, cc, gcc."""
+    wanted = os.environ.get("CC", "").split()
+    if wanted:
+        return shutil.which(wanted[0])
+    built_with = (sysconfig.get_config_var("CC") or "").split()
+    for candidate in [*built_with[:1], "cc", "gcc"]:
+        if found := shutil.which(candidate):
+            return found
+    return None
 
 
 def kernel_build(*, isa: str, directory: Path) -> Path:
@@ -70,14 +76,15 @@ def kernel_build(*, isa: str, directory: Path) -> Path:
     a temporary name and renamed, so workers starting together never load half a file)."""
     if isa not in ISA_FLAGS:
         raise NativeAttentionUnavailable(f"no kernel for this CPU (instruction set {isa!r})")
-    compiler = _compiler()
-    if compiler is None:
-        raise NativeAttentionUnavailable("no C compiler found (set CC, or install gcc)")
     flags = ["-O3", "-shared", "-fPIC", *ISA_FLAGS[isa]]
     digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:16]
     target = directory / f"attention_bf16-{isa}-{digest}.so"
     if target.exists():
         return target
+    compiler = _compiler()
+    if compiler is None:
+        where = f"CC={os.environ['CC']!r} not found" if os.environ.get("CC") else "none on PATH"
+        raise NativeAttentionUnavailable(f"no C compiler ({where}; set CC, or install gcc)")
     directory.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(dir=directory, suffix=".so.partial")
     os.close(fd)
@@ -192,8 +199,14 @@ def native_attention() -> NativeAttention:
     from django.conf import settings
 
     isa = isa_tier()
-    path = kernel_build(isa=isa, directory=Path(settings.DATA_DIR) / "kernels")
-    native = NativeAttention(path, isa=isa)
+    directory = Path(settings.DATA_DIR) / "kernels"
+    path = kernel_build(isa=isa, directory=directory)
+    try:
+        native = NativeAttention(path, isa=isa)
+    except NativeAttentionUnavailable:
+        # A damaged build (a disk that filled up, a copy from another CPU): once afresh.
+        path.unlink(missing_ok=True)
+        native = NativeAttention(kernel_build(isa=isa, directory=directory), isa=isa)
     native_attention_self_check(native)
     attention_register()
     return native
@@ -218,6 +231,11 @@ def attention_register() -> None:
     AttentionMaskInterface.register(NAME, sdpa_mask)
 
 
+def kernel_takes(dim: int) -> bool:
+    """Head sizes the kernel computes; other models' steps go through PyTorch."""
+    return dim % 16 == 0 and dim <= 256
+
+
 def native_bf16_attention(
     module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs
 ):
@@ -228,8 +246,9 @@ def native_bf16_attention(
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     layer = getattr(key, "bf16_layer", None)
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    if layer is None or query.shape[2] != 1:
+    dim = query.shape[-1]
+    scale = scaling if scaling is not None else dim**-0.5
+    if layer is None or query.shape[2] != 1 or not kernel_takes(dim):
         if layer is not None:
             key, value = layer.dense()
         return sdpa_attention_forward(

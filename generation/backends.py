@@ -283,6 +283,7 @@ class TransformersBackend:
                 from generation.attention import (
                     NAME,
                     NativeAttentionUnavailable,
+                    kernel_takes,
                     native_attention,
                 )
 
@@ -293,6 +294,14 @@ class TransformersBackend:
                         f"GENERATION_QUANTIZE=int8-kv16: {exc}. Use int8 (or auto) here."
                     ) from exc
                 model.set_attn_implementation(NAME)
+                config = model.config.get_text_config(decoder=True)
+                head = config.hidden_size // config.num_attention_heads
+                if not kernel_takes(head):
+                    logger.warning(
+                        "int8-kv16: head size %d is outside the kernel's range; PyTorch's "
+                        "attention reads the bf16 cache instead (slower)",
+                        head,
+                    )
         elif self.device == "cpu" and self.quantize == "int8-rows":
             # The proof's int8 checker: a scale per row, not per tensor (generation/
             # quantization.py), so that one position's outliers do not blur the others.

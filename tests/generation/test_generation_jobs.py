@@ -588,9 +588,10 @@ def test_control_characters_in_model_output_are_dropped_and_counted(generators, 
 
 
 def test_auto_precision_follows_the_cpu(monkeypatch, tiny_neox):
-    """GENERATION_QUANTIZE=auto: bf16 where the CPU has AMX; with AVX512-BF16 alone,
-    int8 layers beside a bf16 cache where this process timed bf16 attention faster (an
-    Intel Xeon without AMX), int8 where it did not (an AMD EPYC); int8 elsewhere. The bf16
+    """GENERATION_QUANTIZE=auto: bf16 where the CPU has AMX; elsewhere int8 layers beside
+    the cache whose attention this process timed fastest: bf16 read by PyTorch (an Intel
+    Xeon without AMX), bf16 read by the compiled kernel (an AMD EPYC, AVX2 only), float32
+    where neither takes at most CACHE_BF16_SHARE of float32's time. The bf16
     path really runs the model (and so its KV cache) in bf16."""
     import torch
 
@@ -601,13 +602,25 @@ def test_auto_precision_follows_the_cpu(monkeypatch, tiny_neox):
 
     timed = []
     monkeypatch.setattr(backends, "cache_bf16_pays", lambda: timed.append(1) or pays)
-    pays = True
+    monkeypatch.setattr(backends, "cache_kernel_pays", lambda: kernel_pays)
+    monkeypatch.setattr(backends, "attention_step_ms", lambda: (3.0, bf16_ms))
+    monkeypatch.setattr(backends, "attention_kernel_step_ms", lambda: 1.0)
+    pays, kernel_pays, bf16_ms = True, False, 0.9
     monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx2"})
     assert generation_precision("auto") == "int8"
     assert timed == []  # no bf16 arithmetic: nothing to time
+    kernel_pays = True  # the compiled kernel over a bf16 cache (an AVX2-only CPU)
+    assert generation_precision("auto") == "int8-kv16"
+    kernel_pays = False
     monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     assert generation_precision("auto") == "int8-bf16"
-    pays = False
+    kernel_pays = True  # both pay: the faster attention wins
+    assert generation_precision("auto") == "int8-bf16"
+    bf16_ms = 1.5
+    assert generation_precision("auto") == "int8-kv16"
+    pays = False  # an AMD EPYC: PyTorch's bf16 attention slow, the kernel fast
+    assert generation_precision("auto") == "int8-kv16"
+    kernel_pays = False
     assert generation_precision("auto") == "int8"
     monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx2", "amx_bf16"})
     assert generation_precision("auto") == "bf16"

@@ -1,0 +1,247 @@
+"""The bf16 KV cache and its compiled attention kernel (generation/attention.py): the kernel
+is built with the machine's C compiler, for each instruction set this CPU can run, and
+compared with PyTorch's attention over the same bf16 values."""
+
+import pytest
+
+from generation.backends import ModelLoadError, TransformersBackend
+from generation.sampling import SamplingParams
+from tests.helpers import require
+
+
+def _tiers():
+    from allthepatents.cpu import cpu_flags
+
+    flags = cpu_flags()
+    tiers = []
+    if {"avx512f", "avx512bw"} <= flags:
+        tiers.append("avx512")
+    if {"avx2", "fma"} <= flags:
+        tiers.append("avx2")
+    return tiers
+
+
+def _kernel(isa, directory):
+    from generation.attention import NativeAttention, _compiler, kernel_build
+
+    require(_compiler() is not None, "a C compiler (gcc) builds the attention kernel")
+    return NativeAttention(kernel_build(isa=isa, directory=directory), isa=isa)
+
+
+def _reference(query, keys, values, start):
+    """PyTorch's attention over the bf16 rounding of the cache, rows masked before start."""
+    import torch
+
+    length = keys.shape[2]
+    mask = (torch.arange(length)[None, :] >= start[:, None].long())[:, None, None, :]
+    return torch.nn.functional.scaled_dot_product_attention(
+        query[:, :, None], keys.bfloat16().float(), values.bfloat16().float(), attn_mask=mask
+    )[:, :, 0]
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+def test_the_kernel_computes_pytorchs_attention_over_the_bf16_cache(isa, tmp_path):
+    """Every head size the kernel takes, lengths on and off a tile's edge, left padding of
+    every row its own, positions written one at a time and in a block."""
+    import torch
+
+    from generation.attention import bf16_layer_class
+
+    require(isa in _tiers(), f"a CPU with {isa.upper()} runs the {isa} kernel")
+    native = _kernel(isa, tmp_path)
+    generator = torch.Generator().manual_seed(3)
+    for rows, heads, dim, prompt, steps in [
+        (1, 1, 16, 1, 0),
+        (5, 3, 16, 15, 2),
+        (4, 2, 64, 16, 1),
+        (3, 4, 64, 7, 30),
+        (2, 2, 128, 40, 9),
+        (2, 1, 256, 3, 14),
+    ]:
+        layer = bf16_layer_class()(capacity=prompt + steps)
+        keys = torch.randn(rows, heads, prompt + steps, dim, generator=generator) * 3
+        values = torch.randn(rows, heads, prompt + steps, dim, generator=generator)
+        layer.update(keys[:, :, :prompt], values[:, :, :prompt])
+        for step in range(steps):
+            at = prompt + step
+            layer.update(keys[:, :, at : at + 1], values[:, :, at : at + 1])
+        length = prompt + steps
+        start = torch.randint(0, length, (rows,), generator=generator).to(torch.int32)
+        start[0] = 0
+        query = torch.randn(rows, heads, dim, generator=generator)
+        got = native.decode(query, layer._k, layer._v, start, length=length, scale=dim**-0.5)
+        want = _reference(query, keys, values, start)
+        assert torch.allclose(got, want, atol=2e-5, rtol=1e-4), (rows, heads, dim, length)
+        # bf16 is what the cache holds: against float32 the difference is bf16's rounding.
+        dense_keys, dense_values = layer.dense()
+        assert torch.equal(dense_keys, keys.bfloat16().float())
+        assert torch.equal(dense_values, values.bfloat16().float())
+
+
+def test_rows_leaving_the_batch_keep_their_cache(tmp_path):
+    """``batch_select_indices`` moves the last live rows into finished rows' places; what
+    each kept row attends to is its own cache."""
+    import torch
+
+    from generation.attention import bf16_layer_class
+
+    tiers = _tiers()
+    require(bool(tiers), "a CPU with AVX2 runs the kernel")
+    native = _kernel(tiers[0], tmp_path)
+    generator = torch.Generator().manual_seed(4)
+    rows, heads, dim, length = 6, 2, 32, 37
+    layer = bf16_layer_class()(capacity=40)
+    keys = torch.randn(rows, heads, length, dim, generator=generator)
+    values = torch.randn(rows, heads, length, dim, generator=generator)
+    layer.update(keys, values)
+    keep = [0, 5, 2, 4]  # rows 1 and 3 finished; 5 and 4 move up
+    layer.batch_select_indices(torch.tensor(keep))
+    query = torch.randn(len(keep), heads, dim, generator=generator)
+    start = torch.zeros(len(keep), dtype=torch.int32)
+    got = native.decode(query, layer._k, layer._v, start, length=length, scale=dim**-0.5)
+    assert torch.allclose(got, _reference(query, keys[keep], values[keep], start), atol=2e-5)
+
+
+def test_int8_kv16_samples_as_pytorch_would_over_the_same_cache(tiny_neox, monkeypatch):
+    """``int8-kv16``: int8 layers, the cache in bf16 (half the bytes a row that
+    ``rows_fitting`` counts), decoding steps through the kernel. The samples are the ones
+    PyTorch's attention draws over the same bf16 cache, and a row's sample is the same in
+    any batch."""
+    import torch
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    import generation.attention as attention
+    from generation.quantization import row_scaled_int8_linear_class
+
+    require(bool(_tiers()), "a CPU with AVX2 runs the kernel")
+    backend = TransformersBackend(str(tiny_neox), quantize="int8-kv16")
+    assert backend.model.config._attn_implementation == attention.NAME
+    kinds = {type(m) for m in backend.model.modules()}
+    assert row_scaled_int8_linear_class() in kinds and torch.nn.Linear not in kinds
+    params = SamplingParams(max_new_tokens=40, min_new_tokens=40)
+    full = TransformersBackend(str(tiny_neox), quantize="int8")
+    assert abs(backend.rows_fitting(params) - 2 * full.rows_fitting(params)) <= 1
+    prompts = ["# Patent\n\n## Title", "# Patent\n\n## Claims\n\n1. A", "# Patent\n\n## Title"]
+    calls = []
+    kernel_decode = attention.NativeAttention.decode
+    monkeypatch.setattr(
+        attention.NativeAttention,
+        "decode",
+        lambda self, *a, **k: calls.append(1) or kernel_decode(self, *a, **k),
+    )
+    batch = backend.generate(prompts, [5, 6, 7], params)
+    assert len(calls) >= 39 * 2  # every decoding step of both layers took the kernel
+    assert [o.tokens for o in batch] == [40, 40, 40]
+    assert backend.generate(prompts[1:2], [6], params)[0].token_ids == batch[1].token_ids
+
+    def pytorch_over_the_same_cache(module, query, key, value, attention_mask, **kwargs):
+        key, value = key.bf16_layer.dense()
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register(attention.NAME, pytorch_over_the_same_cache)
+    try:
+        again = backend.generate(prompts, [5, 6, 7], params)
+    finally:
+        AttentionInterface.register(attention.NAME, attention.native_bf16_attention)
+    assert [o.token_ids for o in again] == [o.token_ids for o in batch]
+
+
+def test_without_a_compiler_int8_kv16_says_why_and_auto_leaves_it(
+    tiny_neox, monkeypatch, settings, tmp_path
+):
+    import allthepatents.cpu
+    import generation.attention as attention
+    import generation.backends as backends
+
+    settings.DATA_DIR = str(tmp_path)  # no library built here earlier
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    attention.native_attention.cache_clear()
+    backends.cache_kernel_pays.cache_clear()
+    try:
+        with pytest.raises(attention.NativeAttentionUnavailable, match="no C compiler"):
+            attention.native_attention()
+        with pytest.raises(ModelLoadError, match="int8-kv16: no C compiler.*Use int8"):
+            TransformersBackend(str(tiny_neox), quantize="int8-kv16")
+        monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx2", "fma"})
+        assert backends.generation_precision("auto") == "int8"
+    finally:
+        attention.native_attention.cache_clear()
+        backends.cache_kernel_pays.cache_clear()
+
+
+def test_a_damaged_build_is_built_again(tmp_path, settings):
+    """A library file that does not load (a full disk cut it short) is rebuilt once, not
+    left to fail every worker."""
+    import generation.attention as attention
+
+    tiers = _tiers()
+    require(bool(tiers), "a CPU with AVX2 runs the kernel")
+    require(attention._compiler() is not None, "a C compiler (gcc) builds the kernel")
+    settings.DATA_DIR = str(tmp_path)
+    first = attention.kernel_build(isa=attention.isa_tier(), directory=tmp_path / "kernels")
+    first.write_bytes(b"\x7fELF cut short")
+    attention.native_attention.cache_clear()
+    try:
+        native = attention.native_attention()
+        assert native.path == first and first.stat().st_size > 1000
+    finally:
+        attention.native_attention.cache_clear()
+
+
+def test_a_kernel_that_computes_something_else_is_not_used(tmp_path, monkeypatch):
+    import torch
+
+    import generation.attention as attention
+
+    tiers = _tiers()
+    require(bool(tiers), "a CPU with AVX2 runs the kernel")
+    native = _kernel(tiers[0], tmp_path)
+    assert attention.native_attention_self_check(native) < 1e-4
+    monkeypatch.setattr(
+        attention.NativeAttention,
+        "decode",
+        lambda self, query, *a, **k: torch.zeros_like(query),
+    )
+    with pytest.raises(attention.NativeAttentionUnavailable, match="disagrees"):
+        attention.native_attention_self_check(native)
+
+
+def test_the_kernel_builds_for_avx2_where_pytorch_is_capped_to_it(monkeypatch):
+    """``bench/generation.py --isa avx2`` caps PyTorch with ATEN_CPU_CAPABILITY; the kernel
+    follows, so a capped run measures an AVX2-only CPU throughout."""
+    import allthepatents.cpu
+    from generation.attention import isa_tier
+
+    monkeypatch.setattr(
+        allthepatents.cpu, "cpu_flags", lambda: {"avx2", "fma", "avx512f", "avx512bw"}
+    )
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    assert isa_tier() == "avx512"
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert isa_tier() == "avx2"
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    assert isa_tier() == "none"
+    monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"sse4_2"})
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    assert isa_tier() == "none"
+
+
+def test_the_kernel_timing_behind_auto_is_real():
+    """``auto`` picks int8-kv16 by the kernel's own step timed against PyTorch's float32
+    attention at the kl3m shape; clear margins on either side must decide alike."""
+    import generation.backends as backends
+
+    require(bool(_tiers()), "a CPU with AVX2 runs the kernel")
+    backends.cache_kernel_pays.cache_clear()
+    try:
+        kernel_ms = backends.attention_kernel_step_ms()
+        fp32_ms, _ = backends.attention_step_ms()
+        assert kernel_ms > 0 and fp32_ms > 0
+        decided = backends.cache_kernel_pays()
+        if kernel_ms < 0.5 * backends.CACHE_BF16_SHARE * fp32_ms:
+            assert decided
+        if kernel_ms > 2 * backends.CACHE_BF16_SHARE * fp32_ms:
+            assert not decided
+    finally:
+        backends.cache_kernel_pays.cache_clear()
