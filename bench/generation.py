@@ -181,7 +181,8 @@ def main():
     parser.add_argument(
         "--process-precision",
         default="int8",
-        help="precision of each of --processes: int8, bf16, none, or auto (the worker's pick)",
+        help="precision of each of --processes: int8, int8-kv16, int8-bf16, bf16, none, or auto "
+        "(the worker's pick); a list (int8,int8-kv16) runs each in turn",
     )
     parser.add_argument(
         "--isa", choices=sorted(ISA_CAPS), help="run as on a CPU with this instruction set only"
@@ -194,14 +195,16 @@ def main():
 
     torch.set_num_threads(args.threads)
     from allthepatents.cpu import cpu_flags, cpu_model_name
+    from generation.attention import isa_tier, native_attention_available
     from generation.backends import generation_precision
 
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni"})
+    kernel = isa_tier() if native_attention_available() else "unavailable"
     capped = {k: os.environ[k] for k in ISA_CAPS["avx2"] if k in os.environ}
     print(
         f"cpu: {cpu_model_name()} {flags}; GENERATION_QUANTIZE=auto picks "
         f"{generation_precision('auto')}; torch kernels: {torch.backends.cpu.get_cpu_capability()}"
-        + (f"; capped: {capped}" if capped else ""),
+        f"; bf16 attention kernel: {kernel}" + (f"; capped: {capped}" if capped else ""),
         flush=True,
     )
     skip = set(args.skip.split(","))
@@ -231,14 +234,11 @@ def main():
             print(f"(c int8) {results['c_worker_int8']:.1f} tok/s", flush=True)
         for n in [int(x) for x in args.processes.split(",") if x]:
             threads = args.process_threads or args.threads
-            precision = (
-                generation_precision("auto")
-                if args.process_precision == "auto"
-                else args.process_precision
-            )
-            row = run_processes(model_dir, args.tokens, args.batch, threads, n, precision)
-            print(json.dumps(row), flush=True)
-            results[f"c_{precision}_{n}x{threads}_threads"] = row["tok_s_total"]
+            for choice in args.process_precision.split(","):
+                precision = generation_precision("auto") if choice == "auto" else choice
+                row = run_processes(model_dir, args.tokens, args.batch, threads, n, precision)
+                print(json.dumps(row), flush=True)
+                results[f"c_{precision}_{n}x{threads}_threads"] = row["tok_s_total"]
     base = results.get("b_pipeline_cache_on")
     for name, value in results.items():
         ratio = f"  {value / base:.1f}x (b)" if base else ""

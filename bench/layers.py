@@ -13,7 +13,8 @@ the worker's int8 (fbgemm, each row scaled on its own, generation/quantization.p
 that many positions (kl3m-002-170m's 12 heads of 64, ``--rows`` rows), float32 against
 bf16, through ``scaled_dot_product_attention`` and through two matrix products: the cache's
 element size decides a step at 1,024 tokens, and whether a bf16 cache reads faster depends
-on the CPU.
+on the CPU. ``bf16_kernel`` is the worker's compiled kernel over a bf16 cache
+(``int8-kv16``, generation/attention.py), where it builds.
 """
 
 import argparse
@@ -122,7 +123,40 @@ def _attention_row(torch, *, rows: int, length: int, heads: int = 12, width: int
                 "matmul_ms": _ms(products),
                 "sdpa_cache_gb_s": round(gb / (sdpa_ms / 1e3), 1),
             }
+    row["bf16_kernel"] = _kernel_row(torch, rows=rows, length=length, heads=heads, width=width)
     return row
+
+
+def _kernel_row(torch, *, rows: int, length: int, heads: int, width: int) -> dict | None:
+    import os
+    import tempfile
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "allthepatents.settings")
+    os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="bench-layers-"))
+    import django
+
+    django.setup()
+    from generation.attention import (
+        NativeAttentionUnavailable,
+        bf16_layer_class,
+        isa_tier,
+        native_attention,
+    )
+
+    try:
+        native = native_attention()
+    except NativeAttentionUnavailable as exc:
+        return {"unavailable": str(exc)}
+    layer = bf16_layer_class()(capacity=length + 64)
+    layer.lazy_initialization(torch.zeros(rows, heads, 1, width))
+    layer._k.copy_(torch.randn(layer._k.shape))
+    layer._v.copy_(torch.randn(layer._v.shape))
+    layer.length = length
+    query = torch.randn(rows, heads, width)
+    start = torch.zeros(rows, dtype=torch.int32)
+    ms = _ms(lambda: native.decode(query, layer._k, layer._v, start, length=length, scale=0.125))
+    gb = 2 * rows * heads * length * width * 2 / 1e9
+    return {"isa": isa_tier(), "ms": ms, "cache_gb_s": round(gb / (ms / 1e3), 1)}
 
 
 if __name__ == "__main__":
