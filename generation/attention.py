@@ -128,12 +128,43 @@ class NativeAttention:
                 ctypes.c_void_p,
             ]
         )
+        lib.cache_write.restype = None
+        lib.cache_write.argtypes = (
+            [ctypes.c_void_p] * 4
+            + [ctypes.c_int] * 5
+            + [
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+            ]
+        )
         lib.attention_lanes.restype = ctypes.c_int
         if lib.attention_lanes() != LANES[isa]:
             raise NativeAttentionUnavailable(
                 f"{path.name} was built without its vector path ({lib.attention_lanes()} lanes)"
             )
         self._lib = lib
+
+    def write(self, key, value, keys, values, *, at: int) -> None:
+        """One position's ``key`` and ``value`` (float32, (rows, heads, dim), the last
+        dimension contiguous) into a ``Bf16CacheLayer``'s buffers at position ``at``,
+        rounded to bf16 as ``Tensor.to(torch.bfloat16)`` rounds."""
+        import ctypes
+
+        rows, heads, dim = key.shape
+        strides = (ctypes.c_long * 2)(*key.stride()[:2]), (ctypes.c_long * 2)(*value.stride()[:2])
+        self._lib.cache_write(
+            key.data_ptr(),
+            value.data_ptr(),
+            strides[0],
+            strides[1],
+            rows,
+            heads,
+            dim,
+            keys.shape[2] * TILE,
+            at,
+            keys.data_ptr(),
+            values.data_ptr(),
+        )
 
     def decode(self, query, keys, values, start, *, length: int, scale: float):
         """``query`` float32 (rows, heads, dim); ``keys`` and ``values`` a
@@ -172,10 +203,17 @@ def native_attention_self_check(native: NativeAttention) -> float:
 
     generator = torch.Generator().manual_seed(0)
     rows, heads, length, dim = 3, 2, 37, 64
-    layer = bf16_layer_class()(capacity=48)
     keys = torch.randn(rows, heads, length, dim, generator=generator)
     values = torch.randn(rows, heads, length, dim, generator=generator)
-    layer.update(keys, values)
+    layer, by_torch = bf16_layer_class()(capacity=48), bf16_layer_class()(capacity=48)
+    for each, writer in ((layer, native), (by_torch, None)):
+        each.lazy_initialization(keys)
+        each.write(keys, values, writer=writer)
+        each.length = length
+    if not (torch.equal(layer._k, by_torch._k) and torch.equal(layer._v, by_torch._v)):
+        raise NativeAttentionUnavailable(
+            f"{native.path.name} writes the cache other than PyTorch rounds it; not used"
+        )
     query = torch.randn(rows, heads, 1, dim, generator=generator)
     start = torch.tensor([0, 5, 17], dtype=torch.int32)
     got = native.decode(query[:, :, 0], layer._k, layer._v, start, length=length, scale=dim**-0.5)
@@ -242,7 +280,6 @@ def native_bf16_attention(
     """transformers' attention function for a ``Bf16CacheLayer``: a decoding step (one
     query position) through the kernel; anything else through PyTorch's attention over the
     cache's bf16 values widened to float32."""
-    import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     layer = getattr(key, "bf16_layer", None)
@@ -254,19 +291,49 @@ def native_bf16_attention(
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scale, **kwargs
         )
-    rows = query.shape[0]
-    if attention_mask is None:
-        start = torch.zeros(rows, dtype=torch.int32)
-    else:
-        # Left padding only: a row's first attended position is its first True (bool masks)
-        # or its first 0 (additive masks). The backend pads on the left.
-        allowed = attention_mask[:, 0, -1, :]
-        allowed = allowed if allowed.dtype == torch.bool else allowed == 0
-        start = allowed.to(torch.int8).argmax(-1).to(torch.int32)
     out = native_attention().decode(
-        query[:, :, 0].float(), layer._k, layer._v, start, length=layer.length, scale=scale
+        query[:, :, 0].float(),
+        layer._k,
+        layer._v,
+        rows_start(attention_mask, rows=query.shape[0]),
+        length=layer.length,
+        scale=scale,
     )
     return out.to(query.dtype)[:, None], None
+
+
+_start_memo: list = [None, None]
+
+
+def rows_start(attention_mask, *, rows: int):
+    """Each row's first attended position (int32): left padding only, as the backend pads.
+    Every layer of a step gets the same mask object, so it is read once a step."""
+    import torch
+
+    if attention_mask is None:
+        return torch.zeros(rows, dtype=torch.int32)
+    if _start_memo[0] is attention_mask:
+        return _start_memo[1]
+    allowed = attention_mask[:, 0, -1, :]
+    # A bool mask allows True; an additive one allows 0.
+    allowed = allowed if allowed.dtype == torch.bool else allowed == 0
+    start = allowed.to(torch.int8).argmax(-1).to(torch.int32)
+    _start_memo[:] = [attention_mask, start]
+    return start
+
+
+def _written_by_kernel(key_states, value_states):
+    """The kernel, where it can write these states (float32 with contiguous head rows, the
+    kernel built); else None, and PyTorch writes them."""
+    import torch
+
+    for states in (key_states, value_states):
+        if states.dtype != torch.float32 or states.stride(-1) != 1:
+            return None
+    try:
+        return native_attention()
+    except NativeAttentionUnavailable:
+        return None
 
 
 _layer_class = None
@@ -307,19 +374,31 @@ def bf16_layer_class():
             end = self.length + count
             if end > self.capacity:
                 raise RuntimeError(f"KV cache full: {end} > {self.capacity} positions")
-            rows, heads, _, dim = key_states.shape
-            for i in range(count):
-                at = self.length + i
-                self._k[:, :, at // TILE, :, at % TILE, :] = key_states[:, :, i].reshape(
-                    rows, heads, dim // 2, 2
-                )
-                self._v[:, :, at // 2, :, at % 2] = value_states[:, :, i]
+            self.write(
+                key_states, value_states, writer=_written_by_kernel(key_states, value_states)
+            )
             self.length = end
             # transformers hands these to the attention function: it finds the layer on them.
             keys = self._k[:, :, :0]
             keys.bf16_layer = self
             self.keys, self.values = keys, self._v[:, :, :0]
             return keys, self.values
+
+        def write(self, key_states, value_states, *, writer=None):
+            """States (rows, heads, positions, dim) into the places after ``length``,
+            through ``writer`` (a ``NativeAttention``) or, where None, PyTorch."""
+            rows, heads, count, dim = key_states.shape
+            for i in range(count):
+                at = self.length + i
+                if writer is not None:
+                    writer.write(
+                        key_states[:, :, i], value_states[:, :, i], self._k, self._v, at=at
+                    )
+                    continue
+                self._k[:, :, at // TILE, :, at % TILE, :] = key_states[:, :, i].reshape(
+                    rows, heads, dim // 2, 2
+                )
+                self._v[:, :, at // 2, :, at % 2] = value_states[:, :, i]
 
         def dense(self):
             """Keys and values as float32 (rows, heads, length, dim)."""

@@ -80,6 +80,37 @@ static inline float vf_hsum(vf x) {
 #define LANES 0
 #endif
 
+/* float32 to bf16, rounded to nearest even (NaN kept a NaN), as PyTorch rounds. */
+static inline uint16_t bf16_round(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, 4);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);
+    bits += 0x7fffu + ((bits >> 16) & 1);
+    return (uint16_t)(bits >> 16);
+}
+
+/* Writes one position's keys and values (float32; key element [r][h][d] at
+ * r * key_strides[0] + h * key_strides[1] + d, values likewise) into the cache's layouts at
+ * position ``at``. PyTorch's strided copy with the conversion took 0.34 ms a layer at 128
+ * rows, a twentieth of a step. */
+void cache_write(const float *key, const float *value, const long *key_strides,
+                 const long *value_strides, int rows, int heads, int dim, int capacity, int at,
+                 uint16_t *keys, uint16_t *values) {
+    const size_t head = (size_t)capacity * dim;
+    const int tile = at / 16, lane = at % 16, pair = at / 2, side = at % 2;
+    for (int r = 0; r < rows; r++)
+        for (int h = 0; h < heads; h++) {
+            const float *k = key + r * key_strides[0] + h * key_strides[1];
+            const float *v = value + r * value_strides[0] + h * value_strides[1];
+            uint16_t *kt = keys + ((size_t)r * heads + h) * head + (size_t)tile * dim * 16;
+            uint16_t *vp = values + ((size_t)r * heads + h) * head + (size_t)pair * dim * 2;
+            for (int d = 0; d < dim; d++) {
+                kt[(d / 2) * 32 + lane * 2 + d % 2] = bf16_round(k[d]);
+                vp[d * 2 + side] = bf16_round(v[d]);
+            }
+        }
+}
+
 /* Which path this build took: 16 (AVX-512), 8 (AVX2 + FMA) or 0 (none: not to be used). */
 int attention_lanes(void) { return LANES; }
 

@@ -245,3 +245,34 @@ def test_the_kernel_timing_behind_auto_is_real():
             assert not decided
     finally:
         backends.cache_kernel_pays.cache_clear()
+
+
+def test_the_kernel_rounds_the_cache_as_pytorch_does(tmp_path):
+    """Keys and values written by the kernel are PyTorch's bf16 rounding bit for bit: ties
+    to even, infinities, signed zeros, NaN kept a NaN."""
+    import torch
+
+    from generation.attention import bf16_layer_class
+
+    tiers = _tiers()
+    require(bool(tiers), "a CPU with AVX2 runs the kernel")
+    native = _kernel(tiers[0], tmp_path)
+    special = torch.tensor(
+        [1 + 2**-8, 1 + 3 * 2**-8, -(1 + 2**-8), 3.0e38, float("inf"), -0.0, 1e-40, 65504.0]
+    )
+    keys = torch.randn(2, 2, 3, 16)
+    keys[0, 0, 0, :8] = special
+    keys[1, 1, 2, 8:] = special
+    values = keys.flip(-1).contiguous()
+    kernel_layer, torch_layer = bf16_layer_class()(capacity=16), bf16_layer_class()(capacity=16)
+    for layer, writer in ((kernel_layer, native), (torch_layer, None)):
+        layer.lazy_initialization(keys)
+        layer.write(keys, values, writer=writer)
+    assert torch.equal(kernel_layer._k.view(torch.int16), torch_layer._k.view(torch.int16))
+    assert torch.equal(kernel_layer._v.view(torch.int16), torch_layer._v.view(torch.int16))
+    keys[0, 0, 0, 0] = float("nan")
+    nan_layer = bf16_layer_class()(capacity=16)
+    nan_layer.lazy_initialization(keys)
+    nan_layer.write(keys, values, writer=native)
+    nan_layer.length = 3
+    assert torch.isnan(nan_layer.dense()[0][0, 0, 0, 0])
