@@ -310,9 +310,10 @@ def rows_start(attention_mask, *, rows: int):
     Every layer of a step gets the same mask object, so it is read once a step."""
     import torch
 
-    if attention_mask is None:
-        return torch.zeros(rows, dtype=torch.int32)
-    if _start_memo[0] is attention_mask:
+    if _start_memo[0] is attention_mask and len(_start_memo[1]) == rows:
+        return _start_memo[1]
+    if attention_mask is None:  # no row padded
+        _start_memo[:] = [None, torch.zeros(rows, dtype=torch.int32)]
         return _start_memo[1]
     allowed = attention_mask[:, 0, -1, :]
     # A bool mask allows True; an additive one allows 0.
