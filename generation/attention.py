@@ -310,7 +310,8 @@ def rows_start(attention_mask, *, rows: int):
     Every layer of a step gets the same mask object, so it is read once a step."""
     import torch
 
-    if _start_memo[0] is attention_mask and len(_start_memo[1]) == rows:
+    known = _start_memo[1]
+    if known is not None and _start_memo[0] is attention_mask and len(known) == rows:
         return _start_memo[1]
     if attention_mask is None:  # no row padded
         _start_memo[:] = [None, torch.zeros(rows, dtype=torch.int32)]

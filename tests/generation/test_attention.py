@@ -134,6 +134,11 @@ def test_int8_kv16_samples_as_pytorch_would_over_the_same_cache(tiny_neox, monke
     assert len(calls) >= 39 * 2  # every decoding step of both layers took the kernel
     assert [o.tokens for o in batch] == [40, 40, 40]
     assert backend.generate(prompts[1:2], [6], params)[0].token_ids == batch[1].token_ids
+    # Prompts of one length: no row is padded, and transformers passes no mask at all; as
+    # a fresh worker's first batch, before any step has read a mask.
+    monkeypatch.setattr(attention, "_start_memo", [None, None])
+    alike = backend.generate(prompts[::2], [5, 7], params)
+    assert [o.token_ids for o in alike] == [batch[0].token_ids, batch[2].token_ids]
 
     def pytorch_over_the_same_cache(module, query, key, value, attention_mask, **kwargs):
         key, value = key.bf16_layer.dense()
