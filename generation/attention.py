@@ -119,24 +119,11 @@ class NativeAttention:
             lib = ctypes.CDLL(str(path))
         except OSError as exc:
             raise NativeAttentionUnavailable(f"cannot load {path}: {exc}") from exc
-        lib.attention_decode.restype = ctypes.c_int
-        lib.attention_decode.argtypes = (
-            [ctypes.c_void_p] * 4
-            + [ctypes.c_int] * 5
-            + [
-                ctypes.c_float,
-                ctypes.c_void_p,
-            ]
-        )
+        pointer, integer = ctypes.c_void_p, ctypes.c_int
+        lib.attention_decode.restype = integer
+        lib.attention_decode.argtypes = [*[pointer] * 4, *[integer] * 5, ctypes.c_float, pointer]
         lib.cache_write.restype = None
-        lib.cache_write.argtypes = (
-            [ctypes.c_void_p] * 4
-            + [ctypes.c_int] * 5
-            + [
-                ctypes.c_void_p,
-                ctypes.c_void_p,
-            ]
-        )
+        lib.cache_write.argtypes = [*[pointer] * 4, *[integer] * 5, pointer, pointer]
         lib.attention_lanes.restype = ctypes.c_int
         if lib.attention_lanes() != LANES[isa]:
             raise NativeAttentionUnavailable(
@@ -348,14 +335,12 @@ def bf16_layer_class():
     if _layer_class is not None:
         return _layer_class
     import torch
-    from transformers.cache_utils import DynamicLayer
 
-    class Bf16CacheLayer(DynamicLayer):
+    from generation.sampling import preallocated_layer_class
+
+    class Bf16CacheLayer(preallocated_layer_class()):
         def __init__(self, *, capacity: int):
-            super().__init__()
-            self.capacity = -(-capacity // TILE) * TILE
-            self.length = 0
-            self._k = self._v = None
+            super().__init__(capacity=-(-capacity // TILE) * TILE)
 
         def lazy_initialization(self, key_states, value_states=None):
             self.dtype, self.device = key_states.dtype, key_states.device
@@ -408,9 +393,6 @@ def bf16_layer_class():
             keys = self._k.permute(0, 1, 2, 4, 3, 5).reshape(rows, heads, tiles * TILE, half * 2)
             values = self._v.permute(0, 1, 2, 4, 3).reshape(rows, heads, -1, half * 2)
             return keys[:, :, : self.length].float(), values[:, :, : self.length].float()
-
-        def get_seq_length(self) -> int:
-            return self.length
 
         def batch_select_indices(self, indices):
             # As PreallocatedLayer: only rows whose place changes move, and only their
