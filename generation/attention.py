@@ -42,7 +42,7 @@ def isa_tier() -> str:
 
     flags = cpu_flags()
     capped = os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("avx2", "default")
-    if not capped and {"avx512f", "avx512bw"} <= flags:
+    if not capped and AVX512_NEEDS <= flags:
         return "avx512"
     if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() == "default":
         return "none"
@@ -51,6 +51,8 @@ def isa_tier() -> str:
     return "none"
 
 
+# The AVX-512 build is compiled with these extensions; a CPU lacking one gets the AVX2 build.
+AVX512_NEEDS = frozenset({"avx512f", "avx512bw", "avx512dq", "avx512vl"})
 ISA_FLAGS = {
     "avx512": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma"],
     "avx2": ["-mavx2", "-mfma"],

@@ -14,7 +14,7 @@ def _tiers():
 
     flags = cpu_flags()
     tiers = []
-    if {"avx512f", "avx512bw"} <= flags:
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
         tiers.append("avx512")
     if {"avx2", "fma"} <= flags:
         tiers.append("avx2")
@@ -218,10 +218,11 @@ def test_the_kernel_builds_for_avx2_where_pytorch_is_capped_to_it(monkeypatch):
     import allthepatents.cpu
     from generation.attention import isa_tier
 
-    monkeypatch.setattr(
-        allthepatents.cpu, "cpu_flags", lambda: {"avx2", "fma", "avx512f", "avx512bw"}
-    )
+    avx512 = {"avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl"}
+    monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: avx512 - {"avx512vl"})
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    assert isa_tier() == "avx2"  # the AVX-512 build uses VL: a CPU without it takes AVX2
+    monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: avx512)
     assert isa_tier() == "avx512"
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
     assert isa_tier() == "avx2"
