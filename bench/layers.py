@@ -18,6 +18,7 @@ on the CPU. ``bf16_kernel`` is the worker's compiled kernel over a bf16 cache
 """
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -128,17 +129,10 @@ def _attention_row(torch, *, rows: int, length: int, heads: int = 12, width: int
 
 
 def _kernel_row(torch, *, rows: int, length: int, heads: int, width: int) -> dict | None:
-    import os
-    import tempfile
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "allthepatents.settings")
-    os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="bench-layers-"))
-    import django
-
-    django.setup()
+    _django_setup()
     from generation.attention import (
         NativeAttentionUnavailable,
-        bf16_layer_class,
+        bf16_cache_random,
         isa_tier,
         native_attention,
     )
@@ -147,16 +141,25 @@ def _kernel_row(torch, *, rows: int, length: int, heads: int, width: int) -> dic
         native = native_attention()
     except NativeAttentionUnavailable as exc:
         return {"unavailable": str(exc)}
-    layer = bf16_layer_class()(capacity=length + 64)
-    layer.lazy_initialization(torch.zeros(rows, heads, 1, width))
-    layer._k.copy_(torch.randn(layer._k.shape))
-    layer._v.copy_(torch.randn(layer._v.shape))
-    layer.length = length
+    layer = bf16_cache_random(rows=rows, heads=heads, length=length, dim=width)
     query = torch.randn(rows, heads, width)
     start = torch.zeros(rows, dtype=torch.int32)
     ms = _ms(lambda: native.decode(query, layer._k, layer._v, start, length=length, scale=0.125))
     gb = 2 * rows * heads * length * width * 2 / 1e9
     return {"isa": isa_tier(), "ms": ms, "cache_gb_s": round(gb / (ms / 1e3), 1)}
+
+
+@functools.cache
+def _django_setup() -> None:
+    """The kernel builds into DATA_DIR, which the settings give."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "allthepatents.settings")
+    os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="bench-layers-"))
+    import django
+
+    django.setup()
 
 
 if __name__ == "__main__":

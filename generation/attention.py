@@ -41,14 +41,12 @@ def isa_tier() -> str:
     from allthepatents.cpu import cpu_flags
 
     flags = cpu_flags()
-    capped = os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("avx2", "default")
-    if not capped and AVX512_NEEDS <= flags:
-        return "avx512"
-    if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() == "default":
+    cap = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    if cap == "default":
         return "none"
-    if {"avx2", "fma"} <= flags:
-        return "avx2"
-    return "none"
+    if cap != "avx2" and AVX512_NEEDS <= flags:
+        return "avx512"
+    return "avx2" if {"avx2", "fma"} <= flags else "none"
 
 
 # The AVX-512 build is compiled with these extensions; a CPU lacking one gets the AVX2 build.
@@ -327,15 +325,23 @@ def _written_by_kernel(key_states, value_states):
         return None
 
 
-_layer_class = None
+def bf16_cache_random(*, rows: int, heads: int, length: int, dim: int, generator=None):
+    """A ``Bf16CacheLayer`` holding ``length`` positions of random keys and values: what the
+    kernel's timings (``auto``'s and the benches') read."""
+    import torch
+
+    layer = bf16_layer_class()(capacity=length)
+    layer.lazy_initialization(torch.zeros(rows, heads, 1, dim))
+    layer._k.copy_(torch.randn(layer._k.shape, generator=generator))
+    layer._v.copy_(torch.randn(layer._v.shape, generator=generator))
+    layer.length = length
+    return layer
 
 
+@functools.cache
 def bf16_layer_class():
     """A transformers cache layer holding keys and values in bf16, in the kernel's layouts,
     in buffers sized for the whole generation (as ``sampling.kv_cache_preallocated``)."""
-    global _layer_class
-    if _layer_class is not None:
-        return _layer_class
     import torch
 
     from generation.sampling import preallocated_layer_class
@@ -412,5 +418,4 @@ def bf16_layer_class():
                 self._k, self._v = self._k[:rows], self._v[:rows]
                 self.keys, self.values = self._k[:, :, :0], self._v[:, :, :0]
 
-    _layer_class = Bf16CacheLayer
-    return _layer_class
+    return Bf16CacheLayer

@@ -137,15 +137,13 @@ def attention_kernel_step_ms(
     """``attention_step_ms``'s step through the compiled kernel over a bf16 cache, in ms."""
     import torch
 
-    from generation.attention import bf16_layer_class, native_attention
+    from generation.attention import bf16_cache_random, native_attention
 
     native = native_attention()
     generator = torch.Generator().manual_seed(0)
-    layer = bf16_layer_class()(capacity=positions)
-    layer.lazy_initialization(torch.zeros(rows, heads, 1, dim))
-    layer._k.copy_(torch.randn(layer._k.shape, generator=generator))
-    layer._v.copy_(torch.randn(layer._v.shape, generator=generator))
-    layer.length = positions
+    layer = bf16_cache_random(
+        rows=rows, heads=heads, length=positions, dim=dim, generator=generator
+    )
     query = torch.randn(rows, heads, dim, generator=generator)
     start = torch.zeros(rows, dtype=torch.int32)
     best = float("inf")
