@@ -240,7 +240,9 @@ GENERATION_DEVICE = env_choice("GENERATION_DEVICE", "auto", ("auto", "cpu", "cud
 # At 1,024 tokens, batch 16, on an AMX Xeon: bf16 221 tok/s, int8 170, the card's recipe 47
 # (bench/generation.py); gate pass rate unchanged (bench/int8_quality.py). none: fp32.
 GENERATION_QUANTIZE = env_choice(
-    "GENERATION_QUANTIZE", "auto", ("auto", "bf16", "int8", "int8-bf16", "int8-kv16", "none")
+    "GENERATION_QUANTIZE",
+    "auto",
+    ("auto", "bf16", "bf16-kv16", "int8", "int8-bf16", "int8-kv16", "none"),
 )
 # New kl3m jobs sample along the document's skeleton (generation/form.py).
 GENERATION_DECODE_FORM = env_bool("GENERATION_DECODE_FORM", True)

@@ -266,18 +266,31 @@ def native_bf16_attention(
 ):
     """transformers' attention function for a ``Bf16CacheLayer``: a decoding step (one
     query position) through the kernel; anything else through PyTorch's attention over the
-    cache's bf16 values widened to float32."""
+    cache's bf16 values widened to float32. The query, float32 or bf16 (``bf16-kv16``), is
+    widened too, and the result comes back in its dtype."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     layer = getattr(key, "bf16_layer", None)
     dim = query.shape[-1]
     scale = scaling if scaling is not None else dim**-0.5
     if layer is None or query.shape[2] != 1 or not kernel_takes(dim):
-        if layer is not None:
-            key, value = layer.dense()
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scale, **kwargs
+        if layer is None:
+            return sdpa_attention_forward(
+                module, query, key, value, attention_mask, dropout=dropout, scaling=scale, **kwargs
+            )
+        # In float32 as the kernel computes, whatever the model's dtype (a bf16 model's too).
+        key, value = layer.dense()
+        out, weights = sdpa_attention_forward(
+            module,
+            query.float(),
+            key,
+            value,
+            attention_mask,
+            dropout=dropout,
+            scaling=scale,
+            **kwargs,
         )
+        return out.to(query.dtype), weights
     out = native_attention().decode(
         query[:, :, 0].float(),
         layer._k,

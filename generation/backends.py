@@ -75,7 +75,9 @@ class GenerationBackend(Protocol):
 
 
 def generation_precision(choice: str, *, device: str = "cpu") -> str:
-    """GENERATION_QUANTIZE resolved: ``auto`` is bf16 where the CPU has AMX; elsewhere int8
+    """GENERATION_QUANTIZE resolved: ``auto`` is bf16 where the CPU has AMX (``bf16-kv16``,
+    its attention through the compiled kernel, where that reads the bf16 cache faster than
+    PyTorch, timed in this process); elsewhere int8
     layers beside the cache whose attention, timed in this process, is fastest: a bf16
     cache read by PyTorch (``int8-bf16``, where the CPU has AVX512-BF16), a bf16 cache read
     by the compiled kernel (``int8-kv16``, generation/attention.py, where it builds), each
@@ -95,7 +97,7 @@ def generation_precision(choice: str, *, device: str = "cpu") -> str:
 
         flags = cpu_flags()
         if "amx_bf16" in flags:
-            return "bf16"
+            return "bf16-kv16" if cache_kernel_beats_bf16() else "bf16"
         bf16_pays = "avx512_bf16" in flags and cache_bf16_pays()
         if cache_kernel_pays():
             if not bf16_pays:
@@ -128,6 +130,18 @@ def cache_kernel_pays() -> bool:
         return False
     fp32_ms, _ = attention_step_ms()
     return attention_kernel_step_ms() <= CACHE_BF16_SHARE * fp32_ms
+
+
+@functools.cache
+def cache_kernel_beats_bf16() -> bool:
+    """The bf16 kernel builds here and reads a bf16 cache faster than PyTorch's attention
+    does: the bf16 model's attention goes through it (``bf16-kv16``)."""
+    from generation.attention import native_attention_available
+
+    if not native_attention_available():
+        return False
+    _, bf16_ms = attention_step_ms()
+    return attention_kernel_step_ms() < bf16_ms
 
 
 @functools.cache
@@ -178,6 +192,40 @@ def attention_step_ms(
                     best = min(best, time.perf_counter() - began)
         timings.append(best * 1000)
     return timings[0], timings[1]
+
+
+# The precisions whose KV cache is bf16 in the compiled kernel's layouts, read by it
+# (generation/attention.py): int8 layers in float32, or the bf16 model's.
+KERNEL_PRECISIONS = ("int8-kv16", "bf16-kv16")
+
+
+def kernel_attention_use(model, *, precision: str) -> None:
+    """Route ``model``'s attention through the compiled kernel over a bf16 cache. Asked
+    for by name where the kernel cannot be built: a clear error, not a silent fallback."""
+    from generation.attention import (
+        NAME,
+        NativeAttentionUnavailable,
+        kernel_takes,
+        native_attention,
+    )
+
+    fallback = "bf16" if precision.startswith("bf16") else "int8"
+    try:
+        native_attention()
+    except NativeAttentionUnavailable as exc:
+        raise ModelLoadError(
+            f"GENERATION_QUANTIZE={precision}: {exc}. Use {fallback} (or auto) here."
+        ) from exc
+    model.set_attn_implementation(NAME)
+    config = model.config.get_text_config(decoder=True)
+    head = config.hidden_size // config.num_attention_heads
+    if not kernel_takes(head):
+        logger.warning(
+            "%s: head size %d is outside the kernel's range; PyTorch's attention reads "
+            "the bf16 cache instead (slower)",
+            precision,
+            head,
+        )
 
 
 def _cuda_available() -> bool:
@@ -275,44 +323,23 @@ class TransformersBackend:
                 model = model.to(torch.bfloat16)
             model = rows_scaled_int8_quantize(model)
             if self.quantize == "int8-kv16":
-                # The layers in float32 as int8's; the cache in bf16, read by the compiled
-                # kernel (generation/attention.py). Asked for by name where the kernel
-                # cannot be built: a clear error, not a silent float32 cache.
-                from generation.attention import (
-                    NAME,
-                    NativeAttentionUnavailable,
-                    kernel_takes,
-                    native_attention,
-                )
-
-                try:
-                    native_attention()
-                except NativeAttentionUnavailable as exc:
-                    raise ModelLoadError(
-                        f"GENERATION_QUANTIZE=int8-kv16: {exc}. Use int8 (or auto) here."
-                    ) from exc
-                model.set_attn_implementation(NAME)
-                config = model.config.get_text_config(decoder=True)
-                head = config.hidden_size // config.num_attention_heads
-                if not kernel_takes(head):
-                    logger.warning(
-                        "int8-kv16: head size %d is outside the kernel's range; PyTorch's "
-                        "attention reads the bf16 cache instead (slower)",
-                        head,
-                    )
+                # The layers in float32 as int8's; the cache in bf16, read by the kernel.
+                kernel_attention_use(model, precision=self.quantize)
         elif self.device == "cpu" and self.quantize == "int8-rows":
             # The proof's int8 checker: a scale per row, not per tensor (generation/
             # quantization.py), so that one position's outliers do not blur the others.
             from generation.quantization import rows_int8_quantize
 
             model = rows_int8_quantize(model)
-        elif self.device == "cpu" and self.quantize == "bf16":
+        elif self.device == "cpu" and self.quantize in ("bf16", "bf16-kv16"):
             # Weights and so the KV cache in bf16, where the CPU computes it natively (AMX,
             # AVX512-BF16): half the bytes per token of context that attention reads. The
             # layers' weights packed for oneDNN once, not on every call.
             from generation.quantization import bf16_linears_pack
 
             model = bf16_linears_pack(model.to(torch.bfloat16))
+            if self.quantize == "bf16-kv16":
+                kernel_attention_use(model, precision=self.quantize)
         else:
             model.to(self.device)
         self.model = model
@@ -364,7 +391,9 @@ class TransformersBackend:
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         width = heads * (config.hidden_size // config.num_attention_heads)
         element = (
-            2 if self.quantize in ("bf16", "int8-bf16", "int8-kv16") or self.device != "cpu" else 4
+            2
+            if self.quantize in ("bf16", "int8-bf16", *KERNEL_PRECISIONS) or self.device != "cpu"
+            else 4
         )
         per_row = (
             2 * config.num_hidden_layers * width * element * (prompt_tokens + params.max_new_tokens)
@@ -401,7 +430,7 @@ class TransformersBackend:
         past = kv_cache_preallocated(
             self.model.config,
             capacity=input_ids.shape[1] + params.max_new_tokens,
-            bf16_kernel=self.quantize == "int8-kv16",
+            bf16_kernel=self.quantize in KERNEL_PRECISIONS,
         )
         forms = None
         if params.form:  # a form this code lacks raises (FormUnknown), not sampled without

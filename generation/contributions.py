@@ -220,12 +220,18 @@ def proof_precision(choice: str) -> str:
     with AVX512-BF16 but no AMX, where it proved 16 samples of 256 tokens in 5.2-6.0 s
     against bf16's 7.2-7.7 s (bench/README.md). An explicit int8 is per-row int8 too (a
     scale per tensor of thousands of positions blurs the rest); ``int8-bf16`` (a worker's
-    int8 weights beside a bf16 cache) is checked in bf16; bf16 and none stand."""
+    int8 weights beside a bf16 cache) and ``bf16-kv16`` are checked in bf16; bf16 and
+    none stand."""
     from allthepatents.cpu import cpu_flags
 
     if choice == "auto":
         return "bf16" if "amx_bf16" in cpu_flags() else "int8-rows"
-    return {"int8": "int8-rows", "int8-kv16": "int8-rows", "int8-bf16": "bf16"}.get(choice, choice)
+    return {
+        "int8": "int8-rows",
+        "int8-kv16": "int8-rows",
+        "int8-bf16": "bf16",
+        "bf16-kv16": "bf16",
+    }.get(choice, choice)
 
 
 def contributor_precision(wanted: str, *, device: str = "cpu") -> str:

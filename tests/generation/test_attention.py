@@ -2,6 +2,8 @@
 is built with the machine's C compiler, for each instruction set this CPU can run, and
 compared with PyTorch's attention over the same bf16 values."""
 
+import contextlib
+
 import pytest
 
 from generation.backends import ModelLoadError, TransformersBackend
@@ -108,8 +110,6 @@ def test_int8_kv16_samples_as_pytorch_would_over_the_same_cache(tiny_neox, monke
     PyTorch's attention draws over the same bf16 cache, and a row's sample is the same in
     any batch."""
     import torch
-    from transformers import AttentionInterface
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     import generation.attention as attention
     from generation.quantization import row_scaled_int8_linear_class
@@ -140,19 +140,117 @@ def test_int8_kv16_samples_as_pytorch_would_over_the_same_cache(tiny_neox, monke
     alike = backend.generate(prompts[::2], [5, 7], params)
     assert [o.token_ids for o in alike] == [batch[0].token_ids, batch[2].token_ids]
 
-    def pytorch_over_the_same_cache(module, query, key, value, attention_mask, **kwargs):
-        key, value = key.bf16_layer.dense()
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-
-    AttentionInterface.register(attention.NAME, pytorch_over_the_same_cache)
-    try:
-        again = backend.generate(prompts, [5, 6, 7], params)
-    finally:
-        AttentionInterface.register(attention.NAME, attention.native_bf16_attention)
+    again = _generate_through_pytorch(backend, prompts, [5, 6, 7], params)
     assert [o.token_ids for o in again] == [o.token_ids for o in batch]
 
 
-def test_without_a_compiler_int8_kv16_says_why_and_auto_leaves_it(
+def _generate_through_pytorch(backend, prompts, seeds, params):
+    """``backend``'s samples with PyTorch's attention, not the kernel's, over the same bf16
+    cache (widened to float32, as the kernel widens it)."""
+    with _pytorch_attention():
+        return backend.generate(prompts, seeds, params)
+
+
+def _forced_logits_through_pytorch(backend, prompt, token_ids):
+    with _pytorch_attention():
+        return _forced_logits(backend, prompt, token_ids)
+
+
+@contextlib.contextmanager
+def _pytorch_attention():
+    """The kernel's precisions with PyTorch's attention in the kernel's place."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    import generation.attention as attention
+
+    def pytorch_over_the_same_cache(module, query, key, value, attention_mask, **kwargs):
+        key, value = key.bf16_layer.dense()
+        out, weights = sdpa_attention_forward(
+            module, query.float(), key.float(), value.float(), attention_mask, **kwargs
+        )
+        return out.to(query.dtype), weights
+
+    AttentionInterface.register(attention.NAME, pytorch_over_the_same_cache)
+    try:
+        yield
+    finally:
+        AttentionInterface.register(attention.NAME, attention.native_bf16_attention)
+
+
+def _forced_logits(backend, prompt, token_ids):
+    """The logits of each step as ``backend``'s decoding loop computes them (its cache, its
+    attention), with ``token_ids`` fed in turn whatever was sampled: float32 (steps, vocab)."""
+    import torch
+
+    from generation.backends import KERNEL_PRECISIONS, model_cache_keyword
+    from generation.sampling import kv_cache_preallocated
+
+    ids = backend.tokenizer([prompt], return_tensors="pt", add_special_tokens=False)["input_ids"]
+    past = kv_cache_preallocated(
+        backend.model.config,
+        capacity=ids.shape[1] + len(token_ids),
+        bf16_kernel=backend.quantize in KERNEL_PRECISIONS,
+    )
+    keyword = model_cache_keyword(backend.model)
+    steps, at = [], 0
+    with torch.inference_mode():
+        for token in [None, *token_ids[:-1]]:
+            cur = ids if token is None else torch.tensor([[token]])
+            positions = torch.arange(at, at + cur.shape[1])[None]
+            at += cur.shape[1]
+            out = backend.model(
+                input_ids=cur, position_ids=positions, use_cache=True, **{keyword: past}
+            )
+            steps.append(out.logits[0, -1].float())
+    return torch.stack(steps)
+
+
+def test_bf16_kv16_runs_the_bf16_models_attention_through_the_kernel(tiny_neox, monkeypatch):
+    """``bf16-kv16`` (``auto``'s pick on AMX where the kernel reads the cache faster than
+    PyTorch): the bf16 model, its packed layers, its cache in the kernel's layouts, every
+    decoding step's attention through the kernel. Its logits are PyTorch's attention's
+    over the same cache up to bf16 rounding, and no further from float32's than plain bf16's
+    (a bf16 model's samples part from any other arithmetic's after a few tokens, so the
+    logits are compared, not the samples)."""
+    import torch
+
+    import generation.attention as attention
+    from generation.quantization import bf16_packing_available, packed_bf16_linear_class
+
+    require(bool(_tiers()), "a CPU with AVX2 runs the kernel")
+    backend = TransformersBackend(str(tiny_neox), quantize="bf16-kv16")
+    assert backend.model.config._attn_implementation == attention.NAME
+    assert next(backend.model.parameters()).dtype == torch.bfloat16
+    if bf16_packing_available():
+        assert packed_bf16_linear_class() in {type(m) for m in backend.model.modules()}
+    params = SamplingParams(max_new_tokens=40, min_new_tokens=40)
+    plain = TransformersBackend(str(tiny_neox), quantize="bf16")
+    assert backend.rows_fitting(params) == plain.rows_fitting(params)
+    prompts = ["# Patent\n\n## Title", "# Patent\n\n## Claims\n\n1. A", "# Patent\n\n## Title"]
+    calls = []
+    kernel_decode = attention.NativeAttention.decode
+    monkeypatch.setattr(
+        attention.NativeAttention,
+        "decode",
+        lambda self, *a, **k: calls.append(1) or kernel_decode(self, *a, **k),
+    )
+    batch = backend.generate(prompts, [5, 6, 7], params)
+    assert len(calls) >= 39 * 2
+    assert [o.tokens for o in batch] == [40, 40, 40]
+
+    drawn = batch[1].token_ids
+    kernel = _forced_logits(backend, prompts[1], drawn)
+    pytorch = _forced_logits_through_pytorch(backend, prompts[1], drawn)
+    exact = _forced_logits(TransformersBackend(str(tiny_neox), quantize="none"), prompts[1], drawn)
+    bf16 = _forced_logits(plain, prompts[1], drawn)
+    bf16_error = (bf16 - exact).abs().max()
+    assert bf16_error > 0  # bf16 arithmetic rounds: a bound to measure against
+    assert (kernel - pytorch).abs().max() <= 0.5 * bf16_error
+    assert (kernel - exact).abs().max() <= 1.5 * bf16_error
+
+
+def test_without_a_compiler_the_kernel_precisions_say_why_and_auto_leaves_them(
     tiny_neox, monkeypatch, settings, tmp_path
 ):
     import allthepatents.cpu
@@ -163,16 +261,22 @@ def test_without_a_compiler_int8_kv16_says_why_and_auto_leaves_it(
     monkeypatch.setenv("CC", "/nonexistent/cc")
     attention.native_attention.cache_clear()
     backends.cache_kernel_pays.cache_clear()
+    backends.cache_kernel_beats_bf16.cache_clear()
     try:
         with pytest.raises(attention.NativeAttentionUnavailable, match="no C compiler"):
             attention.native_attention()
         with pytest.raises(ModelLoadError, match="int8-kv16: no C compiler.*Use int8"):
             TransformersBackend(str(tiny_neox), quantize="int8-kv16")
+        with pytest.raises(ModelLoadError, match="bf16-kv16: no C compiler.*Use bf16"):
+            TransformersBackend(str(tiny_neox), quantize="bf16-kv16")
         monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx2", "fma"})
         assert backends.generation_precision("auto") == "int8"
+        monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx2", "amx_bf16"})
+        assert backends.generation_precision("auto") == "bf16"
     finally:
         attention.native_attention.cache_clear()
         backends.cache_kernel_pays.cache_clear()
+        backends.cache_kernel_beats_bf16.cache_clear()
 
 
 def test_a_damaged_build_is_built_again(tmp_path, settings):
@@ -234,8 +338,9 @@ def test_the_kernel_builds_for_avx2_where_pytorch_is_capped_to_it(monkeypatch):
 
 
 def test_the_kernel_timing_behind_auto_is_real():
-    """``auto`` picks int8-kv16 by the kernel's own step timed against PyTorch's float32
-    attention at the kl3m shape; clear margins on either side must decide alike."""
+    """``auto`` picks int8-kv16 (bf16-kv16 on AMX) by the kernel's own step timed against
+    PyTorch's float32 (bf16) attention at the kl3m shape; clear margins on either side
+    must decide alike."""
     import generation.backends as backends
 
     require(bool(_tiers()), "a CPU with AVX2 runs the kernel")
@@ -249,8 +354,16 @@ def test_the_kernel_timing_behind_auto_is_real():
             assert decided
         if kernel_ms > 2 * backends.CACHE_BF16_SHARE * fp32_ms:
             assert not decided
+        # On AMX, the kernel against PyTorch's attention over the bf16 cache.
+        _, bf16_ms = backends.attention_step_ms()
+        beats = backends.cache_kernel_beats_bf16()
+        if kernel_ms < 0.5 * bf16_ms:
+            assert beats
+        if kernel_ms > 2 * bf16_ms:
+            assert not beats
     finally:
         backends.cache_kernel_pays.cache_clear()
+        backends.cache_kernel_beats_bf16.cache_clear()
 
 
 def test_the_kernel_rounds_the_cache_as_pytorch_does(tmp_path):

@@ -588,7 +588,8 @@ def test_control_characters_in_model_output_are_dropped_and_counted(generators, 
 
 
 def test_auto_precision_follows_the_cpu(monkeypatch, tiny_neox):
-    """GENERATION_QUANTIZE=auto: bf16 where the CPU has AMX; elsewhere int8 layers beside
+    """GENERATION_QUANTIZE=auto: bf16 where the CPU has AMX (its attention through the
+    compiled kernel where that is faster than PyTorch's); elsewhere int8 layers beside
     the cache whose attention this process timed fastest: bf16 read by PyTorch (an Intel
     Xeon without AMX), bf16 read by the compiled kernel (an AMD EPYC, AVX2 only), float32
     where neither takes at most CACHE_BF16_SHARE of float32's time. The bf16
@@ -623,6 +624,10 @@ def test_auto_precision_follows_the_cpu(monkeypatch, tiny_neox):
     kernel_pays = False
     assert generation_precision("auto") == "int8"
     monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx2", "amx_bf16"})
+    monkeypatch.setattr(backends, "cache_kernel_beats_bf16", lambda: kernel_beats_bf16)
+    kernel_beats_bf16 = True  # the bf16 model's attention through the kernel
+    assert generation_precision("auto") == "bf16-kv16"
+    kernel_beats_bf16 = False
     assert generation_precision("auto") == "bf16"
     assert generation_precision("none") == "none"
     assert generation_precision("auto", device="cuda") == "none"

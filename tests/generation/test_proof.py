@@ -222,6 +222,9 @@ def test_the_checker_runs_bf16_with_amx_and_per_row_int8_elsewhere(monkeypatch):
     assert contributor_precision("bf16") == "int8-rows"  # no hours of bf16 emulation
     assert contributor_precision("int8-rows", device="cuda") == "none"
     assert proof_precision("none") == "none" and proof_precision("bf16") == "bf16"
+    # The worker's kernel precisions are checked as their layers compute.
+    assert proof_precision("int8-kv16") == "int8-rows"
+    assert proof_precision("bf16-kv16") == proof_precision("int8-bf16") == "bf16"
 
 
 def _neox(kl3m_source, **overrides):
