@@ -181,8 +181,8 @@ def main():
     parser.add_argument(
         "--process-precision",
         default="int8",
-        help="precision of each of --processes: int8, int8-kv16, int8-bf16, bf16, none, or auto "
-        "(the worker's pick); a list (int8,int8-kv16) runs each in turn",
+        help="precision of each of --processes: int8, int8-kv16, int8-bf16, bf16, bf16-kv16, "
+        "none, or auto (the worker's pick); a list (int8,int8-kv16) runs each in turn",
     )
     parser.add_argument(
         "--isa", choices=sorted(ISA_CAPS), help="run as on a CPU with this instruction set only"

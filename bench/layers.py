@@ -14,7 +14,7 @@ that many positions (kl3m-002-170m's 12 heads of 64, ``--rows`` rows), float32 a
 bf16, through ``scaled_dot_product_attention`` and through two matrix products: the cache's
 element size decides a step at 1,024 tokens, and whether a bf16 cache reads faster depends
 on the CPU. ``bf16_kernel`` is the worker's compiled kernel over a bf16 cache
-(``int8-kv16``, generation/attention.py), where it builds.
+(``int8-kv16``, ``bf16-kv16``; generation/attention.py), where it builds.
 """
 
 import argparse

@@ -325,12 +325,12 @@ def rows_start(attention_mask, *, rows: int):
 
 
 def _written_by_kernel(key_states, value_states):
-    """The kernel, where it can write these states (float32 with contiguous head rows, the
-    kernel built); else None, and PyTorch writes them."""
+    """The kernel, where it can write these states (float32, or bf16 that it widens first,
+    with contiguous head rows; the kernel built); else None, and PyTorch writes them."""
     import torch
 
     for states in (key_states, value_states):
-        if states.dtype != torch.float32 or states.stride(-1) != 1:
+        if states.dtype not in (torch.float32, torch.bfloat16) or states.stride(-1) != 1:
             return None
     try:
         return native_attention()
@@ -399,8 +399,13 @@ def bf16_layer_class():
             for i in range(count):
                 at = self.length + i
                 if writer is not None:
+                    # A bf16 model's states widen exactly; the kernel's rounding keeps them.
                     writer.write(
-                        key_states[:, :, i], value_states[:, :, i], self._k, self._v, at=at
+                        key_states[:, :, i].float(),
+                        value_states[:, :, i].float(),
+                        self._k,
+                        self._v,
+                        at=at,
                     )
                     continue
                 self._k[:, :, at // TILE, :, at % TILE, :] = key_states[:, :, i].reshape(

@@ -389,6 +389,12 @@ def test_the_kernel_rounds_the_cache_as_pytorch_does(tmp_path):
         layer.write(keys, values, writer=writer)
     assert torch.equal(kernel_layer._k.view(torch.int16), torch_layer._k.view(torch.int16))
     assert torch.equal(kernel_layer._v.view(torch.int16), torch_layer._v.view(torch.int16))
+    # A bf16 model's states (bf16-kv16) land as they are.
+    bf16_layer = bf16_layer_class()(capacity=16)
+    bf16_layer.lazy_initialization(keys.bfloat16())
+    bf16_layer.write(keys.bfloat16(), values.bfloat16(), writer=native)
+    assert torch.equal(kernel_layer._k.view(torch.int16), bf16_layer._k.view(torch.int16))
+    assert torch.equal(kernel_layer._v.view(torch.int16), bf16_layer._v.view(torch.int16))
     keys[0, 0, 0, 0] = float("nan")
     nan_layer = bf16_layer_class()(capacity=16)
     nan_layer.lazy_initialization(keys)
