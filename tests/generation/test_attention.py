@@ -41,6 +41,23 @@ def _reference(query, keys, values, start):
     )[:, :, 0]
 
 
+PROMPTS = ["# Patent\n\n## Title", "# Patent\n\n## Claims\n\n1. A", "# Patent\n\n## Title"]
+
+
+def _generate_counting_kernel_steps(backend, monkeypatch, params):
+    """``backend``'s samples of PROMPTS (seeds 5, 6, 7), and the kernel's calls meanwhile."""
+    import generation.attention as attention
+
+    calls = []
+    kernel_decode = attention.NativeAttention.decode
+    monkeypatch.setattr(
+        attention.NativeAttention,
+        "decode",
+        lambda self, *a, **k: calls.append(1) or kernel_decode(self, *a, **k),
+    )
+    return backend.generate(PROMPTS, [5, 6, 7], params), calls
+
+
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])
 def test_the_kernel_computes_pytorchs_attention_over_the_bf16_cache(isa, tmp_path):
     """Every head size the kernel takes, lengths on and off a tile's edge, left padding of
@@ -122,15 +139,8 @@ def test_int8_kv16_samples_as_pytorch_would_over_the_same_cache(tiny_neox, monke
     params = SamplingParams(max_new_tokens=40, min_new_tokens=40)
     full = TransformersBackend(str(tiny_neox), quantize="int8")
     assert abs(backend.rows_fitting(params) - 2 * full.rows_fitting(params)) <= 1
-    prompts = ["# Patent\n\n## Title", "# Patent\n\n## Claims\n\n1. A", "# Patent\n\n## Title"]
-    calls = []
-    kernel_decode = attention.NativeAttention.decode
-    monkeypatch.setattr(
-        attention.NativeAttention,
-        "decode",
-        lambda self, *a, **k: calls.append(1) or kernel_decode(self, *a, **k),
-    )
-    batch = backend.generate(prompts, [5, 6, 7], params)
+    prompts = PROMPTS
+    batch, calls = _generate_counting_kernel_steps(backend, monkeypatch, params)
     assert len(calls) >= 39 * 2  # every decoding step of both layers took the kernel
     assert [o.tokens for o in batch] == [40, 40, 40]
     assert backend.generate(prompts[1:2], [6], params)[0].token_ids == batch[1].token_ids
@@ -227,15 +237,8 @@ def test_bf16_kv16_runs_the_bf16_models_attention_through_the_kernel(tiny_neox, 
     params = SamplingParams(max_new_tokens=40, min_new_tokens=40)
     plain = TransformersBackend(str(tiny_neox), quantize="bf16")
     assert backend.rows_fitting(params) == plain.rows_fitting(params)
-    prompts = ["# Patent\n\n## Title", "# Patent\n\n## Claims\n\n1. A", "# Patent\n\n## Title"]
-    calls = []
-    kernel_decode = attention.NativeAttention.decode
-    monkeypatch.setattr(
-        attention.NativeAttention,
-        "decode",
-        lambda self, *a, **k: calls.append(1) or kernel_decode(self, *a, **k),
-    )
-    batch = backend.generate(prompts, [5, 6, 7], params)
+    prompts = PROMPTS
+    batch, calls = _generate_counting_kernel_steps(backend, monkeypatch, params)
     assert len(calls) >= 39 * 2
     assert [o.tokens for o in batch] == [40, 40, 40]
 
