@@ -1,4 +1,5 @@
-"""The worker's KV cache in bf16, read by a compiled kernel (``int8-kv16``).
+"""The worker's KV cache in bf16, read by a compiled kernel (``int8-kv16``; ``bf16-kv16``,
+the bf16 model's attention, on AMX where it times faster than PyTorch's).
 
 At 1,024 tokens a decoding step's attention reads every row's whole cache, and on CPUs
 without AMX that read is most of a step. PyTorch's attention reads a bf16 cache 3-6 times
@@ -7,7 +8,7 @@ pay. ``kernels/attention_bf16.c`` widens bf16 in registers and reads the cache i
 laid out for that (bench/README.md). It is compiled once per machine with the C compiler
 at hand, into DATA_DIR, and checked against PyTorch's attention before it is used; where
 there is no compiler, or the check fails, ``native_attention()`` says why and the worker
-keeps PyTorch's attention over a float32 cache (``int8``).
+keeps PyTorch's attention over a float32 cache (``int8``; plain ``bf16`` on AMX).
 
 The prompt's first forward pass (several positions at once) goes through PyTorch's
 attention over the same bf16 values, widened: only decoding steps take the kernel.

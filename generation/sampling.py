@@ -61,7 +61,7 @@ def kv_cache_preallocated(config, *, capacity: int, bf16_kernel: bool = False):
     """A transformers cache whose layers write into buffers sized for the whole generation
     and hand attention a view of the filled part: no per-step copy of the cache. With
     ``bf16_kernel`` the layers hold bf16 in the layouts ``generation.attention``'s kernel
-    reads (``int8-kv16``)."""
+    reads (``int8-kv16``, ``bf16-kv16``)."""
     from transformers.cache_utils import DynamicCache
 
     if bf16_kernel:
