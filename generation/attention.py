@@ -274,33 +274,25 @@ def native_bf16_attention(
     layer = getattr(key, "bf16_layer", None)
     dim = query.shape[-1]
     scale = scaling if scaling is not None else dim**-0.5
-    if layer is None or query.shape[2] != 1 or not kernel_takes(dim):
-        if layer is None:
-            return sdpa_attention_forward(
-                module, query, key, value, attention_mask, dropout=dropout, scaling=scale, **kwargs
-            )
+    if layer is not None and query.shape[2] == 1 and kernel_takes(dim):
+        out = native_attention().decode(
+            query[:, :, 0].float(),
+            layer._k,
+            layer._v,
+            rows_start(attention_mask, rows=query.shape[0]),
+            length=layer.length,
+            scale=scale,
+        )
+        return out.to(query.dtype)[:, None], None
+    dtype = query.dtype
+    if layer is not None:
         # In float32 as the kernel computes, whatever the model's dtype (a bf16 model's too).
         key, value = layer.dense()
-        out, weights = sdpa_attention_forward(
-            module,
-            query.float(),
-            key,
-            value,
-            attention_mask,
-            dropout=dropout,
-            scaling=scale,
-            **kwargs,
-        )
-        return out.to(query.dtype), weights
-    out = native_attention().decode(
-        query[:, :, 0].float(),
-        layer._k,
-        layer._v,
-        rows_start(attention_mask, rows=query.shape[0]),
-        length=layer.length,
-        scale=scale,
+        query = query.float()
+    out, weights = sdpa_attention_forward(
+        module, query, key, value, attention_mask, dropout=dropout, scaling=scale, **kwargs
     )
-    return out.to(query.dtype)[:, None], None
+    return out.to(dtype), weights
 
 
 _start_memo: list = [None, None]

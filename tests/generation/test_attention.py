@@ -139,18 +139,17 @@ def test_int8_kv16_samples_as_pytorch_would_over_the_same_cache(tiny_neox, monke
     params = SamplingParams(max_new_tokens=40, min_new_tokens=40)
     full = TransformersBackend(str(tiny_neox), quantize="int8")
     assert abs(backend.rows_fitting(params) - 2 * full.rows_fitting(params)) <= 1
-    prompts = PROMPTS
     batch, calls = _generate_counting_kernel_steps(backend, monkeypatch, params)
     assert len(calls) >= 39 * 2  # every decoding step of both layers took the kernel
     assert [o.tokens for o in batch] == [40, 40, 40]
-    assert backend.generate(prompts[1:2], [6], params)[0].token_ids == batch[1].token_ids
+    assert backend.generate(PROMPTS[1:2], [6], params)[0].token_ids == batch[1].token_ids
     # Prompts of one length: no row is padded, and transformers passes no mask at all; as
     # a fresh worker's first batch, before any step has read a mask.
     monkeypatch.setattr(attention, "_start_memo", [None, None])
-    alike = backend.generate(prompts[::2], [5, 7], params)
+    alike = backend.generate(PROMPTS[::2], [5, 7], params)
     assert [o.token_ids for o in alike] == [batch[0].token_ids, batch[2].token_ids]
 
-    again = _generate_through_pytorch(backend, prompts, [5, 6, 7], params)
+    again = _generate_through_pytorch(backend, PROMPTS, [5, 6, 7], params)
     assert [o.token_ids for o in again] == [o.token_ids for o in batch]
 
 
@@ -237,16 +236,15 @@ def test_bf16_kv16_runs_the_bf16_models_attention_through_the_kernel(tiny_neox, 
     params = SamplingParams(max_new_tokens=40, min_new_tokens=40)
     plain = TransformersBackend(str(tiny_neox), quantize="bf16")
     assert backend.rows_fitting(params) == plain.rows_fitting(params)
-    prompts = PROMPTS
     batch, calls = _generate_counting_kernel_steps(backend, monkeypatch, params)
     assert len(calls) >= 39 * 2
     assert [o.tokens for o in batch] == [40, 40, 40]
 
     drawn = batch[1].token_ids
-    kernel = _forced_logits(backend, prompts[1], drawn)
-    pytorch = _forced_logits_through_pytorch(backend, prompts[1], drawn)
-    exact = _forced_logits(TransformersBackend(str(tiny_neox), quantize="none"), prompts[1], drawn)
-    bf16 = _forced_logits(plain, prompts[1], drawn)
+    kernel = _forced_logits(backend, PROMPTS[1], drawn)
+    pytorch = _forced_logits_through_pytorch(backend, PROMPTS[1], drawn)
+    exact = _forced_logits(TransformersBackend(str(tiny_neox), quantize="none"), PROMPTS[1], drawn)
+    bf16 = _forced_logits(plain, PROMPTS[1], drawn)
     bf16_error = (bf16 - exact).abs().max()
     assert bf16_error > 0  # bf16 arithmetic rounds: a bound to measure against
     assert (kernel - pytorch).abs().max() <= 0.5 * bf16_error

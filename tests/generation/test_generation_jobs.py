@@ -604,8 +604,8 @@ def test_auto_precision_follows_the_cpu(monkeypatch, tiny_neox):
     timed = []
     monkeypatch.setattr(backends, "cache_bf16_pays", lambda: timed.append(1) or pays)
     monkeypatch.setattr(backends, "cache_kernel_pays", lambda: kernel_pays)
-    monkeypatch.setattr(backends, "attention_step_ms", lambda: (3.0, bf16_ms))
-    monkeypatch.setattr(backends, "attention_kernel_step_ms", lambda: 1.0)
+    # The kernel's step 1.0 ms against PyTorch's bf16 attention's bf16_ms.
+    monkeypatch.setattr(backends, "cache_kernel_beats_bf16", lambda: 1.0 < bf16_ms)
     pays, kernel_pays, bf16_ms = True, False, 0.9
     monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx2"})
     assert generation_precision("auto") == "int8"
@@ -624,10 +624,9 @@ def test_auto_precision_follows_the_cpu(monkeypatch, tiny_neox):
     kernel_pays = False
     assert generation_precision("auto") == "int8"
     monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx2", "amx_bf16"})
-    monkeypatch.setattr(backends, "cache_kernel_beats_bf16", lambda: kernel_beats_bf16)
-    kernel_beats_bf16 = True  # the bf16 model's attention through the kernel
+    bf16_ms = 1.5  # the bf16 model's attention through the kernel
     assert generation_precision("auto") == "bf16-kv16"
-    kernel_beats_bf16 = False
+    bf16_ms = 0.9
     assert generation_precision("auto") == "bf16"
     assert generation_precision("none") == "none"
     assert generation_precision("auto", device="cuda") == "none"
