@@ -242,7 +242,7 @@ GENERATION_DEVICE = env_choice("GENERATION_DEVICE", "auto", ("auto", "cpu", "cud
 GENERATION_QUANTIZE = env_choice(
     "GENERATION_QUANTIZE",
     "auto",
-    ("auto", "bf16", "bf16-kv16", "int8", "int8-bf16", "int8-kv16", "none"),
+    ("auto", "bf16", "bf16-kv16", "bf16-kv8", "int8", "int8-bf16", "int8-kv16", "int8-kv8", "none"),
 )
 # New kl3m jobs sample along the document's skeleton (generation/form.py).
 GENERATION_DECODE_FORM = env_bool("GENERATION_DECODE_FORM", True)

@@ -181,8 +181,9 @@ def main():
     parser.add_argument(
         "--process-precision",
         default="int8",
-        help="precision of each of --processes: int8, int8-kv16, int8-bf16, bf16, bf16-kv16, "
-        "none, or auto (the worker's pick); a list (int8,int8-kv16) runs each in turn",
+        help="precision of each of --processes: int8, int8-kv16, int8-kv8, int8-bf16, bf16, "
+        "bf16-kv16, bf16-kv8, none, or auto (the worker's pick); a list (int8,int8-kv16) runs "
+        "each in turn",
     )
     parser.add_argument(
         "--isa", choices=sorted(ISA_CAPS), help="run as on a CPU with this instruction set only"
@@ -204,7 +205,7 @@ def main():
     print(
         f"cpu: {cpu_model_name()} {flags}; GENERATION_QUANTIZE=auto picks "
         f"{generation_precision('auto')}; torch kernels: {torch.backends.cpu.get_cpu_capability()}"
-        f"; bf16 attention kernel: {kernel}" + (f"; capped: {capped}" if capped else ""),
+        f"; attention kernel: {kernel}" + (f"; capped: {capped}" if capped else ""),
         flush=True,
     )
     skip = set(args.skip.split(","))

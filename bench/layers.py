@@ -13,8 +13,10 @@ the worker's int8 (fbgemm, each row scaled on its own, generation/quantization.p
 that many positions (kl3m-002-170m's 12 heads of 64, ``--rows`` rows), float32 against
 bf16, through ``scaled_dot_product_attention`` and through two matrix products: the cache's
 element size decides a step at 1,024 tokens, and whether a bf16 cache reads faster depends
-on the CPU. ``bf16_kernel`` is the worker's compiled kernel over a bf16 cache
-(``int8-kv16``, ``bf16-kv16``; generation/attention.py), where it builds.
+on the CPU. ``bf16_kernel`` and ``int8_kernel`` are the worker's compiled kernel over a
+bf16 cache (``int8-kv16``, ``bf16-kv16``) and an int8 one (``int8-kv8``, ``bf16-kv8``;
+generation/attention.py), where it builds; ``kernel_memory_ms`` is ``auto``'s timing of
+both over caches four times the CPU's largest cache (what decides between them).
 """
 
 import argparse
@@ -101,6 +103,27 @@ def main():
     for length in (int(t) for t in args.attention.split(",") if t):
         for m in (int(r) for r in args.rows.split(",")):
             print(json.dumps(_attention_row(torch, rows=m, length=length)), flush=True)
+    if args.attention:
+        print(json.dumps(_kernel_memory_row()), flush=True)
+
+
+def _kernel_memory_row() -> dict:
+    """``auto``'s choice between the kernel's bf16 and int8 caches, and its timings."""
+    _django_setup()
+    from generation import backends
+    from generation.attention import NativeAttentionUnavailable, native_attention
+
+    try:
+        native_attention()
+    except NativeAttentionUnavailable as exc:
+        return {"kernel_memory_ms": {"unavailable": str(exc)}}
+    bf16_ms = backends.attention_kernel_memory_ms(bits=16)
+    int8_ms = backends.attention_kernel_memory_ms(bits=8)
+    return {
+        "kernel_memory_ms": {"bf16": round(bf16_ms, 3), "int8": round(int8_ms, 3)},
+        "int8_share": round(int8_ms / bf16_ms, 2),
+        "auto_takes_int8": backends.cache_int8_pays(),
+    }
 
 
 def _attention_row(torch, *, rows: int, length: int, heads: int = 12, width: int = 64) -> dict:
@@ -124,16 +147,19 @@ def _attention_row(torch, *, rows: int, length: int, heads: int = 12, width: int
                 "matmul_ms": _ms(products),
                 "sdpa_cache_gb_s": round(gb / (sdpa_ms / 1e3), 1),
             }
-    row["bf16_kernel"] = _kernel_row(torch, rows=rows, length=length, heads=heads, width=width)
+    for bits, name in ((16, "bf16_kernel"), (8, "int8_kernel")):
+        row[name] = _kernel_row(
+            torch, bits=bits, rows=rows, length=length, heads=heads, width=width
+        )
     return row
 
 
-def _kernel_row(torch, *, rows: int, length: int, heads: int, width: int) -> dict | None:
+def _kernel_row(torch, *, bits: int, rows: int, length: int, heads: int, width: int) -> dict:
     _django_setup()
     from generation.attention import (
         NativeAttentionUnavailable,
-        bf16_cache_random,
         isa_tier,
+        kernel_cache_random,
         native_attention,
     )
 
@@ -141,11 +167,11 @@ def _kernel_row(torch, *, rows: int, length: int, heads: int, width: int) -> dic
         native = native_attention()
     except NativeAttentionUnavailable as exc:
         return {"unavailable": str(exc)}
-    layer = bf16_cache_random(rows=rows, heads=heads, length=length, dim=width)
+    layer = kernel_cache_random(bits=bits, rows=rows, heads=heads, length=length, dim=width)
     query = torch.randn(rows, heads, width)
     start = torch.zeros(rows, dtype=torch.int32)
-    ms = _ms(lambda: native.decode(query, layer._k, layer._v, start, length=length, scale=0.125))
-    gb = 2 * rows * heads * length * width * 2 / 1e9
+    ms = _ms(lambda: native.decode(query, layer, start, scale=0.125))
+    gb = sum(buffer.numel() * buffer.element_size() for buffer in layer.buffers()) / 1e9
     return {"isa": isa_tier(), "ms": ms, "cache_gb_s": round(gb / (ms / 1e3), 1)}
 
 

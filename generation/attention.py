@@ -1,11 +1,12 @@
-"""The worker's KV cache in bf16, read by a compiled kernel (``int8-kv16``; ``bf16-kv16``,
-the bf16 model's attention, on AMX where it times faster than PyTorch's).
+"""The worker's KV cache in bf16 or int8, read by a compiled kernel (``int8-kv16``,
+``int8-kv8``; ``bf16-kv16``, ``bf16-kv8``: the bf16 model's attention, on AMX).
 
 At 1,024 tokens a decoding step's attention reads every row's whole cache, and on CPUs
 without AMX that read is most of a step. PyTorch's attention reads a bf16 cache 3-6 times
 slower than a float32 one there (an AMD EPYC; AVX2 only), so halving the bytes did not
-pay. ``kernels/attention_bf16.c`` widens bf16 in registers and reads the cache in tiles
-laid out for that (bench/README.md). It is compiled once per machine with the C compiler
+pay. ``kernels/attention.c`` widens bf16 in registers and reads the cache in tiles
+laid out for that (bench/README.md). Once that read runs as fast as memory delivers, the
+int8 cache (a scale a position and head) halves the bytes again. It is compiled once per machine with the C compiler
 at hand, into DATA_DIR, and checked against PyTorch's attention before it is used; where
 there is no compiler, or the check fails, ``native_attention()`` says why and the worker
 keeps PyTorch's attention over a float32 cache (``int8``; plain ``bf16`` on AMX).
@@ -26,7 +27,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).resolve().parent / "kernels" / "attention_bf16.c"
+SOURCE = Path(__file__).resolve().parent / "kernels" / "attention.c"
 NAME = "native_bf16"
 TILE = 16  # positions a key tile holds; the cache's capacity is a multiple of it
 
@@ -79,7 +80,7 @@ def kernel_build(*, isa: str, directory: Path) -> Path:
         raise NativeAttentionUnavailable(f"no kernel for this CPU (instruction set {isa!r})")
     flags = ["-O3", "-shared", "-fPIC", *ISA_FLAGS[isa]]
     digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:16]
-    target = directory / f"attention_bf16-{isa}-{digest}.so"
+    target = directory / f"attention-{isa}-{digest}.so"
     if target.exists():
         return target
     compiler = _compiler()
@@ -125,6 +126,15 @@ class NativeAttention:
         lib.attention_decode.argtypes = [*[pointer] * 4, *[integer] * 5, ctypes.c_float, pointer]
         lib.cache_write.restype = None
         lib.cache_write.argtypes = [*[pointer] * 4, *[integer] * 5, pointer, pointer]
+        lib.attention_decode_i8.restype = integer
+        lib.attention_decode_i8.argtypes = [
+            *[pointer] * 6,
+            *[integer] * 5,
+            ctypes.c_float,
+            pointer,
+        ]
+        lib.cache_write_i8.restype = None
+        lib.cache_write_i8.argtypes = [*[pointer] * 4, *[integer] * 5, *[pointer] * 4]
         lib.attention_lanes.restype = ctypes.c_int
         if lib.attention_lanes() != LANES[isa]:
             raise NativeAttentionUnavailable(
@@ -132,90 +142,91 @@ class NativeAttention:
             )
         self._lib = lib
 
-    def write(self, key, value, keys, values, *, at: int) -> None:
+    def write(self, key, value, layer, *, at: int) -> None:
         """One position's ``key`` and ``value`` (float32, (rows, heads, dim), the last
-        dimension contiguous) into a ``Bf16CacheLayer``'s buffers at position ``at``,
-        rounded to bf16 as ``Tensor.to(torch.bfloat16)`` rounds."""
+        dimension contiguous) into ``layer``'s buffers at position ``at``: rounded to bf16
+        as ``Tensor.to(torch.bfloat16)`` rounds, or quantised to int8 as
+        ``Int8CacheLayer.write`` does in PyTorch."""
         import ctypes
 
         rows, heads, dim = key.shape
         strides = (ctypes.c_long * 2)(*key.stride()[:2]), (ctypes.c_long * 2)(*value.stride()[:2])
-        self._lib.cache_write(
-            key.data_ptr(),
-            value.data_ptr(),
-            strides[0],
-            strides[1],
-            rows,
-            heads,
-            dim,
-            keys.shape[2] * TILE,
-            at,
-            keys.data_ptr(),
-            values.data_ptr(),
-        )
+        shape = (key.data_ptr(), value.data_ptr(), *strides, rows, heads, dim, layer.capacity, at)
+        buffers = [buffer.data_ptr() for buffer in layer.buffers()]
+        if layer.bits == 8:
+            self._lib.cache_write_i8(*shape, *buffers)
+        else:
+            self._lib.cache_write(*shape, *buffers)
 
-    def decode(self, query, keys, values, start, *, length: int, scale: float):
-        """``query`` float32 (rows, heads, dim); ``keys`` and ``values`` a
-        ``Bf16CacheLayer``'s buffers; ``start`` int32 (rows,): each row's first position.
-        Returns float32 (rows, heads, dim)."""
+    def decode(self, query, layer, start, *, scale: float):
+        """``query`` float32 (rows, heads, dim) over ``layer``'s first ``layer.length``
+        positions; ``start`` int32 (rows,): each row's first position. Returns float32
+        (rows, heads, dim)."""
         import torch
 
         rows, heads, dim = query.shape
         query = query.contiguous()
         out = torch.empty(rows, heads, dim, dtype=torch.float32)
-        failed = self._lib.attention_decode(
+        function = self._lib.attention_decode_i8 if layer.bits == 8 else self._lib.attention_decode
+        failed = function(
             query.data_ptr(),
-            keys.data_ptr(),
-            values.data_ptr(),
+            *[buffer.data_ptr() for buffer in layer.buffers()],
             start.data_ptr(),
             rows,
             heads,
             dim,
-            keys.shape[2] * TILE,
-            length,
+            layer.capacity,
+            layer.length,
             scale,
             out.data_ptr(),
         )
         if failed:
             raise ValueError(
-                f"attention kernel: shape outside its range (dim {dim}, length {length})"
+                f"attention kernel: shape outside its range (dim {dim}, length {layer.length})"
             )
         return out
 
 
 def native_attention_self_check(native: NativeAttention) -> float:
-    """The kernel's largest difference from PyTorch's attention over the same bf16 values,
-    on random rows with left padding and a length that is no multiple of a tile; raises
-    where it is not within float32 noise (a build that computes something else)."""
+    """The kernel's largest difference from PyTorch's attention over the same cache
+    values (bf16 and int8), on random rows with left padding and a length that is no
+    multiple of a tile; raises where the kernel writes either cache otherwise than PyTorch
+    does, or its attention is not within float32 noise (a build that computes something
+    else)."""
     import torch
 
     generator = torch.Generator().manual_seed(0)
     rows, heads, length, dim = 3, 2, 37, 64
     keys = torch.randn(rows, heads, length, dim, generator=generator)
     values = torch.randn(rows, heads, length, dim, generator=generator)
-    layer, by_torch = bf16_layer_class()(capacity=48), bf16_layer_class()(capacity=48)
-    for each, writer in ((layer, native), (by_torch, None)):
-        each.lazy_initialization(keys)
-        each.write(keys, values, writer=writer)
-        each.length = length
-    if not (torch.equal(layer._k, by_torch._k) and torch.equal(layer._v, by_torch._v)):
-        raise NativeAttentionUnavailable(
-            f"{native.path.name} writes the cache other than PyTorch rounds it; not used"
-        )
     query = torch.randn(rows, heads, 1, dim, generator=generator)
     start = torch.tensor([0, 5, 17], dtype=torch.int32)
-    got = native.decode(query[:, :, 0], layer._k, layer._v, start, length=length, scale=dim**-0.5)
     mask = (torch.arange(length)[None, :] >= start[:, None].long())[:, None, None, :]
-    want = torch.nn.functional.scaled_dot_product_attention(
-        query, keys.bfloat16().float(), values.bfloat16().float(), attn_mask=mask
-    )[:, :, 0]
-    error = float((got - want).abs().max())
-    if not error < 1e-4:
-        raise NativeAttentionUnavailable(
-            f"{native.path.name} disagrees with PyTorch's attention (largest difference "
-            f"{error:.3g}); not used"
-        )
-    return error
+    worst = 0.0
+    for layer_class in (bf16_layer_class(), int8_layer_class()):
+        layer, by_torch = layer_class(capacity=48), layer_class(capacity=48)
+        for each, writer in ((layer, native), (by_torch, None)):
+            each.lazy_initialization(keys)
+            each.write(keys, values, writer=writer)
+            each.length = length
+        if not all(map(torch.equal, layer.buffers(), by_torch.buffers())):
+            raise NativeAttentionUnavailable(
+                f"{native.path.name} writes the {layer_class.kind} cache other than PyTorch "
+                "does; not used"
+            )
+        got = native.decode(query[:, :, 0], layer, start, scale=dim**-0.5)
+        dense_keys, dense_values = layer.dense()
+        want = torch.nn.functional.scaled_dot_product_attention(
+            query, dense_keys, dense_values, attn_mask=mask
+        )[:, :, 0]
+        error = float((got - want).abs().max())
+        if not error < 1e-4:
+            raise NativeAttentionUnavailable(
+                f"{native.path.name} disagrees with PyTorch's attention over the "
+                f"{layer_class.kind} cache (largest difference {error:.3g}); not used"
+            )
+        worst = max(worst, error)
+    return worst
 
 
 @functools.cache
@@ -265,22 +276,21 @@ def kernel_takes(dim: int) -> bool:
 def native_bf16_attention(
     module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs
 ):
-    """transformers' attention function for a ``Bf16CacheLayer``: a decoding step (one
-    query position) through the kernel; anything else through PyTorch's attention over the
-    cache's bf16 values widened to float32. The query, float32 or bf16 (``bf16-kv16``), is
-    widened too, and the result comes back in its dtype."""
+    """transformers' attention function for a kernel cache layer (bf16 or int8): a
+    decoding step (one query position) through the kernel; anything else through
+    PyTorch's attention over the cache's values widened to float32. The query, float32 or
+    bf16 (``bf16-kv16``, ``bf16-kv8``), is widened too, and the result comes back in its
+    dtype."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    layer = getattr(key, "bf16_layer", None)
+    layer = getattr(key, "kernel_layer", None)
     dim = query.shape[-1]
     scale = scaling if scaling is not None else dim**-0.5
     if layer is not None and query.shape[2] == 1 and kernel_takes(dim):
         out = native_attention().decode(
             query[:, :, 0].float(),
-            layer._k,
-            layer._v,
+            layer,
             rows_start(attention_mask, rows=query.shape[0]),
-            length=layer.length,
             scale=scale,
         )
         return out.to(query.dtype)[:, None], None
@@ -331,42 +341,51 @@ def _written_by_kernel(key_states, value_states):
         return None
 
 
-def bf16_cache_random(*, rows: int, heads: int, length: int, dim: int, generator=None):
-    """A ``Bf16CacheLayer`` holding ``length`` positions of random keys and values: what the
-    kernel's timings (``auto``'s and the benches') read."""
+def kernel_cache_random(*, bits: int, rows: int, heads: int, length: int, dim: int, generator=None):
+    """A kernel cache layer (``bits`` 16: bf16, 8: int8) holding ``length`` positions of
+    random keys and values: what the kernel's timings (``auto``'s and the benches') read."""
     import torch
 
-    layer = bf16_layer_class()(capacity=length)
+    layer = kernel_layer_class(bits=bits)(capacity=length)
     layer.lazy_initialization(torch.zeros(rows, heads, 1, dim))
-    layer._k.copy_(torch.randn(layer._k.shape, generator=generator))
-    layer._v.copy_(torch.randn(layer._v.shape, generator=generator))
+    for buffer in layer.buffers():
+        if buffer.dtype == torch.int8:
+            buffer.copy_(torch.randint(-127, 128, buffer.shape, generator=generator))
+        elif buffer.dim() == 3:  # an int8 cache's scales: a vector's largest element / 127
+            buffer.copy_(torch.rand(buffer.shape, generator=generator) * (4 / 127))
+        else:
+            buffer.copy_(torch.randn(buffer.shape, generator=generator))
     layer.length = length
     return layer
 
 
+def kernel_layer_class(*, bits: int):
+    """The cache layer class holding keys and values in ``bits`` (16: bf16, 8: int8)."""
+    if bits not in (8, 16):
+        raise ValueError(f"a kernel cache holds 8 or 16 bits, not {bits}")
+    return int8_layer_class() if bits == 8 else bf16_layer_class()
+
+
 @functools.cache
-def bf16_layer_class():
-    """A transformers cache layer holding keys and values in bf16, in the kernel's layouts,
-    in buffers sized for the whole generation (as ``sampling.kv_cache_preallocated``)."""
+def _kernel_layer_base():
+    """What the bf16 and int8 cache layers share: transformers' cache layer with buffers
+    sized for the whole generation (as ``sampling.kv_cache_preallocated``), written a
+    position at a time through the kernel (or PyTorch where it cannot), whose keys view
+    tells the attention function which layer it reads."""
     import torch
 
     from generation.sampling import preallocated_layer_class
 
-    class Bf16CacheLayer(preallocated_layer_class()):
+    class KernelCacheLayer(preallocated_layer_class()):
+        bits = 0
+        kind = ""
+
         def __init__(self, *, capacity: int):
             super().__init__(capacity=-(-capacity // TILE) * TILE)
 
-        def lazy_initialization(self, key_states, value_states=None):
-            self.dtype, self.device = key_states.dtype, key_states.device
-            rows, heads, _, dim = key_states.shape
-            if dim % 2:
-                raise ValueError(f"bf16 cache: head size {dim} is odd")
-            # Zeroed: the odd last value pair's unused half is read (with weight 0).
-            self._k = torch.zeros(
-                rows, heads, self.capacity // TILE, dim // 2, TILE, 2, dtype=torch.bfloat16
-            )
-            self._v = torch.zeros(rows, heads, self.capacity // 2, dim, 2, dtype=torch.bfloat16)
-            self.is_initialized = True
+        def buffers(self):
+            """The tensors the kernel reads and writes, in its arguments' order."""
+            raise NotImplementedError
 
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
@@ -381,30 +400,78 @@ def bf16_layer_class():
             self.length = end
             # transformers hands these to the attention function: it finds the layer on them.
             keys = self._k[:, :, :0]
-            keys.bf16_layer = self
+            keys.kernel_layer = self
             self.keys, self.values = keys, self._v[:, :, :0]
             return keys, self.values
 
         def write(self, key_states, value_states, *, writer=None):
             """States (rows, heads, positions, dim) into the places after ``length``,
             through ``writer`` (a ``NativeAttention``) or, where None, PyTorch."""
-            rows, heads, count, dim = key_states.shape
-            for i in range(count):
+            for i in range(key_states.shape[2]):
                 at = self.length + i
                 if writer is not None:
                     # A bf16 model's states widen exactly; the kernel's rounding keeps them.
                     writer.write(
-                        key_states[:, :, i].float(),
-                        value_states[:, :, i].float(),
-                        self._k,
-                        self._v,
-                        at=at,
+                        key_states[:, :, i].float(), value_states[:, :, i].float(), self, at=at
                     )
-                    continue
-                self._k[:, :, at // TILE, :, at % TILE, :] = key_states[:, :, i].reshape(
-                    rows, heads, dim // 2, 2
-                )
-                self._v[:, :, at // 2, :, at % 2] = value_states[:, :, i]
+                else:
+                    self.position_write(key_states[:, :, i], value_states[:, :, i], at=at)
+
+        def position_write(self, key, value, *, at: int):
+            """PyTorch's write of one position's ``key`` and ``value`` (rows, heads, dim)."""
+            raise NotImplementedError
+
+        def moved(self, moved, source, *, length: int):
+            """Rows ``source`` of every buffer into rows ``moved``, their first ``length``
+            positions."""
+            raise NotImplementedError
+
+        def batch_select_indices(self, indices):
+            # As PreallocatedLayer: only rows whose place changes move, and only their
+            # filled positions.
+            if self.is_initialized:
+                rows = len(indices)
+                indices = torch.as_tensor(indices)
+                moved = (indices != torch.arange(rows)).nonzero()[:, 0]
+                if len(moved):
+                    self.moved(moved, indices[moved], length=self.length)
+                self.rows_keep(rows)
+                self.keys, self.values = self._k[:, :, :0], self._v[:, :, :0]
+
+        def rows_keep(self, rows: int):
+            raise NotImplementedError
+
+    return KernelCacheLayer
+
+
+@functools.cache
+def bf16_layer_class():
+    """A cache layer holding keys and values in bf16, in the kernel's layouts: keys in
+    tiles of 16 positions, two dimensions a 32-bit lane; values two positions a lane."""
+    import torch
+
+    class Bf16CacheLayer(_kernel_layer_base()):
+        bits, kind = 16, "bf16"
+
+        def lazy_initialization(self, key_states, value_states=None):
+            self.dtype, self.device = key_states.dtype, key_states.device
+            rows, heads, _, dim = key_states.shape
+            if dim % 2:
+                raise ValueError(f"bf16 cache: head size {dim} is odd")
+            # Zeroed: the odd last value pair's unused half is read (with weight 0).
+            self._k = torch.zeros(
+                rows, heads, self.capacity // TILE, dim // 2, TILE, 2, dtype=torch.bfloat16
+            )
+            self._v = torch.zeros(rows, heads, self.capacity // 2, dim, 2, dtype=torch.bfloat16)
+            self.is_initialized = True
+
+        def buffers(self):
+            return self._k, self._v
+
+        def position_write(self, key, value, *, at: int):
+            rows, heads, dim = key.shape
+            self._k[:, :, at // TILE, :, at % TILE, :] = key.reshape(rows, heads, dim // 2, 2)
+            self._v[:, :, at // 2, :, at % 2] = value
 
         def dense(self):
             """Keys and values as float32 (rows, heads, length, dim)."""
@@ -413,20 +480,81 @@ def bf16_layer_class():
             values = self._v.permute(0, 1, 2, 4, 3).reshape(rows, heads, -1, half * 2)
             return keys[:, :, : self.length].float(), values[:, :, : self.length].float()
 
-        def batch_select_indices(self, indices):
-            # As PreallocatedLayer: only rows whose place changes move, and only their
-            # filled tiles and pairs.
-            if self.is_initialized:
-                rows = len(indices)
-                indices = torch.as_tensor(indices)
-                moved = (indices != torch.arange(rows)).nonzero()[:, 0]
-                if len(moved):
-                    source = indices[moved]
-                    tiles = slice(0, -(-self.length // TILE))
-                    pairs = slice(0, -(-self.length // 2))
-                    self._k[moved, :, tiles] = self._k[source, :, tiles]
-                    self._v[moved, :, pairs] = self._v[source, :, pairs]
-                self._k, self._v = self._k[:rows], self._v[:rows]
-                self.keys, self.values = self._k[:, :, :0], self._v[:, :, :0]
+        def moved(self, moved, source, *, length: int):
+            tiles, pairs = slice(0, -(-length // TILE)), slice(0, -(-length // 2))
+            self._k[moved, :, tiles] = self._k[source, :, tiles]
+            self._v[moved, :, pairs] = self._v[source, :, pairs]
+
+        def rows_keep(self, rows: int):
+            self._k, self._v = self._k[:rows], self._v[:rows]
 
     return Bf16CacheLayer
+
+
+@functools.cache
+def int8_layer_class():
+    """A cache layer holding keys and values in int8, each position and head's vector with
+    a float32 scale (its largest magnitude / 127): half the bf16 cache's bytes for the
+    kernel to read. Keys in tiles of 16 positions, one dimension 16 bytes; values a
+    position's dimensions in a row (``kernels/attention.c``)."""
+    import torch
+
+    class Int8CacheLayer(_kernel_layer_base()):
+        bits, kind = 8, "int8"
+
+        def lazy_initialization(self, key_states, value_states=None):
+            self.dtype, self.device = key_states.dtype, key_states.device
+            rows, heads, _, dim = key_states.shape
+            # Zeroed: a tile's places past the length are read (their scores then masked).
+            self._k = torch.zeros(rows, heads, self.capacity // TILE, dim, TILE, dtype=torch.int8)
+            self._v = torch.zeros(rows, heads, self.capacity, dim, dtype=torch.int8)
+            self._k_scale = torch.zeros(rows, heads, self.capacity)
+            self._v_scale = torch.zeros(rows, heads, self.capacity)
+            self.is_initialized = True
+
+        def buffers(self):
+            return self._k, self._v, self._k_scale, self._v_scale
+
+        def position_write(self, key, value, *, at: int):
+            for states, scales, place in (
+                (key.float(), self._k_scale, self._k[:, :, at // TILE, :, at % TILE]),
+                (value.float(), self._v_scale, self._v[:, :, at]),
+            ):
+                quantized, scale = int8_quantize(states)
+                place.copy_(quantized)
+                scales[:, :, at] = scale
+
+        def dense(self):
+            """Keys and values as float32 (rows, heads, length, dim): each int8 vector
+            times its scale."""
+            rows, heads, tiles, dim, _ = self._k.shape
+            keys = self._k.transpose(3, 4).reshape(rows, heads, tiles * TILE, dim)
+            length = self.length
+            keys = keys[:, :, :length].float() * self._k_scale[:, :, :length, None]
+            values = self._v[:, :, :length].float() * self._v_scale[:, :, :length, None]
+            return keys, values
+
+        def moved(self, moved, source, *, length: int):
+            tiles = slice(0, -(-length // TILE))
+            self._k[moved, :, tiles] = self._k[source, :, tiles]
+            for buffer in (self._v, self._k_scale, self._v_scale):
+                buffer[moved, :, :length] = buffer[source, :, :length]
+
+        def rows_keep(self, rows: int):
+            self._k, self._v = self._k[:rows], self._v[:rows]
+            self._k_scale, self._v_scale = self._k_scale[:rows], self._v_scale[:rows]
+
+    return Int8CacheLayer
+
+
+def int8_quantize(states):
+    """``states`` (..., dim) float32 as int8 with a scale a vector: its largest magnitude
+    / 127, each element divided by it and rounded to nearest even (a vector of zeros: all
+    0, scale 0). The kernel's ``cache_write_i8`` computes the same, bit for bit."""
+    import torch
+
+    scale = states.abs().amax(-1) / 127
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    quantized = (states / safe[..., None]).round().clamp(-127, 127)
+    quantized = torch.where(scale[..., None] > 0, quantized, torch.zeros_like(quantized))
+    return quantized.to(torch.int8), scale

@@ -75,14 +75,16 @@ class GenerationBackend(Protocol):
 
 
 def generation_precision(choice: str, *, device: str = "cpu") -> str:
-    """GENERATION_QUANTIZE resolved: ``auto`` is bf16 where the CPU has AMX (``bf16-kv16``,
-    its attention through the compiled kernel, where that reads the bf16 cache faster than
-    PyTorch, timed in this process); elsewhere int8
-    layers beside the cache whose attention, timed in this process, is fastest: a bf16
-    cache read by PyTorch (``int8-bf16``, where the CPU has AVX512-BF16), a bf16 cache read
-    by the compiled kernel (``int8-kv16``, generation/attention.py, where it builds), each
-    only where it takes at most CACHE_BF16_SHARE of float32's time; else int8. On a GPU the
-    model runs in fp16 whatever is asked.
+    """GENERATION_QUANTIZE resolved: ``auto`` is bf16 where the CPU has AMX (``bf16-kv16``
+    or ``bf16-kv8``, its attention through the compiled kernel, where that reads its cache
+    faster than PyTorch reads bf16, timed in this process); elsewhere int8 layers beside
+    the cache whose attention, timed in this process, is fastest: a bf16 cache read by
+    PyTorch (``int8-bf16``, where the CPU has AVX512-BF16), a cache read by the compiled
+    kernel (generation/attention.py, where it builds), each only where it takes at most
+    CACHE_BF16_SHARE of float32's time; else int8. The kernel's cache is int8
+    (``int8-kv8``, ``bf16-kv8``) where reading it from memory takes at most
+    CACHE_INT8_SHARE of the bf16 one's time, else bf16 (``int8-kv16``, ``bf16-kv16``). On a
+    GPU the model runs in fp16 whatever is asked.
 
     Measured at 1,024 tokens, two one-thread workers (bench/generation.py, bench/README.md):
     on an Intel Xeon with AMX bf16 (7.3x the card's pipeline); on an AMD EPYC with
@@ -97,20 +99,27 @@ def generation_precision(choice: str, *, device: str = "cpu") -> str:
 
         flags = cpu_flags()
         if "amx_bf16" in flags:
-            return "bf16-kv16" if cache_kernel_beats_bf16() else "bf16"
+            return f"bf16-{_kernel_cache()}" if cache_kernel_beats_bf16() else "bf16"
         bf16_pays = "avx512_bf16" in flags and cache_bf16_pays()
         if cache_kernel_pays():
-            if not bf16_pays:
-                return "int8-kv16"
-            return "int8-kv16" if cache_kernel_beats_bf16() else "int8-bf16"
+            if not bf16_pays or cache_kernel_beats_bf16():
+                return f"int8-{_kernel_cache()}"
+            return "int8-bf16"
         return "int8-bf16" if bf16_pays else "int8"
     return choice
+
+
+def _kernel_cache() -> str:
+    return "kv8" if cache_int8_pays() else "kv16"
 
 
 # A bf16 cache must take at most this share of float32's attention time to be chosen:
 # PyTorch's bf16 attention measured 0.31-0.34 where it pays (Intel, no AMX) and 3.8-5.9
 # where it does not (AMD EPYC), bench/layers.py; the kernel 0.28-0.33 on the EPYC.
 CACHE_BF16_SHARE = 0.7
+# The int8 cache must take at most this share of the bf16 one's time, both read by the
+# kernel from memory: it holds a little more error (bench/README.md), so not for less.
+CACHE_INT8_SHARE = 0.85
 
 
 @functools.cache
@@ -121,7 +130,7 @@ def cache_bf16_pays() -> bool:
 
 @functools.cache
 def cache_kernel_pays() -> bool:
-    """The bf16 kernel builds here and reads its cache in at most CACHE_BF16_SHARE of
+    """The kernel builds here and reads its bf16 cache in at most CACHE_BF16_SHARE of
     PyTorch's time over a float32 one."""
     from generation.attention import native_attention_available
 
@@ -133,39 +142,95 @@ def cache_kernel_pays() -> bool:
 
 @functools.cache
 def cache_kernel_beats_bf16() -> bool:
-    """The bf16 kernel builds here and reads a bf16 cache faster than PyTorch's attention
-    does: a bf16 cache goes through it (``bf16-kv16`` on AMX, ``int8-kv16`` over
-    ``int8-bf16`` elsewhere)."""
+    """The kernel builds here and reads its cache (int8 where ``cache_int8_pays``) faster
+    than PyTorch's attention reads a bf16 one: the cache goes through it (``bf16-kv16``,
+    ``bf16-kv8`` on AMX; the kernel's over ``int8-bf16`` elsewhere)."""
     from generation.attention import native_attention_available
 
     if not native_attention_available():
         return False
     _, bf16_ms = attention_step_ms()
-    return attention_kernel_step_ms() < bf16_ms
+    return attention_kernel_step_ms(bits=8 if cache_int8_pays() else 16) < bf16_ms
+
+
+@functools.cache
+def cache_int8_pays() -> bool:
+    """The kernel builds here and reads an int8 cache from memory in at most
+    CACHE_INT8_SHARE of its time over a bf16 one."""
+    from generation.attention import native_attention_available
+
+    if not native_attention_available():
+        return False
+    bf16_ms, int8_ms = attention_kernel_memory_ms(bits=16), attention_kernel_memory_ms(bits=8)
+    return int8_ms <= CACHE_INT8_SHARE * bf16_ms
 
 
 @functools.cache
 def attention_kernel_step_ms(
-    *, rows: int = 8, heads: int = 12, positions: int = 1024, dim: int = 64, repeats: int = 5
+    *,
+    bits: int = 16,
+    rows: int = 8,
+    heads: int = 12,
+    positions: int = 1024,
+    dim: int = 64,
+    repeats: int = 5,
 ) -> float:
-    """``attention_step_ms``'s step through the compiled kernel over a bf16 cache, in ms."""
+    """``attention_step_ms``'s step through the compiled kernel over a cache of ``bits``
+    (16: bf16, 8: int8), in ms."""
     import torch
 
-    from generation.attention import bf16_cache_random, native_attention
+    from generation.attention import kernel_cache_random, native_attention
 
     native = native_attention()
     generator = torch.Generator().manual_seed(0)
-    layer = bf16_cache_random(
-        rows=rows, heads=heads, length=positions, dim=dim, generator=generator
+    layer = kernel_cache_random(
+        bits=bits, rows=rows, heads=heads, length=positions, dim=dim, generator=generator
     )
     query = torch.randn(rows, heads, dim, generator=generator)
     start = torch.zeros(rows, dtype=torch.int32)
     best = float("inf")
     for i in range(repeats + 1):
         began = time.perf_counter()
-        native.decode(query, layer._k, layer._v, start, length=positions, scale=dim**-0.5)
+        native.decode(query, layer, start, scale=dim**-0.5)
         if i:
             best = min(best, time.perf_counter() - began)
+    return best * 1000
+
+
+@functools.cache
+def attention_kernel_memory_ms(
+    *, bits: int, heads: int = 12, positions: int = 1024, dim: int = 64, repeats: int = 3
+) -> float:
+    """A layer's step through the kernel, over caches of ``bits`` that together hold four
+    times the CPU's largest cache (between 128 and 640 MB in bf16), each read in turn as a
+    decoding step reads its layers': what memory delivers, not the cache. In ms a layer;
+    well under a second in all."""
+    import torch
+
+    from allthepatents.cpu import cpu_last_level_cache_bytes
+    from generation.attention import kernel_layer_class, native_attention
+
+    native = native_attention()
+    rows = 8
+    bf16_bytes = rows * heads * positions * dim * 2 * 2
+    wanted = min(max(4 * cpu_last_level_cache_bytes(), 128 * 2**20), 640 * 2**20)
+    layers = []
+    for _ in range(-(-wanted // bf16_bytes)):
+        layer = kernel_layer_class(bits=bits)(capacity=positions)
+        layer.lazy_initialization(torch.zeros(rows, heads, 1, dim))
+        for buffer in layer.buffers():
+            buffer.fill_(1)  # every page written: a page never written reads as cached zeros
+        layer.length = positions
+        layers.append(layer)
+    query = torch.full((rows, heads, dim), 0.01)
+    start = torch.zeros(rows, dtype=torch.int32)
+    best = float("inf")
+    for i in range(repeats + 1):
+        began = time.perf_counter()
+        for layer in layers:
+            native.decode(query, layer, start, scale=dim**-0.5)
+        if i:
+            best = min(best, (time.perf_counter() - began) / len(layers))
     return best * 1000
 
 
@@ -194,9 +259,10 @@ def attention_step_ms(
     return timings[0], timings[1]
 
 
-# The precisions whose KV cache is bf16 in the compiled kernel's layouts, read by it
-# (generation/attention.py): int8 layers in float32, or the bf16 model's.
-KERNEL_PRECISIONS = ("int8-kv16", "bf16-kv16")
+# The precisions whose KV cache is in the compiled kernel's layouts, read by it
+# (generation/attention.py), and its bits (bf16, int8): int8 layers in float32, or the
+# bf16 model's.
+KERNEL_PRECISIONS = {"int8-kv16": 16, "bf16-kv16": 16, "int8-kv8": 8, "bf16-kv8": 8}
 
 
 def kernel_attention_use(model, *, precision: str) -> None:
@@ -309,7 +375,7 @@ class TransformersBackend:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
             model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.eval()
-        if self.device == "cpu" and self.quantize in ("int8", "int8-bf16", "int8-kv16"):
+        if self.device == "cpu" and self.quantize in ("int8", "int8-bf16", "int8-kv16", "int8-kv8"):
             # Int8 with each row's activations scaled on their own (generation/
             # quantization.py): a row's sample does not depend on its batch, so rows the
             # early stop ends leave the others' samples as they were. Plain dynamic int8
@@ -322,8 +388,9 @@ class TransformersBackend:
             if self.quantize == "int8-bf16":
                 model = model.to(torch.bfloat16)
             model = rows_scaled_int8_quantize(model)
-            if self.quantize == "int8-kv16":
-                # The layers in float32 as int8's; the cache in bf16, read by the kernel.
+            if self.quantize in KERNEL_PRECISIONS:
+                # The layers in float32 as int8's; the cache in bf16 or int8, read by the
+                # kernel.
                 kernel_attention_use(model, precision=self.quantize)
         elif self.device == "cpu" and self.quantize == "int8-rows":
             # The proof's int8 checker: a scale per row, not per tensor (generation/
@@ -331,14 +398,14 @@ class TransformersBackend:
             from generation.quantization import rows_int8_quantize
 
             model = rows_int8_quantize(model)
-        elif self.device == "cpu" and self.quantize in ("bf16", "bf16-kv16"):
+        elif self.device == "cpu" and self.quantize in ("bf16", "bf16-kv16", "bf16-kv8"):
             # Weights and so the KV cache in bf16, where the CPU computes it natively (AMX,
             # AVX512-BF16): half the bytes per token of context that attention reads. The
             # layers' weights packed for oneDNN once, not on every call.
             from generation.quantization import bf16_linears_pack
 
             model = bf16_linears_pack(model.to(torch.bfloat16))
-            if self.quantize == "bf16-kv16":
+            if self.quantize in KERNEL_PRECISIONS:
                 kernel_attention_use(model, precision=self.quantize)
         else:
             model.to(self.device)
@@ -389,16 +456,18 @@ class TransformersBackend:
         KV cache holds keys and values for every layer and position it may reach."""
         config = self.model.config.get_text_config(decoder=True)
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-        width = heads * (config.hidden_size // config.num_attention_heads)
-        element = (
-            2
-            if self.quantize in ("bf16", "int8-bf16", *KERNEL_PRECISIONS) or self.device != "cpu"
-            else 4
-        )
+        head = config.hidden_size // config.num_attention_heads
+        width = heads * head
+        if self.device == "cpu" and KERNEL_PRECISIONS.get(self.quantize) == 8:
+            element = 1 + 4 / head  # an int8 element, and a float32 scale a vector
+        elif self.quantize in ("bf16", "int8-bf16", *KERNEL_PRECISIONS) or self.device != "cpu":
+            element = 2
+        else:
+            element = 4
         per_row = (
             2 * config.num_hidden_layers * width * element * (prompt_tokens + params.max_new_tokens)
         )
-        return max(1, settings.GENERATION_KV_BUDGET_MB * 2**20 // per_row)
+        return max(1, int(settings.GENERATION_KV_BUDGET_MB * 2**20 // per_row))
 
     def _generate(self, prompts, seeds, params, *, heartbeat=None, decide=None):
         import torch
@@ -430,7 +499,7 @@ class TransformersBackend:
         past = kv_cache_preallocated(
             self.model.config,
             capacity=input_ids.shape[1] + params.max_new_tokens,
-            bf16_kernel=self.quantize in KERNEL_PRECISIONS,
+            kernel_bits=KERNEL_PRECISIONS.get(self.quantize, 0) if self.device == "cpu" else 0,
         )
         forms = None
         if params.form:  # a form this code lacks raises (FormUnknown), not sampled without

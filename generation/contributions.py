@@ -220,8 +220,8 @@ def proof_precision(choice: str) -> str:
     with AVX512-BF16 but no AMX, where it proved 16 samples of 256 tokens in 5.2-6.0 s
     against bf16's 7.2-7.7 s (bench/README.md). An explicit int8 is per-row int8 too (a
     scale per tensor of thousands of positions blurs the rest); ``int8-bf16`` (a worker's
-    int8 weights beside a bf16 cache) and ``bf16-kv16`` are checked in bf16; bf16 and
-    none stand."""
+    int8 weights beside a bf16 cache), ``bf16-kv16`` and ``bf16-kv8`` are checked in bf16,
+    ``int8-kv16`` and ``int8-kv8`` in per-row int8; bf16 and none stand."""
     from allthepatents.cpu import cpu_flags
 
     if choice == "auto":
@@ -229,8 +229,10 @@ def proof_precision(choice: str) -> str:
     return {
         "int8": "int8-rows",
         "int8-kv16": "int8-rows",
+        "int8-kv8": "int8-rows",
         "int8-bf16": "bf16",
         "bf16-kv16": "bf16",
+        "bf16-kv8": "bf16",
     }.get(choice, choice)
 
 

@@ -57,17 +57,17 @@ def logits_adjust(logits, *, seen, step: int, params, eos_id: int):
     return logits.div_(max(params.temperature, 1e-5))
 
 
-def kv_cache_preallocated(config, *, capacity: int, bf16_kernel: bool = False):
+def kv_cache_preallocated(config, *, capacity: int, kernel_bits: int = 0):
     """A transformers cache whose layers write into buffers sized for the whole generation
     and hand attention a view of the filled part: no per-step copy of the cache. With
-    ``bf16_kernel`` the layers hold bf16 in the layouts ``generation.attention``'s kernel
-    reads (``int8-kv16``, ``bf16-kv16``)."""
+    ``kernel_bits`` the layers hold bf16 (16: ``int8-kv16``, ``bf16-kv16``) or int8 (8:
+    ``int8-kv8``, ``bf16-kv8``) in the layouts ``generation.attention``'s kernel reads."""
     from transformers.cache_utils import DynamicCache
 
-    if bf16_kernel:
-        from generation.attention import bf16_layer_class
+    if kernel_bits:
+        from generation.attention import kernel_layer_class
 
-        layer_class = bf16_layer_class()
+        layer_class = kernel_layer_class(bits=kernel_bits)
     else:
         layer_class = preallocated_layer_class()
     cache = DynamicCache()

@@ -606,6 +606,8 @@ def test_auto_precision_follows_the_cpu(monkeypatch, tiny_neox):
     monkeypatch.setattr(backends, "cache_kernel_pays", lambda: kernel_pays)
     # The kernel's step 1.0 ms against PyTorch's bf16 attention's bf16_ms.
     monkeypatch.setattr(backends, "cache_kernel_beats_bf16", lambda: 1.0 < bf16_ms)
+    int8_cache = []  # the kernel's int8 cache read faster than its bf16 one: not yet
+    monkeypatch.setattr(backends, "cache_int8_pays", lambda: bool(int8_cache))
     pays, kernel_pays, bf16_ms = True, False, 0.9
     monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx2"})
     assert generation_precision("auto") == "int8"
@@ -628,6 +630,18 @@ def test_auto_precision_follows_the_cpu(monkeypatch, tiny_neox):
     assert generation_precision("auto") == "bf16-kv16"
     bf16_ms = 0.9
     assert generation_precision("auto") == "bf16"
+    int8_cache.append(1)  # memory-bound: the kernel's int8 cache, where the kernel is taken
+    assert generation_precision("auto") == "bf16"
+    bf16_ms = 1.5
+    assert generation_precision("auto") == "bf16-kv8"
+    monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx2"})
+    kernel_pays = True
+    assert generation_precision("auto") == "int8-kv8"
+    kernel_pays = False
+    assert generation_precision("auto") == "int8"
+    int8_cache.clear()
+    monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx2", "amx_bf16"})
+    bf16_ms = 0.9
     assert generation_precision("none") == "none"
     assert generation_precision("auto", device="cuda") == "none"
     backend = TransformersBackend(str(tiny_neox), quantize="auto")

@@ -225,6 +225,8 @@ def test_the_checker_runs_bf16_with_amx_and_per_row_int8_elsewhere(monkeypatch):
     # The worker's kernel precisions are checked as their layers compute.
     assert proof_precision("int8-kv16") == "int8-rows"
     assert proof_precision("bf16-kv16") == proof_precision("int8-bf16") == "bf16"
+    assert proof_precision("int8-kv8") == "int8-rows"
+    assert proof_precision("bf16-kv8") == "bf16"
 
 
 def _neox(kl3m_source, **overrides):
