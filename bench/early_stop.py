@@ -52,7 +52,8 @@ def main():
     parser.add_argument(
         "--after-quantize",
         default="",
-        help="also run form + early stop at the other batches in this precision (int8-bf16)",
+        help="also run form + early stop at the other batches in this precision (int8-bf16); "
+        "a list (int8-kv16,int8-kv8) runs each, side by side",
     )
     parser.add_argument(
         "--form", action="store_true", help="also with the form decoded (generation/form.py)"
@@ -83,11 +84,11 @@ def main():
     torch.set_num_threads(args.threads)
     params = SamplingParams(max_new_tokens=args.max_new_tokens or SAMPLING_DEFAULTS.max_new_tokens)
     backend = TransformersBackend(str(args.model), quantize=args.quantize)
-    after = (
-        TransformersBackend(str(args.model), quantize=args.after_quantize)
-        if args.after_quantize
-        else None
-    )
+    afters = [
+        TransformersBackend(str(args.model), quantize=choice)
+        for choice in args.after_quantize.split(",")
+        if choice
+    ]
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
     print(
         json.dumps(
@@ -95,7 +96,7 @@ def main():
                 "cpu": cpu_model_name(),
                 "flags": flags,
                 "precision": backend.quantize,
-                "after_precision": after.quantize if after else None,
+                "after_precisions": [after.quantize for after in afters],
                 "threads": args.threads,
                 "rounds": args.rounds,
                 "batches": batches,
@@ -122,11 +123,11 @@ def main():
             variants += [
                 (f"form {form} + early stop, batch {b}", True, form, b, backend) for b in others
             ]
-            if after is not None:
-                variants += [
-                    (f"form {form} + early stop, batch {b}, {after.quantize}", True, form, b, after)
-                    for b in others
-                ]
+            variants += [
+                (f"form {form} + early stop, batch {b}, {after.quantize}", True, form, b, after)
+                for after in afters
+                for b in others
+            ]
         # Rounds run the variants forwards, then backwards, and so on: a machine whose speed
         # drifts during the run (a shared VM's does, by a quarter between runs) then weighs
         # on every variant alike. The samples are the same in every round.

@@ -117,8 +117,7 @@ def _kernel_memory_row() -> dict:
         native_attention()
     except NativeAttentionUnavailable as exc:
         return {"kernel_memory_ms": {"unavailable": str(exc)}}
-    bf16_ms = backends.attention_kernel_memory_ms(bits=16)
-    int8_ms = backends.attention_kernel_memory_ms(bits=8)
+    bf16_ms, int8_ms = backends.attention_kernel_memory_ms()
     return {
         "kernel_memory_ms": {"bf16": round(bf16_ms, 3), "int8": round(int8_ms, 3)},
         "int8_share": round(int8_ms / bf16_ms, 2),

@@ -486,8 +486,7 @@ def test_the_kernel_timing_behind_auto_is_real():
         if kernel_ms > 2 * backends.CACHE_BF16_SHARE * fp32_ms:
             assert not decided
         # The int8 cache against the bf16 one, each read from memory.
-        bf16_memory = backends.attention_kernel_memory_ms(bits=16)
-        int8_memory = backends.attention_kernel_memory_ms(bits=8)
+        bf16_memory, int8_memory = backends.attention_kernel_memory_ms()
         assert bf16_memory > 0 and int8_memory > 0
         int8 = backends.cache_int8_pays()
         if int8_memory < 0.5 * backends.CACHE_INT8_SHARE * bf16_memory:
