@@ -6,13 +6,14 @@ without AMX that read is most of a step. PyTorch's attention reads a bf16 cache 
 slower than a float32 one there (an AMD EPYC; AVX2 only), so halving the bytes did not
 pay. ``kernels/attention.c`` widens bf16 in registers and reads the cache in tiles
 laid out for that (bench/README.md). Once that read runs as fast as memory delivers, the
-int8 cache (a scale a position and head) halves the bytes again. It is compiled once per machine with the C compiler
-at hand, into DATA_DIR, and checked against PyTorch's attention before it is used; where
+int8 cache (a scale a position and head's vector) halves the bytes again. The kernel is
+compiled once per machine with the C compiler at hand, into DATA_DIR, and checked against
+PyTorch's attention (and its writes against PyTorch's) before it is used; where
 there is no compiler, or the check fails, ``native_attention()`` says why and the worker
 keeps PyTorch's attention over a float32 cache (``int8``; plain ``bf16`` on AMX).
 
 The prompt's first forward pass (several positions at once) goes through PyTorch's
-attention over the same bf16 values, widened: only decoding steps take the kernel.
+attention over the same cache values, widened: only decoding steps take the kernel.
 """
 
 import functools
@@ -28,7 +29,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).resolve().parent / "kernels" / "attention.c"
-NAME = "native_bf16"
+NAME = "native_kv"
 TILE = 16  # positions a key tile holds; the cache's capacity is a multiple of it
 
 
@@ -145,8 +146,8 @@ class NativeAttention:
     def write(self, key, value, layer, *, at: int) -> None:
         """One position's ``key`` and ``value`` (float32, (rows, heads, dim), the last
         dimension contiguous) into ``layer``'s buffers at position ``at``: rounded to bf16
-        as ``Tensor.to(torch.bfloat16)`` rounds, or quantised to int8 as
-        ``Int8CacheLayer.write`` does in PyTorch."""
+        as ``Tensor.to(torch.bfloat16)`` rounds, or quantised to int8 as ``int8_quantize``
+        does."""
         import ctypes
 
         rows, heads, dim = key.shape
@@ -264,7 +265,7 @@ def attention_register() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    AttentionInterface.register(NAME, native_bf16_attention)
+    AttentionInterface.register(NAME, kernel_cache_attention)
     AttentionMaskInterface.register(NAME, sdpa_mask)
 
 
@@ -273,7 +274,7 @@ def kernel_takes(dim: int) -> bool:
     return dim % 16 == 0 and dim <= 256
 
 
-def native_bf16_attention(
+def kernel_cache_attention(
     module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs
 ):
     """transformers' attention function for a kernel cache layer (bf16 or int8): a

@@ -276,7 +276,7 @@ def _pytorch_attention():
     try:
         yield
     finally:
-        AttentionInterface.register(attention.NAME, attention.native_bf16_attention)
+        AttentionInterface.register(attention.NAME, attention.kernel_cache_attention)
 
 
 def _forced_logits(backend, prompt, token_ids):
