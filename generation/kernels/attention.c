@@ -178,6 +178,28 @@ static inline vf vf_exp(vf x) {
     return vf_mul(p, vi_exp2(vf_to_vi(n)));
 }
 
+/* Scores [lo, hi) into softmax weights, unnormalised: e^(score - the largest), the places
+ * before start and from length masked (0), each times fold[p] where fold is given (the
+ * int8 cache's value scales). Returns 1 / the sum of the weights before folding. */
+static inline float softmax_weights(float *scores, int lo, int hi, int start, int length,
+                                    const float *fold) {
+    for (int p = lo; p < start; p++) scores[p] = -INFINITY;
+    for (int p = length; p < hi; p++) scores[p] = -INFINITY;
+    vf m = vf_set1(-INFINITY);
+    for (int p = lo; p < hi; p += LANES) m = vf_max(m, vf_load(scores + p));
+    const float top = vf_hmax(m);
+    vf sum = vf_zero();
+    for (int p = lo; p < hi; p += LANES) {
+        vf e = vf_exp(vf_sub(vf_load(scores + p), vf_set1(top)));
+        sum = vf_add(sum, e);
+        vf_store(scores + p, fold ? vf_mul(e, vf_load(fold + p)) : e);
+    }
+    /* e^-87, where the exponential's argument was clamped, must not weigh a masked place. */
+    for (int p = lo; p < start; p++) scores[p] = 0.0f;
+    for (int p = length; p < hi; p++) scores[p] = 0.0f;
+    return 1.0f / vf_hsum(sum);
+}
+
 static void head_attend(const float *q, const uint16_t *keys, const uint16_t *values,
                         int start, int length, int dim, float scale, float *scores,
                         float *out) {
@@ -201,22 +223,7 @@ static void head_attend(const float *q, const uint16_t *keys, const uint16_t *va
             vf_store(scores + t * 16 + a * LANES, vf_mul(vf_add(acc[a], acc2[a]), vf_set1(scale)));
     }
     const int lo = first_tile * 16, hi = tiles * 16;
-    for (int p = lo; p < start; p++) scores[p] = -INFINITY;
-    for (int p = length; p < hi; p++) scores[p] = -INFINITY;
-
-    vf m = vf_set1(-INFINITY);
-    for (int p = lo; p < hi; p += LANES) m = vf_max(m, vf_load(scores + p));
-    const float top = vf_hmax(m);
-    vf sum = vf_zero();
-    for (int p = lo; p < hi; p += LANES) {
-        vf e = vf_exp(vf_sub(vf_load(scores + p), vf_set1(top)));
-        vf_store(scores + p, e);
-        sum = vf_add(sum, e);
-    }
-    const float inv = 1.0f / vf_hsum(sum);
-    /* e^-87, where the exponential's argument was clamped, must not weigh a masked place. */
-    for (int p = lo; p < start; p++) scores[p] = 0.0f;
-    for (int p = length; p < hi; p++) scores[p] = 0.0f;
+    const float inv = softmax_weights(scores, lo, hi, start, length, NULL);
 
     /* Weighted values, two positions a pair: lane d of a pair row holds dimension d of
      * positions 2 pp (low half) and 2 pp + 1 (high half). The weights outside
@@ -236,28 +243,6 @@ static void head_attend(const float *q, const uint16_t *keys, const uint16_t *va
     }
     for (int c = 0; c < chunks; c++) vf_store(out + c * LANES, vf_mul(acc[c], vf_set1(inv)));
 }
-
-/* Returns 0, or -1 where the shapes are outside what this kernel computes. */
-int attention_decode(const float *query, const uint16_t *keys, const uint16_t *values,
-                     const int32_t *start, int rows, int heads, int dim, int capacity,
-                     int length, float scale, float *out) {
-    if (dim % 16 || dim > 256 || capacity % 16 || length < 1 || length > capacity) return -1;
-    float *scores = malloc(sizeof(float) * (size_t)(capacity + 16));
-    if (!scores) return -1;
-    const size_t key_head = (size_t)capacity * dim, value_head = (size_t)capacity * dim;
-    for (int r = 0; r < rows; r++) {
-        int from = start ? start[r] : 0;
-        if (from < 0 || from >= length) from = 0;
-        for (int h = 0; h < heads; h++) {
-            const size_t at = (size_t)r * heads + h;
-            head_attend(query + at * dim, keys + at * key_head, values + at * value_head, from,
-                        length, dim, scale, scores, out + at * dim);
-        }
-    }
-    free(scores);
-    return 0;
-}
-
 
 static void head_attend_i8(const float *q, const int8_t *keys, const int8_t *values,
                            const float *key_scales, const float *value_scales, int start,
@@ -282,22 +267,8 @@ static void head_attend_i8(const float *q, const int8_t *keys, const int8_t *val
         }
     }
     const int lo = first_tile * 16, hi = tiles * 16;
-    for (int p = lo; p < start; p++) scores[p] = -INFINITY;
-    for (int p = length; p < hi; p++) scores[p] = -INFINITY;
-
-    vf m = vf_set1(-INFINITY);
-    for (int p = lo; p < hi; p += LANES) m = vf_max(m, vf_load(scores + p));
-    const float top = vf_hmax(m);
-    vf sum = vf_zero();
-    for (int p = lo; p < hi; p += LANES) {
-        vf e = vf_exp(vf_sub(vf_load(scores + p), vf_set1(top)));
-        sum = vf_add(sum, e);
-        /* A position's value scale folds into its weight. */
-        vf_store(scores + p, vf_mul(e, vf_load(value_scales + p)));
-    }
-    const float inv = 1.0f / vf_hsum(sum);
-    for (int p = lo; p < start; p++) scores[p] = 0.0f;
-    for (int p = length; p < hi; p++) scores[p] = 0.0f;
+    /* A position's value scale folds into its weight. */
+    const float inv = softmax_weights(scores, lo, hi, start, length, value_scales);
 
     /* Weighted values, two positions at a time in two sets of sums. */
     vf even[256 / LANES], odd[256 / LANES];
@@ -321,11 +292,13 @@ static void head_attend_i8(const float *q, const int8_t *keys, const int8_t *val
         vf_store(out + c * LANES, vf_mul(vf_add(even[c], odd[c]), vf_set1(inv)));
 }
 
-/* ``attention_decode`` over the int8 cache. */
-int attention_decode_i8(const float *query, const int8_t *keys, const int8_t *values,
-                        const float *key_scales, const float *value_scales,
-                        const int32_t *start, int rows, int heads, int dim, int capacity,
-                        int length, float scale, float *out) {
+/* One decoding step for every row and head, over the bf16 cache (bits 16) or the int8
+ * one (bits 8, with its scales). Returns 0, or -1 where the shapes are outside what this
+ * kernel computes. */
+static int decode_rows(int bits, const float *query, const void *keys, const void *values,
+                       const float *key_scales, const float *value_scales,
+                       const int32_t *start, int rows, int heads, int dim, int capacity,
+                       int length, float scale, float *out) {
     if (dim % 16 || dim > 256 || capacity % 16 || length < 1 || length > capacity) return -1;
     float *scores = malloc(sizeof(float) * (size_t)(capacity + 16));
     if (!scores) return -1;
@@ -335,13 +308,35 @@ int attention_decode_i8(const float *query, const int8_t *keys, const int8_t *va
         if (from < 0 || from >= length) from = 0;
         for (int h = 0; h < heads; h++) {
             const size_t at = (size_t)r * heads + h;
-            head_attend_i8(query + at * dim, keys + at * head, values + at * head,
-                           key_scales + at * capacity, value_scales + at * capacity, from,
-                           length, dim, scale, scores, out + at * dim);
+            if (bits == 8)
+                head_attend_i8(query + at * dim, (const int8_t *)keys + at * head,
+                               (const int8_t *)values + at * head, key_scales + at * capacity,
+                               value_scales + at * capacity, from, length, dim, scale, scores,
+                               out + at * dim);
+            else
+                head_attend(query + at * dim, (const uint16_t *)keys + at * head,
+                            (const uint16_t *)values + at * head, from, length, dim, scale,
+                            scores, out + at * dim);
         }
     }
     free(scores);
     return 0;
+}
+
+int attention_decode(const float *query, const uint16_t *keys, const uint16_t *values,
+                     const int32_t *start, int rows, int heads, int dim, int capacity,
+                     int length, float scale, float *out) {
+    return decode_rows(16, query, keys, values, NULL, NULL, start, rows, heads, dim, capacity,
+                       length, scale, out);
+}
+
+/* ``attention_decode`` over the int8 cache. */
+int attention_decode_i8(const float *query, const int8_t *keys, const int8_t *values,
+                        const float *key_scales, const float *value_scales,
+                        const int32_t *start, int rows, int heads, int dim, int capacity,
+                        int length, float scale, float *out) {
+    return decode_rows(8, query, keys, values, key_scales, value_scales, start, rows, heads,
+                       dim, capacity, length, scale, out);
 }
 
 #else

@@ -30,14 +30,17 @@ def _kernel(isa, directory):
     return NativeAttention(kernel_build(isa=isa, directory=directory), isa=isa)
 
 
-def _reference(query, keys, values, start):
-    """PyTorch's attention over the bf16 rounding of the cache, rows masked before start."""
+def _reference(query, keys, values, start, *, rounded=True):
+    """PyTorch's attention over the cache (its bf16 rounding where ``rounded``), rows
+    masked before start."""
     import torch
 
+    if rounded:
+        keys, values = keys.bfloat16().float(), values.bfloat16().float()
     length = keys.shape[2]
     mask = (torch.arange(length)[None, :] >= start[:, None].long())[:, None, None, :]
     return torch.nn.functional.scaled_dot_product_attention(
-        query[:, :, None], keys.bfloat16().float(), values.bfloat16().float(), attn_mask=mask
+        query[:, :, None], keys, values, attn_mask=mask
     )[:, :, 0]
 
 
@@ -58,17 +61,16 @@ def _generate_counting_kernel_steps(backend, monkeypatch, params):
     return backend.generate(PROMPTS, [5, 6, 7], params), calls
 
 
-@pytest.mark.parametrize("isa", ["avx512", "avx2"])
-def test_the_kernel_computes_pytorchs_attention_over_the_bf16_cache(isa, tmp_path):
-    """Every head size the kernel takes, lengths on and off a tile's edge, left padding of
-    every row its own, positions written one at a time and in a block."""
+def _caches_written(bits, *, seed):
+    """Kernel cache layers of ``bits`` (16: bf16, 8: int8) written as a worker writes them,
+    the prompt in a block and then a position a step: every head size the kernel takes,
+    lengths on and off a tile's edge. With each: the states written, each row's own first
+    position (left padding) and a query."""
     import torch
 
-    from generation.attention import bf16_layer_class
+    from generation.attention import kernel_layer_class
 
-    require(isa in _tiers(), f"a CPU with {isa.upper()} runs the {isa} kernel")
-    native = _kernel(isa, tmp_path)
-    generator = torch.Generator().manual_seed(3)
+    generator = torch.Generator().manual_seed(seed)
     for rows, heads, dim, prompt, steps in [
         (1, 1, 16, 1, 0),
         (5, 3, 16, 15, 2),
@@ -77,7 +79,7 @@ def test_the_kernel_computes_pytorchs_attention_over_the_bf16_cache(isa, tmp_pat
         (2, 2, 128, 40, 9),
         (2, 1, 256, 3, 14),
     ]:
-        layer = bf16_layer_class()(capacity=prompt + steps)
+        layer = kernel_layer_class(bits=bits)(capacity=prompt + steps)
         keys = torch.randn(rows, heads, prompt + steps, dim, generator=generator) * 3
         values = torch.randn(rows, heads, prompt + steps, dim, generator=generator)
         layer.update(keys[:, :, :prompt], values[:, :, :prompt])
@@ -88,9 +90,22 @@ def test_the_kernel_computes_pytorchs_attention_over_the_bf16_cache(isa, tmp_pat
         start = torch.randint(0, length, (rows,), generator=generator).to(torch.int32)
         start[0] = 0
         query = torch.randn(rows, heads, dim, generator=generator)
+        yield layer, keys, values, start, query
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+def test_the_kernel_computes_pytorchs_attention_over_the_bf16_cache(isa, tmp_path):
+    """Every head size the kernel takes, lengths on and off a tile's edge, left padding of
+    every row its own, positions written one at a time and in a block."""
+    import torch
+
+    require(isa in _tiers(), f"a CPU with {isa.upper()} runs the {isa} kernel")
+    native = _kernel(isa, tmp_path)
+    for layer, keys, values, start, query in _caches_written(16, seed=3):
+        dim = query.shape[-1]
         got = native.decode(query, layer, start, scale=dim**-0.5)
         want = _reference(query, keys, values, start)
-        assert torch.allclose(got, want, atol=2e-5, rtol=1e-4), (rows, heads, dim, length)
+        assert torch.allclose(got, want, atol=2e-5, rtol=1e-4), (keys.shape, dim)
         # bf16 is what the cache holds: against float32 the difference is bf16's rounding.
         dense_keys, dense_values = layer.dense()
         assert torch.equal(dense_keys, keys.bfloat16().float())
@@ -105,37 +120,14 @@ def test_the_kernel_computes_pytorchs_attention_over_the_int8_cache(isa, tmp_pat
     vector times its scale), and those values are within half a step of the states."""
     import torch
 
-    from generation.attention import int8_layer_class
-
     require(isa in _tiers(), f"a CPU with {isa.upper()} runs the {isa} kernel")
     native = _kernel(isa, tmp_path)
-    generator = torch.Generator().manual_seed(5)
-    for rows, heads, dim, prompt, steps in [
-        (1, 1, 16, 1, 0),
-        (5, 3, 16, 15, 2),
-        (4, 2, 64, 16, 1),
-        (3, 4, 64, 7, 30),
-        (2, 2, 128, 40, 9),
-        (2, 1, 256, 3, 14),
-    ]:
-        layer = int8_layer_class()(capacity=prompt + steps)
-        keys = torch.randn(rows, heads, prompt + steps, dim, generator=generator) * 3
-        values = torch.randn(rows, heads, prompt + steps, dim, generator=generator)
-        layer.update(keys[:, :, :prompt], values[:, :, :prompt])
-        for step in range(steps):
-            at = prompt + step
-            layer.update(keys[:, :, at : at + 1], values[:, :, at : at + 1])
-        length = prompt + steps
-        start = torch.randint(0, length, (rows,), generator=generator).to(torch.int32)
-        start[0] = 0
-        query = torch.randn(rows, heads, dim, generator=generator)
+    for layer, keys, values, start, query in _caches_written(8, seed=5):
+        dim = query.shape[-1]
         got = native.decode(query, layer, start, scale=dim**-0.5)
         dense_keys, dense_values = layer.dense()
-        mask = (torch.arange(length)[None, :] >= start[:, None].long())[:, None, None, :]
-        want = torch.nn.functional.scaled_dot_product_attention(
-            query[:, :, None], dense_keys, dense_values, attn_mask=mask
-        )[:, :, 0]
-        assert torch.allclose(got, want, atol=2e-5, rtol=1e-4), (rows, heads, dim, length)
+        want = _reference(query, dense_keys, dense_values, start, rounded=False)
+        assert torch.allclose(got, want, atol=2e-5, rtol=1e-4), (keys.shape, dim)
         for dense, states in ((dense_keys, keys), (dense_values, values)):
             step_size = states.abs().amax(-1, keepdim=True) / 127
             assert ((dense - states).abs() <= 0.5001 * step_size).all()
@@ -480,30 +472,29 @@ def test_the_kernel_timing_behind_auto_is_real():
         kernel_ms = backends.attention_kernel_step_ms()
         fp32_ms, _ = backends.attention_step_ms()
         assert kernel_ms > 0 and fp32_ms > 0
-        decided = backends.cache_kernel_pays()
-        if kernel_ms < 0.5 * backends.CACHE_BF16_SHARE * fp32_ms:
-            assert decided
-        if kernel_ms > 2 * backends.CACHE_BF16_SHARE * fp32_ms:
-            assert not decided
+        _decides_alike_on_clear_margins(
+            backends.cache_kernel_pays(), kernel_ms, backends.CACHE_BF16_SHARE * fp32_ms
+        )
         # The int8 cache against the bf16 one, each read from memory.
         bf16_memory, int8_memory = backends.attention_kernel_memory_ms()
         assert bf16_memory > 0 and int8_memory > 0
         int8 = backends.cache_int8_pays()
-        if int8_memory < 0.5 * backends.CACHE_INT8_SHARE * bf16_memory:
-            assert int8
-        if int8_memory > 2 * backends.CACHE_INT8_SHARE * bf16_memory:
-            assert not int8
+        _decides_alike_on_clear_margins(int8, int8_memory, backends.CACHE_INT8_SHARE * bf16_memory)
         # On AMX, the kernel (over the cache it takes) against PyTorch's bf16 attention.
         chosen_ms = backends.attention_kernel_step_ms(bits=8 if int8 else 16)
         _, bf16_ms = backends.attention_step_ms()
-        beats = backends.cache_kernel_beats_bf16()
-        if chosen_ms < 0.5 * bf16_ms:
-            assert beats
-        if chosen_ms > 2 * bf16_ms:
-            assert not beats
+        _decides_alike_on_clear_margins(backends.cache_kernel_beats_bf16(), chosen_ms, bf16_ms)
     finally:
         for each in cached:
             each.cache_clear()
+
+
+def _decides_alike_on_clear_margins(decided: bool, ms: float, bar: float):
+    """A timing under half ``bar`` must have been taken, one over twice it not."""
+    if ms < 0.5 * bar:
+        assert decided
+    if ms > 2 * bar:
+        assert not decided
 
 
 def test_the_kernel_rounds_the_cache_as_pytorch_does(tmp_path):
