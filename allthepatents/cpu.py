@@ -38,19 +38,15 @@ def cpu_last_level_cache_bytes(*, default: int = 32 * 2**20) -> int:
     ``default`` where unknown. A timing meant to measure memory, not cache, reads more."""
     from pathlib import Path
 
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
     largest = 0
     for entry in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
         try:
-            if (entry / "type").read_text().strip() == "Instruction":
-                continue
+            kind = (entry / "type").read_text().strip()
             size = (entry / "size").read_text().strip().upper()
-        except OSError:
+            value = int(size[:-1]) * units[size[-1]] if size[-1:] in units else int(size)
+        except (OSError, ValueError):
             continue
-        units = {"K": 2**10, "M": 2**20, "G": 2**30}
-        try:
-            largest = max(
-                largest, int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
-            )
-        except ValueError:
-            continue
+        if kind != "Instruction":
+            largest = max(largest, value)
     return largest or default

@@ -349,10 +349,10 @@ def kernel_cache_random(*, bits: int, rows: int, heads: int, length: int, dim: i
 
     layer = kernel_layer_class(bits=bits)(capacity=length)
     layer.lazy_initialization(torch.zeros(rows, heads, 1, dim))
-    for buffer in layer.buffers():
+    for (name, _), buffer in zip(layer.BUFFERS, layer.buffers(), strict=True):
         if buffer.dtype == torch.int8:
             buffer.copy_(torch.randint(-127, 128, buffer.shape, generator=generator))
-        elif buffer.dim() == 3:  # an int8 cache's scales: a vector's largest element / 127
+        elif name.endswith("_scale"):  # a vector's largest magnitude / 127
             buffer.copy_(torch.rand(buffer.shape, generator=generator) * (4 / 127))
         else:
             buffer.copy_(torch.randn(buffer.shape, generator=generator))
@@ -380,13 +380,15 @@ def _kernel_layer_base():
     class KernelCacheLayer(preallocated_layer_class()):
         bits = 0
         kind = ""
+        # The tensors the kernel reads and writes, in its arguments' order: each one's
+        # attribute, and how many positions one index of its third axis holds.
+        BUFFERS: tuple[tuple[str, int], ...] = ()
 
         def __init__(self, *, capacity: int):
             super().__init__(capacity=-(-capacity // TILE) * TILE)
 
         def buffers(self):
-            """The tensors the kernel reads and writes, in its arguments' order."""
-            raise NotImplementedError
+            return tuple(getattr(self, name) for name, _ in self.BUFFERS)
 
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
@@ -422,11 +424,6 @@ def _kernel_layer_base():
             """PyTorch's write of one position's ``key`` and ``value`` (rows, heads, dim)."""
             raise NotImplementedError
 
-        def moved(self, moved, source, *, length: int):
-            """Rows ``source`` of every buffer into rows ``moved``, their first ``length``
-            positions."""
-            raise NotImplementedError
-
         def batch_select_indices(self, indices):
             # As PreallocatedLayer: only rows whose place changes move, and only their
             # filled positions.
@@ -434,13 +431,14 @@ def _kernel_layer_base():
                 rows = len(indices)
                 indices = torch.as_tensor(indices)
                 moved = (indices != torch.arange(rows)).nonzero()[:, 0]
-                if len(moved):
-                    self.moved(moved, indices[moved], length=self.length)
-                self.rows_keep(rows)
+                source = indices[moved]
+                for name, positions in self.BUFFERS:
+                    buffer = getattr(self, name)
+                    if len(moved):
+                        filled = slice(0, -(-self.length // positions))
+                        buffer[moved, :, filled] = buffer[source, :, filled]
+                    setattr(self, name, buffer[:rows])
                 self.keys, self.values = self._k[:, :, :0], self._v[:, :, :0]
-
-        def rows_keep(self, rows: int):
-            raise NotImplementedError
 
     return KernelCacheLayer
 
@@ -453,6 +451,7 @@ def bf16_layer_class():
 
     class Bf16CacheLayer(_kernel_layer_base()):
         bits, kind = 16, "bf16"
+        BUFFERS = (("_k", TILE), ("_v", 2))
 
         def lazy_initialization(self, key_states, value_states=None):
             self.dtype, self.device = key_states.dtype, key_states.device
@@ -466,9 +465,6 @@ def bf16_layer_class():
             self._v = torch.zeros(rows, heads, self.capacity // 2, dim, 2, dtype=torch.bfloat16)
             self.is_initialized = True
 
-        def buffers(self):
-            return self._k, self._v
-
         def position_write(self, key, value, *, at: int):
             rows, heads, dim = key.shape
             self._k[:, :, at // TILE, :, at % TILE, :] = key.reshape(rows, heads, dim // 2, 2)
@@ -480,14 +476,6 @@ def bf16_layer_class():
             keys = self._k.permute(0, 1, 2, 4, 3, 5).reshape(rows, heads, tiles * TILE, half * 2)
             values = self._v.permute(0, 1, 2, 4, 3).reshape(rows, heads, -1, half * 2)
             return keys[:, :, : self.length].float(), values[:, :, : self.length].float()
-
-        def moved(self, moved, source, *, length: int):
-            tiles, pairs = slice(0, -(-length // TILE)), slice(0, -(-length // 2))
-            self._k[moved, :, tiles] = self._k[source, :, tiles]
-            self._v[moved, :, pairs] = self._v[source, :, pairs]
-
-        def rows_keep(self, rows: int):
-            self._k, self._v = self._k[:rows], self._v[:rows]
 
     return Bf16CacheLayer
 
@@ -502,6 +490,7 @@ def int8_layer_class():
 
     class Int8CacheLayer(_kernel_layer_base()):
         bits, kind = 8, "int8"
+        BUFFERS = (("_k", TILE), ("_v", 1), ("_k_scale", 1), ("_v_scale", 1))
 
         def lazy_initialization(self, key_states, value_states=None):
             self.dtype, self.device = key_states.dtype, key_states.device
@@ -512,9 +501,6 @@ def int8_layer_class():
             self._k_scale = torch.zeros(rows, heads, self.capacity)
             self._v_scale = torch.zeros(rows, heads, self.capacity)
             self.is_initialized = True
-
-        def buffers(self):
-            return self._k, self._v, self._k_scale, self._v_scale
 
         def position_write(self, key, value, *, at: int):
             for states, scales, place in (
@@ -534,16 +520,6 @@ def int8_layer_class():
             keys = keys[:, :, :length].float() * self._k_scale[:, :, :length, None]
             values = self._v[:, :, :length].float() * self._v_scale[:, :, :length, None]
             return keys, values
-
-        def moved(self, moved, source, *, length: int):
-            tiles = slice(0, -(-length // TILE))
-            self._k[moved, :, tiles] = self._k[source, :, tiles]
-            for buffer in (self._v, self._k_scale, self._v_scale):
-                buffer[moved, :, :length] = buffer[source, :, :length]
-
-        def rows_keep(self, rows: int):
-            self._k, self._v = self._k[:rows], self._v[:rows]
-            self._k_scale, self._v_scale = self._k_scale[:rows], self._v_scale[:rows]
 
     return Int8CacheLayer
 

@@ -462,7 +462,7 @@ class TransformersBackend:
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         head = config.hidden_size // config.num_attention_heads
         width = heads * head
-        if self.device == "cpu" and KERNEL_PRECISIONS.get(self.quantize) == 8:
+        if KERNEL_PRECISIONS.get(self.quantize) == 8:
             element = 1 + 4 / head  # an int8 element, and a float32 scale a vector
         elif self.quantize in ("bf16", "int8-bf16", *KERNEL_PRECISIONS) or self.device != "cpu":
             element = 2
@@ -503,7 +503,7 @@ class TransformersBackend:
         past = kv_cache_preallocated(
             self.model.config,
             capacity=input_ids.shape[1] + params.max_new_tokens,
-            kernel_bits=KERNEL_PRECISIONS.get(self.quantize, 0) if self.device == "cpu" else 0,
+            kernel_bits=KERNEL_PRECISIONS.get(self.quantize, 0),
         )
         forms = None
         if params.form:  # a form this code lacks raises (FormUnknown), not sampled without
