@@ -3,7 +3,12 @@ contributions.py); allthepatents/openapi.py composes the document."""
 
 
 def _contribute_op(
-    summary: str, request_schema: dict, ok: tuple[int, str], refusals: dict[int, str] | None = None
+    summary: str,
+    request_schema: dict,
+    ok: tuple[int, str],
+    refusals: dict[int, str] | None = None,
+    *,
+    body_required: bool = True,
 ) -> dict:
     """One work-unit endpoint: its success status and the refusals it really gives, besides
     the 400 and 401 every one of them can answer."""
@@ -19,7 +24,7 @@ def _contribute_op(
             "summary": summary,
             "security": [{"contributorToken": []}],
             "requestBody": {
-                "required": True,
+                "required": body_required,
                 "content": {"application/json": {"schema": request_schema}},
             },
             "responses": responses,
@@ -27,7 +32,11 @@ def _contribute_op(
     }
 
 
-_UNIT_REF = {"type": "object", "properties": {"unit": {"type": "string"}}, "required": ["unit"]}
+_UNIT_REF = {
+    "type": "object",
+    "properties": {"unit": {"type": "string", "minLength": 1}},
+    "required": ["unit"],
+}
 # The contributors' work-unit API (#18): generation/contributions.py.
 PATHS = {
     "/api/contribute/lease": _contribute_op(
@@ -36,6 +45,7 @@ PATHS = {
         {"type": "object"},
         (200, "a unit, or {unit: null, retry_after} when there is none"),
         {429: "too many units leased at once"},
+        body_required=False,  # it takes no parameters: an empty POST leases
     ),
     "/api/contribute/submit": _contribute_op(
         "Submit a unit's sampled token ids (202): a worker proves each, then parses, gates, "
@@ -75,7 +85,11 @@ PATHS = {
     ),
     "/api/contribute/status": _contribute_op(
         "A submission's state: pending, accepted (recorded, published, rejected) or refused (why)",
-        {"type": "object", "properties": {"contribution": {"type": "integer"}}},
+        {
+            "type": "object",
+            "properties": {"contribution": {"type": "integer"}},
+            "required": ["contribution"],
+        },
         (200, "{contribution, status, error, recorded, published, rejected}"),
         {404: "no such submission of yours"},
     ),

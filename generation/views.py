@@ -163,6 +163,15 @@ def _contribution_api(handler):
     return view
 
 
+def _unit_id(body: dict) -> str:
+    """The ``unit`` that lease returned: a missing or non-string one is a malformed request
+    (400, as the API document says), not a unit that is "not yours any more"."""
+    unit_id = body.get("unit")
+    if not isinstance(unit_id, str) or not unit_id:
+        raise ContributionError("unit must be the id lease returned", kind="invalid")
+    return unit_id
+
+
 @_contribution_api
 def api_contribute_lease(request, contributor, body):
     unit = work_unit_lease(contributor=contributor)
@@ -184,7 +193,7 @@ def api_contribute_submit(request, contributor, body):
     if wait:
         raise ContributionError(f"too many submissions; try again in {wait} s", kind="too_many")
     received = contribution_receive(
-        contributor=contributor, unit_id=str(body.get("unit", "")), samples=body.get("samples")
+        contributor=contributor, unit_id=_unit_id(body), samples=body.get("samples")
     )
     # A worker proves and records it; ask /api/contribute/status with this id.
     return JsonResponse({"contribution": received.pk, "status": received.status}, status=202)
@@ -203,14 +212,15 @@ def api_contribute_status(request, contributor, body):
 @_contribution_api
 def api_contribute_renew(request, contributor, body):
     """Keeps a unit while the contributor's machine is still generating it."""
-    expires = work_unit_renew(contributor=contributor, unit_id=str(body.get("unit", "")))
-    return JsonResponse({"unit": body.get("unit"), "expires_at": expires})
+    unit_id = _unit_id(body)
+    expires = work_unit_renew(contributor=contributor, unit_id=unit_id)
+    return JsonResponse({"unit": unit_id, "expires_at": expires})
 
 
 @_contribution_api
 def api_contribute_release(request, contributor, body):
     return JsonResponse(
-        {"released": work_unit_release(contributor=contributor, unit_id=str(body.get("unit")))}
+        {"released": work_unit_release(contributor=contributor, unit_id=_unit_id(body))}
     )
 
 

@@ -40,8 +40,11 @@ _FILTERS = {
 }
 _Q = {
     "type": "string",
+    "minLength": 1,
     "maxLength": 20000,
-    "description": "words, a claim, or a description (POST for anything long)",
+    "pattern": "\\S",  # blank text is refused (400): there is nothing to search for
+    "description": "words, a claim, or a description. With GET the whole request line "
+    "must stay within what the server takes (4 KB under `make run`): POST anything long",
 }
 _SEARCH_RESPONSES = {
     "200": {
@@ -49,7 +52,8 @@ _SEARCH_RESPONSES = {
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Results"}}},
     },
     "400": {
-        "description": "bad parameters",
+        "description": "bad parameters, among them a date range that holds no day "
+        "(`after` not earlier than `before`, `filed_after` not earlier than `filed_before`)",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     },
     "429": {"description": "rate limited; see Retry-After"},

@@ -156,6 +156,25 @@ def test_visitor_searches_reads_follows_a_claim_and_downloads(live_site, page):
     assert not errors
 
 
+def test_a_long_claim_pasted_on_the_home_page_is_searched(live_site, page):
+    """The home page's form sent its text in the URL: a claim of a few thousand characters
+    met gunicorn's "Request Line is too large" page instead of results. It posts now, as
+    the search page does (a long query is stored and named by a short id)."""
+    claim = (
+        "1. A telephone comprising a keyboard, a display and a dialing circuit, "
+        + ("wherein the keyboard is coupled to the display and the dialing circuit, ") * 80
+    )
+    assert len(claim) > 5000
+    page.goto(live_site["base"] + "/")
+    page.fill("textarea#q", claim)
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    assert "Request Line" not in page.content()
+    page.wait_for_selector("ol.results li")
+    assert len(page.url) < 2100 and "qid=" in page.url
+    assert page.input_value("textarea#q") == claim.strip()
+
+
 def test_admin_starts_a_job_watches_it_finish_and_finds_the_invention(live_site, page):
     base = live_site["base"]
     page.goto(base + "/admin/login/")

@@ -413,6 +413,61 @@ def test_every_answer_under_api_is_json(settings):
     assert head.status_code == 200 and head["Content-Type"].startswith("application/json")
 
 
+# --- what a conformance probe found: the API document and the answers disagreed ------
+
+
+def _request_schema(paths, path):
+    return paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+
+
+@pytest.mark.django_db
+def test_the_api_document_says_what_the_contributors_endpoints_take(client):
+    """schemathesis against /api/openapi.json (a one-off probe, not a dependency): lease
+    answered an empty POST that the document called malformed; release and renew took a
+    body without a unit (200 and 409, as if the unit had been lost); status refused the
+    `{}` that the document allowed."""
+    from generation.contributions import contributor_create
+
+    _, token = contributor_create(name="conformance")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    paths = client.get("/api/openapi.json").json()["paths"]
+
+    lease = client.generic("POST", "/api/contribute/lease", b"", **auth)  # no body at all
+    assert lease.status_code == 200 and lease.json()["unit"] is None
+    assert paths["/api/contribute/lease"]["post"]["requestBody"]["required"] is False
+    for verb in ("renew", "release", "submit"):
+        path = f"/api/contribute/{verb}"
+        unit = _request_schema(paths, path)
+        assert "unit" in unit["required"] and unit["properties"]["unit"]["minLength"] == 1
+        for body in ({}, {"unit": ""}, {"unit": 7}, {"unit": None}, {"unit": ["u"]}):
+            response = client.post(path, json.dumps(body), content_type="application/json", **auth)
+            assert "unit" in _api_json(response, 400)["error"], (verb, body)
+    assert _request_schema(paths, "/api/contribute/status")["required"] == ["contribution"]
+    _api_json(
+        client.post("/api/contribute/status", "{}", content_type="application/json", **auth), 400
+    )
+
+
+@pytest.mark.django_db
+def test_the_api_document_refuses_the_blank_queries_the_search_refuses(client):
+    import re
+
+    paths = client.get("/api/openapi.json").json()["paths"]
+    documented = [
+        _request_schema(paths, "/api/search")["properties"]["q"],
+        next(p["schema"] for p in paths["/api/search"]["get"]["parameters"] if p["name"] == "q"),
+    ]
+    for text in ("", " ", "\n\t  "):
+        for q in documented:
+            assert len(text) < q["minLength"] or not re.search(q["pattern"], text), repr(text)
+        posted = client.post(
+            "/api/search", json.dumps({"q": text}), content_type="application/json"
+        )
+        _api_json(posted, 400)
+        _api_json(client.get("/api/search", {"q": text}), 400)
+    assert re.search(documented[0]["pattern"], "  a telephone  ")
+
+
 @pytest.mark.django_db
 def test_feeds_stay_well_formed_xml_whatever_the_text(client):
     """U+FFFE and U+FFFF in a title, a control character in the alert's query."""
