@@ -1,6 +1,8 @@
 """OpenAPI paths and schemas of search's endpoints (/api/search, /api/patents/{id});
 allthepatents/openapi.py composes the document."""
 
+from django.conf import settings
+
 from patents.vocabulary import GENERATED, MODES, ORIGIN_ALL, ORIGINS
 
 _DATE = {"type": "string", "format": "date"}
@@ -41,7 +43,7 @@ _FILTERS = {
 _Q = {
     "type": "string",
     "minLength": 1,
-    "maxLength": 20000,
+    "maxLength": settings.SEARCH_MAX_QUERY_CHARS,  # what this site takes, not the default
     "pattern": "\\S",  # blank text is refused (400): there is nothing to search for
     "description": "words, a claim, or a description. With GET the whole request line "
     "must stay within what the server takes (4 KB under `make run`): POST anything long",

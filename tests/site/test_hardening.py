@@ -449,7 +449,7 @@ def test_the_api_document_says_what_the_contributors_endpoints_take(client):
 
 
 @pytest.mark.django_db
-def test_the_api_document_refuses_the_blank_queries_the_search_refuses(client):
+def test_the_api_document_refuses_the_blank_queries_the_search_refuses(client, settings):
     import re
 
     paths = client.get("/api/openapi.json").json()["paths"]
@@ -466,6 +466,7 @@ def test_the_api_document_refuses_the_blank_queries_the_search_refuses(client):
         _api_json(posted, 400)
         _api_json(client.get("/api/search", {"q": text}), 400)
     assert re.search(documented[0]["pattern"], "  a telephone  ")
+    assert documented[0]["maxLength"] == settings.SEARCH_MAX_QUERY_CHARS
 
 
 @pytest.mark.django_db
