@@ -24,10 +24,17 @@ def _tiers():
 
 
 def _kernel(isa, directory):
+    """The kernel built for ``isa``, to run. Every build is compiled, whatever this CPU runs,
+    so that a build this CPU cannot run still fails here if it no longer compiles; running it
+    is skipped (in CI too: which CPU a run gets is not the project's to require)."""
     from generation.attention import NativeAttention, _compiler, kernel_build
 
     require(_compiler() is not None, "a C compiler (gcc) builds the attention kernel")
-    return NativeAttention(kernel_build(isa=isa, directory=directory), isa=isa)
+    path = kernel_build(isa=isa, directory=directory)
+    assert path.exists()
+    if isa not in _tiers():
+        pytest.skip(f"this CPU cannot run the {isa} kernel (built, not run)")
+    return NativeAttention(path, isa=isa)
 
 
 def _reference(query, keys, values, start, *, rounded=True):
@@ -99,7 +106,6 @@ def test_the_kernel_computes_pytorchs_attention_over_the_bf16_cache(isa, tmp_pat
     every row its own, positions written one at a time and in a block."""
     import torch
 
-    require(isa in _tiers(), f"a CPU with {isa.upper()} runs the {isa} kernel")
     native = _kernel(isa, tmp_path)
     for layer, keys, values, start, query in _caches_written(16, seed=3):
         dim = query.shape[-1]
@@ -120,7 +126,6 @@ def test_the_kernel_computes_pytorchs_attention_over_the_int8_cache(isa, tmp_pat
     vector times its scale), and those values are within half a step of the states."""
     import torch
 
-    require(isa in _tiers(), f"a CPU with {isa.upper()} runs the {isa} kernel")
     native = _kernel(isa, tmp_path)
     for layer, keys, values, start, query in _caches_written(8, seed=5):
         dim = query.shape[-1]

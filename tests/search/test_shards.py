@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from patents.importing import reference_import_records
+from search.embeddings import embedding_bulk_precision
 from search.models import EmbeddingShard, IndexedVector
 from search.selectors import embedding_shards_progress, index_health
 from search.services import search_documents_sync, search_index_rebuild, search_index_update
@@ -92,7 +93,13 @@ def test_two_workers_embed_the_shards_and_the_last_merges_them_like_a_rebuild(
     rebuilt_ids, rebuilt = _index_content()
     assert rebuilt_ids.tolist() == imported
     cosines = (vectors * rebuilt).sum(axis=1)
-    assert cosines.min() > 0.99, cosines.min()
+    # Each id's vector is its own text's, whichever worker, shard or batch embedded it
+    # (another text's is at cosine ~0.3-0.7). bf16 and fp32 embed a text alike in any
+    # batch; fbgemm's int8 (``auto`` on a CPU without native bf16) scales activations per
+    # batch, so the same text in another batch moves by up to 0.017 (0.983 measured on an
+    # AVX2-only EPYC: as far as int8 is from fp32 itself).
+    floor = 0.97 if embedding_bulk_precision().startswith("int8") else 0.99
+    assert cosines.min() > floor, cosines.min()
 
 
 @pytest.mark.django_db
