@@ -194,17 +194,23 @@ def main():
     os.environ["TORCH_THREADS"] = str(args.threads)
     import torch
 
-    torch.set_num_threads(args.threads)
     from allthepatents.cpu import cpu_flags, cpu_model_name
     from generation.attention import isa_tier, native_attention_available
     from generation.backends import generation_precision
 
+    # auto times attention in the thread count of the process that asks (the kernel runs on
+    # one thread; PyTorch's attention on all): resolved as the workers run, then kept.
+    worker_threads = (args.process_threads or args.threads) if args.processes else args.threads
+    torch.set_num_threads(worker_threads)
+    auto = generation_precision("auto")
+    torch.set_num_threads(args.threads)
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni"})
     kernel = isa_tier() if native_attention_available() else "unavailable"
     capped = {k: os.environ[k] for k in ISA_CAPS["avx2"] if k in os.environ}
     print(
-        f"cpu: {cpu_model_name()} {flags}; GENERATION_QUANTIZE=auto picks "
-        f"{generation_precision('auto')}; torch kernels: {torch.backends.cpu.get_cpu_capability()}"
+        f"cpu: {cpu_model_name()} {flags}; GENERATION_QUANTIZE=auto picks {auto} (timed at "
+        f"{worker_threads} thread(s), as the workers); torch kernels: "
+        f"{torch.backends.cpu.get_cpu_capability()}"
         f"; attention kernel: {kernel}" + (f"; capped: {capped}" if capped else ""),
         flush=True,
     )
@@ -236,7 +242,7 @@ def main():
         for n in [int(x) for x in args.processes.split(",") if x]:
             threads = args.process_threads or args.threads
             for choice in args.process_precision.split(","):
-                precision = generation_precision("auto") if choice == "auto" else choice
+                precision = auto if choice == "auto" else choice
                 row = run_processes(model_dir, args.tokens, args.batch, threads, n, precision)
                 print(json.dumps(row), flush=True)
                 results[f"c_{precision}_{n}x{threads}_threads"] = row["tok_s_total"]

@@ -51,11 +51,20 @@ def main():
     from torch.ao.quantization import quantize_dynamic
 
     from allthepatents.cpu import cpu_flags, cpu_model_name
-    from generation.quantization import rows_int8_quantize, rows_scaled_int8_quantize
+    from generation.quantization import (
+        bf16_packing_available,
+        rows_int8_quantize,
+        rows_scaled_int8_quantize,
+    )
 
     torch.set_num_threads(1)
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16"})
-    print(f"cpu: {cpu_model_name()} {flags}; one thread", flush=True)
+    packable = bf16_packing_available()
+    print(
+        f"cpu: {cpu_model_name()} {flags}; one thread"
+        + ("" if packable else "; oneDNN cannot pack bf16 weights here (no 'bf16 packed')"),
+        flush=True,
+    )
     torch.manual_seed(0)
     for shape in args.shapes.split(","):
         k, n = (int(x) for x in shape.split("x"))
@@ -71,15 +80,17 @@ def main():
         for m in (int(r) for r in args.rows.split(",")):
             x = torch.randn(m, k) * torch.rand(m, 1) * 5
             x16 = x.bfloat16()
-            packed = torch.ops.mkldnn._reorder_linear_weight(w16, m)
             calls = {
                 "fp32": lambda x=x, f=linear: f(x),
                 "bf16": lambda x=x16, w=w16, b=b16: torch.nn.functional.linear(x, w, b),
-                "bf16 packed": lambda x=x16, p=packed, b=b16: torch.ops.mkldnn._linear_pointwise(
-                    x, p, b, "none", [], ""
-                ),
                 **{name: (lambda layer=layer, x=x: layer(x)) for name, layer in ways.items()},
             }
+            # oneDNN packs bf16 weights only with AVX512BW/VL/DQ or AVX-NE-CONVERT.
+            packed = torch.ops.mkldnn._reorder_linear_weight(w16, m) if packable else None
+            if packable:
+                calls["bf16 packed"] = lambda x=x16, p=packed, b=b16: (
+                    torch.ops.mkldnn._linear_pointwise(x, p, b, "none", [], "")
+                )
             row = {"shape": shape, "rows": m}
             with torch.no_grad():
                 exact = linear(x)
