@@ -318,6 +318,11 @@ class TransformersBackend:
         self.source = source
         self.revision = revision or None
         self.device = _device()
+        import torch
+
+        # Before auto times attention: the kernel runs on one thread, PyTorch's attention on
+        # all of them, so a pick timed on more threads than generation uses can be wrong.
+        torch.set_num_threads(settings.TORCH_THREADS)
         self.quantize = generation_precision(
             settings.GENERATION_QUANTIZE if quantize is None else quantize, device=self.device
         )
@@ -327,7 +332,6 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        torch.set_num_threads(settings.TORCH_THREADS)
         local = Path(self.source).expanduser()
         is_local = local.is_dir()
         if not is_local and (

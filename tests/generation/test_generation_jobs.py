@@ -655,6 +655,48 @@ def test_auto_precision_follows_the_cpu(monkeypatch, tiny_neox):
     assert out[0].tokens > 0
 
 
+def test_auto_times_attention_in_the_threads_the_backend_generates_with(
+    monkeypatch, tiny_neox, settings
+):
+    """The compiled kernel runs on one thread and PyTorch's attention on all of a process's:
+    timed in a two-thread process, PyTorch's float32 attention came out fast enough on an
+    AVX2-only EPYC that auto passed over the kernel its one-thread workers run 1.9 times
+    faster. A backend takes its TORCH_THREADS before auto times anything."""
+    import torch
+
+    import allthepatents.cpu
+    import generation.backends as backends
+    from generation.backends import TransformersBackend
+
+    seen = []
+
+    def timing(ms):
+        return lambda **_: seen.append(torch.get_num_threads()) or ms
+
+    cached = (
+        backends.cache_bf16_pays,
+        backends.cache_kernel_pays,
+        backends.cache_kernel_beats_bf16,
+        backends.cache_int8_pays,
+    )
+    monkeypatch.setattr(backends, "attention_step_ms", timing((10.0, 10.0)))
+    monkeypatch.setattr(backends, "attention_kernel_step_ms", timing(100.0))
+    monkeypatch.setattr(backends, "attention_kernel_memory_ms", timing((1.0, 1.0)))
+    monkeypatch.setattr(allthepatents.cpu, "cpu_flags", lambda: {"avx2", "fma", "avx512_bf16"})
+    settings.TORCH_THREADS = 1
+    for function in cached:
+        function.cache_clear()
+    torch.set_num_threads(2)
+    try:
+        backend = TransformersBackend(str(tiny_neox), quantize="auto")
+    finally:
+        torch.set_num_threads(1)
+        for function in cached:
+            function.cache_clear()
+    assert backend.quantize == "int8"  # neither bf16 cache pays at these timings
+    assert seen and set(seen) == {1}, seen
+
+
 def _admin_job_form(generator, **fields):
     """What the admin's add form posts when an admin fills in only ``fields``."""
     form = {
