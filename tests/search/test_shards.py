@@ -94,7 +94,7 @@ def test_two_workers_embed_the_shards_and_the_last_merges_them_like_a_rebuild(
     assert rebuilt_ids.tolist() == imported
     cosines = (vectors * rebuilt).sum(axis=1)
     # Each id's vector is its own text's, whichever worker, shard or batch embedded it
-    # (another text's is at cosine ~0.3-0.7). bf16 and fp32 embed a text alike in any
+    # (another text's is far from it). bf16 and fp32 embed a text alike in any
     # batch; fbgemm's int8 (``auto`` on a CPU without native bf16) scales activations per
     # batch, so the same text in another batch moves by up to 0.017 (0.983 measured on an
     # AVX2-only EPYC: as far as int8 is from fp32 itself).
