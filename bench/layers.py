@@ -86,8 +86,8 @@ def main():
                 **{name: (lambda layer=layer, x=x: layer(x)) for name, layer in ways.items()},
             }
             # oneDNN packs bf16 weights only with AVX512BW/VL/DQ or AVX-NE-CONVERT.
-            packed = torch.ops.mkldnn._reorder_linear_weight(w16, m) if packable else None
             if packable:
+                packed = torch.ops.mkldnn._reorder_linear_weight(w16, m)
                 calls["bf16 packed"] = lambda x=x16, p=packed, b=b16: (
                     torch.ops.mkldnn._linear_pointwise(x, p, b, "none", [], "")
                 )

@@ -268,13 +268,12 @@ def test_the_proofs_neox_forward_is_transformers(kl3m_source, overrides):
         ),
         "int8-rows": rows_int8_quantize(_neox(kl3m_source, **overrides)),
     }
-    for dtype, tolerance in (
+    for kind, tolerance in (
         (torch.float32, 1e-4),
         (torch.bfloat16, 0.1),
         ("int8", 1e-4),
         ("int8-rows", 1e-4),
     ):
-        kind = dtype
         model = int8[kind] if kind in int8 else _neox(kl3m_source, **overrides).to(kind)
         dtype = torch.float32 if kind in int8 else kind
         body = proof_body(model)
