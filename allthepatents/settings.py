@@ -419,6 +419,9 @@ if WEB_REQUEST_DEADLINE_SECONDS and WEB_WORKER_TIMEOUT <= WEB_REQUEST_DEADLINE_S
 # /healthz?detail=1 (broker, worker, index) for staff, or with this bearer token.
 HEALTHZ_TOKEN = env_str("HEALTHZ_TOKEN", "")
 HEALTHZ_CACHE_SECONDS = env_float("HEALTHZ_CACHE_SECONDS", 10.0)
+# How long a web process keeps the counts and ledger heads its public pages show (each a
+# scan of a million rows or more; allthepatents/kept.py). 0: computed for every request.
+PUBLIC_FIGURES_SECONDS = env_float("PUBLIC_FIGURES_SECONDS", 60.0, minimum=0.0)
 
 LOGGING = {
     "version": 1,

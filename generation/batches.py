@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Sum
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from generation.aiming import aim_topic
@@ -143,6 +143,14 @@ def job_counters_refresh(job: GenerationJob) -> None:
     reasons: Counter = Counter()
     for row in samples.filter(verdict=Sample.Verdict.REJECTED).values_list("reasons", flat=True):
         reasons.update(row)
+    modes = {
+        row["mode"]: {"generated": row["generated"], "published": row["published"]}
+        for row in samples.values("mode")
+        .annotate(
+            generated=Count("id"), published=Count("id", filter=Q(verdict=Sample.Verdict.PUBLISHED))
+        )
+        .order_by("mode")
+    }
     totals = samples.aggregate(tokens=Sum("tokens"))
     stopped = samples.filter(details__has_key="stopped").aggregate(
         n=Count("id"), tokens=Sum("tokens")
@@ -154,6 +162,7 @@ def job_counters_refresh(job: GenerationJob) -> None:
         published_count=samples.filter(verdict=Sample.Verdict.PUBLISHED).count(),
         rejected_count=samples.filter(verdict=Sample.Verdict.REJECTED).count(),
         rejection_counts=dict(reasons),
+        mode_counts=modes,
         tokens_generated=totals["tokens"] or 0,
     )
 

@@ -116,6 +116,9 @@ class GenerationJob(models.Model):
     published_count = models.PositiveIntegerField(default=0)
     rejected_count = models.PositiveIntegerField(default=0)
     rejection_counts = models.JSONField(default=dict, blank=True)
+    # Per sample mode (a mixed job has both): {"top-down": {"generated": n, "published": m}}.
+    # /stats/ sums these over jobs instead of counting millions of sample rows a request.
+    mode_counts = models.JSONField(default=dict, blank=True)
     tokens_generated = models.BigIntegerField(default=0)
     # Samples whose decoding ended once the gate's verdict was certain, and the tokens of
     # their budget (max_new_tokens each) they left unspent: an upper bound on the saving.

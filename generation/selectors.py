@@ -28,40 +28,46 @@ def job_model(*, job: GenerationJob) -> JobModel:
     return JobModel(generator.model_id, generator.source, generator.revision)
 
 
-def stats_hit_rates() -> list[dict]:
-    """Per model actually used (a job's model override, else its generator's model) and
-    mode: samples generated, published, and the hit rate."""
+def _jobs_with_model_used():
+    """Jobs with the model each actually ran (its override, else its generator's model)."""
     model_used = Case(
-        When(job__model_override="", then=F("job__generator__model_id")),
-        default=F("job__model_override"),
+        When(model_override="", then=F("generator__model_id")), default=F("model_override")
     )
-    rows = (
-        Sample.objects.annotate(model_used=model_used)
-        .values("model_used", "mode")
-        .annotate(
-            generated=Count("id"), published=Count("id", filter=Q(verdict=Sample.Verdict.PUBLISHED))
-        )
-        .order_by("model_used", "mode")
-    )
+    return GenerationJob.objects.annotate(model_used=model_used)
+
+
+def stats_hit_rates() -> list[dict]:
+    """Per model actually used and sample mode: samples generated, published, and the hit
+    rate. Summed over jobs' counters (job_counters_refresh keeps them from the samples): a
+    site of millions of samples has thousands of jobs."""
+    totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    rows = _jobs_with_model_used().exclude(mode_counts={}).values_list("model_used", "mode_counts")
+    for model_used, modes in rows.iterator(chunk_size=2000):
+        for mode, counts in modes.items():
+            total = totals[(model_used, mode)]
+            total[0] += counts.get("generated", 0)
+            total[1] += counts.get("published", 0)
     return [
         {
-            "generator": r["model_used"],
-            "mode": r["mode"],
-            "generated": r["generated"],
-            "published": r["published"],
-            "rate": r["published"] / r["generated"] if r["generated"] else 0.0,
+            "generator": model_used,
+            "mode": mode,
+            "generated": generated,
+            "published": published,
+            "rate": published / generated if generated else 0.0,
         }
-        for r in rows
+        for (model_used, mode), (generated, published) in sorted(totals.items())
+        if generated
     ]
 
 
 def stats_rejection_reasons() -> list[tuple[str, int]]:
+    """Every gate reason and how many samples it rejected, most common first, from the
+    jobs' counters."""
     counts: Counter = Counter()
-    for reasons in (
-        Sample.objects.filter(verdict=Sample.Verdict.REJECTED)
-        .values_list("reasons", flat=True)
-        .iterator(chunk_size=2000)
-    ):
+    rows = GenerationJob.objects.exclude(rejection_counts={}).values_list(
+        "rejection_counts", flat=True
+    )
+    for reasons in rows.iterator(chunk_size=2000):
         counts.update(reasons)
     return counts.most_common()
 
@@ -113,9 +119,7 @@ def job_cost(job) -> dict:
 def job_workers(job) -> list[dict]:
     """Who worked on a job: per worker, the samples it recorded and the batches it holds
     now (a job is shared batch by batch, #15)."""
-    from django.db.models import Count
-
-    from generation.models import JobBatch, Sample
+    from generation.models import JobBatch
 
     rows = {
         r["worker"]: {"worker": r["worker"], "samples": r["n"], "holding": []}
@@ -131,12 +135,9 @@ def job_workers(job) -> list[dict]:
 def stats_cost_by_model() -> list[dict]:
     """Cost per model used and mode, over all jobs: tokens per CPU-second, CPU-seconds per
     sample and per published invention, beside the hit rate."""
-    model_used = Case(
-        When(model_override="", then=F("generator__model_id")), default=F("model_override")
-    )
     rows = (
-        GenerationJob.objects.exclude(started_at=None)
-        .annotate(model_used=model_used)
+        _jobs_with_model_used()
+        .exclude(started_at=None)
         .values("model_used", "mode")
         .annotate(
             seconds=Sum("worker_seconds"),
@@ -175,9 +176,7 @@ def stats_cost_by_model() -> list[dict]:
 def contributors_credits() -> list[dict]:
     """The public credits: per contributor (revoked ones too: their work stands), samples
     recorded, inventions published, since when; most published first."""
-    from django.db.models import Count, Q
-
-    from generation.models import Contributor, Sample
+    from generation.models import Contributor
 
     rows = Contributor.objects.annotate(
         n_samples=Count("samples"),

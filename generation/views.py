@@ -17,6 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
 from allthepatents.api import ApiBodyError, api_error, api_methods, json_body_parse
+from allthepatents.kept import kept
 from allthepatents.ratelimit import rate_limit_check
 from generation.contributions import (
     ContributionError,
@@ -70,7 +71,7 @@ def stats(request):
         request,
         "generation/stats.html",
         {
-            "counts": patent_counts(),
+            "counts": kept(patent_counts),
             "hit_rates": [{**r, "width": round(r["rate"] * 100, 1)} for r in hit_rates],
             "reasons": [
                 {"reason": r, "count": n, "width": round(100 * n / max_reason, 1)}

@@ -1,7 +1,10 @@
+from django.contrib.sitemaps.views import index as sitemap_index
 from django.contrib.sitemaps.views import sitemap
 from django.urls import path, re_path
 
 from patents import views
+
+SITEMAPS = {"patents": views.PatentSitemap}
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -20,10 +23,13 @@ urlpatterns = [
     path("robots.txt", views.robots, name="robots"),
     path("favicon.ico", views.favicon, name="favicon"),
     path("feed.atom", views.LatestFeed(), name="feed"),
+    # An index of sitemap files: one file holds PatentSitemap.limit URLs, and a crawler
+    # finds the inventions past the first file only through the index's ?p= pages.
     path(
         "sitemap.xml",
-        sitemap,
-        {"sitemaps": {"patents": views.PatentSitemap}},
-        name="django.contrib.sitemaps.views.sitemap",
+        sitemap_index,
+        {"sitemaps": SITEMAPS, "sitemap_url_name": "sitemap-section"},
+        name="sitemap",
     ),
+    path("sitemap-<section>.xml", sitemap, {"sitemaps": SITEMAPS}, name="sitemap-section"),
 ]

@@ -5,7 +5,7 @@ import re
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.sitemaps import Sitemap
-from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
+from django.core.paginator import EmptyPage, PageNotAnInteger
 from django.http import (
     FileResponse,
     Http404,
@@ -16,6 +16,8 @@ from django.http import (
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
 
+from allthepatents.kept import kept
+from allthepatents.pagination import KeysFirstPaginator
 from patents.feeds import PatentFeed
 from patents.ledger import ledger_daily_heads, ledger_heads_document
 from patents.models import Patent
@@ -35,11 +37,13 @@ from patents.selectors import (
     patent_claims_page,
     patent_counts,
     patent_get,
+    patent_latest_published_at,
     patent_neighbours,
     patent_random_public_id,
     patents_browse,
+    patents_browse_count,
+    patents_in_publication_order,
     patents_latest,
-    patents_visible,
 )
 from patents.serializers import patent_serialize
 from patents.vocabulary import MODES
@@ -56,7 +60,7 @@ def home(request):
         request,
         "home.html",
         {
-            "counts": patent_counts(),
+            "counts": kept(patent_counts),
             "today": generated_today_count(),
             "latest": patents_latest(limit=10),
         },
@@ -80,8 +84,14 @@ def browse(request):
     origin = request.GET.get("origin") or Patent.Origin.GENERATED
     if origin not in Patent.Origin.values:
         return HttpResponseBadRequest("origin must be generated or reference")
-    paginator = Paginator(
-        patents_browse(origin=origin, generator=generator, mode=mode, on=on), PER_PAGE
+    # A day's count is a range of the index; the others, a million rows: kept a while.
+    count = (
+        None if on else kept(patents_browse_count, origin=origin, generator=generator, mode=mode)
+    )
+    paginator = KeysFirstPaginator(
+        patents_browse(origin=origin, generator=generator, mode=mode, on=on),
+        PER_PAGE,
+        count=count,
     )
     try:
         page = paginator.page(request.GET.get("page") or 1)
@@ -108,7 +118,7 @@ def browse(request):
 
 @require_GET
 def random_patent(request):
-    public_id = patent_random_public_id()
+    public_id = patent_random_public_id(count=kept(patent_counts)["generated"])
     if public_id is None:
         messages.info(request, "No inventions are published yet, so there is none to pick.")
         return redirect("browse")
@@ -189,14 +199,14 @@ def patent_download(request, public_id, fmt):
 
 @require_GET
 def ledger(request):
-    return render(request, "patents/ledger.html", {"heads": ledger_daily_heads()})
+    return render(request, "patents/ledger.html", {"heads": kept(ledger_daily_heads)})
 
 
 @require_GET
 def ledger_heads_json(request):
     """The daily heads, for third parties to archive (and check with `ledger verify
     --heads` or the dumps' verify_dump.py)."""
-    response = JsonResponse(ledger_heads_document(), json_dumps_params={"indent": 1})
+    response = JsonResponse(kept(ledger_heads_document), json_dumps_params={"indent": 1})
     response["Cache-Control"] = "public, max-age=60"
     return response
 
@@ -237,14 +247,25 @@ def robots(request):
 
 
 class PatentSitemap(Sitemap):
+    """Every published invention, in publication order (a file's URLs stay put as new
+    inventions are added at the end); /sitemap.xml is an index of the files."""
+
     changefreq = "never"
     limit = 5000
 
     def items(self):
-        return patents_visible().filter(origin=Patent.Origin.GENERATED).order_by("id")
+        return patents_in_publication_order()
+
+    @property
+    def paginator(self):
+        return KeysFirstPaginator(self.items(), self.limit, count=kept(patent_counts)["generated"])
 
     def lastmod(self, obj):
         return obj.published_at
+
+    def get_latest_lastmod(self):
+        # Django's own calls lastmod() on every item: a million rows for the index page.
+        return patent_latest_published_at()
 
     def location(self, obj):
         return obj.get_absolute_url()
@@ -255,7 +276,7 @@ class LatestFeed(PatentFeed):
     link = "/patents/"
 
     def subtitle(self):
-        heads = ledger_daily_heads()
+        heads = kept(ledger_daily_heads)
         text = "Machine-generated inventions published as prior art."
         if heads:
             h = heads[0]

@@ -60,8 +60,10 @@ def worker_factory(tmp_path, settings):
 @pytest.fixture(autouse=True)
 def _fresh_health_probes():
     from allthepatents.health import probe_cache_clear
+    from allthepatents.kept import kept_clear
 
     probe_cache_clear()
+    kept_clear()  # the public pages' counts and heads, kept per process
 
 
 @pytest.fixture(autouse=True)

@@ -52,6 +52,85 @@ def test_home_browse_and_pagination_edges(client):
     assert random.status_code == 302 and random["Location"].startswith("/p/")
 
 
+def _listed(response) -> list[str]:
+    return re.findall(r'<li><a href="/p/([a-z0-9]+)/">', response.content.decode())
+
+
+@pytest.mark.django_db
+def test_browse_pages_follow_publication_order_and_days_end_at_midnight(client, settings):
+    """Pages are cut by keys first (allthepatents.pagination): the same order, every
+    invention once. A day's filter is a range on the column: its first and last instant
+    in, the next day's first out."""
+    from patents.views import PER_PAGE
+
+    day = timezone.make_aware(timezone.datetime(2026, 3, 4))
+    at = [day, day + timedelta(hours=12), day + timedelta(days=1) - timedelta(microseconds=1)]
+    at += [day + timedelta(days=1)] + [day - timedelta(minutes=n + 1) for n in range(PER_PAGE)]
+    patents = [patent_published(n=n, published_at=when) for n, when in enumerate(at)]
+    newest_first = [p.public_id for p in sorted(patents, key=lambda p: (p.published_at, p.pk))]
+    newest_first.reverse()
+    pages = _listed(client.get("/patents/")) + _listed(client.get("/patents/?page=2"))
+    assert pages == newest_first
+    assert _listed(client.get("/patents/?date=2026-03-04")) == [
+        patents[2].public_id,
+        patents[1].public_id,
+        patents[0].public_id,
+    ]
+
+
+@pytest.mark.django_db
+def test_home_counts_today_in_the_sites_time_zone(client):
+    today = timezone.localdate()
+    midnight = timezone.make_aware(timezone.datetime.combine(today, timezone.datetime.min.time()))
+    patent_published(n=1, published_at=midnight)
+    patent_published(n=2, published_at=midnight - timedelta(microseconds=1))
+    patent_published(n=3)
+    from patents.selectors import generated_today_count
+
+    assert generated_today_count() == 2
+
+
+@pytest.mark.django_db
+def test_a_random_invention_can_be_any_of_them(client):
+    patents = [patent_published(n=n) for n in range(3)]
+    patent_withdraw(patent=patents[2], reason="test")
+    seen = {client.get("/patents/random/")["Location"] for _ in range(60)}
+    # Missing one of two in 60 fair draws: 2 * 2**-60.
+    assert seen == {f"/p/{p.public_id}/" for p in patents[:2]}
+
+
+@pytest.mark.django_db
+def test_the_generator_filter_offers_each_model_that_published_once(client):
+    from patents.selectors import generator_models_published
+
+    for n, model in enumerate(["m/b", "m/a", "m/b", "m/a-2", ""]):
+        patent_published(n=n, provenance={"generator_model": model, "mode": "top-down"})
+    withdrawn = patent_published(n=9, provenance={"generator_model": "m/gone", "mode": "top-down"})
+    patent_withdraw(patent=withdrawn, reason="test")
+    assert generator_models_published() == ["m/a", "m/a-2", "m/b"]
+
+
+@pytest.mark.django_db
+def test_public_counts_are_kept_for_a_while_then_counted_again(client, settings, monkeypatch):
+    """The home page's counts are a scan of every invention: a web process keeps them for
+    PUBLIC_FIGURES_SECONDS; 0 counts for every request."""
+    import allthepatents.kept
+
+    clock = [1000.0]
+    monkeypatch.setattr(allthepatents.kept.time, "monotonic", lambda: clock[0])
+    settings.PUBLIC_FIGURES_SECONDS = 60
+    patent_published(n=1)
+    assert b"1</strong> inventions published" in client.get("/").content
+    patent_published(n=2)
+    clock[0] += 59
+    assert b"1</strong> inventions published" in client.get("/").content
+    clock[0] += 2
+    assert b"2</strong> inventions published" in client.get("/").content
+    settings.PUBLIC_FIGURES_SECONDS = 0
+    patent_published(n=3)
+    assert b"3</strong> inventions published" in client.get("/").content
+
+
 @pytest.mark.django_db
 def test_invention_page_shows_everything_an_examiner_needs(client):
     patent = patent_published(n=7)
@@ -222,8 +301,7 @@ def test_dump_round_trip(client, settings, tmp_path):
 @pytest.mark.django_db
 def test_discovery_files(client):
     patent = patent_published(n=5)
-    sitemap = client.get("/sitemap.xml").content.decode()
-    assert f"/p/{patent.public_id}/" in sitemap
+    assert _sitemap_urls(client) == [f"/p/{patent.public_id}/"]
     robots = client.get("/robots.txt").content.decode()
     assert "Sitemap:" in robots and "Disallow: /admin/" in robots
     feed = client.get("/feed.atom")
@@ -234,44 +312,67 @@ def test_discovery_files(client):
     )
 
 
+def _sitemap_urls(client, path="/sitemap.xml") -> list[str]:
+    """Every page URL a crawler finds from ``path``, following a sitemap index's entries."""
+    from urllib.parse import urlsplit
+    from xml.etree import ElementTree
+
+    ns = {"s": "http://www.sitemaps.org/schemas/sitemap/0.9"}
+    response = client.get(path)
+    assert response.status_code == 200, path
+    root = ElementTree.fromstring(response.content)
+    if root.tag.endswith("sitemapindex"):
+        found = []
+        for loc in root.findall("s:sitemap/s:loc", ns):
+            part = urlsplit(loc.text)
+            found += _sitemap_urls(client, part.path + (f"?{part.query}" if part.query else ""))
+        return found
+    return [urlsplit(loc.text).path for loc in root.findall("s:url/s:loc", ns)]
+
+
+@pytest.mark.django_db
+def test_the_sitemap_leads_a_crawler_to_every_invention_past_one_file(client, monkeypatch):
+    """A sitemap file holds a few thousand URLs; past that, crawlers only find the rest
+    through a sitemap index. Shrunk here to two a file."""
+    from patents.views import PatentSitemap
+
+    monkeypatch.setattr(PatentSitemap, "limit", 2)
+    patents = [patent_published(n=n) for n in range(5)]
+    found = _sitemap_urls(client)
+    assert sorted(found) == sorted(p.get_absolute_url() for p in patents)
+
+
 @pytest.mark.django_db
 def test_stats_page_shows_numbers_and_charts(client):
+    from generation.batches import job_counters_refresh
     from generation.models import GenerationJob, Sample
     from tests.factories import GeneratorFactory
 
     gen = GeneratorFactory(name="stats-gen")
     job = GenerationJob.objects.create(
-        generator=gen,
-        count=3,
-        started_at=timezone.now(),
-        tokens_generated=3000,
-        worker_seconds=10.0,
-        published_count=1,
+        generator=gen, mode="mixed", count=4, started_at=timezone.now(), worker_seconds=10.0
     )
     patent = patent_published(n=1, job=job)
-    Sample.objects.create(
-        job=job,
-        index=0,
-        mode="top-down",
-        seed=1,
-        prompt="p",
-        raw_text="t",
-        verdict="published",
-        patent=patent,
-    )
-    for i in (1, 2):
+    verdicts = ["published", "rejected", "rejected", "rejected"]
+    for i, verdict in enumerate(verdicts):
         Sample.objects.create(
             job=job,
             index=i,
-            mode="top-down",
+            mode="top-down" if i % 2 == 0 else "bottom-up",
             seed=i,
             prompt="p",
             raw_text="t",
-            verdict="rejected",
-            reasons=["truncated_claim"],
+            tokens=750,
+            verdict=verdict,
+            patent=patent if verdict == "published" else None,
+            reasons=[] if verdict == "published" else ["truncated_claim"],
         )
+    job_counters_refresh(job)  # as a worker does after each batch
     html = client.get("/stats/").content.decode()
-    assert "stats-gen" in html and "1 / 3" in html and "truncated_claim" in html
+    # A mixed job's samples counted under their own modes: 1 of 2 top-down, 0 of 2 bottom-up.
+    assert re.search(r"top-down</td>\s*<td>1 / 2</td>", html), html
+    assert re.search(r"bottom-up</td>\s*<td>0 / 2</td>", html), html
+    assert "stats-gen" in html and "truncated_claim" in html
     assert "<svg" in html and "300.0" in html  # tokens per CPU-second
 
 

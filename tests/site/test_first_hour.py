@@ -6,6 +6,7 @@ import sys
 import pytest
 from django.utils import timezone
 
+from generation.batches import job_counters_refresh
 from generation.models import GenerationJob, Sample
 from tests.factories import GeneratorFactory
 from tests.helpers import ROOT
@@ -82,8 +83,10 @@ def test_stats_credit_the_model_actually_used(client):
     Sample.objects.create(
         job=job, index=0, mode="top-down", seed=1, prompt="p", raw_text="t", verdict="rejected"
     )
+    job_counters_refresh(job)  # as a worker does after each batch
     html = client.get("/stats/").content.decode()
-    assert "var/models/demo" in html
+    hit_rates = html.split("</table>")[0]
+    assert "var/models/demo" in hit_rates and "0 / 1" in hit_rates
     assert "alea-institute/kl3m-002-170m-patent" not in html
 
 

@@ -1,0 +1,36 @@
+"""Figures public pages show that cost a scan of millions of rows (the counts of inventions
+and references, the ledger's daily heads): computed at most once per
+PUBLIC_FIGURES_SECONDS in each web process, so a page that shows them does not scan for
+every visitor. A figure is at most that old; the ledger's internals and the dumps compute
+their own, exact."""
+
+import copy
+import threading
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+
+_lock = threading.Lock()
+_kept: dict[tuple, tuple[float, object]] = {}
+
+
+def kept(fn: Callable, **kwargs):
+    """``fn(**kwargs)``, or the value it returned less than PUBLIC_FIGURES_SECONDS ago in
+    this process (a copy: callers may change what they get)."""
+    seconds = settings.PUBLIC_FIGURES_SECONDS
+    if not seconds:
+        return fn(**kwargs)
+    key = (fn.__module__, fn.__qualname__, tuple(sorted(kwargs.items())))
+    with _lock:
+        hit = _kept.get(key)
+    if hit is None or time.monotonic() - hit[0] >= seconds:
+        hit = (time.monotonic(), fn(**kwargs))
+        with _lock:
+            _kept[key] = hit
+    return copy.deepcopy(hit[1])
+
+
+def kept_clear() -> None:
+    with _lock:
+        _kept.clear()
