@@ -1,5 +1,5 @@
 """Figures public pages show that cost a scan of millions of rows (the counts of inventions
-and references, the ledger's daily heads): computed at most once per
+and references, the ledger's daily heads, the contributors' credits): computed at most once per
 PUBLIC_FIGURES_SECONDS in each web process, so a page that shows them does not scan for
 every visitor. A figure is at most that old; the ledger's internals and the dumps compute
 their own, exact."""

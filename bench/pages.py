@@ -8,8 +8,9 @@ Without ``DATABASE_URL`` both work on ``--site``'s SQLite file (a DATA_DIR).
 
 ``fill`` writes ``--generated`` inventions (each with two claims, a publish entry in the
 ledger and its sample), ``--rejected`` rejected samples per published one (the gate passes
-about one sample in four), spread over ``--jobs`` jobs, and ``--references`` reference
-patents, with publication dates over two years. The rows are bulk inserted, not published
+about one sample in four), spread over ``--jobs`` jobs (every other one's samples from
+``--contributors`` volunteers), and ``--references`` reference patents, with publication
+dates over two years; then each job's counters, as its workers keep them. The rows are bulk inserted, not published
 one by one through ``patent_publish``: a million publications through the ledger's chain
 take hours, and what the pages cost depends on how many rows there are and how they are
 indexed, not on their text or on the chain's hashes being right (``ledger verify`` would
@@ -70,11 +71,13 @@ def _hex(rng: random.Random) -> str:
     return f"{rng.getrandbits(256):064x}"
 
 
-def fill(*, generated: int, rejected: int, references: int, jobs: int, seed: int) -> dict:
+def fill(
+    *, generated: int, rejected: int, references: int, jobs: int, contributors_count: int, seed: int
+) -> dict:
     from django.core.management import call_command
     from django.db import connection, transaction
 
-    from generation.models import GenerationJob, Generator, Sample
+    from generation.models import Contributor, GenerationJob, Generator, Sample
     from patents.models import Claim, LedgerEntry, Patent
 
     call_command("migrate", "--noinput", verbosity=0)
@@ -98,6 +101,15 @@ def fill(*, generated: int, rejected: int, references: int, jobs: int, seed: int
             worker_seconds=3.0 * (1 + rejected) * (generated // jobs),
         )
         for n in range(jobs)
+    )
+    contributors = Contributor.objects.bulk_create(
+        Contributor(
+            name=f"volunteer-{n}",
+            name_skeleton=f"volunteer-{n}",
+            token_hash=_hex(rng),
+            token_prefix=f"v{n}",
+        )
+        for n in range(contributors_count)
     )
     batch = 5000
 
@@ -149,6 +161,8 @@ def fill(*, generated: int, rejected: int, references: int, jobs: int, seed: int
         for i, p in enumerate(patents):
             job = job_rows[(first + i) * jobs // generated]
             base = (first + i) * (1 + rejected)
+            # Every other job's samples came from contributors' machines.
+            by = contributors[base % len(contributors)] if contributors and job.pk % 2 else None
             samples.append(
                 Sample(
                     job=job,
@@ -158,6 +172,7 @@ def fill(*, generated: int, rejected: int, references: int, jobs: int, seed: int
                     prompt="",
                     raw_text="",
                     tokens=400,
+                    contributor=by,
                     finished=True,
                     verdict=Sample.Verdict.PUBLISHED,
                     patent=p,
@@ -173,6 +188,7 @@ def fill(*, generated: int, rejected: int, references: int, jobs: int, seed: int
                         prompt="",
                         raw_text="",
                         tokens=400,
+                        contributor=by,
                         verdict=Sample.Verdict.REJECTED,
                         reasons=rng.choice(REASONS),
                     )
@@ -257,6 +273,7 @@ def pages() -> list[tuple[str, str]]:
         ("sitemap", "/sitemap.xml"),
         ("statistics", "/stats/"),
         ("downloads", "/downloads/"),
+        ("contributors", "/contributors/"),
         ("health", "/healthz"),
     ]
 
@@ -305,6 +322,7 @@ def main():
     parser.add_argument("--rejected", type=int, default=3, help="rejected samples per invention")
     parser.add_argument("--references", type=int, default=1_000_000)
     parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--contributors", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
@@ -316,6 +334,7 @@ def main():
             rejected=args.rejected,
             references=args.references,
             jobs=args.jobs,
+            contributors_count=args.contributors,
             seed=args.seed,
         )
     else:

@@ -102,7 +102,7 @@ def contributors(request):
     return render(
         request,
         "generation/contributors.html",
-        {"contributors": contributors_credits(), "signup": settings.CONTRIBUTOR_SIGNUP},
+        {"contributors": kept(contributors_credits), "signup": settings.CONTRIBUTOR_SIGNUP},
     )
 
 
