@@ -19,7 +19,7 @@ reject this site's chain; nothing here asks it).
 ``measure`` asks every public page through Django's test client (the site's middleware,
 views and templates, without a socket) once with nothing kept (what the first visitor in
 PUBLIC_FIGURES_SECONDS waits for), then ``--repeat`` times more, and prints those times:
-what an examiner, a feed reader or a crawler waits for.
+what an examiner, a feed reader or a crawler waits for; then the admin's lists, as staff.
 """
 
 import argparse
@@ -196,6 +196,14 @@ def fill(
         Sample.objects.bulk_create(samples)
 
     def write_references(first: int, count: int):
+        # As the importer writes them: published_at is the patent's own date (midnight
+        # UTC), the import's time where it has none (one in fifty here).
+        days = [
+            None
+            if (first + i) % 50 == 0
+            else dt.date(1976, 1, 6) + dt.timedelta(days=rng.randrange(18_500))
+            for i in range(count)
+        ]
         Patent.objects.bulk_create(
             Patent(
                 public_id=f"r{first + i:09d}",
@@ -203,14 +211,11 @@ def fill(
                 title=f"Gutter guard {first + i}",
                 abstract="A real patent's abstract stands here.",
                 content_hash=_hex(rng),
-                published_at=end,
+                published_at=dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC) if day else end,
                 source_id=f"US{first + i:08d}",
-                # One in fifty undated, as some imported records are.
-                source_date=None
-                if (first + i) % 50 == 0
-                else dt.date(1976, 1, 6) + dt.timedelta(days=rng.randrange(18_500)),
+                source_date=day,
             )
-            for i in range(count)
+            for i, day in enumerate(days)
         )
 
     for name, total, write in (
@@ -278,7 +283,19 @@ def pages() -> list[tuple[str, str]]:
     ]
 
 
+def staff_pages() -> list[tuple[str, str]]:
+    return [
+        ("admin: patents", "/admin/patents/patent/"),
+        ("admin: one model's patents", f"/admin/patents/patent/?generator_model={MODELS[1]}"),
+        ("admin: samples", "/admin/generation/sample/"),
+        ("admin: rejected samples", "/admin/generation/sample/?verdict=rejected"),
+        ("admin: ledger", "/admin/patents/ledgerentry/"),
+        ("admin: jobs", "/admin/generation/generationjob/"),
+    ]
+
+
 def measure(*, repeat: int) -> dict:
+    from django.contrib.auth.models import User
     from django.core.management import call_command
     from django.db import connection
     from django.test import Client
@@ -288,12 +305,19 @@ def measure(*, repeat: int) -> dict:
 
     call_command("collectstatic", "--noinput", verbosity=0)  # as the site's start does
     client = Client()
+    staff = Client()
+    admin, _ = User.objects.get_or_create(
+        username="bench-admin", defaults={"is_staff": True, "is_superuser": True}
+    )
+    staff.force_login(admin)
     out = {
         "database": connection.vendor,
         "patents": Patent.objects.count(),
         "pages": {},
     }
-    for name, url in pages():
+    asked = [(name, url, client) for name, url in pages()]
+    asked += [(name, url, staff) for name, url in staff_pages()]
+    for name, url, client in asked:
         seconds, statuses = [], set()
         kept_clear()  # the first request computes what the page keeps (allthepatents/kept.py)
         for _ in range(1 + repeat):

@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path
 from django.utils.html import format_html, format_html_join
 
-from allthepatents.admin import ReadOnlyAdmin
+from allthepatents.admin import ModeFilter, ReadOnlyAdmin
 from generation.aiming import AimError, aim_at_cpc, aim_at_search
 from generation.contributions import contributor_create, contributor_revoke
 from generation.models import Contributor, ExaminerVerdict, GenerationJob, Generator, Sample
@@ -365,7 +365,7 @@ class GenerationJobAdmin(admin.ModelAdmin):
 @admin.register(Sample)
 class SampleAdmin(ReadOnlyAdmin):
     list_display = ["id", "job", "index", "mode", "verdict", "tokens"]
-    list_filter = ["verdict", "mode"]
+    list_filter = ["verdict", ModeFilter]
 
 
 class ContributorAddForm(forms.ModelForm):

@@ -1,8 +1,9 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from allthepatents.admin import ReadOnlyAdmin
+from allthepatents.admin import ModeFilter, ReadOnlyAdmin
 from patents.models import Claim, LedgerEntry, Patent
+from patents.selectors import generator_models
 from patents.services import patent_withdraw
 
 
@@ -14,6 +15,19 @@ class ClaimInline(admin.TabularInline):
 
     def has_add_permission(self, request, obj=None):
         return False
+
+
+class GeneratorModelFilter(admin.SimpleListFilter):
+    """The models that generated patents, found along the generator_model index."""
+
+    title = "generator model"
+    parameter_name = "generator_model"
+
+    def lookups(self, request, model_admin):
+        return [(m, m) for m in generator_models(Patent.objects.all())]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(generator_model=self.value()) if self.value() else queryset
 
 
 @admin.register(Patent)
@@ -29,11 +43,12 @@ class PatentAdmin(ReadOnlyAdmin):
         "mode",
         "published_at",
     ]
-    list_filter = ["origin", "status", "mode", "generator_model"]
+    # No date hierarchy: its year links were a DISTINCT over every patent's date (0.22 s at
+    # two million); the date filter's ranges are read from the index.
+    list_filter = ["origin", "status", ModeFilter, GeneratorModelFilter, "published_at"]
     search_fields = ["public_id", "title", "source_id"]
     inlines = [ClaimInline]
     actions = ["withdraw_selected"]
-    date_hierarchy = "published_at"
 
     @admin.display(description="title")
     def title_short(self, obj):

@@ -152,15 +152,13 @@ def patents_browse_count(*, origin: str, generator: str = "", mode: str = "") ->
     return patents_browse(origin=origin, generator=generator, mode=mode).count()
 
 
-def generator_models_published() -> list[str]:
-    """The models that published inventions, each found by one step along the
-    generator_model index (a handful of steps, where DISTINCT read every invention)."""
+def generator_models(patents: QuerySet[Patent]) -> list[str]:
+    """The generator models among ``patents``, each found by one step along the
+    generator_model index: a handful of steps, where DISTINCT read every patent."""
     found: list[str] = []
-    generated = patents_visible().filter(origin=Patent.Origin.GENERATED)
     while True:
-        after = found[-1] if found else ""
         model = (
-            generated.filter(generator_model__gt=after)
+            patents.filter(generator_model__gt=found[-1] if found else "")
             .order_by("generator_model")
             .values_list("generator_model", flat=True)
             .first()
@@ -168,6 +166,10 @@ def generator_models_published() -> list[str]:
         if model is None:
             return found
         found.append(model)
+
+
+def generator_models_published() -> list[str]:
+    return generator_models(patents_visible().filter(origin=Patent.Origin.GENERATED))
 
 
 def generated_today_count() -> int:
