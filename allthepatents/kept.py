@@ -7,12 +7,16 @@ their own, exact."""
 import copy
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from django.conf import settings
 
 _lock = threading.Lock()
-_kept: dict[tuple, tuple[float, object]] = {}
+_kept: OrderedDict[tuple, tuple[float, object]] = OrderedDict()
+# Keys carry a page's filters (a browse count per generator filter): bounded, so that a
+# crawler asking for endless filter values cannot grow a process without end.
+KEPT_MAX = 256
 
 
 def kept(fn: Callable, **kwargs):
@@ -28,6 +32,9 @@ def kept(fn: Callable, **kwargs):
         hit = (time.monotonic(), fn(**kwargs))
         with _lock:
             _kept[key] = hit
+            _kept.move_to_end(key)
+            while len(_kept) > KEPT_MAX:
+                _kept.popitem(last=False)
     return copy.deepcopy(hit[1])
 
 

@@ -247,8 +247,8 @@ def robots(request):
 
 
 class PatentSitemap(Sitemap):
-    """Every published invention, in publication order (a file's URLs stay put as new
-    inventions are added at the end); /sitemap.xml is an index of the files."""
+    """Every published invention, oldest first (new ones join the last file);
+    /sitemap.xml is an index of the files."""
 
     changefreq = "never"
     limit = 5000

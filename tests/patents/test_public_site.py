@@ -131,6 +131,25 @@ def test_public_counts_are_kept_for_a_while_then_counted_again(client, settings,
     assert b"3</strong> inventions published" in client.get("/").content
 
 
+def test_kept_figures_are_bounded_in_number(settings):
+    """A browse count is kept per filter value; endless values must not grow a process."""
+    from allthepatents import kept as kept_module
+
+    settings.PUBLIC_FIGURES_SECONDS = 60
+    calls = []
+
+    def figure(*, n):
+        calls.append(n)
+        return {"n": n}
+
+    for n in range(kept_module.KEPT_MAX + 10):
+        assert kept_module.kept(figure, n=n) == {"n": n}
+    assert len(kept_module._kept) == kept_module.KEPT_MAX
+    kept_module.kept(figure, n=kept_module.KEPT_MAX + 9)  # the newest is still kept
+    kept_module.kept(figure, n=0)  # the oldest went
+    assert calls[-1] == 0 and calls.count(kept_module.KEPT_MAX + 9) == 1
+
+
 @pytest.mark.django_db
 def test_invention_page_shows_everything_an_examiner_needs(client):
     patent = patent_published(n=7)
