@@ -396,6 +396,33 @@ def test_stats_page_shows_numbers_and_charts(client):
 
 
 @pytest.mark.django_db
+def test_jobs_that_ran_before_mode_counts_get_them_from_their_samples():
+    import importlib
+
+    from django.apps import apps
+
+    from generation.models import GenerationJob, Sample
+    from tests.factories import GeneratorFactory
+
+    migration = importlib.import_module("generation.migrations.0017_job_mode_counts")
+    job = GenerationJob.objects.create(generator=GeneratorFactory(), mode="mixed", count=3)
+    idle = GenerationJob.objects.create(generator=job.generator, count=1)
+    for i, verdict in enumerate(["published", "rejected", "rejected"]):
+        mode = "top-down" if i % 2 == 0 else "bottom-up"
+        Sample.objects.create(
+            job=job, index=i, mode=mode, seed=i, prompt="", raw_text="", verdict=verdict
+        )
+    migration.mode_counts_fill(apps, None)
+    job.refresh_from_db()
+    idle.refresh_from_db()
+    assert job.mode_counts == {
+        "top-down": {"generated": 2, "published": 1},
+        "bottom-up": {"generated": 1, "published": 0},
+    }
+    assert idle.mode_counts == {}
+
+
+@pytest.mark.django_db
 def test_published_content_is_read_only_in_the_admin(admin_client):
     patent = patent_published(n=1)
     response = admin_client.post(f"/admin/patents/patent/{patent.pk}/change/", {"title": "Changed"})
