@@ -153,19 +153,24 @@ def patents_browse_count(*, origin: str, generator: str = "", mode: str = "") ->
 
 
 def generator_models(patents: QuerySet[Patent]) -> list[str]:
-    """The generator models among ``patents``, each found by one step along the
-    generator_model index: a handful of steps, where DISTINCT read every patent."""
+    """The generator models among ``patents``. Each distinct model of all patents is one
+    step along the generator_model index (the only condition, so both databases keep to
+    it: SQLite, given the origin too, walked every invention, 0.23 s a step), then one
+    lookup of it among ``patents``; DISTINCT read every patent."""
     found: list[str] = []
+    after = ""  # references have no model
     while True:
         model = (
-            patents.filter(generator_model__gt=found[-1] if found else "")
+            Patent.objects.filter(generator_model__gt=after)
             .order_by("generator_model")
             .values_list("generator_model", flat=True)
             .first()
         )
         if model is None:
             return found
-        found.append(model)
+        if patents.filter(generator_model=model).exists():
+            found.append(model)
+        after = model
 
 
 def generator_models_published() -> list[str]:

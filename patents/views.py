@@ -106,7 +106,7 @@ def browse(request):
         "patents/browse.html",
         {
             "page": page,
-            "generators": generator_models_published(),
+            "generators": kept(generator_models_published),
             "generator": generator,
             "mode": mode,
             "origin": origin,

@@ -174,6 +174,22 @@ def test_heads_json_lists_positions_and_the_feed_carries_the_head(client):
     assert newest.entry_hash in feed and "position 5" in feed
 
 
+@pytest.mark.django_db
+def test_daily_heads_cut_days_at_utc_midnight():
+    from patents.ledger import ledger_daily_heads
+
+    midnight = dt.datetime(2026, 5, 6, tzinfo=dt.UTC)
+    times = [midnight - dt.timedelta(microseconds=1), midnight, midnight + dt.timedelta(hours=23)]
+    for n, when in enumerate(times):
+        patent_published(n=n, published_at=when)
+    heads = ledger_daily_heads()
+    assert [(h["date"], h["count"], h["position"]) for h in heads] == [
+        (dt.date(2026, 5, 6), 2, 3),
+        (dt.date(2026, 5, 5), 1, 1),
+    ]
+    assert heads[0]["head"] == LedgerEntry.objects.order_by("-id")[0].entry_hash
+
+
 # --- the standalone verifier on a dump ------------------------------------------------------
 
 
