@@ -6,15 +6,16 @@
 
 Without ``DATABASE_URL`` both work on ``--site``'s SQLite file (a DATA_DIR).
 
-``fill`` writes ``--generated`` inventions (each with two claims, a publish entry in the
-ledger and its sample), ``--rejected`` rejected samples per published one (the gate passes
-about one sample in four), spread over ``--jobs`` jobs (every other one's samples from
-``--contributors`` volunteers), and ``--references`` reference patents, with publication
-dates over two years; then each job's counters, as its workers keep them. The rows are bulk inserted, not published
-one by one through ``patent_publish``: a million publications through the ledger's chain
-take hours, and what the pages cost depends on how many rows there are and how they are
-indexed, not on their text or on the chain's hashes being right (``ledger verify`` would
-reject this site's chain; nothing here asks it).
+``fill`` writes ``--generated`` inventions published over two years (each with two claims,
+a publish entry in the ledger and its sample), ``--rejected`` rejected samples per published
+one (the gate passes about one sample in four), spread over ``--jobs`` jobs (every other
+one's samples from ``--contributors`` volunteers), and ``--references`` reference patents
+dated from 1976 on as the importer dates them; then each job's counters, as its workers
+keep them. The rows are bulk inserted, not published one by one through
+``patent_publish``: a million publications through the ledger's chain take hours, and what
+the pages cost depends on how many rows there are and how they are indexed, not on their
+text or on the chain's hashes being right (``ledger verify`` would reject this site's
+chain; nothing here asks it).
 
 ``measure`` asks every public page through Django's test client (the site's middleware,
 views and templates, without a socket) once with nothing kept (what the first visitor in
