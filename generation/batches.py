@@ -143,27 +143,32 @@ def job_counters_refresh(job: GenerationJob) -> None:
     reasons: Counter = Counter()
     for row in samples.filter(verdict=Sample.Verdict.REJECTED).values_list("reasons", flat=True):
         reasons.update(row)
-    modes = {
-        row["mode"]: {"generated": row["generated"], "published": row["published"]}
-        for row in samples.values("mode")
+    # One pass over the job's samples, per mode: the job's totals are their sums.
+    per_mode = list(
+        samples.values("mode")
         .annotate(
-            generated=Count("id"), published=Count("id", filter=Q(verdict=Sample.Verdict.PUBLISHED))
+            generated=Count("id"),
+            published=Count("id", filter=Q(verdict=Sample.Verdict.PUBLISHED)),
+            rejected=Count("id", filter=Q(verdict=Sample.Verdict.REJECTED)),
+            tokens=Sum("tokens"),
         )
         .order_by("mode")
-    }
-    totals = samples.aggregate(tokens=Sum("tokens"))
+    )
     stopped = samples.filter(details__has_key="stopped").aggregate(
         n=Count("id"), tokens=Sum("tokens")
     )
     GenerationJob.objects.filter(pk=job.pk).update(
         early_stopped_count=stopped["n"],
         early_stop_tokens_unspent=stopped["n"] * job.max_new_tokens - (stopped["tokens"] or 0),
-        done_count=samples.count(),
-        published_count=samples.filter(verdict=Sample.Verdict.PUBLISHED).count(),
-        rejected_count=samples.filter(verdict=Sample.Verdict.REJECTED).count(),
+        done_count=sum(row["generated"] for row in per_mode),
+        published_count=sum(row["published"] for row in per_mode),
+        rejected_count=sum(row["rejected"] for row in per_mode),
         rejection_counts=dict(reasons),
-        mode_counts=modes,
-        tokens_generated=totals["tokens"] or 0,
+        mode_counts={
+            row["mode"]: {"generated": row["generated"], "published": row["published"]}
+            for row in per_mode
+        },
+        tokens_generated=sum(row["tokens"] or 0 for row in per_mode),
     )
 
 

@@ -84,10 +84,14 @@ def browse(request):
     origin = request.GET.get("origin") or Patent.Origin.GENERATED
     if origin not in Patent.Origin.values:
         return HttpResponseBadRequest("origin must be generated or reference")
-    # A day's count is a range of the index; the others, a million rows: kept a while.
-    count = (
-        None if on else kept(patents_browse_count, origin=origin, generator=generator, mode=mode)
-    )
+    # A day's count is a range of the index; the others, a million rows: kept a while (the
+    # unfiltered ones are the home page's counts).
+    if on:
+        count = None
+    elif generator or mode:
+        count = kept(patents_browse_count, origin=origin, generator=generator, mode=mode)
+    else:
+        count = kept(patent_counts)[origin]
     paginator = KeysFirstPaginator(
         patents_browse(origin=origin, generator=generator, mode=mode, on=on),
         PER_PAGE,
