@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import CharField, Count, Max
+from django.db.models import CharField, Count, Max, Min
 from django.db.models.functions import Substr, TruncDate
 from django.utils import timezone
 
@@ -218,12 +218,13 @@ def ledger_daily_heads() -> list[dict]:
     rows = list(
         LedgerEntry.objects.annotate(day=_utc_day("recorded_at"))
         .values("day")
-        .annotate(count=Count("id"), last_id=Max("id"))
+        .annotate(count=Count("id"), first_id=Min("id"), last_id=Max("id"))
         .order_by("day")
     )
     for r in rows:
         if isinstance(r["day"], str):
             r["day"] = dt.date.fromisoformat(r["day"])
+    positions = _head_positions(rows)
     heads = dict(
         LedgerEntry.objects.filter(id__in=[r["last_id"] for r in rows]).values_list(
             "id", "entry_hash"
@@ -233,9 +234,8 @@ def ledger_daily_heads() -> list[dict]:
         s.entry_id: s
         for s in LedgerTimestamp.objects.filter(entry_id__in=[r["last_id"] for r in rows])
     }
-    out, position = [], 0
-    for r in rows:
-        position += r["count"]
+    out = []
+    for r, position in zip(rows, positions, strict=True):
         stamp = stamps.get(r["last_id"])
         out.append(
             {
@@ -256,6 +256,42 @@ def ledger_daily_heads() -> list[dict]:
             }
         )
     return list(reversed(out))
+
+
+def _head_positions(days: list[dict]) -> list[int]:
+    """The chain position of each day's last entry (``days`` in date order, with each day's
+    count, first and last id). Times are not always in chain order: two workers publishing
+    at midnight may commit in the other order than their clocks read, and workers on other
+    machines have their own clocks. A day's entries then interleave with its neighbours',
+    and the running count of entries by date is not the position of the day's last entry.
+    Where the days before and after a head lie wholly on either side of it in the chain,
+    the running count is its position; elsewhere the entries between it and the last such
+    head are counted (a range of ids, about a day's worth)."""
+    later_first = [0] * len(days)
+    lowest = None
+    for i in range(len(days) - 1, -1, -1):
+        later_first[i] = lowest
+        first = days[i]["first_id"]
+        lowest = first if lowest is None else min(lowest, first)
+    positions: list[int | None] = []
+    running, highest = 0, 0
+    for day, after in zip(days, later_first, strict=True):
+        running += day["count"]
+        last = day["last_id"]
+        highest = max(highest, last)
+        exact = highest == last and (after is None or after > last)
+        positions.append(running if exact else None)
+    anchors = [(d["last_id"], p) for d, p in zip(days, positions, strict=True) if p is not None]
+    for i, day in enumerate(days):
+        if positions[i] is None:
+            last = day["last_id"]
+            # The genesis is position 0, before every id.
+            anchor_id, anchor_position = max(
+                ((k, p) for k, p in anchors if k < last), default=(0, 0)
+            )
+            between = LedgerEntry.objects.filter(id__gt=anchor_id, id__lte=last).count()
+            positions[i] = anchor_position + between
+    return positions
 
 
 def ledger_heads_document() -> dict:

@@ -480,3 +480,70 @@ def test_data_files_are_private_whatever_the_umask(tmp_path):
     assert len(private) >= 5
     for path in private:
         assert oct(path.stat().st_mode & 0o777) in ("0o600", "0o700"), path
+
+
+@pytest.mark.django_db
+def test_heads_hold_their_chain_positions_when_publication_times_cross_midnight_out_of_order(
+    tmp_path,
+):
+    """Two workers publish at midnight: the one whose clock read 23:59:59.9 commits after the
+    one that read 00:00:00.1 (its transaction was longer, or its machine's clock behind), so
+    the ledger holds the later day's entry first. Passed times stand in for the two workers'
+    clocks. A day's head must name the chain position of its own entry, or everyone who
+    archived heads.json sees tampering where there is none."""
+    midnight = dt.datetime(2026, 5, 6, tzinfo=dt.UTC)
+    times = [
+        midnight + dt.timedelta(milliseconds=100),
+        midnight - dt.timedelta(milliseconds=100),
+        midnight + dt.timedelta(hours=1),
+    ]
+    patents = [patent_published(n=n, published_at=when) for n, when in enumerate(times)]
+    entries = list(LedgerEntry.objects.order_by("id"))
+    document = ledger_heads_document()
+    by_day = {h["date"]: h for h in document["heads"]}
+    assert by_day["2026-05-05"]["head"] == entries[1].entry_hash
+    assert (by_day["2026-05-05"]["count"], by_day["2026-05-05"]["position"]) == (1, 2)
+    assert (by_day["2026-05-06"]["count"], by_day["2026-05-06"]["position"]) == (2, 3)
+    saved = tmp_path / "heads.json"
+    saved.write_text(json.dumps(document))
+    assert ledger_verify(heads=ledger_heads_parse(document)) == (3, None)
+    call_command("ledger", "verify", "--no-progress", "--heads", str(saved))
+    manifest_path, _ = _dump(tmp_path / "dump")
+    result = _verifier(
+        manifest_path.parent,
+        manifest_path.name,
+        "--heads",
+        str(saved),
+        "--id",
+        patents[1].public_id,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_every_daily_head_is_at_its_chain_position_whatever_the_order_of_times(seed):
+    """Publication times drawn at random around four midnights, in any order against the
+    chain (clocks of several machines): each head names its day's last entry, at the
+    position that entry holds in the chain."""
+    import random
+
+    from patents.ledger import ledger_daily_heads
+
+    rng = random.Random(seed)
+    midnight = dt.datetime(2026, 5, 6, tzinfo=dt.UTC)
+    for n in range(30):
+        day = rng.randrange(4)
+        offset = dt.timedelta(seconds=rng.uniform(-5, 5))
+        patent_published(n=n, published_at=midnight + dt.timedelta(days=day) + offset)
+    chain = list(LedgerEntry.objects.order_by("id"))
+    position = {e.pk: i for i, e in enumerate(chain, start=1)}
+    heads = ledger_daily_heads()
+    assert sum(h["count"] for h in heads) == len(chain)
+    for h in heads:
+        days_entries = [e for e in chain if e.recorded_at.astimezone(dt.UTC).date() == h["date"]]
+        assert h["count"] == len(days_entries)
+        assert h["last_entry"] == days_entries[-1].pk
+        assert h["position"] == position[h["last_entry"]]
+        assert h["head"] == chain[h["position"] - 1].entry_hash
+    assert ledger_verify(heads={h["position"]: h["head"] for h in heads}) == (len(chain), None)
