@@ -71,7 +71,8 @@ def dump_export(
         "chain_position": entries,
         "verifier": "verify_dump.py",
         "verifier_sha256": hashlib.sha256(verifier.read_bytes()).hexdigest(),
-        "heads": ledger_heads_document()["heads"],
+        # The heads of the chain it holds: workers publish on while a dump is written.
+        "heads": ledger_heads_document(through=head_id)["heads"],
         "created_at": timezone.now().isoformat(),
     }
     (out_dir / f"{name}.manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -212,11 +212,15 @@ def _utc_day(field: str):
     return TruncDate(field, tzinfo=dt.UTC)
 
 
-def ledger_daily_heads() -> list[dict]:
+def ledger_daily_heads(*, through: int | None = None) -> list[dict]:
     """Per UTC day, newest first: the day's last entry, its position in the chain (entries
-    from the genesis up to and including it), its hash, and its timestamp token if any."""
+    from the genesis up to and including it), its hash, and its timestamp token if any.
+    ``through``: the heads of the chain as it stood at that entry (a dump's)."""
+    entries = LedgerEntry.objects.all()
+    if through is not None:
+        entries = entries.filter(id__lte=through)
     rows = list(
-        LedgerEntry.objects.annotate(day=_utc_day("recorded_at"))
+        entries.annotate(day=_utc_day("recorded_at"))
         .values("day")
         .annotate(count=Count("id"), first_id=Min("id"), last_id=Max("id"))
         .order_by("day")
@@ -294,15 +298,16 @@ def _head_positions(days: list[dict]) -> list[int]:
     return positions
 
 
-def ledger_heads_document() -> dict:
-    """What /ledger/heads.json serves and every dump manifest carries."""
+def ledger_heads_document(*, through: int | None = None) -> dict:
+    """What /ledger/heads.json serves and every dump manifest carries (``through`` its
+    chain's last entry)."""
     return {
         "format": HEADS_FORMAT,
         "site": settings.SITE_URL,
         "generated_at": timezone.now().isoformat(),
         "heads": [
             {**h, "date": h["date"].isoformat() if h["date"] else None}
-            for h in ledger_daily_heads()
+            for h in ledger_daily_heads(through=through)
         ],
     }
 

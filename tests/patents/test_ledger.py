@@ -547,3 +547,24 @@ def test_every_daily_head_is_at_its_chain_position_whatever_the_order_of_times(s
         assert h["position"] == position[h["last_entry"]]
         assert h["head"] == chain[h["position"] - 1].entry_hash
     assert ledger_verify(heads={h["position"]: h["head"] for h in heads}) == (len(chain), None)
+
+
+@pytest.mark.django_db
+def test_a_dump_made_while_inventions_are_published_holds_only_heads_of_its_own_chain(tmp_path):
+    """Workers go on publishing while a dump is written (minutes at a million inventions).
+    The manifest's daily heads must be those of the chain it holds: a head past its end
+    would make the dump fail its own check (`--heads` its manifest, or one saved from it)."""
+    _publish(3)
+    published = []
+
+    def publish_meanwhile(_n):
+        if not published:
+            published.append(patent_published(n=99))
+
+    manifest = dump_export(out_dir=tmp_path / "dump", progress=publish_meanwhile)
+    assert published and LedgerEntry.objects.count() == 4
+    assert manifest["chain_position"] == 3
+    assert max(h["position"] for h in manifest["heads"]) == 3
+    manifest_path = tmp_path / "dump" / f"{manifest['file']}.manifest.json"
+    result = _verifier(manifest_path.parent, manifest_path.name, "--heads", manifest_path.name)
+    assert result.returncode == 0, result.stdout + result.stderr
