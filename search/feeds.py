@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 from django.http import Http404, HttpResponse
+from django.urls import reverse
 
 from allthepatents.ratelimit import rate_limit_check
 from patents.feeds import PatentFeed
 from patents.models import Patent
 from search.params import SearchParamError, SearchParams, search_params_parse
-from search.requests import request_search_data
+from search.requests import request_search_data, search_linkable_query
 from search.selectors import search_patents
 
 
@@ -24,6 +25,7 @@ class _Alert:
     params: SearchParams
     cache_key: str
     ids: list | None  # the cached results, None on a miss
+    query: str  # what asks for this search again (search_linkable_query)
 
 
 class _AlertLimited(Exception):
@@ -36,8 +38,6 @@ class SearchAlertFeed(PatentFeed):
     SEARCH_ALERT_MIN_SIMILARITY (cosine), newest first. Cached per query and filters for
     SEARCH_ALERT_CACHE_SECONDS, so a poll is a cache read; a miss is one search, and is
     charged to the client's search rate limit."""
-
-    link = "/search/"
 
     def __call__(self, request, *args, **kwargs):
         try:
@@ -53,7 +53,8 @@ class SearchAlertFeed(PatentFeed):
 
     def get_object(self, request):
         try:
-            params = search_params_parse(request_search_data(request))
+            data = request_search_data(request)
+            params = search_params_parse(data)
         except SearchParamError as exc:
             raise Http404(str(exc)) from None
         # Keyed by what the search is, not by the URL: extra parameters (?x=1, ?x=2, ...)
@@ -68,7 +69,18 @@ class SearchAlertFeed(PatentFeed):
             wait = rate_limit_check(request)
             if wait:
                 raise _AlertLimited(wait)
-        return _Alert(params=params, cache_key=key, ids=ids)
+        qid = request.GET.get("qid", "") if not request.GET.get("q") else ""
+        query = search_linkable_query(params, data, qid=qid)
+        return _Alert(params=params, cache_key=key, ids=ids, query=query)
+
+    # Each search is a feed of its own: its id (Atom takes the link), the page it mirrors and
+    # the address readers refresh it from (rel="self") carry the search; without it every
+    # alert feed had one id and a self link to no search at all.
+    def link(self, alert):
+        return f"{reverse('search')}?{alert.query}"
+
+    def feed_url(self, alert):
+        return f"{reverse('search-feed')}?{alert.query}"
 
     def title(self, alert):
         return f"All the Patents: new inventions like “{alert.params.q[:80]}”"

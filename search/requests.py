@@ -2,6 +2,8 @@
 JSON API: its parameters (from a GET, a POST or a stored query's id), what it costs against
 the rate limit, and the rate-limited search itself."""
 
+from django.http import QueryDict
+
 from allthepatents.api import api_error
 from allthepatents.ratelimit import rate_limit_check
 from search.params import SearchParamError, search_params_parse
@@ -34,6 +36,20 @@ def request_search_data(request):
             raise SearchParamError("that stored query does not exist; paste the claim again")
         data["q"] = text
     return data
+
+
+def search_linkable_query(params, data, *, qid: str = "") -> str:
+    """The query string that asks for this search again: the text (or a stored query's id)
+    and the filters given, nothing else."""
+    query = QueryDict(mutable=True)
+    if qid:
+        query["qid"] = qid
+    else:
+        query["q"] = params.q
+    for key in SEARCH_FIELDS[1:] + ("generator",):
+        if data.get(key):
+            query[key] = data[key]
+    return query.urlencode()
 
 
 # What a workbench search counts as against the rate limit: element charts embed every

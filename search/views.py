@@ -16,25 +16,13 @@ from search.exports import export_bibtex, export_csv, export_ris, export_row
 from search.params import SearchParamError, search_params_parse
 from search.requests import (
     MAX_QUERY_STRING,
-    SEARCH_FIELDS,
     request_search_data,
     search_for_result_page,
+    search_linkable_query,
 )
 from search.selectors import origin_other_count, search_workbench
 from search.services import search_tally_record, stored_query_save
 from search.text import highlight, snippet_words
-
-
-def _linkable_query(params, data, *, qid: str = "") -> str:
-    query = QueryDict(mutable=True)
-    if qid:
-        query["qid"] = qid
-    else:
-        query["q"] = params.q
-    for key in SEARCH_FIELDS[1:] + ("generator",):
-        if data.get(key):
-            query[key] = data[key]
-    return query.urlencode()
 
 
 def _charts(params, result) -> dict:
@@ -140,7 +128,7 @@ def search_page(request):
     if request.method == "POST":
         # Post/redirect/get: the result page is a plain GET that can be linked and reloaded;
         # a query too long for a URL is stored and named by a short id.
-        link = _linkable_query(params, data)
+        link = search_linkable_query(params, data)
         if len(link) > MAX_QUERY_STRING:
             # Storing costs the site a row: limited per client before anything is kept.
             wait = rate_limit_check(request) or rate_limit_check(
@@ -151,7 +139,7 @@ def search_page(request):
             )
             if wait:
                 return _search_page_limited(request, context, wait)
-            link = _linkable_query(params, data, qid=stored_query_save(text=params.q))
+            link = search_linkable_query(params, data, qid=stored_query_save(text=params.q))
         return HttpResponseRedirect(f"{reverse('search')}?{link}", status=303)
     wait = rate_limit_check(request)
     if wait:

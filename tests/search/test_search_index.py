@@ -220,6 +220,43 @@ def test_search_alert_feed_lists_new_matching_inventions(
 
 
 @pytest.mark.django_db
+def test_each_alert_feed_has_its_own_id_and_a_self_link_that_fetches_it(
+    client, settings, tmp_path, memo_embeddings
+):
+    """A feed reader tells feeds apart by their id and refreshes from rel="self": every
+    search's feed must name itself, with its filters, or readers merge them or poll a URL
+    that answers 404."""
+    import xml.etree.ElementTree as ET
+
+    settings.INDEX_DIR = tmp_path / "alert-ids"
+    settings.SEARCH_ALERT_CACHE_SECONDS = 0
+    reader_reset()
+    patent_published(n=1, title="Self-stirring mug")
+    search_documents_sync()
+    search_index_update()
+    atom = "{http://www.w3.org/2005/Atom}"
+
+    def feed(url):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        root = ET.fromstring(response.content)
+        links = {link.get("rel"): link.get("href") for link in root.findall(f"{atom}link")}
+        return root.findtext(f"{atom}id"), links, response.content
+
+    mug_id, mug_links, mug = feed("/search/feed.atom?q=stirring+mug&origin=generated&junk=1")
+    hook_id, hook_links, _ = feed("/search/feed.atom?q=ladder+hook")
+    assert mug_id != hook_id
+    assert "q=stirring+mug" in mug_id and "origin=generated" in mug_id
+    self_url = mug_links["self"]
+    assert self_url.startswith("http://testserver/search/feed.atom?") and "junk" not in self_url
+    assert "q=stirring+mug" in self_url and "origin=generated" in self_url
+    assert feed(self_url.removeprefix("http://testserver"))[0] == mug_id
+    assert mug_links["alternate"] == mug_id  # the search page it follows
+    assert b"Self-stirring mug" in mug
+    reader_reset()
+
+
+@pytest.mark.django_db
 def test_a_first_build_keeps_every_core_when_it_loads_the_model(
     fixture_jsonl, tmp_path, settings, monkeypatch
 ):
