@@ -36,6 +36,18 @@ def ledger_time_text(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat()
 
 
+def ledger_now() -> dt.datetime:
+    """The time a publication or withdrawal is recorded at. On PostgreSQL, the database
+    server's clock: workers on several machines publish into one chain, and a worker whose
+    clock runs behind would date prior art before it existed (one ahead, after the head a
+    time-stamping authority signed). On SQLite every process is on one machine."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT clock_timestamp()")
+            return cursor.fetchone()[0].astimezone(dt.UTC)
+    return timezone.now()
+
+
 def ledger_entry_hash(
     *, prev_hash: str, public_id: str, content_hash: str, kind: str, recorded_at: dt.datetime
 ) -> str:

@@ -8,9 +8,8 @@ import secrets
 from collections.abc import Callable
 
 from django.db import transaction
-from django.utils import timezone
 
-from patents.ledger import ledger_append
+from patents.ledger import ledger_append, ledger_now
 from patents.models import Claim, LedgerEntry, Patent
 from patents.nearcopy import bands_store
 from patents.records import claims_normalise, record_limits_check
@@ -81,7 +80,7 @@ def patent_publish(
     claims = claims_normalise(claims)
     record_limits_check(title=title.strip(), abstract=abstract.strip(), claims=claims)
     provenance = provenance or {}
-    now = published_at or timezone.now()
+    now = published_at or ledger_now()
     patent = Patent.objects.create(
         public_id=patent_ids_unused(1)[0],
         origin=Patent.Origin.GENERATED,
@@ -113,7 +112,7 @@ def patent_withdraw(*, patent: Patent, reason: str) -> Patent:
     """Withdraws an invention: it stays as a tombstone, and the ledger records it."""
     if patent.is_withdrawn:
         return patent
-    now = timezone.now()
+    now = ledger_now()
     updated = Patent.objects.filter(pk=patent.pk, status=Patent.Status.PUBLISHED).update(
         status=Patent.Status.WITHDRAWN, withdrawn_at=now, withdrawal_reason=reason.strip()
     )

@@ -568,3 +568,30 @@ def test_a_dump_made_while_inventions_are_published_holds_only_heads_of_its_own_
     manifest_path = tmp_path / "dump" / f"{manifest['file']}.manifest.json"
     result = _verifier(manifest_path.parent, manifest_path.name, "--heads", manifest_path.name)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.django_db
+def test_a_worker_whose_clock_runs_behind_does_not_date_inventions_before_they_existed(
+    monkeypatch,
+):
+    """On PostgreSQL, workers on several machines publish into one chain: the publication and
+    withdrawal times are the database server's. A worker's clock an hour behind (its
+    `timezone.now`, patched) must not move either. SQLite is one machine's file: there the
+    machine's clock is the only one, and it is the one used."""
+    import django.utils.timezone as django_timezone
+
+    real_now = django_timezone.now
+    skew = dt.timedelta(hours=1)
+    monkeypatch.setattr(django_timezone, "now", lambda: real_now() - skew)
+    before = real_now()
+    patent = patent_published(n=1)
+    patent_withdraw(patent=patent, reason="test")
+    after = real_now()
+    patent.refresh_from_db()
+    if connection.vendor == "postgresql":
+        for moment in (patent.published_at, patent.withdrawn_at):
+            assert before - dt.timedelta(seconds=5) <= moment <= after + dt.timedelta(seconds=5)
+    else:
+        for moment in (patent.published_at, patent.withdrawn_at):
+            assert before - skew <= moment <= after - skew
+    assert ledger_verify() == (2, None)
