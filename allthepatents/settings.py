@@ -381,6 +381,10 @@ SEARCH_STORED_QUERIES_PER_HOUR = env_int("SEARCH_STORED_QUERIES_PER_HOUR", 60, m
 SEARCH_STORED_QUERIES_MAX = env_int("SEARCH_STORED_QUERIES_MAX", 100_000, minimum=1)
 SEARCH_STORED_QUERY_DAYS = env_int("SEARCH_STORED_QUERY_DAYS", 180, minimum=1)
 EXPORT_DIR = env_path("EXPORT_DIR", DATA_DIR / "dumps")
+# A worker writes a dump a day (at the day's first publication or withdrawal) and keeps the
+# newest EXPORT_KEEP (0: all).
+EXPORT_DAILY = env_bool("EXPORT_DAILY", True)
+EXPORT_KEEP = env_int("EXPORT_KEEP", 7, minimum=0)
 # Paraphrase check against the embedding index in the quality gate (loads MiniLM in workers).
 NEAR_COPY_EMBEDDING_CHECK = env_bool("NEAR_COPY_EMBEDDING_CHECK", True)
 NEAR_COPY_EMBEDDING_THRESHOLD = env_float("NEAR_COPY_EMBEDDING_THRESHOLD", 0.95)

@@ -4,14 +4,20 @@ import datetime as dt
 import gzip
 import hashlib
 import json
+import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
+from django.conf import settings
 from django.utils import timezone
 
 from patents.ledger import GENESIS_HASH, ledger_heads_document, ledger_time_text
 from patents.models import LedgerEntry, Patent
 from patents.serializers import patent_serialize
+
+logger = logging.getLogger(__name__)
+DUMP_VERIFIER = Path(__file__).with_name("verify_dump.py")
 
 
 def dump_export(
@@ -40,7 +46,9 @@ def dump_export(
         .order_by("published_at", "id")
     )
     count = 0
-    tmp = out_dir / f".{name}.tmp"
+    # Temporary names of this process's own: two exports of one day (a command and the
+    # daily task) must not write into each other's files.
+    tmp = out_dir / f".{name}.{os.getpid()}.tmp"
     with gzip.open(tmp, "wt", encoding="utf-8") as fh:
         for patent in patents.iterator(chunk_size=500):
             fh.write(json.dumps(patent_serialize(patent), ensure_ascii=False) + "\n")
@@ -48,7 +56,7 @@ def dump_export(
             if progress:
                 progress(1)
     entries = 0
-    ledger_tmp = out_dir / f".{ledger_name}.tmp"
+    ledger_tmp = out_dir / f".{ledger_name}.{os.getpid()}.tmp"
     with gzip.open(ledger_tmp, "wt", encoding="utf-8") as fh:
         for entry in LedgerEntry.objects.filter(id__lte=head_id).order_by("id").iterator(2000):
             entries += 1
@@ -57,8 +65,8 @@ def dump_export(
     ledger_digest = hashlib.sha256(ledger_tmp.read_bytes()).hexdigest()
     tmp.replace(out_dir / name)
     ledger_tmp.replace(out_dir / ledger_name)
-    verifier = Path(__file__).with_name("verify_dump.py")
-    (out_dir / "verify_dump.py").write_bytes(verifier.read_bytes())
+    verifier = DUMP_VERIFIER
+    _write_atomically(out_dir / "verify_dump.py", verifier.read_bytes())
     manifest = {
         "file": name,
         "count": count,
@@ -75,8 +83,71 @@ def dump_export(
         "heads": ledger_heads_document(through=head_id)["heads"],
         "created_at": timezone.now().isoformat(),
     }
-    (out_dir / f"{name}.manifest.json").write_text(json.dumps(manifest, indent=2))
+    # The manifest last, whole or not at all: /downloads/ lists a dump by its manifest.
+    _write_atomically(
+        out_dir / f"{name}.manifest.json", json.dumps(manifest, indent=2).encode("utf-8")
+    )
     return manifest
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def dump_dated_today(*, out_dir: Path, today: dt.date | None = None) -> bool:
+    """Whether the dump of ``today`` (UTC) is written (its manifest is the last file)."""
+    today = today or timezone.now().astimezone(dt.UTC).date()
+    return (out_dir / f"allthepatents-{today.isoformat()}.jsonl.gz.manifest.json").is_file()
+
+
+def dumps_prune(*, out_dir: Path, keep: int) -> list[str]:
+    """Deletes all but the newest ``keep`` dumps (0: keeps every one); returns the names of
+    the dumps deleted. Each manifest goes first, so a dump is never listed without its
+    files. Every newer dump holds everything an older one held but the inventions withdrawn
+    since, and the ledger proves what was published when."""
+    if keep <= 0 or not out_dir.exists():
+        return []
+    manifests = sorted(out_dir.glob("allthepatents-*.jsonl.gz.manifest.json"), reverse=True)
+    deleted = []
+    for manifest in manifests[keep:]:
+        name = manifest.name.removesuffix(".manifest.json")
+        ledger = name.removesuffix(".jsonl.gz") + ".ledger.jsonl.gz"
+        for path in (manifest, out_dir / name, out_dir / ledger):
+            path.unlink(missing_ok=True)
+        deleted.append(name)
+    return deleted
+
+
+def dump_export_daily(*, out_dir: Path | None = None) -> dict:
+    """Today's dump, unless it is written already, then the old ones pruned to EXPORT_KEEP.
+    What the worker runs once a day (``dump_export_soon``)."""
+    out_dir = out_dir or settings.EXPORT_DIR
+    if dump_dated_today(out_dir=out_dir):
+        return {"written": None, "pruned": []}
+    manifest = dump_export(out_dir=out_dir)
+    return {
+        "written": manifest["file"],
+        "pruned": dumps_prune(out_dir=out_dir, keep=settings.EXPORT_KEEP),
+    }
+
+
+def dump_export_soon(patent_ids: list[int]) -> None:
+    """The publish and withdraw hook (with EXPORT_DAILY): the first change of a UTC day
+    enqueues that day's dump, which holds everything published before it. At most one is
+    enqueued an hour; a dead broker or cache loses nothing, the next change enqueues it."""
+    if not settings.EXPORT_DAILY or dump_dated_today(out_dir=settings.EXPORT_DIR):
+        return
+    from django.core.cache import cache
+
+    from allthepatents.celery import task_send
+
+    try:
+        if cache.add(f"dump-export-enqueued:{timezone.now().astimezone(dt.UTC).date()}", 1, 3600):
+            task_send("patents.dump_export_daily")
+    except Exception as exc:
+        logger.warning("could not enqueue the daily dump: %s", exc)
 
 
 def ledger_entry_as_record(entry: LedgerEntry, *, position: int) -> dict:

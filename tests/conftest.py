@@ -1,6 +1,11 @@
+import os
 import shutil
 
 import pytest
+
+# The daily dump (EXPORT_DAILY) would have every test that publishes enqueue one, and every
+# worker a test starts write it: on only where a test asks (workers inherit this).
+os.environ["EXPORT_DAILY"] = "0"
 
 from tests.helpers import ROOT, WorkerProcess, db_env, redis_flush, redis_url_or_skip, shared_path
 
@@ -64,6 +69,11 @@ def _fresh_health_probes():
 
     probe_cache_clear()
     kept_clear()  # the public pages' counts and heads, kept per process
+
+
+@pytest.fixture(autouse=True)
+def _no_daily_dump(settings):
+    settings.EXPORT_DAILY = False
 
 
 @pytest.fixture(autouse=True)

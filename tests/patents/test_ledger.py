@@ -27,7 +27,7 @@ from patents.ledger import (
 from patents.models import LedgerEntry, LedgerTimestamp, Patent
 from patents.services import patent_withdraw
 from tests.factories import patent_published
-from tests.helpers import require
+from tests.helpers import require, wait_for
 
 
 def _publish(n=4, *, days_ago=0):
@@ -595,3 +595,96 @@ def test_a_worker_whose_clock_runs_behind_does_not_date_inventions_before_they_e
         for moment in (patent.published_at, patent.withdrawn_at):
             assert before - skew <= moment <= after - skew
     assert ledger_verify() == (2, None)
+
+
+# --- daily dumps ----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_writes_the_days_dump_at_its_first_publication(worker_factory, settings, tmp_path):
+    """EXPORT_DAILY: a site that publishes gets its dated dump without anyone running a
+    command; the real worker over Redis writes it."""
+    dumps = tmp_path / "dumps"
+    settings.EXPORT_DAILY, settings.EXPORT_DIR = True, dumps
+    worker = worker_factory(EXPORT_DAILY="1", EXPORT_DIR=str(dumps))
+    from django.core.cache import cache
+
+    cache.clear()
+    patent = patent_published(n=1)
+    today = timezone.now().astimezone(dt.UTC).date().isoformat()
+    manifest_path = dumps / f"allthepatents-{today}.jsonl.gz.manifest.json"
+    wait_for(manifest_path.is_file, timeout=60, message=lambda: worker.log_text()[-4000:])
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["count"] == 1 and manifest["chain_position"] == 1
+    result = _verifier(dumps, manifest_path.name, "--id", patent.public_id)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.django_db
+def test_the_daily_dump_is_enqueued_once_a_day_and_only_when_asked(settings, tmp_path, monkeypatch):
+    from django.core.cache import cache
+
+    import allthepatents.celery as celery_app
+    from patents.dumps import dump_export, dump_export_soon
+
+    sent = []
+    monkeypatch.setattr(celery_app, "task_send", lambda task, **kw: sent.append(task))
+    cache.clear()
+    settings.EXPORT_DIR = tmp_path / "dumps"
+    settings.EXPORT_DAILY = False
+    dump_export_soon([1])
+    assert sent == []
+    settings.EXPORT_DAILY = True
+    dump_export_soon([1])
+    dump_export_soon([2])  # enqueued already: the task may still be in the queue
+    assert sent == ["patents.dump_export_daily"]
+    cache.clear()
+    dump_export(out_dir=settings.EXPORT_DIR)
+    dump_export_soon([3])  # today's is written
+    assert sent == ["patents.dump_export_daily"]
+
+
+@pytest.mark.django_db
+def test_the_daily_dump_keeps_the_newest_and_is_not_written_twice(settings, tmp_path, client):
+    from patents.dumps import dump_export, dump_export_daily
+
+    settings.EXPORT_DIR = tmp_path / "dumps"
+    settings.EXPORT_KEEP = 2
+    _publish(2)
+    for day in (dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.date(2026, 1, 3)):
+        dump_export(out_dir=settings.EXPORT_DIR, today=day)
+    first = dump_export_daily()
+    today = timezone.now().astimezone(dt.UTC).date().isoformat()
+    assert first["written"] == f"allthepatents-{today}.jsonl.gz"
+    assert first["pruned"] == [
+        "allthepatents-2026-01-02.jsonl.gz",
+        "allthepatents-2026-01-01.jsonl.gz",
+    ]
+    assert dump_export_daily() == {"written": None, "pruned": []}
+    left = sorted(p.name for p in settings.EXPORT_DIR.iterdir())
+    assert left == sorted(
+        [
+            f"allthepatents-{today}.jsonl.gz",
+            f"allthepatents-{today}.jsonl.gz.manifest.json",
+            f"allthepatents-{today}.ledger.jsonl.gz",
+            "allthepatents-2026-01-03.jsonl.gz",
+            "allthepatents-2026-01-03.jsonl.gz.manifest.json",
+            "allthepatents-2026-01-03.ledger.jsonl.gz",
+            "verify_dump.py",
+        ]
+    )
+    page = client.get("/downloads/").content.decode()
+    assert "allthepatents-2026-01-03.jsonl.gz" in page and "2026-01-02" not in page
+
+
+@pytest.mark.django_db
+def test_the_verifier_the_downloads_page_links_is_there_before_the_first_dump(
+    settings, tmp_path, client
+):
+    settings.EXPORT_DIR = tmp_path / "no-dumps-yet"
+    page = client.get("/downloads/").content.decode()
+    assert 'href="/downloads/verify_dump.py"' in page and "No dumps yet" in page
+    response = client.get("/downloads/verify_dump.py")
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content)
+    assert body == (settings.BASE_DIR / "patents" / "verify_dump.py").read_bytes()
