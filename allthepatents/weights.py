@@ -5,6 +5,7 @@ checks it by hand too). Loaders call ``weights_verify`` before reading a local f
 has one: a damaged or half-copied file fails with the file's name and what to do, instead
 of a model that loads and writes nonsense."""
 
+import hashlib
 import threading
 from pathlib import Path
 
@@ -111,3 +112,34 @@ def _safetensors_half(path: Path, out: Path) -> None:
         for name, t in tensors.items()
     }
     save_file(halved, str(out), metadata={"format": "pt"})
+
+
+_revisions: dict[tuple, str] = {}
+
+
+def weights_folder_revision(folder: Path | str) -> str:
+    """A local model folder's revision for provenance: ``sha256:`` and 16 hex digits of its
+    SHA256SUMS, or else of its weight files (names and contents). A hub model has its commit;
+    a folder's "main" said nothing about which weights wrote a text."""
+    folder = Path(folder)
+    sums = folder / SUMS_FILE
+    files = (
+        [sums]
+        if sums.is_file()
+        else sorted(
+            p
+            for pattern in ("*.safetensors", "*.bin", "*.pt")
+            for p in folder.glob(pattern)
+            if p.is_file()
+        )
+    )
+    if not files:
+        return ""
+    state = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    with _lock:
+        if state not in _revisions:
+            digest = hashlib.sha256()
+            for path in files:
+                digest.update(f"{path.name}\n{file_sha256(path)}\n".encode())
+            _revisions[state] = f"sha256:{digest.hexdigest()[:16]}"
+        return _revisions[state]

@@ -420,7 +420,14 @@ class TransformersBackend:
         self.model = model
         self.tokenizer = tokenizer
         self.eos_id = tokenizer.eos_token_id
-        self.revision_loaded = getattr(model.config, "_commit_hash", None) or self.revision or ""
+        if is_local:
+            from allthepatents.weights import weights_folder_revision
+
+            self.revision_loaded = weights_folder_revision(local) or self.revision or ""
+        else:
+            self.revision_loaded = (
+                getattr(model.config, "_commit_hash", None) or self.revision or ""
+            )
 
     def generate(
         self,

@@ -31,7 +31,7 @@ from generation.prompts import (
     prompt_render,
 )
 from generation.sampling import SamplingParams
-from generation.selectors import job_model
+from generation.selectors import job_model, model_public_name
 from generation.services import job_finish
 from patents.services import patent_publish
 from patents.text import control_chars_strip
@@ -385,7 +385,7 @@ def job_run(
         job_finish(job_id, Status.FAILED, error=str(exc))
         return JobRunOutcome.FAILED
     provenance_base = {
-        "generator_model": job_model(job=job).name,
+        "generator_model": model_public_name(job_model(job=job).name),
         "generator_revision": getattr(backend, "revision_loaded", "") or job.generator.revision,
         "sampling_params": job.sampling_params(),
     }

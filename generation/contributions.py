@@ -32,7 +32,7 @@ from generation.models import Contribution, Contributor, GenerationJob, JobBatch
 from generation.names import name_is_reserved, name_skeleton
 from generation.proof import samples_proof_check
 from generation.sampling import SamplingParams
-from generation.selectors import job_model
+from generation.selectors import job_model, model_public_name
 from generation.vocabulary import TASK_VERIFY_CONTRIBUTION
 
 logger = logging.getLogger(__name__)
@@ -434,7 +434,7 @@ def contribution_verify(*, contribution_id: int) -> Contribution | None:
         contribution.refresh_from_db()
         return contribution
     provenance_base = {
-        "generator_model": model.name,
+        "generator_model": model_public_name(model.name),
         "generator_revision": checker.revision_loaded or model.revision,
         "sampling_params": job.sampling_params(),
         "contributor": contributor.name,

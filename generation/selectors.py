@@ -2,7 +2,9 @@
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
+from django.conf import settings
 from django.db.models import Case, Count, F, Q, Sum, When
 from django.db.models.functions import TruncDate
 
@@ -28,6 +30,20 @@ def job_model(*, job: GenerationJob) -> JobModel:
     return JobModel(generator.model_id, generator.source, generator.revision)
 
 
+def model_public_name(name: str) -> str:
+    """How provenance and the public pages name a model: a hub id as it is; a local folder
+    by its path inside the project (``models/demo-generator``), or else by its own name.
+    Never the server's absolute path: it names the machine's users and layout, and no
+    reader can look it up."""
+    if not name.startswith(("/", "~")):
+        return name  # a hub id, or a path given relative to the project
+    path = Path(name).expanduser()
+    try:
+        return path.resolve().relative_to(settings.BASE_DIR.resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
 def _jobs_with_model_used():
     """Jobs with the model each actually ran (its override, else its generator's model)."""
     model_used = Case(
@@ -49,7 +65,7 @@ def stats_hit_rates() -> list[dict]:
             total[1] += counts.get("published", 0)
     return [
         {
-            "generator": model_used,
+            "generator": model_public_name(model_used),
             "mode": mode,
             "generated": generated,
             "published": published,
@@ -154,7 +170,7 @@ def stats_cost_by_model() -> list[dict]:
         seconds = r["seconds"] or 0.0
         out.append(
             {
-                "model": r["model_used"],
+                "model": model_public_name(r["model_used"]),
                 "mode": r["mode"],
                 "tokens_per_second": round(r["tokens"] / seconds, 1) if seconds else None,
                 "seconds_per_sample": round(seconds / r["samples"], 2) if r["samples"] else None,
@@ -203,7 +219,7 @@ def stats_backtests(limit: int = 20) -> list[dict]:
         r = run.report
         out.append(
             {
-                "model": run.model,
+                "model": model_public_name(run.model),
                 "cutoff": run.cutoff,
                 "generated": run.generated,
                 "passed_gate": run.passed_gate,

@@ -499,18 +499,31 @@ def test_a_check_that_waits_keeps_its_unit_and_a_revoked_token_records_nothing(
 
 
 @pytest.mark.django_db
-def test_units_name_the_model_the_job_runs(client, open_job, hashed_neox):
+def test_units_name_the_model_the_job_runs(client, generators, memo_model, settings):
+    """The unit names the model the job runs (its folder, which the contributor has too);
+    what is published from it names the model publicly (never the server's path). A model
+    that recites whole patents, so that some samples pass the gate and are published."""
     from generation.contributions import contribution_verify
+    from generation.selectors import model_public_name
 
+    job = _open_job_create(
+        generators, memo_model, settings, seed=3, max_new_tokens=200, temperature=0.7
+    )
     _, token = contributor_create(name="provenance")
     unit = _lease(client, token)
-    assert unit["model"] == str(hashed_neox) == open_job.model_override
+    assert unit["model"] == str(memo_model) == job.model_override
     assert unit["lease_seconds"] > 0
-    sent = _send(client, token, unit, _generate(unit, hashed_neox))
-    contribution_verify(contribution_id=sent.json()["contribution"])
-    recorded = Sample.objects.filter(job=open_job, patent__isnull=False).select_related("patent")
+    sent = _send(client, token, unit, _generate(unit, memo_model))
+    checked = contribution_verify(contribution_id=sent.json()["contribution"])
+    assert checked.status == "accepted", checked.error
+    recorded = Sample.objects.filter(job=job, patent__isnull=False).select_related("patent")
+    assert recorded.exists()
     for sample in recorded:
-        assert sample.patent.provenance["generator_model"] == str(hashed_neox)
+        patent = sample.patent
+        assert patent.generator_model == model_public_name(str(memo_model))
+        assert not patent.generator_model.startswith("/")
+        assert patent.generator_revision.startswith("sha256:")
+        assert patent.contributor == "provenance"
 
 
 @pytest.mark.unit

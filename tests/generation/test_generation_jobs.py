@@ -12,9 +12,12 @@ from generation.backends import (
 from generation.batches import job_run
 from generation.models import GenerationJob, Sample
 from generation.sampling import SamplingParams
+from generation.selectors import model_public_name
 from generation.services import JobParameterError, job_cancel, job_create
+from patents.ledger import ledger_verify
 from patents.models import LedgerEntry, Patent
-from tests.helpers import wait_for
+from tests.factories import patent_published
+from tests.helpers import ROOT, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -354,10 +357,76 @@ def test_inline_job_publishes_rejects_and_counts(generators, memo_model):
     assert sorted(Sample.objects.filter(job=job).values_list("index", flat=True)) == list(range(6))
     patent = Patent.objects.filter(job=job).first()
     assert patent.origin == "generated" and patent.claims.count() == 2
-    assert patent.generator_model == str(memo_model) and patent.seed is not None
+    assert patent.generator_model == model_public_name(str(memo_model))
+    assert patent.seed is not None
     assert patent.sampling_params["temperature"] == 0.7
     assert LedgerEntry.objects.filter(patent=patent, kind="publish").exists()
     assert job.tokens_generated > 0
+
+
+@pytest.mark.django_db
+def test_provenance_names_a_local_model_without_the_servers_path(generators, memo_model, client):
+    """A job on a local model folder published the server's absolute path as the generator
+    (on the invention's page, its JSON, the dumps and /stats/) and "main" as its revision.
+    Now: the folder's path inside the project, and a checksum of its weights."""
+    folder = str(memo_model.resolve())
+    assert folder.startswith("/")
+    job = job_create(
+        generator=generators["kl3m-002-170m-patent"],
+        count=2,
+        dispatch=False,
+        model_override=folder,
+        temperature=0.7,
+        max_new_tokens=200,
+        seed=5,
+    )
+    assert job_run(job_id=job.pk) == "done"
+    patent = Patent.objects.filter(job=job).first()
+    assert patent is not None
+    assert patent.generator_model == memo_model.resolve().relative_to(ROOT).as_posix()
+    assert patent.generator_revision.startswith("sha256:") and len(patent.generator_revision) == 23
+    pages = [
+        client.get(f"/p/{patent.public_id}/").content.decode(),
+        client.get(f"/api/patents/{patent.public_id}").content.decode(),
+        client.get("/stats/").content.decode(),
+        client.get("/patents/").content.decode(),
+    ]
+    for page in pages:
+        assert folder not in page and str(ROOT) not in page
+    assert patent.generator_model in pages[0] and patent.generator_revision in pages[0]
+
+
+@pytest.mark.unit
+def test_a_model_is_named_publicly_by_hub_id_project_path_or_folder_name(tmp_path):
+    assert model_public_name("alea-institute/kl3m-002-170m-patent") == (
+        "alea-institute/kl3m-002-170m-patent"
+    )
+    assert model_public_name("models/demo-generator") == "models/demo-generator"
+    assert model_public_name(str(ROOT / "models" / "demo-generator")) == "models/demo-generator"
+    assert model_public_name(str(ROOT / "models" / ".." / "var" / "gen")) == "var/gen"
+    assert model_public_name("/srv/alice/kl3m-002-170m-patent") == "kl3m-002-170m-patent"
+
+
+@pytest.mark.django_db
+def test_inventions_published_before_get_public_model_names():
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("patents.migrations.0011_generator_model_public_names")
+    inside = patent_published(n=1, provenance={"generator_model": str(ROOT / "models" / "g")})
+    outside = patent_published(n=2, provenance={"generator_model": "/srv/alice/my-gen"})
+    hub = patent_published(n=3, provenance={"generator_model": "alea-institute/kl3m-002-170m"})
+    content = {p.pk: p.content_hash for p in (inside, outside, hub)}
+    migration.generator_models_rename(apps, None)
+    names = dict(Patent.objects.values_list("pk", "generator_model"))
+    assert names == {
+        inside.pk: "models/g",
+        outside.pk: "my-gen",
+        hub.pk: "alea-institute/kl3m-002-170m",
+    }
+    assert dict(Patent.objects.values_list("pk", "content_hash")) == content
+    assert ledger_verify() == (3, None)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -763,8 +832,8 @@ def test_one_function_names_the_model_a_job_runs(generators, tiny_neox):
     assert job_model(job=plain).name == gen.model_id
     overridden = job_create(generator=gen, count=1, dispatch=False, model_override=str(tiny_neox))
     assert job_model(job=overridden).name == job_model(job=overridden).source == str(tiny_neox)
-    # Workers record it (test_inline_job_publishes_rejects_and_counts), and so do
-    # contributors' units and their checker (tests/test_contributors.py).
+    # Workers record its public name (test_provenance_names_a_local_model_without_the_
+    # servers_path), and contributors' units and their checker name it (test_contributors.py).
 
 
 @pytest.mark.django_db
