@@ -1,7 +1,5 @@
 from django.contrib import admin
 
-from patents.vocabulary import MODES
-
 
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Records the app writes and nobody edits: published content, ledger, samples.
@@ -20,17 +18,3 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
-
-
-class ModeFilter(admin.SimpleListFilter):
-    """The two modes, named here: Django's own filter lists a column's values with a
-    DISTINCT over every row (0.33 s over four million samples)."""
-
-    title = "mode"
-    parameter_name = "mode"
-
-    def lookups(self, request, model_admin):
-        return [(mode, mode) for mode in MODES]
-
-    def queryset(self, request, queryset):
-        return queryset.filter(mode=self.value()) if self.value() else queryset

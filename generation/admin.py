@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path
 from django.utils.html import format_html, format_html_join
 
-from allthepatents.admin import ModeFilter, ReadOnlyAdmin
+from allthepatents.admin import ReadOnlyAdmin
 from generation.aiming import AimError, aim_at_cpc, aim_at_search
 from generation.contributions import contributor_create, contributor_revoke
 from generation.models import Contributor, ExaminerVerdict, GenerationJob, Generator, Sample
@@ -23,6 +23,7 @@ from generation.services import (
     job_rerun,
     job_sampling_resolve,
 )
+from patents.admin import ModeFilter
 
 SAMPLING_DEFAULTS_TEXT = {
     name: str(getattr(SAMPLING_DEFAULTS, name)) for name in JOB_SAMPLING_FIELDS

@@ -1,10 +1,25 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from allthepatents.admin import ModeFilter, ReadOnlyAdmin
+from allthepatents.admin import ReadOnlyAdmin
 from patents.models import Claim, LedgerEntry, Patent
 from patents.selectors import generator_models
 from patents.services import patent_withdraw
+from patents.vocabulary import MODES
+
+
+class ModeFilter(admin.SimpleListFilter):
+    """The two modes, named here: Django's own filter lists a column's values with a
+    DISTINCT over every row (0.33 s over four million samples)."""
+
+    title = "mode"
+    parameter_name = "mode"
+
+    def lookups(self, request, model_admin):
+        return [(mode, mode) for mode in MODES]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(mode=self.value()) if self.value() else queryset
 
 
 class ClaimInline(admin.TabularInline):

@@ -57,7 +57,7 @@ def _listed(response) -> list[str]:
 
 
 @pytest.mark.django_db
-def test_browse_pages_follow_publication_order_and_days_end_at_midnight(client, settings):
+def test_browse_pages_follow_publication_order_and_days_end_at_midnight(client):
     """Pages are cut by keys first (allthepatents.pagination): the same order, every
     invention once. A day's filter is a range on the column: its first and last instant
     in, the next day's first out."""
