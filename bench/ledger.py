@@ -4,7 +4,8 @@
 
 Builds N generated inventions (two claims each) and their publication entries in a scratch
 SQLite database (bulk inserts, the same hashing as the site), then times `ledger_verify`,
-the standalone verifier on a dump of it, and prints entries per second.
+the standalone verifier on a dump of it, and prints entries per second, the dump's time and
+its files' sizes.
 """
 
 import argparse
@@ -127,6 +128,8 @@ def main():
     started = time.perf_counter()
     manifest = dump_export(out_dir=out)
     result["dump_seconds"] = round(time.perf_counter() - started, 1)
+    result["dump_bytes"] = (out / manifest["file"]).stat().st_size
+    result["dump_ledger_bytes"] = (out / manifest["ledger_file"]).stat().st_size
     started = time.perf_counter()
     run = subprocess.run(
         [sys.executable, "-I", "-S", "verify_dump.py", f"{manifest['file']}.manifest.json"],
