@@ -283,7 +283,7 @@ def _head_positions(days: list[dict]) -> list[int]:
     Where the days before and after a head lie wholly on either side of it in the chain,
     the running count is its position; elsewhere the entries between it and the last such
     head are counted (a range of ids, about a day's worth)."""
-    later_first = [0] * len(days)
+    later_first: list[int | None] = [None] * len(days)  # the lowest id of any later day
     lowest = None
     for i in range(len(days) - 1, -1, -1):
         later_first[i] = lowest
