@@ -4,6 +4,7 @@ import hashlib
 import os
 import secrets
 import stat
+import uuid
 from pathlib import Path
 
 # Files that hold secrets or user data: the databases (with their journals), the broker
@@ -62,3 +63,14 @@ def file_sha256(path: Path) -> str:
         while block := fh.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_write_atomic(path: Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` whole or not at all: a reader sees the old file or the new
+    one, never a part (a temporary name of its own, flushed to disk, then renamed)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -12,6 +12,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
+from allthepatents.files import file_write_atomic
 from patents.ledger import GENESIS_HASH, ledger_heads_document, ledger_time_text
 from patents.models import LedgerEntry, Patent
 from patents.serializers import patent_serialize
@@ -66,7 +67,7 @@ def dump_export(
     tmp.replace(out_dir / name)
     ledger_tmp.replace(out_dir / ledger_name)
     verifier = DUMP_VERIFIER
-    _write_atomically(out_dir / "verify_dump.py", verifier.read_bytes())
+    file_write_atomic(out_dir / "verify_dump.py", verifier.read_bytes())
     manifest = {
         "file": name,
         "count": count,
@@ -84,16 +85,10 @@ def dump_export(
         "created_at": timezone.now().isoformat(),
     }
     # The manifest last, whole or not at all: /downloads/ lists a dump by its manifest.
-    _write_atomically(
+    file_write_atomic(
         out_dir / f"{name}.manifest.json", json.dumps(manifest, indent=2).encode("utf-8")
     )
     return manifest
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def dump_dated_today(*, out_dir: Path, today: dt.date | None = None) -> bool:

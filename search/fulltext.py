@@ -240,9 +240,9 @@ def _sync_read(path: Path) -> dict:
 
 
 def _sync_write(path: Path, through: int) -> None:
-    from search.store import _atomic_write_bytes
+    from allthepatents.files import file_write_atomic
 
-    _atomic_write_bytes(
+    file_write_atomic(
         path / SYNC_FILE,
         json.dumps({"version": SYNC_VERSION, "through": through, "at": time.time()}).encode(),
     )

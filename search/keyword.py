@@ -348,9 +348,9 @@ def term_stats_refresh(*, force: bool = False, sample: int = TERM_STATS_SAMPLE) 
     what it wrote, or None when nothing was due."""
     from django.db.models import Max, Min
 
+    from allthepatents.files import file_write_atomic
     from patents.models import Claim, Patent
     from search.models import KeywordDocument
-    from search.store import _atomic_write_bytes
 
     path = _stats_path()
     if not force:
@@ -409,7 +409,7 @@ def term_stats_refresh(*, force: bool = False, sample: int = TERM_STATS_SAMPLE) 
         "made_at": time.time(),
         "counts": {t: n for t, n in counts.items() if n > 2},
     }
-    _atomic_write_bytes(path, json.dumps(data).encode())
+    file_write_atomic(path, json.dumps(data).encode())
     logger.info(
         "term shares from %d of %d documents in %.1f s",
         len(picked),

@@ -187,10 +187,11 @@ class _Progress:
 
 
 def progress_write(data: dict) -> None:
-    from search.store import _atomic_write_bytes, index_dir
+    from allthepatents.files import file_write_atomic
+    from search.store import index_dir
 
     try:
-        _atomic_write_bytes(index_dir() / "progress.json", json.dumps(data).encode())
+        file_write_atomic(index_dir() / "progress.json", json.dumps(data).encode())
     except OSError as exc:
         logger.warning("could not write index progress: %s", exc)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from allthepatents.files import file_sha256
+from allthepatents.files import file_sha256, file_write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -178,15 +178,6 @@ def manifest_read() -> dict | None:
         return None
     except (OSError, ValueError) as exc:
         raise IndexUnavailable("corrupt", f"manifest unreadable: {exc}") from exc
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def index_kind_for(count: int) -> str:
@@ -394,7 +385,7 @@ def _main_manifest_write(written: dict, *, manifest: dict, count: int) -> dict:
         "count": count,
         "saved_at": time.time(),
     }
-    _atomic_write_bytes(index_dir() / MANIFEST, json.dumps(manifest, indent=2).encode())
+    file_write_atomic(index_dir() / MANIFEST, json.dumps(manifest, indent=2).encode())
     _unlink_replaced(old, manifest)
     return manifest
 
@@ -416,7 +407,7 @@ def delta_save(delta, *, manifest: dict) -> dict:
         "count": main_count + int(delta.ntotal),
         "saved_at": time.time(),
     }
-    _atomic_write_bytes(index_dir() / MANIFEST, json.dumps(saved, indent=2).encode())
+    file_write_atomic(index_dir() / MANIFEST, json.dumps(saved, indent=2).encode())
     _unlink_replaced(current, saved)
     return saved
 
