@@ -21,6 +21,17 @@ logger = logging.getLogger(__name__)
 DUMP_VERIFIER = Path(__file__).with_name("verify_dump.py")
 
 
+def _utc_today() -> dt.date:
+    return timezone.now().astimezone(dt.UTC).date()
+
+
+def _dump_files(day: str) -> tuple[str, str, str]:
+    """The files of a day's dump (``day`` YYYY-MM-DD): its inventions, its ledger and its
+    manifest (written last)."""
+    name = f"allthepatents-{day}.jsonl.gz"
+    return name, f"allthepatents-{day}.ledger.jsonl.gz", f"{name}.manifest.json"
+
+
 def dump_export(
     *, out_dir: Path, today: dt.date | None = None, progress: Callable[[int], None] | None = None
 ) -> dict:
@@ -31,10 +42,8 @@ def dump_export(
     - ``allthepatents-DATE.manifest.json``: counts, SHA-256 of both files, the chain head
       and its position, and the daily heads (with their timestamp tokens);
     - ``verify_dump.py``: the standalone verifier (standard-library Python only)."""
-    today = today or timezone.now().date()
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"allthepatents-{today.isoformat()}"
-    name, ledger_name = f"{stem}.jsonl.gz", f"{stem}.ledger.jsonl.gz"
+    name, ledger_name, manifest_name = _dump_files((today or _utc_today()).isoformat())
     head = LedgerEntry.objects.order_by("-id").first()
     head_hash, head_id = (head.entry_hash, head.pk) if head else (GENESIS_HASH, 0)
     patents = (
@@ -85,16 +94,13 @@ def dump_export(
         "created_at": timezone.now().isoformat(),
     }
     # The manifest last, whole or not at all: /downloads/ lists a dump by its manifest.
-    file_write_atomic(
-        out_dir / f"{name}.manifest.json", json.dumps(manifest, indent=2).encode("utf-8")
-    )
+    file_write_atomic(out_dir / manifest_name, json.dumps(manifest, indent=2).encode("utf-8"))
     return manifest
 
 
-def dump_dated_today(*, out_dir: Path, today: dt.date | None = None) -> bool:
-    """Whether the dump of ``today`` (UTC) is written (its manifest is the last file)."""
-    today = today or timezone.now().astimezone(dt.UTC).date()
-    return (out_dir / f"allthepatents-{today.isoformat()}.jsonl.gz.manifest.json").is_file()
+def dump_dated_today(*, out_dir: Path) -> bool:
+    """Whether today's (UTC) dump is written: its manifest is its last file."""
+    return (out_dir / _dump_files(_utc_today().isoformat())[2]).is_file()
 
 
 def dumps_prune(*, out_dir: Path, keep: int) -> list[str]:
@@ -104,21 +110,21 @@ def dumps_prune(*, out_dir: Path, keep: int) -> list[str]:
     since, and the ledger proves what was published when."""
     if keep <= 0 or not out_dir.exists():
         return []
-    manifests = sorted(out_dir.glob("allthepatents-*.jsonl.gz.manifest.json"), reverse=True)
+    manifests = out_dir.glob("allthepatents-????-??-??.jsonl.gz.manifest.json")
+    days = sorted((m.name[len("allthepatents-") :][:10] for m in manifests), reverse=True)
     deleted = []
-    for manifest in manifests[keep:]:
-        name = manifest.name.removesuffix(".manifest.json")
-        ledger = name.removesuffix(".jsonl.gz") + ".ledger.jsonl.gz"
-        for path in (manifest, out_dir / name, out_dir / ledger):
-            path.unlink(missing_ok=True)
+    for day in days[keep:]:
+        name, ledger_name, manifest_name = _dump_files(day)
+        for file in (manifest_name, name, ledger_name):
+            (out_dir / file).unlink(missing_ok=True)
         deleted.append(name)
     return deleted
 
 
-def dump_export_daily(*, out_dir: Path | None = None) -> dict:
+def dump_export_daily() -> dict:
     """Today's dump, unless it is written already, then the old ones pruned to EXPORT_KEEP.
     What the worker runs once a day (``dump_export_soon``)."""
-    out_dir = out_dir or settings.EXPORT_DIR
+    out_dir = settings.EXPORT_DIR
     if dump_dated_today(out_dir=out_dir):
         return {"written": None, "pruned": []}
     manifest = dump_export(out_dir=out_dir)
@@ -139,7 +145,7 @@ def dump_export_soon(patent_ids: list[int]) -> None:
     from allthepatents.celery import task_send
 
     try:
-        if cache.add(f"dump-export-enqueued:{timezone.now().astimezone(dt.UTC).date()}", 1, 3600):
+        if cache.add(f"dump-export-enqueued:{_utc_today()}", 1, 3600):
             task_send("patents.dump_export_daily")
     except Exception as exc:
         logger.warning("could not enqueue the daily dump: %s", exc)
