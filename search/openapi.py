@@ -27,7 +27,7 @@ _FILTERS = {
     "cpc": {
         "type": "string",
         "description": "CPC codes or prefixes, space- or comma-separated (H04L, A61B5/02): "
-        "reference patents with a code under any of them",
+        "reference patents with a code under any of them; at most 10",
     },
     "combinations": {
         "type": "boolean",

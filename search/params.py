@@ -29,6 +29,9 @@ class SearchFilters:
         return self != SearchFilters(origin="all")
 
 
+MAX_CPC_CODES = 10
+
+
 class SearchParamError(ValueError):
     pass
 
@@ -100,7 +103,14 @@ def search_params_parse(data, *, default_k: int = 10) -> SearchParams:
     for part in re.split(r"[,;]", str(data.get("cpc") or "")):
         # "A61B 5/02" is one code as printed; "H04L G06F" two.
         raw_codes += [part] if cpc_normalise(part) else part.split()
-    for raw in raw_codes[:10]:
+    raw_codes = [raw for raw in raw_codes if raw.strip()]
+    if len(raw_codes) > MAX_CPC_CODES:
+        # Refused rather than cut: the codes are alternatives, so a dropped one would hide
+        # its patents from a search that asked for them.
+        raise SearchParamError(
+            f"'cpc' takes at most {MAX_CPC_CODES} codes or prefixes; {len(raw_codes)} were given"
+        )
+    for raw in raw_codes:
         code = cpc_normalise(raw)
         if not code:
             raise SearchParamError(

@@ -575,6 +575,10 @@ BAD_PARAMS = [
     {"q": "cup", "origin": "martian"},
     {"q": "cup\x00"},
     {"q": "x" * 20_001},
+    {"q": "cup", "mode": "sideways"},
+    {"q": "cup", "cpc": "not a code"},
+    # Eleven alternatives: cutting the list to ten would hide the eleventh's patents.
+    {"q": "cup", "cpc": "A01B, A01C, A01D, A01F, A01G, A01H, A01J, A01K, A01L, A01M, A01N"},
 ]
 
 
