@@ -133,7 +133,8 @@ def random_patent(request):
 def _page_number(request, name: str) -> int:
     """A 1-based page number from the query; anything else is page 1."""
     raw = request.GET.get(name, "")
-    return int(raw) if raw.isdigit() and len(raw) < 7 else 1
+    # ASCII digits only: str.isdigit() takes "²", which int() refuses.
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 7 else 1
 
 
 def _patent_or_404(public_id: str, *, with_claims: bool = True) -> Patent:

@@ -138,7 +138,8 @@ def api_patent(request, public_id):
     if patent is None:
         return api_error(f"no invention with id {public_id!r}", 404)
     raw = request.GET.get("claims_page", "1")
-    if not (raw.isdigit() and 0 < len(raw) < 7 and int(raw) > 0):
+    # ASCII digits only: str.isdigit() takes "²", which int() refuses.
+    if not (raw.isascii() and raw.isdigit() and 0 < len(raw) < 7 and int(raw) > 0):
         return api_error("claims_page must be a positive integer", 400)
     page = patent_claims_page(patent=patent, page=int(raw))
     if int(raw) > page.page:
