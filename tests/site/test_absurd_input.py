@@ -165,3 +165,37 @@ def test_no_absurd_json_body_gets_a_server_error(client, settings, site):
         ):
             failures.append(f"{body[:60]!r}: {response.status_code} {payload}")
     assert not failures, "\n".join(failures)
+
+
+# What a client can put where a page's path names a thing: the names of nothing, of other
+# things, of files outside, and text no id is made of.
+ABSURD_SEGMENTS = ["x", "0", "²", "%00", "%FF", "..%2F..%2Fetc%2Fpasswd", "a" * 300, "%C3%A9"]
+
+
+@pytest.mark.django_db
+def test_no_absurd_path_gets_a_server_error(client, settings, site):
+    settings.SEARCH_RATE_LIMIT = 0
+    client.raise_request_exception = False
+    templates = [
+        "/p/{}/",
+        "/p/{}.json",
+        "/p/{}.md",
+        "/api/patents/{}",
+        "/search/like/{}/",
+        "/search/export.{}?q=widget",
+        "/downloads/{}",
+        "/sitemap-{}.xml",
+        "/sitemap-patents.xml?p={}",
+        "/api/{}",
+    ]
+    failures = []
+    for template in templates:
+        for segment in ABSURD_SEGMENTS:
+            path = template.format(segment)
+            response = client.get(path)
+            if response.status_code >= 500:
+                failures.append(f"{path[:80]}: {response.status_code}")
+            elif path.startswith("/api/") and response.status_code >= 400:
+                if response.json().get("status") != response.status_code:
+                    failures.append(f"{path[:80]}: not the API's JSON error")
+    assert not failures, "\n".join(failures)
