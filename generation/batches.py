@@ -15,8 +15,8 @@ from enum import StrEnum
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q, Sum
-from django.utils import timezone
 
+from allthepatents.clock import db_now
 from generation.aiming import aim_topic
 from generation.backends import BackendUnavailable, ModelLoadError, backend_for
 from generation.early_stop import END_OF_DOCUMENT, prefix_decide
@@ -60,8 +60,9 @@ class BatchClaim:
 def job_claim(*, job_id: int, token: str) -> BatchClaim:
     """Takes the first batch of the job that is neither recorded nor held: a new lease row
     (the unique (job, start) constraint decides between two workers), or a compare-and-swap
-    on a lease that has run out. A queued job becomes running on the way."""
-    now = timezone.now()
+    on a lease that has run out. A queued job becomes running on the way. Lease times are
+    the shared clock's (``db_now``): workers on several machines compare them."""
+    now = db_now()
     lease = now + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
     GenerationJob.objects.filter(pk=job_id, status=Status.QUEUED).update(
         status=Status.RUNNING, started_at=now
@@ -105,7 +106,7 @@ def job_claim(*, job_id: int, token: str) -> BatchClaim:
 
 def _lease_renew(job_id: int, token: str) -> bool:
     """Extends this worker's batch leases on the job; False when it holds none any more."""
-    lease = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
+    lease = db_now() + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
     renewed = JobBatch.objects.filter(job_id=job_id, owner=token).update(expires_at=lease)
     return bool(renewed)
 
@@ -114,7 +115,7 @@ def job_leases_release(*, job_id: int, worker: str) -> int:
     """Lets the batches that this worker process holds on the job be taken at once (a
     transient error: its retry, or another worker, carries on without waiting)."""
     return JobBatch.objects.filter(job_id=job_id, owner__startswith=f"{worker}:").update(
-        expires_at=timezone.now()
+        expires_at=db_now()
     )
 
 
@@ -123,7 +124,7 @@ def job_wait_seconds(*, job_id: int) -> float | None:
     first = JobBatch.objects.filter(job_id=job_id).order_by("expires_at").first()
     if first is None:
         return None
-    return max(0.0, (first.expires_at - timezone.now()).total_seconds())
+    return max(0.0, (first.expires_at - db_now()).total_seconds())
 
 
 def sample_seed(*, job_seed: int, index: int) -> int:

@@ -26,6 +26,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from allthepatents.clock import db_now
 from generation.backends import GenerationOutput, TransformersBackend
 from generation.batches import batch_record, job_claim, job_finish_if_complete, job_prompts
 from generation.models import Contribution, Contributor, GenerationJob, JobBatch, Sample
@@ -123,7 +124,7 @@ def work_unit_lease(*, contributor: Contributor) -> dict | None:
     with transaction.atomic():
         Contributor.objects.filter(pk=contributor.pk).update(last_lease_at=timezone.now())
         held = JobBatch.objects.filter(
-            owner__startswith=_owner_prefix(contributor), expires_at__gt=timezone.now()
+            owner__startswith=_owner_prefix(contributor), expires_at__gt=db_now()
         ).count()
         if held >= settings.CONTRIBUTOR_MAX_LEASES:
             raise ContributionError(
@@ -170,10 +171,9 @@ def work_unit_renew(*, contributor: Contributor, unit_id: str) -> str:
     owner = _owner_prefix(contributor) + str(unit_id)
     if Contribution.objects.filter(unit=owner, status=Contribution.Status.PENDING).exists():
         raise ContributionError("this unit is submitted and waits for its check", kind="conflict")
-    expires = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
-    renewed = JobBatch.objects.filter(owner=owner, expires_at__gt=timezone.now()).update(
-        expires_at=expires
-    )
+    now = db_now()
+    expires = now + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
+    renewed = JobBatch.objects.filter(owner=owner, expires_at__gt=now).update(expires_at=expires)
     if not renewed:
         raise ContributionError(_UNIT_GONE, kind="conflict")
     return expires.isoformat()
@@ -261,7 +261,7 @@ def contribution_receive(*, contributor: Contributor, unit_id: str, samples) -> 
     back to the pool). A unit taken holds its lease until its check."""
     owner = _owner_prefix(contributor) + str(unit_id)
     lease = JobBatch.objects.filter(owner=owner).select_related("job").first()
-    if lease is None or lease.expires_at < timezone.now():
+    if lease is None or lease.expires_at < db_now():
         raise ContributionError(_UNIT_GONE, kind="conflict")
     if Contribution.objects.filter(unit=owner, status=Contribution.Status.PENDING).exists():
         raise ContributionError("this unit is being checked already", kind="conflict")
@@ -298,7 +298,7 @@ def contribution_receive(*, contributor: Contributor, unit_id: str, samples) -> 
     )
     # Held for the check: it may wait behind the site's own work for a while.
     JobBatch.objects.filter(pk=lease.pk, owner=owner).update(
-        expires_at=timezone.now() + timedelta(seconds=settings.CONTRIBUTOR_CHECK_HOLD_SECONDS)
+        expires_at=db_now() + timedelta(seconds=settings.CONTRIBUTOR_CHECK_HOLD_SECONDS)
     )
     from allthepatents.celery import task_send
 

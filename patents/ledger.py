@@ -22,6 +22,7 @@ from django.db.models import CharField, Count, Max, Min
 from django.db.models.functions import Substr, TruncDate
 from django.utils import timezone
 
+from allthepatents.clock import db_now
 from patents.models import LedgerEntry, LedgerTimestamp, Patent
 from patents.text import content_hash
 
@@ -37,15 +38,10 @@ def ledger_time_text(moment: dt.datetime) -> str:
 
 
 def ledger_now() -> dt.datetime:
-    """The time a publication or withdrawal is recorded at. On PostgreSQL, the database
-    server's clock: workers on several machines publish into one chain, and a worker whose
-    clock runs behind would date prior art before it existed (one ahead, after the head a
-    time-stamping authority signed). On SQLite every process is on one machine."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT clock_timestamp()")
-            return cursor.fetchone()[0].astimezone(dt.UTC)
-    return timezone.now()
+    """The time a publication or withdrawal is recorded at: the shared clock (``db_now``),
+    so that a worker whose clock runs behind cannot date prior art before it existed, nor
+    one ahead after the head a time-stamping authority signed."""
+    return db_now()
 
 
 def ledger_entry_hash(

@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from allthepatents.clock import db_now
 from search.models import EmbeddingShard, IndexedVector
 from search.selectors import vectors_pending_query
 
@@ -86,7 +87,9 @@ def embedding_shards_plan(*, size: int | None = None) -> list[int]:
 
 
 def _stale() -> Q:
-    cutoff = timezone.now() - timedelta(seconds=settings.SEARCH_SHARD_LEASE)
+    # The shared clock: the workers that beat and the one that judges them silent may be
+    # machines apart.
+    cutoff = db_now() - timedelta(seconds=settings.SEARCH_SHARD_LEASE)
     return Q(status=EmbeddingShard.Status.RUNNING, heartbeat_at__lt=cutoff)
 
 
@@ -123,7 +126,7 @@ def _worker_name() -> str:
 def embedding_shard_claim(*, shard_id: int, worker: str) -> bool:
     """Takes the shard for ``worker`` if it waits, or if its worker went silent: one
     UPDATE ... WHERE, so two workers never both take it."""
-    now = timezone.now()
+    now = db_now()
     taken = (
         EmbeddingShard.objects.filter(pk=shard_id)
         .filter(Q(status=EmbeddingShard.Status.PENDING) | _stale())
@@ -143,7 +146,7 @@ def _still_mine(shard_id: int, worker: str, **changes) -> bool:
     return bool(
         EmbeddingShard.objects.filter(
             pk=shard_id, worker=worker, status=EmbeddingShard.Status.RUNNING
-        ).update(heartbeat_at=timezone.now(), **changes)
+        ).update(heartbeat_at=db_now(), **changes)
     )
 
 

@@ -627,6 +627,40 @@ def test_a_long_batch_keeps_its_lease_alive(generators, settings):
     assert expires() == renewed
 
 
+def test_a_worker_whose_clock_runs_ahead_takes_no_live_lease(generators, settings, monkeypatch):
+    """Workers on several machines share PostgreSQL: a lease's times are the database
+    server's, so a worker whose clock runs an hour ahead (its `timezone.now`, patched) sees
+    another's live lease as live, and the leases it writes last as long as anyone's. On
+    SQLite every worker is on one machine, and that machine's clock is the one used."""
+    import datetime as dt
+
+    import django.utils.timezone as django_timezone
+    from django.db import connection
+
+    from generation.batches import job_claim, job_wait_seconds
+    from generation.models import JobBatch
+
+    settings.GENERATION_LEASE_SECONDS = 600
+    job = job_create(generator=generators["kl3m-002-170m-patent"], count=2, dispatch=False)
+    job.batch_size = 1
+    job.save(update_fields=["batch_size"])
+    held = job_claim(job_id=job.pk, token="w1")
+    assert (held.start, held.end) == (0, 1)
+    real_now = django_timezone.now
+    skew = dt.timedelta(hours=1)
+    monkeypatch.setattr(django_timezone, "now", lambda: real_now() + skew)
+    ahead = job_claim(job_id=job.pk, token="w2")
+    mine = JobBatch.objects.get(job=job, start=ahead.start)
+    if connection.vendor == "postgresql":
+        assert (ahead.start, ahead.end) == (1, 2)  # the next batch, not w1's live one
+        assert JobBatch.objects.get(job=job, start=0).owner == "w1"
+        assert mine.expires_at - real_now() < dt.timedelta(seconds=610)
+        assert 0 < job_wait_seconds(job_id=job.pk) <= 600
+    else:
+        assert (ahead.start, ahead.end) == (0, 1)  # one machine: its clock says w1's ran out
+        assert mine.expires_at - real_now() > skew
+
+
 @pytest.mark.django_db
 def test_control_characters_in_model_output_are_dropped_and_counted(generators, monkeypatch):
     """A random-weight model emitted a NUL: PostgreSQL refused the batch and the job failed

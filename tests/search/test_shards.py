@@ -128,6 +128,25 @@ def test_a_shard_is_taken_by_one_worker_and_taken_over_when_its_worker_goes_sile
 
 
 @pytest.mark.django_db
+def test_a_worker_whose_clock_runs_ahead_takes_no_shard_that_is_beating(
+    imported, no_broker, settings, monkeypatch
+):
+    """Indexing workers on several machines share PostgreSQL: heartbeats and the cutoff that
+    judges a worker silent are the database server's times, so a machine whose clock runs an
+    hour ahead (its `timezone.now`, patched) takes no shard whose worker still beats. On
+    SQLite every worker is on one machine, and that machine's clock is the one used."""
+    from django.db import connection
+
+    embedding_shards_plan(size=len(imported))
+    shard = EmbeddingShard.objects.get()
+    assert embedding_shard_claim(shard_id=shard.pk, worker="a") is True
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + dt.timedelta(hours=1))
+    taken = embedding_shard_claim(shard_id=shard.pk, worker="ahead")
+    assert taken is (connection.vendor != "postgresql")
+
+
+@pytest.mark.django_db
 def test_the_merge_adds_finished_shards_in_order_and_stops_at_one_still_running(
     imported, no_broker
 ):
