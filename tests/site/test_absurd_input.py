@@ -33,6 +33,12 @@ ABSURD = [
     "%",
     "../../etc/passwd",
     "<script>alert(1)</script>",
+    # Full-text query syntax, which a keyword engine must take as words.
+    '"unbalanced quote',
+    "a AND OR NOT b",
+    "NEAR(brush motor, 2)",
+    "title:widget*",
+    "^brush -motor +(",
 ]
 # What a browser cannot send but a client can: bytes that are not UTF-8, a lone surrogate,
 # a stray percent sign (already encoded, sent as they are).
