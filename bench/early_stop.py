@@ -63,6 +63,9 @@ def main():
         default="",
         help="with --form: the forms to run, side by side (kl3m,kl3m-2); default: the latest",
     )
+    parser.add_argument(
+        "--modes", default="top-down,bottom-up", help="the modes to run, one after the other"
+    )
     args = parser.parse_args()
     os.environ["TORCH_THREADS"] = str(args.threads)
     batches = [int(b) for b in str(args.batch).split(",")]
@@ -108,7 +111,11 @@ def main():
     tok = backend.tokenizer
     seeds = list(range(args.seed, args.seed + args.samples))
     table = {}
-    for mode, prompt in (("top-down", KL3M_TOP_DOWN), ("bottom-up", KL3M_BOTTOM_UP)):
+    prompts = {"top-down": KL3M_TOP_DOWN, "bottom-up": KL3M_BOTTOM_UP}
+    modes = args.modes.split(",")
+    if set(modes) - set(prompts):
+        parser.error(f"--modes takes {', '.join(prompts)}")
+    for mode, prompt in ((mode, prompts[mode]) for mode in modes):
         runs = {}
         first, *others = batches
         variants = [
