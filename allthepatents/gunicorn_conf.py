@@ -36,6 +36,9 @@ def post_worker_init(worker):
     once, and only a search waits for what is still loading (the loaders hold a lock).
     Blocking here made the first request of a fresh start wait 33 s behind two warming
     workers, and a warm-up longer than the worker timeout got the worker killed."""
+    from allthepatents.webworker import web_worker_register
+
+    web_worker_register(worker.notify)  # long downloads beat for the worker (webworker.py)
     if not preload:
         return
     threading.Thread(target=_warm, args=(worker.pid,), name="search-warm-up", daemon=True).start()

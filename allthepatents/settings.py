@@ -385,6 +385,20 @@ EXPORT_DIR = env_path("EXPORT_DIR", DATA_DIR / "dumps")
 # newest EXPORT_KEEP (0: all).
 EXPORT_DAILY = env_bool("EXPORT_DAILY", True)
 EXPORT_KEEP = env_int("EXPORT_KEEP", 7, minimum=0)
+# Behind nginx: the internal location that serves EXPORT_DIR (``/_dumps/``); /downloads/
+# then answers with X-Accel-Redirect and nginx sends the file (docs/operating.md).
+DOWNLOADS_ACCEL_REDIRECT = env_str("DOWNLOADS_ACCEL_REDIRECT", "")
+# Without it, large files (16 MB and more) sent at once from this machine's web processes,
+# each holding a web worker while it lasts (0: no limit). One of `make run`'s two is left
+# for the site.
+DOWNLOADS_MAX_STREAMS = env_int("DOWNLOADS_MAX_STREAMS", 1, minimum=0)
+if DOWNLOADS_ACCEL_REDIRECT and not (
+    DOWNLOADS_ACCEL_REDIRECT.startswith("/") and DOWNLOADS_ACCEL_REDIRECT.endswith("/")
+):
+    raise EnvError(
+        f"DOWNLOADS_ACCEL_REDIRECT={DOWNLOADS_ACCEL_REDIRECT!r} is not a path that starts and "
+        "ends with / (such as /_dumps/)"
+    )
 # Paraphrase check against the embedding index in the quality gate (loads MiniLM in workers).
 NEAR_COPY_EMBEDDING_CHECK = env_bool("NEAR_COPY_EMBEDDING_CHECK", True)
 NEAR_COPY_EMBEDDING_THRESHOLD = env_float("NEAR_COPY_EMBEDDING_THRESHOLD", 0.95)

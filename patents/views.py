@@ -7,7 +7,6 @@ from django.contrib import messages
 from django.contrib.sitemaps import Sitemap
 from django.core.paginator import EmptyPage, PageNotAnInteger
 from django.http import (
-    FileResponse,
     Http404,
     HttpResponse,
     HttpResponseBadRequest,
@@ -16,6 +15,7 @@ from django.http import (
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
 
+from allthepatents.downloads import file_download_response
 from allthepatents.kept import kept
 from allthepatents.pagination import KeysFirstPaginator
 from patents.dumps import DUMP_VERIFIER
@@ -228,10 +228,9 @@ def download_file(request, name):
         raise Http404("no such file")
     path = settings.EXPORT_DIR / name
     if name == "verify_dump.py" and not path.is_file():
-        path = DUMP_VERIFIER  # the page links to it before the first dump is written
-    if not path.is_file():
-        raise Http404("no such file")
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=name)  # noqa: SIM115
+        # The page links to it before the first dump is written.
+        return file_download_response(DUMP_VERIFIER, name=name)
+    return file_download_response(path, name=name, accel_path=name)
 
 
 @require_GET

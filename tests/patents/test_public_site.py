@@ -317,6 +317,59 @@ def test_dump_round_trip(client, settings, tmp_path):
     assert client.get("/downloads/etc-passwd").status_code == 404
 
 
+@pytest.fixture
+def big_dump(settings, tmp_path, monkeypatch):
+    """A dump file counted as large (the threshold lowered to its size)."""
+    import allthepatents.downloads as downloads
+
+    settings.EXPORT_DIR = tmp_path / "dumps"
+    settings.EXPORT_DIR.mkdir()
+    name = "allthepatents-2026-12-07.jsonl.gz"
+    (settings.EXPORT_DIR / name).write_bytes(b"x" * 1000)
+    monkeypatch.setattr(downloads, "SLOT_BYTES", 1000)
+    return name
+
+
+@pytest.mark.django_db
+def test_large_downloads_wait_for_a_slot_so_that_web_workers_stay_free(client, settings, big_dump):
+    """Each large download holds a web worker until its last byte: at most
+    DOWNLOADS_MAX_STREAMS at once, a slot given back when its response closes (sent whole
+    or not), and small files never wait."""
+    settings.DOWNLOADS_MAX_STREAMS = 1
+    first = client.get(f"/downloads/{big_dump}")
+    assert first.status_code == 200 and first["Content-Length"] == "1000"
+    busy = client.get(f"/downloads/{big_dump}")
+    assert busy.status_code == 503 and busy["Retry-After"]
+    (settings.EXPORT_DIR / f"{big_dump}.manifest.json").write_text("{}")
+    assert client.get(f"/downloads/{big_dump}.manifest.json").status_code == 200
+    first.close()  # the visitor went away before the end
+    second = client.get(f"/downloads/{big_dump}")
+    assert second.status_code == 200
+    assert b"".join(second.streaming_content) == b"x" * 1000  # read whole: closed
+    assert client.get(f"/downloads/{big_dump}").status_code == 200
+    settings.DOWNLOADS_MAX_STREAMS = 0  # no limit
+    held = [client.get(f"/downloads/{big_dump}") for _ in range(3)]
+    assert [r.status_code for r in held] == [200, 200, 200]
+    for response in held:
+        response.close()
+
+
+@pytest.mark.django_db
+def test_behind_nginx_downloads_are_sent_by_nginx(client, settings, big_dump):
+    settings.DOWNLOADS_ACCEL_REDIRECT = "/_dumps/"
+    response = client.get(f"/downloads/{big_dump}")
+    assert response.status_code == 200
+    assert response["X-Accel-Redirect"] == f"/_dumps/{big_dump}"
+    assert response["Content-Disposition"] == f'attachment; filename="{big_dump}"'
+    assert response.content == b""
+
+
+@pytest.mark.django_db
+def test_a_dump_pruned_after_the_listing_is_not_found(client, settings, big_dump):
+    (settings.EXPORT_DIR / big_dump).unlink()
+    assert client.get(f"/downloads/{big_dump}").status_code == 404
+
+
 @pytest.mark.django_db
 def test_discovery_files(client):
     patent = patent_published(n=5)

@@ -217,6 +217,7 @@ def test_settings_reject_a_bad_boolean(tmp_path):
         ("GENERATION_DEVICE", "gpu", "django"),
         ("EMBEDDING_BULK_PRECISION", "bfloat16", "django"),
         ("SEARCH_PRELOAD", "flase", "allthepatents.gunicorn_conf"),
+        ("DOWNLOADS_ACCEL_REDIRECT", "_dumps", "django"),
     ],
 )
 def test_settings_refuse_a_value_they_do_not_know(tmp_path, name, value, module):

@@ -2,6 +2,7 @@
 answered with the site's own page (never a killed worker), and the deadline sits below
 gunicorn's timeout."""
 
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -201,6 +202,45 @@ def test_under_gunicorn_pages_answer_while_the_search_warms_up(tmp_path):
         time.sleep(7)  # past WEB_WORKER_TIMEOUT: the warming worker is still alive
         assert urllib.request.urlopen(f"{base}/search/", timeout=20).status == 200
     text = log.read_text()
+    assert "WORKER TIMEOUT" not in text, text[-2000:]
+    assert text.count("Booting worker") == 1, text[-2000:]
+
+
+def test_under_gunicorn_a_download_longer_than_the_worker_timeout_arrives_whole(tmp_path):
+    """A dump takes minutes to reach a visitor on a slow line; gunicorn's sync worker beats
+    between requests only, so its master killed the worker at WEB_WORKER_TIMEOUT and the
+    file arrived cut (seen: 25.5 of 60 MB). The download now beats as it streams: a reader
+    slower than the timeout gets every byte, from the worker booted once."""
+    import hashlib
+    import http.client
+    from urllib.parse import urlsplit
+
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    name = "allthepatents-2026-12-07.jsonl.gz"
+    data = os.urandom(24 * 1024 * 1024)
+    (dumps / name).write_bytes(data)
+    with _gunicorn(tmp_path, SEARCH_PRELOAD="0", EXPORT_DIR=str(dumps), WEB_WORKER_TIMEOUT="3") as (
+        base,
+        log,
+    ):
+        url = urlsplit(base)
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        connection.request("GET", f"/downloads/{name}")
+        response = connection.getresponse()
+        assert response.status == 200, log.read_text()[-3000:]
+        digest, received, started = hashlib.sha256(), 0, time.monotonic()
+        # About 3 MB/s: 8 s for the file, well past the 3 s timeout.
+        while block := response.read(64 * 1024):
+            digest.update(block)
+            received += len(block)
+            time.sleep(0.02)
+        elapsed = time.monotonic() - started
+        connection.close()
+    text = log.read_text()
+    assert received == len(data), f"{received:,} of {len(data):,} bytes\n" + text[-2000:]
+    assert elapsed > 6, f"the reader was not slow enough to test anything ({elapsed:.1f} s)"
+    assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
     assert "WORKER TIMEOUT" not in text, text[-2000:]
     assert text.count("Booting worker") == 1, text[-2000:]
 
