@@ -59,7 +59,7 @@ def _finite_float(text: str) -> float:
 def json_body_parse(raw: bytes) -> dict:
     """The body as a JSON object, or ApiBodyError: not UTF-8, not JSON, not an object,
     NaN or Infinity, nested deeper than MAX_JSON_DEPTH, or a string holding a lone
-    surrogate (no database or page can store one)."""
+    surrogate or a NUL (no database or page can store one)."""
     try:
         data = json.loads(raw or b"{}", parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
@@ -96,6 +96,8 @@ def _text_check(text: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise ApiBodyError("a string holds a lone surrogate (\\ud800-\\udfff)") from None
+    if "\x00" in text:  # PostgreSQL stores none: a lookup with one was a server error
+        raise ApiBodyError("a string holds a NUL character (\\u0000)")
 
 
 def _is_json(response) -> bool:

@@ -91,6 +91,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # After auth and messages: its 400 page is the site's, rendered like any other.
+    "allthepatents.middleware.NulRefusalMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allthepatents.middleware.SecurityHeadersMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into its lockout response.

@@ -9,6 +9,7 @@ import pytest
 from django.test import override_settings
 
 from patents.importing import reference_import_records
+from search.requests import SEARCH_FIELDS
 from search.services import search_index_rebuild
 from search.store import reader_reset
 from tests.factories import patent_published
@@ -40,28 +41,14 @@ ABSURD = [
     "title:widget*",
     "^brush -motor +(",
 ]
+FIXTURE = ROOT / "tests" / "fixtures" / "patents-40.jsonl"
 # What a browser cannot send but a client can: bytes that are not UTF-8, a lone surrogate,
 # a stray percent sign (already encoded, sent as they are).
-FIXTURE = ROOT / "tests" / "fixtures" / "patents-40.jsonl"
 RAW = ["%FF%FE", "%ED%A0%80", "%", "%%32"]
+# The search's own fields, then every other parameter a public page reads.
 PARAMS = [
-    "q",
-    "k",
-    "page",
-    "before",
-    "after",
-    "filed_before",
-    "filed_after",
-    "origin",
-    "mode",
-    "cpc",
-    "generator",
-    "qid",
-    "claims_page",
-    "date",
-    "elements",
-    "combinations",
-    "detail",
+    *SEARCH_FIELDS,
+    *("generator", "page", "qid", "claims_page", "date", "elements", "combinations", "detail"),
 ]
 
 
@@ -152,6 +139,7 @@ ABSURD_BODIES = [
     b'{"q": "a widget", "elements": {"yes": 1}}',
     b'{"q": "a widget", "generator": ["x"]}',
     b'{"q": "a\\u0000widget"}',
+    b'{"q": "a widget", "generator": "\\u0000"}',
     b'{"q": "\\ud800 widget"}',
     '{"q": "a widget", "mode": "\u00b2"}'.encode(),
     b"\xff\xfe{}",
@@ -205,3 +193,34 @@ def test_no_absurd_path_gets_a_server_error(client, settings, site):
                 if response.json().get("status") != response.status_code:
                     failures.append(f"{path[:80]}: not the API's JSON error")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.django_db
+def test_a_nul_anywhere_is_a_clear_400_on_every_database(client, site):
+    """PostgreSQL stores no NUL: one in an id or a filter reached a lookup there and was a
+    server error (SQLite took it). Refused before any view, on both."""
+    client.raise_request_exception = False
+    public_id = site[0].public_id
+    pages = [
+        client.get("/p/%00/"),
+        client.get("/patents/", {"generator": "\x00"}),
+        client.get("/search/", {"q": "a widget", "generator": "x\x00"}),
+        client.post("/search/", {"q": "a widget", "generator": "\x00"}),
+        client.get(f"/p/{public_id}/", {"claims_page\x00": "1"}),
+    ]
+    for response in pages:
+        assert response.status_code == 400
+        assert b'class="error"' in response.content and b"NUL" in response.content
+    apis = [
+        client.get("/api/patents/%00"),
+        client.get("/api/search", {"q": "a widget", "generator": "\x00"}),
+        client.post(
+            "/api/search",
+            b'{"q": "a widget", "generator": "\\u0000"}',
+            content_type="application/json",
+        ),
+    ]
+    for response in apis:
+        assert response.status_code == 400
+        assert "NUL" in response.json()["error"]
+    assert client.get(f"/p/{public_id}/").status_code == 200
