@@ -261,7 +261,8 @@ def contribution_receive(*, contributor: Contributor, unit_id: str, samples) -> 
     back to the pool). A unit taken holds its lease until its check."""
     owner = _owner_prefix(contributor) + str(unit_id)
     lease = JobBatch.objects.filter(owner=owner).select_related("job").first()
-    if lease is None or lease.expires_at < db_now():
+    now = db_now()
+    if lease is None or lease.expires_at < now:
         raise ContributionError(_UNIT_GONE, kind="conflict")
     if Contribution.objects.filter(unit=owner, status=Contribution.Status.PENDING).exists():
         raise ContributionError("this unit is being checked already", kind="conflict")
@@ -298,7 +299,7 @@ def contribution_receive(*, contributor: Contributor, unit_id: str, samples) -> 
     )
     # Held for the check: it may wait behind the site's own work for a while.
     JobBatch.objects.filter(pk=lease.pk, owner=owner).update(
-        expires_at=db_now() + timedelta(seconds=settings.CONTRIBUTOR_CHECK_HOLD_SECONDS)
+        expires_at=now + timedelta(seconds=settings.CONTRIBUTOR_CHECK_HOLD_SECONDS)
     )
     from allthepatents.celery import task_send
 

@@ -22,7 +22,6 @@ from django.db.models import CharField, Count, Max, Min
 from django.db.models.functions import Substr, TruncDate
 from django.utils import timezone
 
-from allthepatents.clock import db_now
 from patents.models import LedgerEntry, LedgerTimestamp, Patent
 from patents.text import content_hash
 
@@ -35,13 +34,6 @@ HEADS_FORMAT = "allthepatents-ledger-heads/1"
 def ledger_time_text(moment: dt.datetime) -> str:
     """The time as hashed: UTC, ISO 8601 with microseconds when there are any."""
     return moment.astimezone(dt.UTC).isoformat()
-
-
-def ledger_now() -> dt.datetime:
-    """The time a publication or withdrawal is recorded at: the shared clock (``db_now``),
-    so that a worker whose clock runs behind cannot date prior art before it existed, nor
-    one ahead after the head a time-stamping authority signed."""
-    return db_now()
 
 
 def ledger_entry_hash(

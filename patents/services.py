@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 from django.db import transaction
 
-from patents.ledger import ledger_append, ledger_now
+from allthepatents.clock import db_now
+from patents.ledger import ledger_append
 from patents.models import Claim, LedgerEntry, Patent
 from patents.nearcopy import bands_store
 from patents.records import claims_normalise, record_limits_check
@@ -80,7 +81,9 @@ def patent_publish(
     claims = claims_normalise(claims)
     record_limits_check(title=title.strip(), abstract=abstract.strip(), claims=claims)
     provenance = provenance or {}
-    now = published_at or ledger_now()
+    # The shared clock: a worker whose own clock ran behind would date prior art before it
+    # existed, one ahead after the head a time-stamping authority signed.
+    now = published_at or db_now()
     patent = Patent.objects.create(
         public_id=patent_ids_unused(1)[0],
         origin=Patent.Origin.GENERATED,
@@ -112,7 +115,7 @@ def patent_withdraw(*, patent: Patent, reason: str) -> Patent:
     """Withdraws an invention: it stays as a tombstone, and the ledger records it."""
     if patent.is_withdrawn:
         return patent
-    now = ledger_now()
+    now = db_now()
     updated = Patent.objects.filter(pk=patent.pk, status=Patent.Status.PUBLISHED).update(
         status=Patent.Status.WITHDRAWN, withdrawn_at=now, withdrawal_reason=reason.strip()
     )
