@@ -144,32 +144,46 @@ def job_counters_refresh(job: GenerationJob) -> None:
     reasons: Counter = Counter()
     for row in samples.filter(verdict=Sample.Verdict.REJECTED).values_list("reasons", flat=True):
         reasons.update(row)
-    # One pass over the job's samples, per mode: the job's totals are their sums.
-    per_mode = list(
-        samples.values("mode")
+    # One pass over the job's samples, per mode and contributor (None: the site's workers):
+    # the job's totals, its modes' and its contributors' are sums of these few groups.
+    groups = list(
+        samples.values("mode", "contributor_id")
         .annotate(
             generated=Count("id"),
             published=Count("id", filter=Q(verdict=Sample.Verdict.PUBLISHED)),
             rejected=Count("id", filter=Q(verdict=Sample.Verdict.REJECTED)),
             tokens=Sum("tokens"),
         )
-        .order_by("mode")
+        .order_by("mode", "contributor_id")
     )
+    per_mode: dict[str, Counter] = {}
+    per_contributor: dict[str, dict[str, int]] = {}
+    for row in groups:
+        per_mode.setdefault(row["mode"], Counter()).update(
+            {k: row[k] or 0 for k in ("generated", "published", "rejected", "tokens")}
+        )
+        if row["contributor_id"] is not None:
+            credit = per_contributor.setdefault(
+                str(row["contributor_id"]), {"samples": 0, "published": 0}
+            )
+            credit["samples"] += row["generated"]
+            credit["published"] += row["published"]
     stopped = samples.filter(details__has_key="stopped").aggregate(
         n=Count("id"), tokens=Sum("tokens")
     )
     GenerationJob.objects.filter(pk=job.pk).update(
         early_stopped_count=stopped["n"],
         early_stop_tokens_unspent=stopped["n"] * job.max_new_tokens - (stopped["tokens"] or 0),
-        done_count=sum(row["generated"] for row in per_mode),
-        published_count=sum(row["published"] for row in per_mode),
-        rejected_count=sum(row["rejected"] for row in per_mode),
+        done_count=sum(row["generated"] for row in per_mode.values()),
+        published_count=sum(row["published"] for row in per_mode.values()),
+        rejected_count=sum(row["rejected"] for row in per_mode.values()),
         rejection_counts=dict(reasons),
         mode_counts={
-            row["mode"]: {"generated": row["generated"], "published": row["published"]}
-            for row in per_mode
+            mode: {"generated": row["generated"], "published": row["published"]}
+            for mode, row in per_mode.items()
         },
-        tokens_generated=sum(row["tokens"] or 0 for row in per_mode),
+        contributor_counts=per_contributor,
+        tokens_generated=sum(row["tokens"] for row in per_mode.values()),
     )
 
 

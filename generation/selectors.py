@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import Case, Count, F, Q, Sum, When
+from django.db.models import Case, Count, F, Sum, When
 from django.db.models.functions import TruncDate
 
 from generation.models import GenerationJob, Sample
@@ -191,22 +191,29 @@ def stats_cost_by_model() -> list[dict]:
 
 def contributors_credits() -> list[dict]:
     """The public credits: per contributor (revoked ones too: their work stands), samples
-    recorded, inventions published, since when; most published first."""
+    recorded, inventions published, since when; most published first. Summed over the jobs'
+    counters (job_counters_refresh keeps them from the samples), as /stats/ is."""
     from generation.models import Contributor
 
-    rows = Contributor.objects.annotate(
-        n_samples=Count("samples"),
-        n_published=Count("samples", filter=Q(samples__verdict=Sample.Verdict.PUBLISHED)),
-    ).order_by("-n_published", "-n_samples", "name")
-    return [
+    totals: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    rows = GenerationJob.objects.exclude(contributor_counts={}).values_list(
+        "contributor_counts", flat=True
+    )
+    for credits in rows.iterator(chunk_size=2000):
+        for contributor_id, counts in credits.items():
+            total = totals[int(contributor_id)]
+            total[0] += counts.get("samples", 0)
+            total[1] += counts.get("published", 0)
+    out = [
         {
             "name": c.name,
-            "samples": c.n_samples,
-            "published": c.n_published,
+            "samples": totals[c.pk][0] if c.pk in totals else 0,
+            "published": totals[c.pk][1] if c.pk in totals else 0,
             "created_at": c.created_at,
         }
-        for c in rows
+        for c in Contributor.objects.only("name", "created_at")
     ]
+    return sorted(out, key=lambda c: (-c["published"], -c["samples"], c["name"]))
 
 
 def stats_backtests(limit: int = 20) -> list[dict]:

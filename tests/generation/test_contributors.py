@@ -8,9 +8,11 @@ import pytest
 from django.utils import timezone
 
 from generation.backends import TransformersBackend
+from generation.batches import job_counters_refresh
 from generation.contributions import contributor_create, contributor_revoke
-from generation.models import JobBatch, Sample
+from generation.models import GenerationJob, JobBatch, Sample
 from generation.sampling import SamplingParams
+from generation.selectors import contributors_credits
 from generation.services import job_create
 
 
@@ -89,6 +91,11 @@ def test_a_contributor_completes_a_job_unit_by_unit(client, open_job, hashed_neo
     assert sorted(s.index for s in samples) == [0, 1, 2, 3]
     assert {s.contributor_id for s in samples} == {contributor.pk}
     assert not JobBatch.objects.filter(job=open_job).exists()
+    # The public credits, which the job's counters keep, say what the samples say.
+    contributor_create(name="bob")  # signed up, nothing sent yet
+    published = samples.filter(verdict=Sample.Verdict.PUBLISHED).count()
+    credits = {c["name"]: (c["samples"], c["published"]) for c in contributors_credits()}
+    assert credits == {"ada": (4, published), "bob": (0, 0)}
 
 
 @pytest.mark.django_db
@@ -220,6 +227,7 @@ def test_an_invention_names_its_contributor(client, open_job):
         patent=patent,
         contributor=contributor,
     )
+    job_counters_refresh(open_job)  # as recording a batch does
     html = client.get(patent.get_absolute_url()).content.decode()
     assert "Contributed by</dt><dd>&lt;b&gt;ada&lt;/b&gt;" in html  # and escaped
     api = client.get(f"/api/patents/{patent.public_id}").json()
@@ -600,3 +608,38 @@ def test_a_check_lost_with_its_worker_is_queued_again_when_a_worker_starts(
     # The unit's samples are the contributor's (the worker's recovery may run the rest of
     # the job itself).
     assert Sample.objects.filter(job=job, contributor=contributor).count() == 2
+
+
+@pytest.mark.django_db
+def test_credits_of_samples_recorded_before_the_jobs_kept_them_are_filled_in(open_job):
+    """Jobs that ran before the jobs' counters held their contributors' credits get them from
+    their samples when the site migrates; /contributors/ then says what the samples say."""
+    import importlib
+
+    from django.apps import apps
+
+    fill = importlib.import_module(
+        "generation.migrations.0018_job_contributor_counts"
+    ).contributor_counts_fill
+    ada, _ = contributor_create(name="ada")
+    bob, _ = contributor_create(name="bob")
+    for index, (by, verdict) in enumerate(
+        [(ada, "published"), (ada, "rejected"), (bob, "rejected"), (None, "published")]
+    ):
+        Sample.objects.create(
+            job=open_job,
+            index=index,
+            mode="top-down",
+            seed=index,
+            prompt="p",
+            raw_text="t",
+            verdict=verdict,
+            contributor=by,
+        )
+    assert {c["name"]: c["samples"] for c in contributors_credits()} == {"ada": 0, "bob": 0}
+    fill(apps, None)
+    credits = [(c["name"], c["samples"], c["published"]) for c in contributors_credits()]
+    assert credits == [("ada", 2, 1), ("bob", 1, 0)]
+    kept = GenerationJob.objects.get(pk=open_job.pk).contributor_counts
+    job_counters_refresh(open_job)  # the worker's refresh agrees with the migration's
+    assert GenerationJob.objects.get(pk=open_job.pk).contributor_counts == kept
