@@ -79,6 +79,7 @@ def fill(
     from django.db import connection, transaction
 
     from generation.models import Contributor, GenerationJob, Generator, Sample
+    from patents.ledger import ledger_days_rebuild
     from patents.models import Claim, LedgerEntry, Patent
 
     call_command("migrate", "--noinput", verbosity=0)
@@ -229,6 +230,7 @@ def fill(
             done = min(first + batch, total)
             print(f"  {name}: {done:,} / {total:,} ({time.time() - started:.0f} s)", flush=True)
     counters_refresh(job_rows)
+    ledger_days_rebuild()  # the days the appends keep, for entries written in bulk
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")

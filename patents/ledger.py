@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import CharField, Count, Max, Min
-from django.db.models.functions import Substr, TruncDate
+from django.db.models import CharField, Count, F, Max, Min
+from django.db.models.functions import Greatest, Least, Substr, TruncDate
 from django.utils import timezone
 
-from patents.models import LedgerEntry, LedgerTimestamp, Patent
+from patents.models import LedgerDay, LedgerEntry, LedgerTimestamp, Patent
 from patents.text import content_hash
 
 logger = logging.getLogger(__name__)
@@ -66,10 +66,25 @@ def ledger_append(*, patent: Patent, kind: str, recorded_at: dt.datetime) -> Led
         try:
             with transaction.atomic():
                 entry.save()
+                _ledger_day_count(entry)
             return entry
         except IntegrityError:
             continue
     raise RuntimeError("could not append to the ledger: too much contention")
+
+
+def _ledger_day_count(entry: LedgerEntry) -> None:
+    """Counts ``entry`` in its UTC day's row, in the entry's own transaction. Appends are
+    one at a time already (the unique ``prev_hash``), so the day's row adds no waiting; a
+    first entry of a day that meets another's row retries with the chain."""
+    day = entry.recorded_at.astimezone(dt.UTC).date()
+    counted = LedgerDay.objects.filter(day=day).update(
+        count=F("count") + 1,
+        first_id=Least(F("first_id"), entry.pk),
+        last_id=Greatest(F("last_id"), entry.pk),
+    )
+    if not counted:
+        LedgerDay.objects.create(day=day, count=1, first_id=entry.pk, last_id=entry.pk)
 
 
 # --- verification ------------------------------------------------------------------------
@@ -82,6 +97,8 @@ class LedgerProblem:
     why: str
 
     def __str__(self):
+        if not (self.entry_id or self.public_id):
+            return self.why  # the chain's or the kept days' as a whole
         where = f"ledger entry {self.entry_id}" if self.entry_id else "patent"
         return f"{where} ({self.public_id}): {self.why}"
 
@@ -101,7 +118,8 @@ def ledger_verify(
     id, content hash recomputed from the text, and the time the page shows). Backward: every
     published or withdrawn generated patent has exactly one publish entry, and a withdrawn
     one exactly one withdraw entry. ``heads`` ({position: entry hash}, saved by someone
-    else) must each be in the chain at that position. Then the timestamp tokens."""
+    else) must each be in the chain at that position. Then the days the public heads are read
+    from (``LedgerDay``), against the entries, and the timestamp tokens."""
     prev = GENESIS_HASH
     checked = 0
     seen: dict[tuple[int, str], int] = {}
@@ -167,6 +185,9 @@ def ledger_verify(
                 public_id,
                 "withdrawn in the ledger but shown as published",
             )
+    days = ledger_days_problem()
+    if days:
+        return checked, LedgerProblem(None, "", days)
     for stamp in LedgerTimestamp.objects.select_related("entry").order_by("id"):
         why = ledger_timestamp_problem(stamp)
         if why:
@@ -212,10 +233,9 @@ def _utc_day(field: str):
     return TruncDate(field, tzinfo=dt.UTC)
 
 
-def ledger_daily_heads(*, through: int | None = None) -> list[dict]:
-    """Per UTC day, newest first: the day's last entry, its position in the chain (entries
-    from the genesis up to and including it), its hash, and its timestamp token if any.
-    ``through``: the heads of the chain as it stood at that entry (a dump's)."""
+def ledger_days_counted(*, through: int | None = None) -> list[dict]:
+    """Per UTC day, in date order: its entries' count, lowest and highest id, counted from
+    the entries (up to ``through``). A scan of every entry: what ``LedgerDay`` keeps."""
     entries = LedgerEntry.objects.all()
     if through is not None:
         entries = entries.filter(id__lte=through)
@@ -228,6 +248,48 @@ def ledger_daily_heads(*, through: int | None = None) -> list[dict]:
     for r in rows:
         if isinstance(r["day"], str):
             r["day"] = dt.date.fromisoformat(r["day"])
+    return rows
+
+
+def ledger_days_kept() -> list[dict]:
+    """What ``ledger_days_counted`` counts, as the appends kept it: a row a day."""
+    return list(LedgerDay.objects.order_by("day").values("day", "count", "first_id", "last_id"))
+
+
+@transaction.atomic
+def ledger_days_rebuild() -> int:
+    """The kept days counted again from the entries (after a bulk load of entries, or where
+    ``ledger verify`` found them wrong); returns how many days there are."""
+    rows = ledger_days_counted()
+    LedgerDay.objects.all().delete()
+    LedgerDay.objects.bulk_create(LedgerDay(**r) for r in rows)
+    return len(rows)
+
+
+def ledger_days_problem() -> str:
+    """Where the kept days differ from the entries' own count, the first such day, in words;
+    "" when they agree."""
+    kept = {r["day"]: r for r in ledger_days_kept()}
+    counted = {r["day"]: r for r in ledger_days_counted()}
+    for day in sorted(kept.keys() | counted.keys()):
+        if kept.get(day) != counted.get(day):
+
+            def said(r):
+                return f"{r['count']} entries, #{r['first_id']}-#{r['last_id']}" if r else "none"
+
+            return (
+                f"the daily heads' count for {day} ({said(kept.get(day))}) is not its "
+                f"entries' ({said(counted.get(day))}); `manage.py ledger days` counts them again"
+            )
+    return ""
+
+
+def ledger_daily_heads(*, through: int | None = None) -> list[dict]:
+    """Per UTC day, newest first: the day's last entry, its position in the chain (entries
+    from the genesis up to and including it), its hash, and its timestamp token if any.
+    ``through``: the heads of the chain as it stood at that entry (a dump's), counted from
+    the entries; without it, from the days the appends keep."""
+    rows = ledger_days_counted(through=through) if through is not None else ledger_days_kept()
     positions = _head_positions(rows)
     heads = dict(
         LedgerEntry.objects.filter(id__in=[r["last_id"] for r in rows]).values_list(

@@ -138,6 +138,24 @@ class LedgerEntry(models.Model):
         return f"#{self.pk} {self.kind} {self.public_id}"
 
 
+class LedgerDay(models.Model):
+    """The ledger's entries recorded on one UTC day: how many, and their lowest and highest
+    id. Kept by ``ledger_append`` in each entry's own transaction, so that the public daily
+    heads read a row a day instead of grouping every entry (a scan of ten million rows at
+    ten million inventions); ``ledger verify`` checks them against the entries."""
+
+    day = models.DateField(primary_key=True)
+    count = models.PositiveIntegerField()
+    first_id = models.BigIntegerField()
+    last_id = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["day"]
+
+    def __str__(self):
+        return f"{self.day}: {self.count} entries, #{self.first_id}-#{self.last_id}"
+
+
 class LedgerTimestamp(models.Model):
     """An RFC 3161 time-stamp token over a ledger entry's hash (a daily head), signed by a
     time-stamping authority: proof from outside that the chain up to it existed then."""

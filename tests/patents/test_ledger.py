@@ -17,8 +17,11 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
+from allthepatents.kept import kept_clear
 from patents.dumps import dump_export
 from patents.ledger import (
+    ledger_days_counted,
+    ledger_days_kept,
     ledger_heads_document,
     ledger_heads_parse,
     ledger_timestamp_heads,
@@ -140,11 +143,59 @@ def test_a_truncated_and_rewritten_chain_is_caught_by_saved_heads(tmp_path):
     _sql("DELETE FROM patents_claim WHERE patent_id = %s", [patents[-1].pk])
     _sql("DELETE FROM patents_minhashband WHERE patent_id = %s", [patents[-1].pk])
     _sql("DELETE FROM patents_patent WHERE id = %s", [patents[-1].pk])
+    # The day's count the public heads are read from, mended to match.
+    _sql(
+        "UPDATE patents_ledgerday SET count = count - 1, last_id = %s WHERE last_id = %s",
+        [LedgerEntry.objects.order_by("-id")[0].pk, newest.pk],
+    )
     assert ledger_verify()[1] is None  # consistent inside: only the outside copy knows
     heads = ledger_heads_parse(json.loads(saved.read_text()))
     assert "cut short" in _problem(heads=heads).why
     with pytest.raises(CommandError, match="cut short"):
         call_command("ledger", "verify", "--no-progress", "--heads", str(saved))
+
+
+@pytest.mark.django_db
+def test_the_days_the_public_heads_are_read_from_are_checked_and_counted_again(client):
+    """/ledger/ and heads.json read each day's count from a row the appends keep. A row
+    edited behind the app's back moves every later head's position: `ledger verify` names
+    the day, and `ledger days` counts the entries again."""
+    _publish(2, days_ago=1)
+    _publish(3)
+    positions = [h["position"] for h in client.get("/ledger/heads.json").json()["heads"]]
+    assert positions == [5, 2]
+    yesterday = (timezone.now() - dt.timedelta(days=1)).astimezone(dt.UTC).date()
+    _sql("UPDATE patents_ledgerday SET count = 3 WHERE day = %s", [yesterday])
+    problem = _problem()
+    assert str(yesterday) in problem.why and "(3 entries" in problem.why, problem
+    assert str(problem) == problem.why  # no entry or invention to name
+    with pytest.raises(CommandError, match="ledger days"):
+        call_command("ledger", "verify", "--no-progress")
+    call_command("ledger", "days")
+    assert ledger_verify() == (5, None)
+    kept_clear()
+    positions = [h["position"] for h in client.get("/ledger/heads.json").json()["heads"]]
+    assert positions == [5, 2]
+
+
+@pytest.mark.django_db
+def test_days_of_entries_recorded_before_they_were_kept_are_filled_in():
+    """A site that published before the days were kept gets them from its entries when it
+    migrates."""
+    import importlib
+
+    from django.apps import apps
+
+    from patents.models import LedgerDay
+
+    fill = importlib.import_module("patents.migrations.0012_ledger_days").ledger_days_fill
+    _publish(2, days_ago=3)
+    _publish(1)
+    kept = ledger_days_kept()
+    LedgerDay.objects.all().delete()
+    fill(apps, connection.schema_editor())
+    assert ledger_days_kept() == kept == ledger_days_counted()
+    assert [d["count"] for d in kept] == [2, 1]
 
 
 @pytest.mark.django_db
@@ -540,6 +591,10 @@ def test_every_daily_head_is_at_its_chain_position_whatever_the_order_of_times(s
     position = {e.pk: i for i, e in enumerate(chain, start=1)}
     heads = ledger_daily_heads()
     assert sum(h["count"] for h in heads) == len(chain)
+    # The days the appends kept are the entries' own, and so are the heads of a dump (which
+    # counts them from the entries).
+    assert ledger_days_kept() == ledger_days_counted()
+    assert ledger_daily_heads(through=chain[-1].pk) == heads
     for h in heads:
         days_entries = [e for e in chain if e.recorded_at.astimezone(dt.UTC).date() == h["date"]]
         assert h["count"] == len(days_entries)

@@ -4,7 +4,13 @@ from pathlib import Path
 from django.core.management.base import CommandError
 
 from allthepatents.commands import ProgressCommand
-from patents.ledger import HeadsFileError, ledger_heads_parse, ledger_timestamp_heads, ledger_verify
+from patents.ledger import (
+    HeadsFileError,
+    ledger_days_rebuild,
+    ledger_heads_parse,
+    ledger_timestamp_heads,
+    ledger_verify,
+)
 from patents.models import LedgerEntry
 
 
@@ -12,11 +18,13 @@ class Command(ProgressCommand):
     help = (
         "ledger verify [--heads FILE]: the chain, every entry against its invention and every "
         "invention against its entries, saved heads, timestamp tokens. "
-        "ledger timestamp: send due daily heads to LEDGER_TSA_URL."
+        "ledger timestamp: send due daily heads to LEDGER_TSA_URL. "
+        "ledger days: count each day's entries again for the daily heads (after a bulk load, "
+        "or where verify found the kept counts wrong)."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("action", choices=["verify", "timestamp"])
+        parser.add_argument("action", choices=["verify", "timestamp", "days"])
         parser.add_argument(
             "--heads",
             type=Path,
@@ -27,6 +35,10 @@ class Command(ProgressCommand):
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, action, heads, no_progress, **options):
+        if action == "days":
+            days = ledger_days_rebuild()
+            self.stdout.write(self.style.SUCCESS(f"ledger days counted again: {days} days"))
+            return
         if action == "timestamp":
             result = ledger_timestamp_heads()
             self.stdout.write(json.dumps(result))
