@@ -204,15 +204,12 @@ def contributors_credits() -> list[dict]:
             total = totals[int(contributor_id)]
             total[0] += counts.get("samples", 0)
             total[1] += counts.get("published", 0)
-    out = [
-        {
-            "name": c.name,
-            "samples": totals[c.pk][0] if c.pk in totals else 0,
-            "published": totals[c.pk][1] if c.pk in totals else 0,
-            "created_at": c.created_at,
-        }
-        for c in Contributor.objects.only("name", "created_at")
-    ]
+    out = []
+    for c in Contributor.objects.only("name", "created_at"):
+        samples, published = totals.get(c.pk, (0, 0))
+        out.append(
+            {"name": c.name, "samples": samples, "published": published, "created_at": c.created_at}
+        )
     return sorted(out, key=lambda c: (-c["published"], -c["samples"], c["name"]))
 
 
