@@ -1,7 +1,8 @@
 """The site as a crawler (and a visitor clicking through) meets it: from the home page, every
 link, stylesheet, script and image the pages name is followed, and each answers. A link to a
 missing page, a filter or pagination link that breaks, a page that errors only when reached
-with the query its own links build: none of these shows when pages are asked one by one."""
+with the query its own links build: none of these shows when pages are asked one by one.
+Every page and feed reached must also show the site's untrusted texts inert."""
 
 from collections import deque
 from html.parser import HTMLParser
@@ -13,6 +14,7 @@ from django.contrib.staticfiles import finders
 from django.core.management import call_command
 from django.test import override_settings
 
+from generation.contributions import contributor_create
 from generation.verdicts import REVIEWERS_GROUP, verdict_set
 from patents.importing import reference_import_records
 from patents.services import patent_withdraw
@@ -20,6 +22,7 @@ from search.services import search_index_rebuild
 from search.store import reader_reset
 from tests.factories import patent_published
 from tests.helpers import ROOT
+from tests.patents.test_public_site import HOSTILE
 
 FIXTURE = ROOT / "tests" / "fixtures" / "patents-40.jsonl"
 # Enough for every kind of page this site has, several times over; a crawl that reaches it
@@ -29,6 +32,8 @@ PAGE_LIMIT = 1500
 # more searches (each result's claims, each page of each), without end; the start searches
 # are followed, so every kind of link a result has is fetched once.
 NOT_FOLLOWED = ("/search/",)
+# What the untrusted texts below would put into a page or a feed if they went out unescaped.
+RAW_MARKUP = ("<script>alert", "<img src=x onerror", "<svg onload", 'href="javascript:')
 # Signing out is a form that posts; a crawl that followed it would crawl on signed out.
 NOT_FETCHED = ("/accounts/logout/", "/admin/logout/")
 
@@ -93,7 +98,14 @@ def _crawl(client, starts: list[str], *, follow_admin: bool = False) -> tuple[di
             broken.append(f"{url} -> {status} (linked from {found_on.get(url)})")
             continue
         content_type = response.get("Content-Type", "")
-        if "text/html" not in content_type or getattr(response, "streaming", False):
+        if getattr(response, "streaming", False):
+            continue
+        if "html" in content_type or "xml" in content_type:
+            body = response.content.decode()
+            for marker in RAW_MARKUP:
+                if marker in body:
+                    broken.append(f"{url}: untrusted text unescaped ({marker!r})")
+        if "text/html" not in content_type:
             continue
         if url.startswith("/admin/"):
             # Its lists' sort orders, filters and facets are fetched, each once, but not
@@ -113,7 +125,9 @@ def _crawl(client, starts: list[str], *, follow_admin: bool = False) -> tuple[di
 @pytest.fixture
 def lived_in_site(db, tmp_path, settings, memo_embeddings, django_user_model):
     """A site as it is after some use: inventions of two models and modes, one withdrawn,
-    forty references, the index, a dump, a reviewer's verdict."""
+    forty references, the index, a dump, a reviewer's verdict; and untrusted text where a
+    model, a contributor or a reviewer can put it (an invention's every field and its model's
+    name, a contributor's name, a verdict's note), which every page must show inert."""
     settings.EXPORT_DIR = tmp_path / "dumps"
     settings.SEARCH_RATE_LIMIT = 0
     settings.PUBLIC_FIGURES_SECONDS = 0
@@ -125,6 +139,16 @@ def lived_in_site(db, tmp_path, settings, memo_embeddings, django_user_model):
                 n=5, provenance={"generator_model": "other/model", "mode": "bottom-up", "seed": 5}
             )
         )
+        hostile = patent_published(
+            **HOSTILE,
+            provenance={
+                "generator_model": "<svg onload=alert(8)>",
+                "mode": "top-down",
+                "seed": 6,
+                "contributor": "<script>alert('who')</script>",
+            },
+        )
+        contributor_create(name="<img src=x onerror=alert(9)>")
         patent_withdraw(patent=inventions[1], reason="requested by operator")
         reference_import_records(enumerate(FIXTURE.read_text().splitlines(), start=1))
         search_index_rebuild()
@@ -134,6 +158,9 @@ def lived_in_site(db, tmp_path, settings, memo_embeddings, django_user_model):
         reviewer = django_user_model.objects.create_user("reviewer", password="x-long-pass-42")
         reviewer.groups.add(Group.objects.get_or_create(name=REVIEWERS_GROUP)[0])
         verdict_set(patent=inventions[0], reviewer=reviewer, verdict="relevant", note="seen")
+        verdict_set(
+            patent=hostile, reviewer=reviewer, verdict="nonsense", note="<script>alert(10)</script>"
+        )
         yield inventions
     reader_reset()
 
