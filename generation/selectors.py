@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import Case, Count, F, Sum, When
+from django.db.models import Case, Count, F, Sum, Value, When
 from django.db.models.functions import TruncDate
 
 from generation.models import GenerationJob, Sample
@@ -52,17 +52,26 @@ def _jobs_with_model_used():
     return GenerationJob.objects.annotate(model_used=model_used)
 
 
+def _job_counters_summed(rows, fields: tuple[str, str]) -> dict[tuple, list[int]]:
+    """Counters the jobs keep as JSON ({key: {field: n}}, job_counters_refresh), summed over
+    the jobs: a site of millions of samples has thousands of jobs. ``rows`` yields (group,
+    counters); the totals are per (group, key), the fields in the order given."""
+    totals: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    for group, counters in rows.iterator(chunk_size=2000):
+        for key, counts in counters.items():
+            total = totals[(group, key)]
+            total[0] += counts.get(fields[0], 0)
+            total[1] += counts.get(fields[1], 0)
+    return totals
+
+
 def stats_hit_rates() -> list[dict]:
     """Per model actually used and sample mode: samples generated, published, and the hit
-    rate. Summed over jobs' counters (job_counters_refresh keeps them from the samples): a
-    site of millions of samples has thousands of jobs."""
-    totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    rows = _jobs_with_model_used().exclude(mode_counts={}).values_list("model_used", "mode_counts")
-    for model_used, modes in rows.iterator(chunk_size=2000):
-        for mode, counts in modes.items():
-            total = totals[(model_used, mode)]
-            total[0] += counts.get("generated", 0)
-            total[1] += counts.get("published", 0)
+    rate, from the jobs' counters."""
+    totals = _job_counters_summed(
+        _jobs_with_model_used().exclude(mode_counts={}).values_list("model_used", "mode_counts"),
+        ("generated", "published"),
+    )
     return [
         {
             "generator": model_public_name(model_used),
@@ -195,18 +204,15 @@ def contributors_credits() -> list[dict]:
     counters (job_counters_refresh keeps them from the samples), as /stats/ is."""
     from generation.models import Contributor
 
-    totals: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    rows = GenerationJob.objects.exclude(contributor_counts={}).values_list(
-        "contributor_counts", flat=True
+    totals = _job_counters_summed(
+        GenerationJob.objects.exclude(contributor_counts={}).values_list(
+            Value(""), "contributor_counts"
+        ),
+        ("samples", "published"),
     )
-    for credits in rows.iterator(chunk_size=2000):
-        for contributor_id, counts in credits.items():
-            total = totals[int(contributor_id)]
-            total[0] += counts.get("samples", 0)
-            total[1] += counts.get("published", 0)
     out = []
     for c in Contributor.objects.only("name", "created_at"):
-        samples, published = totals.get(c.pk, (0, 0))
+        samples, published = totals.get(("", str(c.pk)), (0, 0))
         out.append(
             {"name": c.name, "samples": samples, "published": published, "created_at": c.created_at}
         )

@@ -273,15 +273,16 @@ def ledger_days_problem() -> str:
     counted = {r["day"]: r for r in ledger_days_counted()}
     for day in sorted(kept.keys() | counted.keys()):
         if kept.get(day) != counted.get(day):
-
-            def said(r):
-                return f"{r['count']} entries, #{r['first_id']}-#{r['last_id']}" if r else "none"
-
             return (
-                f"the daily heads' count for {day} ({said(kept.get(day))}) is not its "
-                f"entries' ({said(counted.get(day))}); `manage.py ledger days` counts them again"
+                f"the daily heads' count for {day} ({_day_said(kept.get(day))}) is not its "
+                f"entries' ({_day_said(counted.get(day))}); `manage.py ledger days` counts "
+                "them again"
             )
     return ""
+
+
+def _day_said(row: dict | None) -> str:
+    return f"{row['count']} entries, #{row['first_id']}-#{row['last_id']}" if row else "none"
 
 
 def ledger_daily_heads(*, through: int | None = None) -> list[dict]:
