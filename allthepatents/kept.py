@@ -1,8 +1,8 @@
-"""Figures public pages show that cost a scan of millions of rows (the counts of inventions
-and references, the ledger's daily heads, the contributors' credits): computed at most once per
-PUBLIC_FIGURES_SECONDS in each web process, so a page that shows them does not scan for
-every visitor. A figure is at most that old; the ledger's internals and the dumps compute
-their own, exact."""
+"""Figures public pages show that read a row per day or per job (the ledger's daily heads,
+the contributors' credits), which grow with the site's age: computed at most once per
+PUBLIC_FIGURES_SECONDS in each web process, not for every visitor. A figure is at most that
+old; the ledger's internals and the dumps compute their own, exact. (The counts of
+inventions and references are the writes' tallies, read exact at every request.)"""
 
 import copy
 import threading
@@ -14,8 +14,8 @@ from django.conf import settings
 
 _lock = threading.Lock()
 _kept: OrderedDict[tuple, tuple[float, object]] = OrderedDict()
-# Keys carry a page's filters (a browse count per generator filter): bounded, so that a
-# crawler asking for endless filter values cannot grow a process without end.
+# Keys carry a figure's arguments: bounded, so that a caller passing endless values (a
+# crawler's filters) cannot grow a process without end.
 KEPT_MAX = 256
 
 

@@ -41,6 +41,7 @@ def main():
     from patents.dumps import dump_export
     from patents.ledger import GENESIS_HASH, ledger_days_rebuild, ledger_entry_hash, ledger_verify
     from patents.models import Claim, LedgerEntry, Patent
+    from patents.services import patent_tallies_rebuild
     from patents.text import content_hash
 
     started = time.perf_counter()
@@ -113,6 +114,7 @@ def main():
         Claim.objects.bulk_create(claims)
         LedgerEntry.objects.bulk_create(entries)
     ledger_days_rebuild()  # what the appends keep, for entries written in bulk
+    patent_tallies_rebuild()  # what the writes keep, likewise
     built = time.perf_counter() - started
     started = time.perf_counter()
     checked, problem = ledger_verify()

@@ -81,6 +81,7 @@ def fill(
     from generation.models import Contributor, GenerationJob, Generator, Sample
     from patents.ledger import ledger_days_rebuild
     from patents.models import Claim, LedgerEntry, Patent
+    from patents.services import patent_tallies_rebuild
 
     call_command("migrate", "--noinput", verbosity=0)
     rng = random.Random(seed)
@@ -231,6 +232,7 @@ def fill(
             print(f"  {name}: {done:,} / {total:,} ({time.time() - started:.0f} s)", flush=True)
     counters_refresh(job_rows)
     ledger_days_rebuild()  # the days the appends keep, for entries written in bulk
+    patent_tallies_rebuild()  # the counts the writes keep, likewise
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")

@@ -71,7 +71,7 @@ def stats(request):
         request,
         "generation/stats.html",
         {
-            "counts": kept(patent_counts),
+            "counts": patent_counts(),
             "hit_rates": [{**r, "width": round(r["rate"] * 100, 1)} for r in hit_rates],
             "reasons": [
                 {"reason": r, "count": n, "width": round(100 * n / max_reason, 1)}

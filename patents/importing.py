@@ -19,7 +19,7 @@ from patents.minhash import patent_text, texts_bands
 from patents.models import Claim, MinHashBand, Patent
 from patents.nearcopy import bands_insert
 from patents.records import ImportReport, RecordError, reference_record_parse
-from patents.services import patent_ids_unused, publish_hooks_run
+from patents.services import patent_ids_unused, patent_tally_add, publish_hooks_run
 from patents.text import content_hash, cpc_codes_text
 
 
@@ -91,6 +91,7 @@ def _reference_batch_write(
             ],
         )
         new_ids = list(pk_by_source.values())
+        patent_tally_add(origin=Patent.Origin.REFERENCE, n=len(new_ids))
         bands_insert(
             bands={pk_by_source[p["source_id"]]: b for p, b in zip(fresh, fresh_bands, strict=True)}
         )

@@ -91,6 +91,31 @@ class Patent(models.Model):
         return self.status == self.Status.WITHDRAWN
 
 
+class PatentTally(models.Model):
+    """How many published patents there are of one origin, generator model and mode. Kept
+    by the writes that publish, import and withdraw, in their own transactions, so that the
+    public counts (the home page's, the browse pages', the sitemap's) read a few rows instead
+    of counting millions; ``manage.py patent_tallies`` checks them against the patents."""
+
+    origin = models.CharField(max_length=16, choices=Patent.Origin.choices)
+    generator_model = models.CharField(max_length=300, blank=True)
+    mode = models.CharField(max_length=16, blank=True)
+    # Signed: a tally that went wrong (rows written around the services) must never stop a
+    # withdrawal; `manage.py patent_tallies` finds and mends it.
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["origin", "generator_model", "mode"], name="patent_tally_key"
+            )
+        ]
+        ordering = ["origin", "generator_model", "mode"]
+
+    def __str__(self):
+        return f"{self.origin} {self.generator_model or '-'} {self.mode or '-'}: {self.count}"
+
+
 class Claim(models.Model):
     patent = models.ForeignKey(Patent, on_delete=models.CASCADE, related_name="claims")
     number = models.PositiveIntegerField()

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F, Prefetch, QuerySet
+from django.db.models import Count, F, Prefetch, QuerySet, Sum
 from django.utils import timezone
 
-from patents.models import Claim, Patent
+from patents.models import Claim, Patent, PatentTally
 
 
 def patents_visible() -> QuerySet[Patent]:
@@ -74,10 +74,10 @@ def patent_claims_page(*, patent: Patent, page: int = 1) -> ClaimsPage:
 
 
 def patent_counts() -> dict:
-    visible = patents_visible()
+    """Published patents by origin, from the tallies the writes keep (a few rows)."""
     return {
-        "generated": visible.filter(origin=Patent.Origin.GENERATED).count(),
-        "reference": visible.filter(origin=Patent.Origin.REFERENCE).count(),
+        origin: patents_browse_count(origin=origin)
+        for origin in (Patent.Origin.GENERATED, Patent.Origin.REFERENCE)
     }
 
 
@@ -149,7 +149,43 @@ def patent_random_public_id(*, count: int | None = None) -> str | None:
 
 
 def patents_browse_count(*, origin: str, generator: str = "", mode: str = "") -> int:
-    return patents_browse(origin=origin, generator=generator, mode=mode).count()
+    """What ``patents_browse`` lists without a day, counted from the tallies."""
+    tallies = PatentTally.objects.filter(origin=origin)
+    if generator:
+        tallies = tallies.filter(generator_model=generator)
+    if mode:
+        tallies = tallies.filter(mode=mode)
+    return max(0, tallies.aggregate(n=Sum("count"))["n"] or 0)
+
+
+def patent_tallies_counted() -> list[dict]:
+    """The published patents by origin, generator model and mode, counted from the patents:
+    a scan of every row, what ``PatentTally`` keeps."""
+    return list(
+        patents_visible()
+        .values("origin", "generator_model", "mode")
+        .annotate(count=Count("id"))
+        .order_by("origin", "generator_model", "mode")
+    )
+
+
+def patent_tallies_problems() -> list[str]:
+    """Where the kept tallies differ from a count of the patents, one line each (empty:
+    they agree)."""
+    key = ("origin", "generator_model", "mode")
+    counted = {tuple(r[k] for k in key): r["count"] for r in patent_tallies_counted()}
+    kept = {
+        tuple(r[k] for k in key): r["count"]
+        for r in PatentTally.objects.values(*key, "count")
+        if r["count"]
+    }
+    return [
+        f"{origin} {model or '(no model)'} {mode or '(no mode)'}: "
+        f"{kept.get((origin, model, mode), 0)} kept, {counted.get((origin, model, mode), 0)} "
+        "published"
+        for origin, model, mode in sorted(counted.keys() | kept.keys())
+        if kept.get((origin, model, mode), 0) != counted.get((origin, model, mode), 0)
+    ]
 
 
 def generator_models(patents: QuerySet[Patent]) -> list[str]:
@@ -174,7 +210,14 @@ def generator_models(patents: QuerySet[Patent]) -> list[str]:
 
 
 def generator_models_published() -> list[str]:
-    return generator_models(patents_visible().filter(origin=Patent.Origin.GENERATED))
+    """The models of published inventions, from the tallies."""
+    return list(
+        PatentTally.objects.filter(origin=Patent.Origin.GENERATED, count__gt=0)
+        .exclude(generator_model="")
+        .order_by("generator_model")
+        .values_list("generator_model", flat=True)
+        .distinct()
+    )
 
 
 def generated_today_count() -> int:

@@ -7,11 +7,11 @@ import logging
 import secrets
 from collections.abc import Callable
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from allthepatents.clock import db_now
 from patents.ledger import ledger_append
-from patents.models import Claim, LedgerEntry, Patent
+from patents.models import Claim, LedgerEntry, Patent, PatentTally
 from patents.nearcopy import bands_store
 from patents.records import claims_normalise, record_limits_check
 from patents.text import content_hash
@@ -105,6 +105,7 @@ def patent_publish(
     # In the same transaction: a published patent is never missing from near-copy checks.
     bands_store([patent])
     ledger_append(patent=patent, kind=LedgerEntry.Kind.PUBLISH, recorded_at=now)
+    patent_tally_add(origin=patent.origin, generator_model=patent.generator_model, mode=patent.mode)
     ids = [patent.pk]
     transaction.on_commit(lambda: publish_hooks_run(ids))
     return patent
@@ -122,6 +123,44 @@ def patent_withdraw(*, patent: Patent, reason: str) -> Patent:
     patent.refresh_from_db()
     if updated and patent.origin == Patent.Origin.GENERATED:
         ledger_append(patent=patent, kind=LedgerEntry.Kind.WITHDRAW, recorded_at=now)
+    if updated:
+        patent_tally_add(
+            origin=patent.origin, generator_model=patent.generator_model, mode=patent.mode, n=-1
+        )
     ids = [patent.pk]
     transaction.on_commit(lambda: _run_hooks(_withdraw_hooks, ids))
     return patent
+
+
+# --- tallies -------------------------------------------------------------------------------
+
+
+def patent_tally_add(*, origin: str, generator_model: str = "", mode: str = "", n: int = 1) -> None:
+    """Adds ``n`` (negative: takes away) to the published patents of that origin, model and
+    mode, in the caller's transaction: the write that publishes or withdraws them. One
+    statement either way, so that two workers meeting at a new key neither lose a count nor
+    fail (SQLite 3.24+ and PostgreSQL both take this upsert). Publishing already waits its
+    turn at the ledger, which it appends to first: the tally's row lock adds no waiting."""
+    if not n:
+        return
+    table = connection.ops.quote_name(PatentTally._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (origin, generator_model, mode, count) VALUES (%s, %s, %s, %s) "  # noqa: S608 (the model's table name, values bound)
+            "ON CONFLICT (origin, generator_model, mode) "
+            f"DO UPDATE SET count = {table}.count + excluded.count",
+            [origin, generator_model, mode, n],
+        )
+
+
+@transaction.atomic
+def patent_tallies_rebuild() -> int:
+    """Counts the published patents again into the tallies (a scan of every patent); returns
+    how many tallies there are. For ``manage.py patent_tallies rebuild`` after rows were
+    written around the services (a bulk load, a restored backup)."""
+    from patents.selectors import patent_tallies_counted
+
+    rows = patent_tallies_counted()
+    PatentTally.objects.all().delete()
+    PatentTally.objects.bulk_create(PatentTally(**r) for r in rows)
+    return len(rows)

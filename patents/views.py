@@ -61,7 +61,7 @@ def home(request):
         request,
         "home.html",
         {
-            "counts": kept(patent_counts),
+            "counts": patent_counts(),
             "today": generated_today_count(),
             "latest": patents_latest(limit=10),
         },
@@ -85,14 +85,8 @@ def browse(request):
     origin = request.GET.get("origin") or Patent.Origin.GENERATED
     if origin not in Patent.Origin.values:
         return HttpResponseBadRequest("origin must be generated or reference")
-    # A day's count is a range of the index; the others, a million rows: kept a while (the
-    # unfiltered ones are the home page's counts).
-    if on:
-        count = None
-    elif generator or mode:
-        count = kept(patents_browse_count, origin=origin, generator=generator, mode=mode)
-    else:
-        count = kept(patent_counts)[origin]
+    # A day's count is a range of the index; the others are the writes' tallies.
+    count = None if on else patents_browse_count(origin=origin, generator=generator, mode=mode)
     paginator = KeysFirstPaginator(
         patents_browse(origin=origin, generator=generator, mode=mode, on=on),
         PER_PAGE,
@@ -111,7 +105,7 @@ def browse(request):
         "patents/browse.html",
         {
             "page": page,
-            "generators": kept(generator_models_published),
+            "generators": generator_models_published(),
             "generator": generator,
             "mode": mode,
             "origin": origin,
@@ -123,7 +117,7 @@ def browse(request):
 
 @require_GET
 def random_patent(request):
-    public_id = patent_random_public_id(count=kept(patent_counts)["generated"])
+    public_id = patent_random_public_id(count=patent_counts()["generated"])
     if public_id is None:
         messages.info(request, "No inventions are published yet, so there is none to pick.")
         return redirect("browse")
@@ -265,7 +259,7 @@ class PatentSitemap(Sitemap):
 
     @property
     def paginator(self):
-        return KeysFirstPaginator(self.items(), self.limit, count=kept(patent_counts)["generated"])
+        return KeysFirstPaginator(self.items(), self.limit, count=patent_counts()["generated"])
 
     def lastmod(self, obj):
         return obj.published_at

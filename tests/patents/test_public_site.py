@@ -110,27 +110,6 @@ def test_the_generator_filter_offers_each_model_that_published_once(client):
     assert generator_models_published() == ["m/a", "m/a-2", "m/b"]
 
 
-@pytest.mark.django_db
-def test_public_counts_are_kept_for_a_while_then_counted_again(client, settings, monkeypatch):
-    """The home page's counts are a scan of every invention: a web process keeps them for
-    PUBLIC_FIGURES_SECONDS; 0 counts for every request."""
-    import allthepatents.kept
-
-    clock = [1000.0]
-    monkeypatch.setattr(allthepatents.kept.time, "monotonic", lambda: clock[0])
-    settings.PUBLIC_FIGURES_SECONDS = 60
-    patent_published(n=1)
-    assert b"1</strong> inventions published" in client.get("/").content
-    patent_published(n=2)
-    clock[0] += 59
-    assert b"1</strong> inventions published" in client.get("/").content
-    clock[0] += 2
-    assert b"2</strong> inventions published" in client.get("/").content
-    settings.PUBLIC_FIGURES_SECONDS = 0
-    patent_published(n=3)
-    assert b"3</strong> inventions published" in client.get("/").content
-
-
 def test_kept_figures_are_bounded_in_number(settings):
     """A browse count is kept per filter value; endless values must not grow a process."""
     from allthepatents import kept as kept_module
