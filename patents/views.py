@@ -13,7 +13,7 @@ from django.http import (
     JsonResponse,
 )
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_safe
 
 from allthepatents.downloads import file_download_response
 from allthepatents.kept import kept
@@ -216,15 +216,15 @@ def downloads(request):
     return render(request, "patents/downloads.html", {"dumps": dumps_list(settings.EXPORT_DIR)})
 
 
-@require_GET
+@require_safe
 def download_file(request, name):
     if not DUMP_NAME_RE.match(name):
         raise Http404("no such file")
     path = settings.EXPORT_DIR / name
     if name == "verify_dump.py" and not path.is_file():
         # The page links to it before the first dump is written.
-        return file_download_response(DUMP_VERIFIER, name=name)
-    return file_download_response(path, name=name, accel_path=name)
+        return file_download_response(request, DUMP_VERIFIER, name=name)
+    return file_download_response(request, path, name=name, accel_path=name)
 
 
 @require_GET

@@ -210,7 +210,8 @@ def test_under_gunicorn_a_download_longer_than_the_worker_timeout_arrives_whole(
     """A dump takes minutes to reach a visitor on a slow line; gunicorn's sync worker beats
     between requests only, so its master killed the worker at WEB_WORKER_TIMEOUT and the
     file arrived cut (seen: 25.5 of 60 MB). The download now beats as it streams: a reader
-    slower than the timeout gets every byte, from the worker booted once."""
+    slower than the timeout gets every byte, from the worker booted once; one whose line
+    broke gets the rest."""
     import hashlib
     import http.client
     from urllib.parse import urlsplit
@@ -236,8 +237,24 @@ def test_under_gunicorn_a_download_longer_than_the_worker_timeout_arrives_whole(
             received += len(block)
             time.sleep(0.02)
         elapsed = time.monotonic() - started
+        etag = response.getheader("ETag")
+        connection.close()
+        # A line that breaks after 5 MB, then a resumption of the rest of that version.
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        connection.request("GET", f"/downloads/{name}")
+        cut = connection.getresponse().read(5 * 1024 * 1024)
+        connection.close()
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        connection.request(
+            "GET", f"/downloads/{name}", headers={"Range": f"bytes={len(cut)}-", "If-Range": etag}
+        )
+        rest = connection.getresponse()
+        assert rest.status == 206, log.read_text()[-3000:]
+        assert rest.getheader("Content-Range") == f"bytes {len(cut)}-{len(data) - 1}/{len(data)}"
+        resumed = cut + rest.read()
         connection.close()
     text = log.read_text()
+    assert hashlib.sha256(resumed).digest() == hashlib.sha256(data).digest()
     assert received == len(data), f"{received:,} of {len(data):,} bytes\n" + text[-2000:]
     assert elapsed > 6, f"the reader was not slow enough to test anything ({elapsed:.1f} s)"
     assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
