@@ -1,5 +1,6 @@
-"""OpenAPI paths of the contributors' work-unit API (/api/contribute/*: generation/
-contributions.py); allthepatents/openapi.py composes the document."""
+"""OpenAPI paths of generation's endpoints: the contributors' work-unit API
+(/api/contribute/*: generation/contributions.py) and the examiners' verdicts
+(/api/verdicts); allthepatents/openapi.py composes the document."""
 
 
 def _contribute_op(
@@ -96,6 +97,49 @@ PATHS = {
     "/api/contribute/release": _contribute_op(
         "Give a unit back (stopping cleanly)", _UNIT_REF, (200, "{released: bool}")
     ),
+    "/api/verdicts": {
+        "get": {
+            "summary": "Examiners' verdicts on generated inventions, a page at a time in the "
+            "order given (who gave each is not published; /stats/verdicts.csv has them all)",
+            "parameters": [
+                {
+                    "name": "after",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 0, "default": 0},
+                    "description": "the previous page's `next` carries it; 0: from the first",
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1000},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "`verdicts` (public_id, generator_model, mode, verdict, "
+                    "note, updated_at) and `next`, the URL of the next page or null",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "verdicts": {"type": "array", "items": {"type": "object"}},
+                                    "next": {"type": "string", "nullable": True},
+                                },
+                                "required": ["verdicts", "next"],
+                            }
+                        }
+                    },
+                },
+                "400": {
+                    "description": "after or limit out of range",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
+            },
+        }
+    },
 }
 SECURITY_SCHEMES = {
     "contributorToken": {"type": "http", "scheme": "bearer", "description": "atp_… token"}

@@ -3,15 +3,22 @@ efficiency, cost), next to the publication counts. And the contributors' work-un
 (#18): JSON over HTTPS, a Bearer token per contributor, no cookies (so no CSRF)."""
 
 import csv
-import io
+import itertools
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import (
+    Http404,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
@@ -44,6 +51,7 @@ from generation.verdicts import (
     user_is_reviewer,
     verdict_set,
     verdicts_export,
+    verdicts_export_page,
     verdicts_of_reviewer,
 )
 from patents.selectors import patent_counts, patent_get
@@ -271,18 +279,25 @@ def reviewer_verdicts(request):
     )
 
 
+# A page of /api/verdicts: a few hundred KB of JSON at most.
+VERDICTS_PAGE_MAX = 1000
 VERDICT_FIELDS = ("public_id", "generator_model", "mode", "verdict", "note", "updated_at")
+
+
+class _Echo:
+    def write(self, value):
+        return value
 
 
 @require_GET
 def verdicts_csv(request):
-    """Every verdict as CSV (who gave it is not published)."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(VERDICT_FIELDS)
-    for row in verdicts_export():
-        writer.writerow([csv_cell(row[f]) for f in VERDICT_FIELDS])
-    response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
+    """Every verdict as CSV (who gave it is not published), streamed as it is read."""
+    writer = csv.writer(_Echo())
+    lines = itertools.chain(
+        [writer.writerow(VERDICT_FIELDS)],
+        (writer.writerow([csv_cell(row[f]) for f in VERDICT_FIELDS]) for row in verdicts_export()),
+    )
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="verdicts.csv"'
     return response
 
@@ -290,4 +305,17 @@ def verdicts_csv(request):
 @csrf_exempt
 @api_methods("GET")
 def api_verdicts(request):
-    return JsonResponse({"verdicts": verdicts_export()})
+    """The verdicts a page at a time, in the order given: ``after`` (the ``next`` of the
+    page before) and ``limit`` (at most VERDICTS_PAGE_MAX)."""
+    try:
+        after = int(request.GET.get("after") or 0)
+        limit = int(request.GET.get("limit") or VERDICTS_PAGE_MAX)
+    except ValueError:
+        return api_error("after and limit must be whole numbers", 400)
+    if not 0 <= after < 2**63 or not 1 <= limit <= VERDICTS_PAGE_MAX:
+        return api_error(f"after must be 0 or more, limit from 1 to {VERDICTS_PAGE_MAX}", 400)
+    rows, following = verdicts_export_page(after=after, limit=limit)
+    next_url = None
+    if following is not None:
+        next_url = f"{reverse('api_verdicts')}?{urlencode({'after': following, 'limit': limit})}"
+    return JsonResponse({"verdicts": rows, "next": next_url})

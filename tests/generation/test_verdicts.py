@@ -111,11 +111,45 @@ def test_stats_show_the_shares_with_intervals_and_the_export_names_no_reviewer(c
     assert "Gate pass rate by generator and mode" in page
     assert "Examiners&#x27; verdicts" in page or "Examiners' verdicts" in page
     assert 'class="verdict-stats"' in page
-    exported = list(csv.DictReader(io.StringIO(client.get("/stats/verdicts.csv").content.decode())))
+    text = _csv_text(client)
+    exported = list(csv.DictReader(io.StringIO(text)))
     assert len(exported) == 4 and exported[0]["note"] == "'=1+1"  # no formula injection
     api = client.get("/api/verdicts").json()["verdicts"]
     assert {v["verdict"] for v in api} == {"relevant", "on_topic", "nonsense"}
-    assert "examiner" not in client.get("/stats/verdicts.csv").content.decode()
+    assert "examiner" not in text
+
+
+def _csv_text(client) -> str:
+    response = client.get("/stats/verdicts.csv")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    return b"".join(response.streaming_content).decode()
+
+
+@pytest.mark.django_db
+def test_the_verdicts_api_pages_through_them_all_in_the_order_given(client, reviewer):
+    """Every verdict was one JSON answer, however many; now a page of at most 1000, each
+    naming the next, so that a harvester gets each verdict exactly once."""
+    patents = [patent_published(n=n) for n in range(1, 8)]
+    for n, patent in enumerate(patents):
+        verdict_set(patent=patent, reviewer=reviewer, verdict="relevant", note=f"note {n}")
+    verdict_set(patent=patents[0], reviewer=reviewer, verdict="nonsense", note="changed")
+    seen, url, pages = [], "/api/verdicts?limit=3", 0
+    while url:
+        answer = client.get(url)
+        assert answer.status_code == 200, answer.content
+        body = answer.json()
+        seen += body["verdicts"]
+        url, pages = body["next"], pages + 1
+    assert pages == 3
+    assert [v["public_id"] for v in seen] == [p.public_id for p in patents]
+    assert (seen[0]["verdict"], seen[0]["note"]) == ("nonsense", "changed")  # in its place
+    whole = client.get("/api/verdicts").json()
+    assert whole["next"] is None and len(whole["verdicts"]) == 7
+    assert len(list(csv.DictReader(io.StringIO(_csv_text(client))))) == 7
+    for bad in ("limit=0", "limit=1001", "limit=ten", "after=-1", "after=1e3", "after=" + "9" * 50):
+        refused = client.get(f"/api/verdicts?{bad}")
+        assert refused.status_code == 400 and refused.json()["status"] == 400, bad
+    assert client.get("/api/verdicts?after=" + "9" * 18).json() == {"verdicts": [], "next": None}
 
 
 @pytest.mark.unit
