@@ -117,7 +117,7 @@ def browse(request):
 
 @require_GET
 def random_patent(request):
-    public_id = patent_random_public_id(count=patent_counts()["generated"])
+    public_id = patent_random_public_id()
     if public_id is None:
         messages.info(request, "No inventions are published yet, so there is none to pick.")
         return redirect("browse")

@@ -100,6 +100,29 @@ def test_a_random_invention_can_be_any_of_them(client):
 
 
 @pytest.mark.django_db
+def test_random_draws_are_fair_by_the_ledger_and_by_the_walk(monkeypatch, fixture_jsonl):
+    """Drawn by ledger position (a lookup, whatever the size), an invention is as likely
+    as any other: a withdrawal's entry and a withdrawn invention are drawn again, and
+    references (no ledger entries) never come. The walk along the index, where the draws
+    miss, is fair too."""
+    from collections import Counter
+
+    import patents.selectors as selectors
+    from patents.importing import reference_import_records
+
+    reference_import_records(enumerate(fixture_jsonl.read_text().splitlines(), start=1))
+    patents = [patent_published(n=n) for n in range(4)]
+    patent_withdraw(patent=patents[1], reason="test")
+    visible = {p.public_id for p in patents} - {patents[1].public_id}
+    for draws in (selectors.RANDOM_LEDGER_DRAWS, 0):
+        monkeypatch.setattr(selectors, "RANDOM_LEDGER_DRAWS", draws)
+        counts = Counter(selectors.patent_random_public_id() for _ in range(600))
+        assert set(counts) == visible, counts
+        # 200 expected each; sd 11.5: outside 140-260 in about one run in 10**7.
+        assert all(140 <= n <= 260 for n in counts.values()), (draws, counts)
+
+
+@pytest.mark.django_db
 def test_the_generator_filter_offers_each_model_that_published_once(client):
     from patents.selectors import generator_models_published
 
