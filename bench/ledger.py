@@ -5,13 +5,14 @@
 Builds N generated inventions (two claims each) and their publication entries in a scratch
 SQLite database (bulk inserts, the same hashing as the site), then times `ledger_verify`,
 the standalone verifier on a dump of it, and prints entries per second, the dump's time and
-its files' sizes.
+its files' sizes, and the verifier's time and peak memory.
 """
 
 import argparse
 import datetime as dt
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -141,6 +142,10 @@ def main():
         text=True,
     )
     result["standalone_verify_seconds"] = round(time.perf_counter() - started, 1)
+    # The verifier is the only child process: the children's peak is its peak (Linux: KB).
+    result["standalone_verify_peak_mb"] = round(
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    )
     result["standalone_ok"] = run.returncode == 0
     print(json.dumps(result))
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from django.conf import settings
@@ -37,7 +37,9 @@ def dump_export(
 ) -> dict:
     """Writes a dated dump that anyone can check without this software:
 
-    - ``allthepatents-DATE.jsonl.gz``: every published generated invention up to the head;
+    - ``allthepatents-DATE.jsonl.gz``: every published generated invention up to the head,
+      in the order of their publication entries (so that the verifier checks the two files
+      side by side, in memory that does not grow with them);
     - ``allthepatents-DATE.ledger.jsonl.gz``: the ledger from the genesis to the head;
     - ``allthepatents-DATE.manifest.json``: counts, SHA-256 of both files, the chain head
       and its position, and the daily heads (with their timestamp tokens);
@@ -46,21 +48,12 @@ def dump_export(
     name, ledger_name, manifest_name = _dump_files((today or _utc_today()).isoformat())
     head = LedgerEntry.objects.order_by("-id").first()
     head_hash, head_id = (head.entry_hash, head.pk) if head else (GENESIS_HASH, 0)
-    patents = (
-        Patent.objects.filter(
-            origin=Patent.Origin.GENERATED,
-            status=Patent.Status.PUBLISHED,
-            ledger_entries__id__lte=head_id,
-        )
-        .distinct()
-        .order_by("published_at", "id")
-    )
     count = 0
     # Temporary names of this process's own: two exports of one day (a command and the
     # daily task) must not write into each other's files.
     tmp = out_dir / f".{name}.{os.getpid()}.tmp"
     with gzip.open(tmp, "wt", encoding="utf-8") as fh:
-        for patent in patents.iterator(chunk_size=500):
+        for patent in _published_in_ledger_order(head_id=head_id):
             fh.write(json.dumps(patent_serialize(patent), ensure_ascii=False) + "\n")
             count += 1
             if progress:
@@ -71,8 +64,8 @@ def dump_export(
         for entry in LedgerEntry.objects.filter(id__lte=head_id).order_by("id").iterator(2000):
             entries += 1
             fh.write(json.dumps(ledger_entry_as_record(entry, position=entries)) + "\n")
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    ledger_digest = hashlib.sha256(ledger_tmp.read_bytes()).hexdigest()
+    # Read back a block at a time: at ten million inventions a dump is gigabytes.
+    digest, ledger_digest = _sha256_file(tmp), _sha256_file(ledger_tmp)
     tmp.replace(out_dir / name)
     ledger_tmp.replace(out_dir / ledger_name)
     verifier = DUMP_VERIFIER
@@ -87,6 +80,7 @@ def dump_export(
         "chain_head": head_hash,
         "chain_head_entry": head_id,
         "chain_position": entries,
+        "order": "ledger",  # the inventions in the order of their publication entries
         "verifier": "verify_dump.py",
         "verifier_sha256": hashlib.sha256(verifier.read_bytes()).hexdigest(),
         # The heads of the chain it holds: workers publish on while a dump is written.
@@ -96,6 +90,41 @@ def dump_export(
     # The manifest last, whole or not at all: /downloads/ lists a dump by its manifest.
     file_write_atomic(out_dir / manifest_name, json.dumps(manifest, indent=2).encode("utf-8"))
     return manifest
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _published_in_ledger_order(*, head_id: int, chunk: int = 1000) -> Iterator[Patent]:
+    """The generated inventions still published whose publication entry is at or before
+    ``head_id``, in the entries' order, with their claims: three queries per ``chunk``
+    entries (one per invention read each one's claims, 0.6 ms an invention)."""
+    last_id = 0
+    while True:
+        entries = list(
+            LedgerEntry.objects.filter(
+                id__gt=last_id, id__lte=head_id, kind=LedgerEntry.Kind.PUBLISH
+            )
+            .order_by("id")
+            .values_list("id", "patent_id")[:chunk]
+        )
+        if not entries:
+            return
+        patents = Patent.objects.filter(
+            pk__in=[patent_id for _, patent_id in entries],
+            origin=Patent.Origin.GENERATED,
+            status=Patent.Status.PUBLISHED,
+        ).prefetch_related("claims")
+        by_id = {p.pk: p for p in patents}
+        for _, patent_id in entries:
+            if patent_id in by_id:
+                yield by_id[patent_id]
+        last_id = entries[-1][0]
 
 
 def dump_dated_today(*, out_dir: Path) -> bool:

@@ -124,6 +124,66 @@ def verify_token(head, token_b64, tsa_cert):
         return result.returncode == 0
 
 
+class _Records:
+    """The dump's inventions as the ledger meets their publication entries. A dump written
+    in ledger order ("order": "ledger" in its manifest) is read alongside the ledger, one
+    record ahead, so memory does not grow with it; an older dump (in publication-time order)
+    is read whole into memory first."""
+
+    def __init__(self, path, in_ledger_order):
+        self.count = 0
+        self._stream = read_jsonl_gz(path) if in_ledger_order else None
+        self._ahead = None
+        self._waiting = {}
+        if in_ledger_order:
+            self._ahead = self._next()
+        else:
+            for record in read_jsonl_gz(path):
+                self._checked(record)
+                self._waiting[record["public_id"]] = record
+
+    def _checked(self, record):
+        self.count += 1
+        if content_hash(record) != record["content_hash"]:
+            raise Failed(f"{record['public_id']}: the text does not hash to its content hash")
+        return record
+
+    def _next(self):
+        record = next(self._stream, None)
+        return None if record is None else self._checked(record)
+
+    def take(self, public_id):
+        """The record of ``public_id`` if it is the one published here, else None."""
+        if self._stream is None:
+            return self._waiting.pop(public_id, None)
+        if self._ahead is None or self._ahead["public_id"] != public_id:
+            return None
+        record, self._ahead = self._ahead, self._next()
+        return record
+
+    def left(self):
+        """A record no publication entry met: the first, or None."""
+        if self._stream is None:
+            return next(iter(self._waiting.values()), None)
+        return self._ahead
+
+
+def _digest(public_id):
+    return int.from_bytes(hashlib.blake2b(public_id.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def _published_twice(ledger, suspects):
+    """Which of the public ids whose digests came twice really were published twice (two
+    ids may share a digest): a second pass over the ledger, keeping only those ids."""
+    seen = set()
+    for entry in read_jsonl_gz(ledger):
+        if entry["kind"] == "publish" and _digest(entry["public_id"]) in suspects:
+            if entry["public_id"] in seen:
+                return entry["public_id"]
+            seen.add(entry["public_id"])
+    return None
+
+
 def verify(manifest_path, heads_path=None, public_id=None, tsa_cert=None, out=print):
     folder = os.path.dirname(os.path.abspath(manifest_path))
     with open(manifest_path, encoding="utf-8") as fh:
@@ -134,58 +194,65 @@ def verify(manifest_path, heads_path=None, public_id=None, tsa_cert=None, out=pr
         if sha256_file(path) != manifest[key]:
             raise Failed(f"{os.path.basename(path)} does not match the manifest's SHA-256")
     out("files match the manifest")
+    heads = saved_heads(heads_path) if heads_path else []
+    head_positions = {int(h["position"]) for h in heads}
 
+    # One pass over the ledger, the inventions met as their publication entries come: what
+    # is kept is the saved heads' entries and an 8-byte digest a publication (for the
+    # check that none is published twice), not the chain.
+    records = _Records(dump, manifest.get("order") == "ledger")
     prev, position = GENESIS, 0
-    by_position, publish = {}, {}
+    at_heads, digests, suspects, wanted = {}, set(), set(), None
     for entry in read_jsonl_gz(ledger):
         position += 1
         if entry.get("position") != position or entry["prev_hash"] != prev:
             raise Failed(f"ledger broken at position {position}: an entry removed or reordered")
         if entry_hash(entry, prev) != entry["entry_hash"]:
             raise Failed(f"ledger entry at position {position} does not match its hash")
-        by_position[position] = entry
+        if position in head_positions:
+            at_heads[position] = entry["entry_hash"]
         if entry["kind"] == "publish":
-            if entry["public_id"] in publish:
-                raise Failed(f"{entry['public_id']} is published twice in the ledger")
-            publish[entry["public_id"]] = position
+            pid = entry["public_id"]
+            digest = _digest(pid)
+            if digest in digests:
+                suspects.add(digest)
+            digests.add(digest)
+            record = records.take(pid)
+            if record is not None:
+                if entry["content_hash"] != record["content_hash"]:
+                    raise Failed(f"{pid}: content differs from the one the ledger recorded")
+                if entry["recorded_at"] != record["published_at"]:
+                    raise Failed(
+                        f"{pid}: publication time {record['published_at']} is not the one the "
+                        f"ledger recorded ({entry['recorded_at']})"
+                    )
+                if pid == public_id:
+                    wanted = (record, position, entry["entry_hash"])
         prev = entry["entry_hash"]
     if prev != manifest["chain_head"] or position != manifest["chain_position"]:
         raise Failed("the ledger does not end at the manifest's chain head")
+    twice = _published_twice(ledger, suspects) if suspects else None
+    if twice:
+        raise Failed(f"{twice} is published twice in the ledger")
     out(f"ledger: {position} entries chain from the genesis to head {prev}")
+    unmet = records.left()
+    if unmet is not None:
+        where = " (in the ledger's order)" if manifest.get("order") == "ledger" else ""
+        raise Failed(f"{unmet['public_id']}: no publication entry in the ledger{where}")
+    if records.count != manifest["count"]:
+        raise Failed(
+            f"the dump holds {records.count} inventions, the manifest says {manifest['count']}"
+        )
+    out(f"inventions: {records.count} texts match their hashes and their ledger entries")
 
-    wanted = None
-    count = 0
-    for record in read_jsonl_gz(dump):
-        count += 1
-        pid = record["public_id"]
-        if content_hash(record) != record["content_hash"]:
-            raise Failed(f"{pid}: the text does not hash to its content hash")
-        at = publish.get(pid)
-        if at is None:
-            raise Failed(f"{pid}: no publication entry in the ledger")
-        entry = by_position[at]
-        if entry["content_hash"] != record["content_hash"]:
-            raise Failed(f"{pid}: content differs from the one the ledger recorded")
-        if entry["recorded_at"] != record["published_at"]:
-            raise Failed(
-                f"{pid}: publication time {record['published_at']} is not the one the ledger "
-                f"recorded ({entry['recorded_at']})"
-            )
-        if pid == public_id:
-            wanted = (record, at)
-    if count != manifest["count"]:
-        raise Failed(f"the dump holds {count} inventions, the manifest says {manifest['count']}")
-    out(f"inventions: {count} texts match their hashes and their ledger entries")
-
-    heads = saved_heads(heads_path) if heads_path else []
     for head in heads:
-        entry = by_position.get(int(head["position"]))
-        if entry is None:
+        at = at_heads.get(int(head["position"]))
+        if at is None:
             raise Failed(
                 f"saved head at position {head['position']} is beyond this chain's {position} "
                 "entries: the chain was cut short"
             )
-        if entry["entry_hash"] != head["head"]:
+        if at != head["head"]:
             raise Failed(f"saved head at position {head['position']} is not in this chain")
         token = (head.get("timestamp") or {}).get("token")
         if token:
@@ -202,11 +269,11 @@ def verify(manifest_path, heads_path=None, public_id=None, tsa_cert=None, out=pr
     if public_id:
         if wanted is None:
             raise Failed(f"{public_id} is not in this dump")
-        record, at = wanted
+        record, at, at_hash = wanted
         out(f"\n{public_id}: “{record['title']}”")
         out(f"  published   {record['published_at']}")
         out(f"  SHA-256     {record['content_hash']}")
-        out(f"  ledger      position {at}, entry hash {by_position[at]['entry_hash']}")
+        out(f"  ledger      position {at}, entry hash {at_hash}")
         covering = sorted(
             (h for h in heads if int(h["position"]) >= at), key=lambda h: int(h["position"])
         )

@@ -14,7 +14,11 @@ class Command(ProgressCommand):
     def handle(self, *args, out, no_progress, **options):
         from pathlib import Path
 
-        bar = self.progress(unit=" inventions", disable=no_progress)
+        from patents.selectors import patent_counts
+
+        bar = self.progress(
+            total=patent_counts()["generated"], unit=" inventions", disable=no_progress
+        )
         manifest = dump_export(
             out_dir=Path(out) if out else settings.EXPORT_DIR, progress=bar.update
         )
