@@ -169,7 +169,8 @@ class _Records:
 
 
 def _digest(public_id):
-    return int.from_bytes(hashlib.blake2b(public_id.encode("utf-8"), digest_size=8).digest(), "big")
+    # Python's own string hash: 64 bits, and the same for an id throughout one run.
+    return hash(public_id)
 
 
 def _published_twice(ledger, suspects):
@@ -198,7 +199,7 @@ def verify(manifest_path, heads_path=None, public_id=None, tsa_cert=None, out=pr
     head_positions = {int(h["position"]) for h in heads}
 
     # One pass over the ledger, the inventions met as their publication entries come: what
-    # is kept is the saved heads' entries and an 8-byte digest a publication (for the
+    # is kept is the saved heads' entries and a 64-bit digest a publication (for the
     # check that none is published twice), not the chain.
     records = _Records(dump, manifest.get("order") == "ledger")
     prev, position = GENESIS, 0

@@ -421,7 +421,7 @@ def test_a_dump_written_in_publication_time_order_still_verifies(tmp_path):
 def test_a_second_publication_of_one_id_is_caught_and_a_shared_digest_is_not_one(
     tmp_path, monkeypatch
 ):
-    """Each publication leaves an 8-byte digest of its id, not the id: two ids may share one,
+    """Each publication leaves a 64-bit digest of its id, not the id: two ids may share one,
     and a second pass tells that from an id published twice."""
     from patents import verify_dump
 
