@@ -11,7 +11,7 @@ from django.db import connection
 from django.db.models import Count, F, Prefetch, QuerySet, Sum
 from django.utils import timezone
 
-from patents.models import Claim, Patent, PatentTally
+from patents.models import Claim, LedgerEntry, Patent, PatentTally
 
 
 def patents_visible() -> QuerySet[Patent]:
@@ -142,8 +142,6 @@ def patent_random_public_id() -> str | None:
     primary-key lookup, kept when it is a publication of an invention still published. Only
     when many draws miss (a ledger mostly of withdrawals) does it skip a drawn count of keys
     along the browse index instead, which grows with the inventions (45 ms at a million)."""
-    from patents.models import LedgerEntry
-
     ids = LedgerEntry.objects.order_by("id").values_list("id", flat=True)
     first, last = ids.first(), ids.last()
     if first is None:
