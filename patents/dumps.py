@@ -103,7 +103,7 @@ def _sha256_file(path: Path) -> str:
 def _published_in_ledger_order(*, head_id: int, chunk: int = 1000) -> Iterator[Patent]:
     """The generated inventions still published whose publication entry is at or before
     ``head_id``, in the entries' order, with their claims: three queries per ``chunk``
-    entries (one per invention read each one's claims, 0.6 ms an invention)."""
+    entries (one query per invention for its claims had cost 0.6 ms an invention)."""
     last_id = 0
     while True:
         entries = list(
@@ -115,15 +115,18 @@ def _published_in_ledger_order(*, head_id: int, chunk: int = 1000) -> Iterator[P
         )
         if not entries:
             return
-        patents = Patent.objects.filter(
-            pk__in=[patent_id for _, patent_id in entries],
-            origin=Patent.Origin.GENERATED,
-            status=Patent.Status.PUBLISHED,
-        ).prefetch_related("claims")
-        by_id = {p.pk: p for p in patents}
+        # By key alone: given the origin and status too, SQLite walked their index through
+        # every invention for each chunk (0.4 s a chunk at a million).
+        patents = Patent.objects.filter(pk__in=[patent_id for _, patent_id in entries])
+        by_id = {p.pk: p for p in patents.prefetch_related("claims")}
         for _, patent_id in entries:
-            if patent_id in by_id:
-                yield by_id[patent_id]
+            patent = by_id.get(patent_id)
+            if (
+                patent is not None
+                and patent.origin == Patent.Origin.GENERATED
+                and patent.status == Patent.Status.PUBLISHED
+            ):
+                yield patent
         last_id = entries[-1][0]
 
 
