@@ -12,7 +12,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from allthepatents.files import file_write_atomic
+from allthepatents.files import file_sha256, file_write_atomic
 from patents.ledger import GENESIS_HASH, ledger_heads_document, ledger_time_text
 from patents.models import LedgerEntry, Patent
 from patents.serializers import patent_serialize
@@ -65,7 +65,7 @@ def dump_export(
             entries += 1
             fh.write(json.dumps(ledger_entry_as_record(entry, position=entries)) + "\n")
     # Read back a block at a time: at ten million inventions a dump is gigabytes.
-    digest, ledger_digest = _sha256_file(tmp), _sha256_file(ledger_tmp)
+    digest, ledger_digest = file_sha256(tmp), file_sha256(ledger_tmp)
     tmp.replace(out_dir / name)
     ledger_tmp.replace(out_dir / ledger_name)
     verifier = DUMP_VERIFIER
@@ -90,14 +90,6 @@ def dump_export(
     # The manifest last, whole or not at all: /downloads/ lists a dump by its manifest.
     file_write_atomic(out_dir / manifest_name, json.dumps(manifest, indent=2).encode("utf-8"))
     return manifest
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _published_in_ledger_order(*, head_id: int, chunk: int = 1000) -> Iterator[Patent]:
