@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from allthepatents.files import file_sha256, file_write_atomic
 from patents.ledger import GENESIS_HASH, ledger_heads_document, ledger_time_text
-from patents.models import LedgerEntry, Patent
+from patents.models import LedgerEntry
+from patents.selectors import patents_in_ledger_order
 from patents.serializers import patent_serialize
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def dump_export(
     # daily task) must not write into each other's files.
     tmp = out_dir / f".{name}.{os.getpid()}.tmp"
     with gzip.open(tmp, "wt", encoding="utf-8") as fh:
-        for patent in _published_in_ledger_order(head_id=head_id):
+        for patent in patents_in_ledger_order(through=head_id, claims=True):
             fh.write(json.dumps(patent_serialize(patent), ensure_ascii=False) + "\n")
             count += 1
             if progress:
@@ -90,36 +91,6 @@ def dump_export(
     # The manifest last, whole or not at all: /downloads/ lists a dump by its manifest.
     file_write_atomic(out_dir / manifest_name, json.dumps(manifest, indent=2).encode("utf-8"))
     return manifest
-
-
-def _published_in_ledger_order(*, head_id: int, chunk: int = 1000) -> Iterator[Patent]:
-    """The generated inventions still published whose publication entry is at or before
-    ``head_id``, in the entries' order, with their claims: three queries per ``chunk``
-    entries (one query per invention for its claims had cost 0.6 ms an invention)."""
-    last_id = 0
-    while True:
-        entries = list(
-            LedgerEntry.objects.filter(
-                id__gt=last_id, id__lte=head_id, kind=LedgerEntry.Kind.PUBLISH
-            )
-            .order_by("id")
-            .values_list("id", "patent_id")[:chunk]
-        )
-        if not entries:
-            return
-        # By key alone: given the origin and status too, SQLite walked their index through
-        # every invention for each chunk (0.4 s a chunk at a million).
-        patents = Patent.objects.filter(pk__in=[patent_id for _, patent_id in entries])
-        by_id = {p.pk: p for p in patents.prefetch_related("claims")}
-        for _, patent_id in entries:
-            patent = by_id.get(patent_id)
-            if (
-                patent is not None
-                and patent.origin == Patent.Origin.GENERATED
-                and patent.status == Patent.Status.PUBLISHED
-            ):
-                yield patent
-        last_id = entries[-1][0]
 
 
 def dump_dated_today(*, out_dir: Path) -> bool:

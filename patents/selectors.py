@@ -3,7 +3,7 @@
 import datetime as dt
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -116,8 +116,48 @@ def _day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
 
 
 def patents_in_publication_order() -> QuerySet[Patent]:
-    """Published inventions, oldest first: the sitemap's order, which only grows at its end."""
+    """Published inventions, oldest first."""
     return patents_visible().filter(origin=Patent.Origin.GENERATED).order_by("published_at", "id")
+
+
+def patents_in_ledger_order(
+    *, after: int = 0, through: int, claims: bool = False, chunk: int = 1000
+) -> Iterator[Patent]:
+    """The generated inventions still published whose publication entry's id is in
+    (``after``, ``through``], in the entries' order (the dumps' order, and the sitemap's
+    files), with their claims where asked: ``chunk`` entries at a time, then their
+    inventions by key alone (given the origin and status too, SQLite walked their index
+    through every invention for each chunk: 0.4 s a chunk at a million)."""
+    while True:
+        entries = list(
+            LedgerEntry.objects.filter(id__gt=after, id__lte=through, kind=LedgerEntry.Kind.PUBLISH)
+            .order_by("id")
+            .values_list("id", "patent_id")[:chunk]
+        )
+        if not entries:
+            return
+        patents = Patent.objects.filter(pk__in=[patent_id for _, patent_id in entries])
+        if claims:
+            patents = patents.prefetch_related("claims")
+        by_id = {p.pk: p for p in patents}
+        for _, patent_id in entries:
+            patent = by_id.get(patent_id)
+            if (
+                patent is not None
+                and patent.origin == Patent.Origin.GENERATED
+                and patent.status == Patent.Status.PUBLISHED
+            ):
+                yield patent
+        if len(entries) < chunk:
+            return
+        after = entries[-1][0]
+
+
+def ledger_id_span() -> tuple[int, int]:
+    """The ledger's first and last entry ids ((0, 0) when empty): entries are never deleted,
+    so the first stays where it is."""
+    ids = LedgerEntry.objects.values_list("id", flat=True)
+    return ids.order_by("id").first() or 0, ids.order_by("-id").first() or 0
 
 
 def patent_latest_published_at() -> dt.datetime | None:

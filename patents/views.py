@@ -5,7 +5,7 @@ import re
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.sitemaps import Sitemap
-from django.core.paginator import EmptyPage, PageNotAnInteger
+from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
 from django.http import (
     Http404,
     HttpResponse,
@@ -35,6 +35,7 @@ from patents.selectors import (
     dumps_list,
     generated_today_count,
     generator_models_published,
+    ledger_id_span,
     patent_claims_page,
     patent_counts,
     patent_get,
@@ -43,7 +44,7 @@ from patents.selectors import (
     patent_random_public_id,
     patents_browse,
     patents_browse_count,
-    patents_in_publication_order,
+    patents_in_ledger_order,
     patents_latest,
 )
 from patents.serializers import patent_serialize
@@ -247,19 +248,37 @@ def robots(request):
     return HttpResponse("\n".join(lines), content_type="text/plain")
 
 
+class LedgerRangePaginator(Paginator):
+    """Sitemap files cut by ledger entry: file n lists the inventions whose publication
+    entry's id is in the n-th range of ``per_page`` ids from the first entry's, still
+    published. A range of the primary key whatever n is, where cutting by position skipped
+    every key before the file (a million at the last file of a million inventions, for each
+    file a crawler reads)."""
+
+    def __init__(self, per_page: int):
+        super().__init__([], per_page)
+        first, last = ledger_id_span()
+        self.base = max(first - 1, 0)
+        self.count = last - self.base  # Paginator.count is a cached_property: its value
+
+    def page(self, number):
+        number = self.validate_number(number)
+        after = self.base + (number - 1) * self.per_page
+        found = patents_in_ledger_order(after=after, through=after + self.per_page)
+        return self._get_page(list(found), number, self)
+
+
 class PatentSitemap(Sitemap):
-    """Every published invention, oldest first (new ones join the last file);
-    /sitemap.xml is an index of the files."""
+    """Every published invention, in the order of publication (new ones join the last
+    file; a file changes only where an invention in it is withdrawn); /sitemap.xml is an
+    index of the files."""
 
     changefreq = "never"
     limit = 5000
 
-    def items(self):
-        return patents_in_publication_order()
-
     @property
     def paginator(self):
-        return KeysFirstPaginator(self.items(), self.limit, count=patent_counts()["generated"])
+        return LedgerRangePaginator(self.limit)
 
     def lastmod(self, obj):
         return obj.published_at

@@ -479,6 +479,37 @@ def test_the_sitemap_leads_a_crawler_to_every_invention_past_one_file(client, mo
 
 
 @pytest.mark.django_db
+def test_sitemap_files_are_ranges_of_the_ledger_that_withdrawals_do_not_shift(
+    client, monkeypatch, django_assert_max_num_queries
+):
+    """A file was a range of positions among the published inventions: the last file of a
+    million skipped a million index keys, and a withdrawal moved every later invention into
+    the file before. A file is now a range of ledger entries: a lookup by key whatever the
+    file, and a withdrawal leaves a gap where it was (its entry, and its tombstone's entry,
+    take a place in the ledger)."""
+    from patents.views import PatentSitemap
+
+    monkeypatch.setattr(PatentSitemap, "limit", 2)
+    patents = [patent_published(n=n) for n in range(5)]  # ledger entries 1-5: files 1-3
+
+    def file(n):
+        return _sitemap_urls(client, f"/sitemap-patents.xml?p={n}")
+
+    before = {n: file(n) for n in (1, 2, 3)}
+    assert before[2] == [p.get_absolute_url() for p in patents[2:4]]
+    patent_withdraw(patent=patents[1], reason="test")  # in file 1; its entry is the 6th
+    later = patent_published(n=9)  # the 7th: file 4
+    assert file(1) == [patents[0].get_absolute_url()]
+    assert (file(2), file(3)) == (before[2], before[3])
+    assert file(4) == [later.get_absolute_url()]
+    assert client.get("/sitemap-patents.xml?p=5").status_code == 404
+    visible = [p for p in patents if p != patents[1]] + [later]
+    assert sorted(_sitemap_urls(client)) == sorted(p.get_absolute_url() for p in visible)
+    with django_assert_max_num_queries(4):  # the ids' span (2), the entries, the inventions
+        assert client.get("/sitemap-patents.xml?p=3").status_code == 200
+
+
+@pytest.mark.django_db
 def test_stats_page_shows_numbers_and_charts(client):
     from generation.batches import job_counters_refresh
     from generation.models import GenerationJob, Sample
