@@ -182,9 +182,8 @@ def patent_random_public_id() -> str | None:
     primary-key lookup, kept when it is a publication of an invention still published. Only
     when many draws miss (a ledger mostly of withdrawals) does it skip a drawn count of keys
     along the browse index instead, which grows with the inventions (45 ms at a million)."""
-    ids = LedgerEntry.objects.order_by("id").values_list("id", flat=True)
-    first, last = ids.first(), ids.last()
-    if first is None:
+    first, last = ledger_id_span()
+    if not last:
         return None
     for _ in range(RANDOM_LEDGER_DRAWS):
         drawn = first + secrets.randbelow(last - first + 1)
