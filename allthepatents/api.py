@@ -4,8 +4,10 @@ CSRF refusal, a body over the size limit, a 500) inside the JSON contract there.
 
 import json
 from functools import wraps
+from urllib.parse import urlencode
 
 from django.http import HttpResponse, JsonResponse
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
 API_PREFIX = "/api/"
@@ -15,6 +17,31 @@ MAX_JSON_DEPTH = 20
 
 class ApiBodyError(ValueError):
     """The request body is not a JSON object the API can take; the message says why."""
+
+
+class ApiParamError(ValueError):
+    """A query parameter the endpoint cannot take; the message says which and why."""
+
+
+def api_page_params(request, *, maximum: int) -> tuple[int, int]:
+    """``after`` (a key, 0: from the first; the previous page's ``next`` carries it) and
+    ``limit`` (1 to ``maximum``, which is also the default) of a keyset-paged endpoint."""
+    try:
+        after = int(request.GET.get("after") or 0)
+        limit = int(request.GET.get("limit") or maximum)
+    except ValueError:
+        raise ApiParamError("after and limit must be whole numbers") from None
+    # Past 2**63 no key of either database can be: PostgreSQL refused the lookup.
+    if not 0 <= after < 2**63 or not 1 <= limit <= maximum:
+        raise ApiParamError(f"after must be 0 or more, limit from 1 to {maximum}")
+    return after, limit
+
+
+def api_next_url(view_name: str, *, after: int | None, limit: int) -> str | None:
+    """The URL of the page after ``after`` (None: there is none)."""
+    if after is None:
+        return None
+    return f"{reverse(view_name)}?{urlencode({'after': after, 'limit': limit})}"
 
 
 def api_error(message: str, status: int = 400, **headers) -> JsonResponse:

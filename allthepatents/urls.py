@@ -1,8 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth.views import LoginView, LogoutView
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from allthepatents import views
+from allthepatents.api import api_not_found
 from allthepatents.openapi import api_openapi
 
 urlpatterns = [
@@ -11,10 +12,11 @@ urlpatterns = [
     path("accounts/login/", LoginView.as_view(), name="login"),
     path("accounts/logout/", LogoutView.as_view(), name="logout"),
     path("api/openapi.json", api_openapi, name="api-openapi"),
-    # Before search's: it ends with the catch-all for unknown /api/ paths.
     path("", include("generation.urls")),
     path("", include("search.urls")),
     path("", include("patents.urls")),
+    # Last: any other path under /api/ is answered in the API's JSON error shape.
+    re_path(r"^api(?:/.*)?$", api_not_found),
 ]
 
 handler404 = "patents.views.page_not_found"

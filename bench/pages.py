@@ -267,6 +267,9 @@ def pages() -> list[tuple[str, str]]:
     day = generated.order_by("published_at").values_list("published_at", flat=True)[:1]
     on = day[0].date().isoformat() if day else "2026-01-01"
     per_page_deep = generated.count() // 25 // 2 or 1
+    from patents.selectors import ledger_id_span
+
+    first, last = ledger_id_span()
     return [
         ("home", "/"),
         ("browse: inventions, page 1", "/patents/"),
@@ -279,6 +282,9 @@ def pages() -> list[tuple[str, str]]:
         ("an invention as JSON", f"/p/{one}.json"),
         ("ledger", "/ledger/"),
         ("ledger heads (JSON)", "/ledger/heads.json"),
+        ("ledger API: 1,000 entries from the genesis", "/api/ledger"),
+        ("ledger API: 1,000 entries halfway", f"/api/ledger?after={(first + last) // 2}"),
+        ("ledger API: the newest 100", f"/api/ledger?after={max(last - 100, 0)}"),
         ("feed", "/feed.atom"),
         ("sitemap", "/sitemap.xml"),
         ("statistics", "/stats/"),

@@ -4,7 +4,6 @@ efficiency, cost), next to the publication counts. And the contributors' work-un
 
 import csv
 import itertools
-from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -18,12 +17,20 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import render
-from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from allthepatents.api import ApiBodyError, api_error, api_methods, json_body_parse
+from allthepatents.api import (
+    ApiBodyError,
+    ApiParamError,
+    api_error,
+    api_methods,
+    api_next_url,
+    api_page_params,
+    json_body_parse,
+    json_safe_response,
+)
 from allthepatents.kept import kept
 from allthepatents.ratelimit import rate_limit_check
 from generation.contributions import (
@@ -308,14 +315,11 @@ def api_verdicts(request):
     """The verdicts a page at a time, in the order given: ``after`` (the ``next`` of the
     page before) and ``limit`` (at most VERDICTS_PAGE_MAX)."""
     try:
-        after = int(request.GET.get("after") or 0)
-        limit = int(request.GET.get("limit") or VERDICTS_PAGE_MAX)
-    except ValueError:
-        return api_error("after and limit must be whole numbers", 400)
-    if not 0 <= after < 2**63 or not 1 <= limit <= VERDICTS_PAGE_MAX:
-        return api_error(f"after must be 0 or more, limit from 1 to {VERDICTS_PAGE_MAX}", 400)
+        after, limit = api_page_params(request, maximum=VERDICTS_PAGE_MAX)
+    except ApiParamError as exc:
+        return api_error(str(exc), 400)
     rows, following = verdicts_export_page(after=after, limit=limit)
-    next_url = None
-    if following is not None:
-        next_url = f"{reverse('api_verdicts')}?{urlencode({'after': following, 'limit': limit})}"
-    return JsonResponse({"verdicts": rows, "next": next_url})
+    # A reviewer's note is text like any other: never readable as HTML.
+    return json_safe_response(
+        {"verdicts": rows, "next": api_next_url("api_verdicts", after=following, limit=limit)}
+    )

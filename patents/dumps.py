@@ -13,10 +13,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from allthepatents.files import file_sha256, file_write_atomic
-from patents.ledger import GENESIS_HASH, ledger_heads_document, ledger_time_text
+from patents.ledger import GENESIS_HASH, ledger_heads_document
 from patents.models import LedgerEntry
 from patents.selectors import patents_in_ledger_order
-from patents.serializers import patent_serialize
+from patents.serializers import ledger_entry_serialize, patent_serialize
 
 logger = logging.getLogger(__name__)
 DUMP_VERIFIER = Path(__file__).with_name("verify_dump.py")
@@ -64,7 +64,7 @@ def dump_export(
     with gzip.open(ledger_tmp, "wt", encoding="utf-8") as fh:
         for entry in LedgerEntry.objects.filter(id__lte=head_id).order_by("id").iterator(2000):
             entries += 1
-            fh.write(json.dumps(ledger_entry_as_record(entry, position=entries)) + "\n")
+            fh.write(json.dumps({"position": entries, **ledger_entry_serialize(entry)}) + "\n")
     # Read back a block at a time: at ten million inventions a dump is gigabytes.
     digest, ledger_digest = file_sha256(tmp), file_sha256(ledger_tmp)
     tmp.replace(out_dir / name)
@@ -144,15 +144,3 @@ def dump_export_soon(patent_ids: list[int]) -> None:
             task_send("patents.dump_export_daily")
     except Exception as exc:
         logger.warning("could not enqueue the daily dump: %s", exc)
-
-
-def ledger_entry_as_record(entry: LedgerEntry, *, position: int) -> dict:
-    return {
-        "position": position,
-        "kind": entry.kind,
-        "public_id": entry.public_id,
-        "content_hash": entry.content_hash,
-        "recorded_at": ledger_time_text(entry.recorded_at),
-        "prev_hash": entry.prev_hash,
-        "entry_hash": entry.entry_hash,
-    }

@@ -153,6 +153,23 @@ def patents_in_ledger_order(
         after = entries[-1][0]
 
 
+def ledger_entries_page(*, after: int, limit: int) -> tuple[list[LedgerEntry], dict, int | None]:
+    """The ledger's entries after the id ``after``, ``limit`` of them in the chain's order,
+    the inventions still published of their publication entries (by patent key, with their
+    claims), and the id to continue after (None: this page reached the head). Three
+    queries whatever the ledger's length: the entries by key, then their inventions."""
+    entries = list(LedgerEntry.objects.filter(id__gt=after).order_by("id")[: limit + 1])
+    following = entries[limit - 1].pk if len(entries) > limit else None
+    entries = entries[:limit]
+    published = [e.patent_id for e in entries if e.kind == LedgerEntry.Kind.PUBLISH]
+    inventions = {
+        patent.pk: patent
+        for patent in Patent.objects.filter(pk__in=published).prefetch_related("claims")
+        if patent.origin == Patent.Origin.GENERATED and patent.status == Patent.Status.PUBLISHED
+    }
+    return entries, inventions, following
+
+
 def ledger_id_span() -> tuple[int, int]:
     """The ledger's first and last entry ids ((0, 0) when empty): entries are never deleted,
     so the first stays where it is."""

@@ -4,7 +4,7 @@ reference block, and differ only where their readers need it (the dump's times a
 ledger's text, which verify_dump.py compares; the API adds the URL, status and origin)."""
 
 from patents.ledger import ledger_time_text
-from patents.models import Patent
+from patents.models import LedgerEntry, Patent
 from patents.presentation import official_url, reference_number
 
 
@@ -76,3 +76,16 @@ def patent_serialize(patent: Patent, *, url: str | None = None, claims=None) -> 
         data["published_at"] = patent.published_at.isoformat()
         data["withdrawn_at"] = patent.withdrawn_at.isoformat() if patent.withdrawn_at else None
     return data
+
+
+def ledger_entry_serialize(entry: LedgerEntry) -> dict:
+    """An entry of the chain as the dumps' ledger file and the API give it: what its hash
+    covers (the time as the ledger writes it), and the hash."""
+    return {
+        "kind": entry.kind,
+        "public_id": entry.public_id,
+        "content_hash": entry.content_hash,
+        "recorded_at": ledger_time_text(entry.recorded_at),
+        "prev_hash": entry.prev_hash,
+        "entry_hash": entry.entry_hash,
+    }

@@ -2,7 +2,7 @@ from django.contrib.sitemaps.views import index as sitemap_index
 from django.contrib.sitemaps.views import sitemap
 from django.urls import path, re_path
 
-from patents import views
+from patents import api, views
 
 SITEMAPS = {"patents": views.PatentSitemap}
 
@@ -18,6 +18,7 @@ urlpatterns = [
     ),
     path("ledger/", views.ledger, name="ledger"),
     path("ledger/heads.json", views.ledger_heads_json, name="ledger-heads"),
+    path("api/ledger", api.api_ledger, name="api-ledger"),
     path("downloads/", views.downloads, name="downloads"),
     path("downloads/<str:name>", views.download_file, name="download-file"),
     path("robots.txt", views.robots, name="robots"),

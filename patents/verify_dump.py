@@ -12,7 +12,10 @@ It checks that
   4. every head in a saved copy (a heads.json archived earlier by you or anyone, or an
      older manifest) is in this chain at the same position;
   5. (with --id) prints that invention's date and hash, the entry that records them, and
-     the saved head that proves it existed by then.
+     the saved head that proves it existed by then;
+  6. (with --follow SITE) that the site's ledger still holds this dump's head at its place
+     and chains on from it to the site's head now, every invention published since hashing
+     to its entry (the site's /api/ledger, a page at a time).
 RFC 3161 timestamp tokens in the heads are checked with `openssl ts -verify` when the
 openssl command and the TSA's certificate (--tsa-cert) are at hand.
 Exit status 0 when everything holds, 1 with the first problem otherwise.
@@ -29,6 +32,8 @@ import subprocess
 import sys
 import tempfile
 import unicodedata
+import urllib.parse
+import urllib.request
 
 GENESIS = "0" * 64
 
@@ -144,9 +149,7 @@ class _Records:
 
     def _checked(self, record):
         self.count += 1
-        if content_hash(record) != record["content_hash"]:
-            raise Failed(f"{record['public_id']}: the text does not hash to its content hash")
-        return record
+        return _record_checked(record)
 
     def _next(self):
         record = next(self._stream, None)
@@ -168,6 +171,24 @@ class _Records:
         return self._ahead
 
 
+def _record_checked(record):
+    if content_hash(record) != record["content_hash"]:
+        raise Failed(f"{record['public_id']}: the text does not hash to its content hash")
+    return record
+
+
+def _record_matches(record, entry):
+    """An invention's record against its publication entry: the same id, text and time."""
+    pid = entry["public_id"]
+    if record["public_id"] != pid or entry["content_hash"] != record["content_hash"]:
+        raise Failed(f"{pid}: content differs from the one the ledger recorded")
+    if entry["recorded_at"] != record["published_at"]:
+        raise Failed(
+            f"{pid}: publication time {record['published_at']} is not the one the "
+            f"ledger recorded ({entry['recorded_at']})"
+        )
+
+
 def _digest(public_id):
     # Python's own string hash: 64 bits, and the same for an id throughout one run.
     return hash(public_id)
@@ -185,7 +206,9 @@ def _published_twice(ledger, suspects):
     return None
 
 
-def verify(manifest_path, heads_path=None, public_id=None, tsa_cert=None, out=print):
+def verify(
+    manifest_path, heads_path=None, public_id=None, tsa_cert=None, out=print, follow_site=None
+):
     folder = os.path.dirname(os.path.abspath(manifest_path))
     with open(manifest_path, encoding="utf-8") as fh:
         manifest = json.load(fh)
@@ -220,13 +243,7 @@ def verify(manifest_path, heads_path=None, public_id=None, tsa_cert=None, out=pr
             digests.add(digest)
             record = records.take(pid)
             if record is not None:
-                if entry["content_hash"] != record["content_hash"]:
-                    raise Failed(f"{pid}: content differs from the one the ledger recorded")
-                if entry["recorded_at"] != record["published_at"]:
-                    raise Failed(
-                        f"{pid}: publication time {record['published_at']} is not the one the "
-                        f"ledger recorded ({entry['recorded_at']})"
-                    )
+                _record_matches(record, entry)
                 if pid == public_id:
                     wanted = (record, position, entry["entry_hash"])
         prev = entry["entry_hash"]
@@ -286,7 +303,80 @@ def verify(manifest_path, heads_path=None, public_id=None, tsa_cert=None, out=pr
             )
         else:
             out("  proved by   no saved head yet covers it (pass --heads with a later copy)")
+    if follow_site:
+        follow(follow_site, manifest, ledger, digests, out=out)
     return True
+
+
+def _get_json(url):
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise Failed(f"{url}: not an http(s) address")
+    request = urllib.request.Request(  # noqa: S310 (the scheme is checked above)
+        url, headers={"Accept": "application/json", "User-Agent": "verify_dump.py"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+        return json.load(response)
+
+
+def follow(site, manifest, ledger, digests, out=print, limit=1000):
+    """Checks the site's ledger now against the dump: the dump's head is still its entry at
+    the same id, and every entry after it chains on, each invention published since
+    hashing to its entry (withdrawn ones are null there: their withdrawal is an entry too).
+    ``digests``: those of the ids the dump's ledger publishes, for the check that none is
+    published again. Returns the site's head."""
+    if "chain_head_entry" not in manifest:
+        raise Failed(
+            "this dump's manifest does not say its head's entry id: follow from a newer dump"
+        )
+    head_id, prev = int(manifest["chain_head_entry"]), manifest["chain_head"]
+    # From the head's own entry, to see that it is still there (ids may skip, never move).
+    after = max(head_id - 1, 0)
+    url = urllib.parse.urljoin(site.rstrip("/") + "/", f"api/ledger?after={after}&limit={limit}")
+    at_head = head_id == 0
+    new_ids, again = set(), set()
+    counts = {"publish": 0, "withdraw": 0}
+    while url:
+        page = _get_json(url)
+        for entry in page["entries"]:
+            if not at_head:
+                if entry["id"] != head_id or entry["entry_hash"] != prev:
+                    break
+                at_head = True
+                continue
+            if entry["prev_hash"] != prev:
+                raise Failed(
+                    f"the site's entry {entry['id']} does not chain on from the one before"
+                )
+            if entry_hash(entry, prev) != entry["entry_hash"]:
+                raise Failed(f"the site's entry {entry['id']} does not match its hash")
+            prev = entry["entry_hash"]
+            counts[entry["kind"]] = counts.get(entry["kind"], 0) + 1
+            if entry["kind"] == "publish":
+                pid = entry["public_id"]
+                if pid in new_ids:
+                    raise Failed(f"{pid} is published twice in the site's ledger")
+                new_ids.add(pid)
+                if _digest(pid) in digests:
+                    again.add(pid)
+                if entry.get("invention") is not None:
+                    _record_matches(_record_checked(entry["invention"]), entry)
+        if not at_head:
+            raise Failed(
+                f"the site's ledger no longer holds this dump's head (entry {head_id}, {prev}): "
+                "its history was rewritten"
+            )
+        if page.get("next") and not page["entries"]:
+            raise Failed(f"{url}: a page of no entries that claims a next one")
+        url = urllib.parse.urljoin(url, page["next"]) if page.get("next") else None
+    if again:
+        for entry in read_jsonl_gz(ledger):
+            if entry["kind"] == "publish" and entry["public_id"] in again:
+                raise Failed(f"{entry['public_id']} is published twice in the site's ledger")
+    out(
+        f"site: {sum(counts.values())} entries since this dump ({counts['publish']} "
+        f"publications, {counts['withdraw']} withdrawals) chain on from its head to {prev}"
+    )
+    return prev
 
 
 def main(argv=None):
@@ -295,9 +385,12 @@ def main(argv=None):
     parser.add_argument("--heads", help="a heads.json (or manifest) saved earlier")
     parser.add_argument("--id", dest="public_id", help="an invention's public id")
     parser.add_argument("--tsa-cert", help="the time-stamping authority's certificate (PEM)")
+    parser.add_argument(
+        "--follow", metavar="SITE", help="the site (https://…): check its ledger since the dump"
+    )
     args = parser.parse_args(argv)
     try:
-        verify(args.manifest, args.heads, args.public_id, args.tsa_cert)
+        verify(args.manifest, args.heads, args.public_id, args.tsa_cert, follow_site=args.follow)
     except (Failed, OSError, ValueError, KeyError) as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1

@@ -1,6 +1,5 @@
-from django.urls import path, re_path
+from django.urls import path
 
-from allthepatents.api import api_not_found
 from search import api, views
 from search.feeds import SearchAlertFeed
 
@@ -12,5 +11,4 @@ urlpatterns = [
     path("search/like/<str:public_id>/", views.search_like, name="search-like"),
     path("api/search", api.api_search, name="api-search"),
     path("api/patents/<str:public_id>", api.api_patent, name="api-patent"),
-    re_path(r"^api(?:/.*)?$", api_not_found),
 ]

@@ -49,6 +49,7 @@ RAW = ["%FF%FE", "%ED%A0%80", "%", "%%32"]
 PARAMS = [
     *SEARCH_FIELDS,
     *("generator", "page", "qid", "claims_page", "date", "elements", "combinations", "detail"),
+    *("after", "limit"),
 ]
 
 
@@ -86,6 +87,8 @@ def _paths(invention):
         f"/search/like/{public_id}/",
         "/api/search",
         f"/api/patents/{public_id}",
+        "/api/ledger",
+        "/api/verdicts",
         "/stats/",
         "/contributors/",
         "/healthz",
