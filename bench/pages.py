@@ -274,6 +274,8 @@ def pages() -> list[tuple[str, str]]:
         ("home", "/"),
         ("browse: inventions, page 1", "/patents/"),
         ("browse: inventions, halfway", f"/patents/?page={per_page_deep}"),
+        ("browse: inventions, three quarters", f"/patents/?page={per_page_deep * 3 // 2}"),
+        ("browse: inventions, the oldest page", f"/patents/?page={2 * per_page_deep}"),
         ("browse: inventions of one day", f"/patents/?date={on}"),
         ("browse: one model's inventions", f"/patents/?generator={MODELS[1]}"),
         ("browse: references, page 1", "/patents/?origin=reference"),
