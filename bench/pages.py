@@ -266,16 +266,18 @@ def pages() -> list[tuple[str, str]]:
     one = newest[0] if newest else "none"
     day = generated.order_by("published_at").values_list("published_at", flat=True)[:1]
     on = day[0].date().isoformat() if day else "2026-01-01"
-    per_page_deep = generated.count() // 25 // 2 or 1
+    from patents.views import PER_PAGE
+
+    last_page = max(1, -(-generated.count() // PER_PAGE))
     from patents.selectors import ledger_id_span
 
     first, last = ledger_id_span()
     return [
         ("home", "/"),
         ("browse: inventions, page 1", "/patents/"),
-        ("browse: inventions, halfway", f"/patents/?page={per_page_deep}"),
-        ("browse: inventions, three quarters", f"/patents/?page={per_page_deep * 3 // 2}"),
-        ("browse: inventions, the oldest page", f"/patents/?page={2 * per_page_deep}"),
+        ("browse: inventions, halfway", f"/patents/?page={last_page // 2}"),
+        ("browse: inventions, three quarters", f"/patents/?page={last_page * 3 // 4}"),
+        ("browse: inventions, the oldest page", f"/patents/?page={last_page}"),
         ("browse: inventions of one day", f"/patents/?date={on}"),
         ("browse: one model's inventions", f"/patents/?generator={MODELS[1]}"),
         ("browse: references, page 1", "/patents/?origin=reference"),

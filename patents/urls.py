@@ -1,10 +1,7 @@
 from django.contrib.sitemaps.views import index as sitemap_index
-from django.contrib.sitemaps.views import sitemap
 from django.urls import path, re_path
 
 from patents import api, views
-
-SITEMAPS = {"patents": views.PatentSitemap}
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -29,8 +26,8 @@ urlpatterns = [
     path(
         "sitemap.xml",
         sitemap_index,
-        {"sitemaps": SITEMAPS, "sitemap_url_name": "sitemap-section"},
+        {"sitemaps": views.SITEMAPS, "sitemap_url_name": "sitemap-section"},
         name="sitemap",
     ),
-    path("sitemap-<section>.xml", sitemap, {"sitemaps": SITEMAPS}, name="sitemap-section"),
+    path("sitemap-<section>.xml", views.sitemap_file, name="sitemap-section"),
 ]
