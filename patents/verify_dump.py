@@ -262,6 +262,10 @@ def verify(
             f"the dump holds {records.count} inventions, the manifest says {manifest['count']}"
         )
     out(f"inventions: {records.count} texts match their hashes and their ledger entries")
+    if follow_site:
+        # Saved heads newer than the dump are met on the site's entries since it.
+        later = {p for p in head_positions if p > position}
+        at_heads.update(follow(follow_site, manifest, ledger, digests, out=out, positions=later))
 
     for head in heads:
         at = at_heads.get(int(head["position"]))
@@ -303,8 +307,6 @@ def verify(
             )
         else:
             out("  proved by   no saved head yet covers it (pass --heads with a later copy)")
-    if follow_site:
-        follow(follow_site, manifest, ledger, digests, out=out)
     return True
 
 
@@ -318,12 +320,13 @@ def _get_json(url):
         return json.load(response)
 
 
-def follow(site, manifest, ledger, digests, out=print, limit=1000):
+def follow(site, manifest, ledger, digests, out=print, positions=(), limit=1000):
     """Checks the site's ledger now against the dump: the dump's head is still its entry at
     the same id, and every entry after it chains on, each invention published since
     hashing to its entry (withdrawn ones are null there: their withdrawal is an entry too).
     ``digests``: those of the ids the dump's ledger publishes, for the check that none is
-    published again. Returns the site's head."""
+    published again. Returns the entry hashes at the chain ``positions`` asked for (saved
+    heads newer than the dump), by position."""
     if "chain_head_entry" not in manifest:
         raise Failed(
             "this dump's manifest does not say its head's entry id: follow from a newer dump"
@@ -333,7 +336,8 @@ def follow(site, manifest, ledger, digests, out=print, limit=1000):
     after = max(head_id - 1, 0)
     url = urllib.parse.urljoin(site.rstrip("/") + "/", f"api/ledger?after={after}&limit={limit}")
     at_head = head_id == 0
-    new_ids, again = set(), set()
+    new_ids, again, at_positions = set(), set(), {}
+    position = int(manifest["chain_position"])
     counts = {"publish": 0, "withdraw": 0}
     while url:
         page = _get_json(url)
@@ -350,6 +354,9 @@ def follow(site, manifest, ledger, digests, out=print, limit=1000):
             if entry_hash(entry, prev) != entry["entry_hash"]:
                 raise Failed(f"the site's entry {entry['id']} does not match its hash")
             prev = entry["entry_hash"]
+            position += 1
+            if position in positions:
+                at_positions[position] = prev
             counts[entry["kind"]] = counts.get(entry["kind"], 0) + 1
             if entry["kind"] == "publish":
                 pid = entry["public_id"]
@@ -376,7 +383,7 @@ def follow(site, manifest, ledger, digests, out=print, limit=1000):
         f"site: {sum(counts.values())} entries since this dump ({counts['publish']} "
         f"publications, {counts['withdraw']} withdrawals) chain on from its head to {prev}"
     )
-    return prev
+    return at_positions
 
 
 def main(argv=None):

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 
 from allthepatents.clock import db_now
-from patents.ledger import GENESIS_HASH, ledger_append
+from patents.ledger import GENESIS_HASH, ledger_append, ledger_heads_document
 from patents.models import LedgerEntry, Patent
 from patents.services import patent_withdraw
 from patents.verify_dump import content_hash, entry_hash
@@ -123,6 +123,30 @@ def test_the_verifier_follows_the_site_from_its_dump(live_server, tmp_path):
         f"site: 6 entries since this dump (4 publications, 2 withdrawals) chain on from its "
         f"head to {head}" in result.stdout
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_heads_saved_after_the_dump_are_checked_on_the_site_followed(live_server, tmp_path):
+    """A heads.json archived after the dump names positions the dump does not reach: alone
+    the dump cannot prove them, followed to the site it does, and a forged one fails."""
+    manifest_path, _, _ = _since_dump(tmp_path)
+    saved = tmp_path / "heads-later.json"
+    document = ledger_heads_document()
+    saved.write_text(json.dumps(document))
+    newest = max(int(h["position"]) for h in document["heads"])
+    assert newest > json.loads(manifest_path.read_text())["chain_position"]
+    args = (manifest_path.parent, manifest_path.name, "--heads", str(saved))
+    alone = _verifier(*args)
+    assert alone.returncode == 1 and "the chain was cut short" in alone.stderr
+    followed = _verifier(*args, "--follow", live_server.url)
+    assert followed.returncode == 0, followed.stderr
+    assert f"saved heads: all {len(document['heads'])} are in the chain" in followed.stdout
+    for head in document["heads"]:
+        if int(head["position"]) == newest:
+            head["head"] = "3" * 64
+    saved.write_text(json.dumps(document))
+    forged = _verifier(*args, "--follow", live_server.url)
+    assert forged.returncode == 1 and f"position {newest} is not in this chain" in forged.stderr
 
 
 @pytest.mark.django_db(transaction=True)
