@@ -1,6 +1,7 @@
 """The publication ledger as a JSON feed (/api/ledger): a mirror starts from a dump and
 follows the chain from the dump's head, entry by entry, each with its invention."""
 
+from django.conf import settings
 from django.views.decorators.csrf import csrf_exempt
 
 from allthepatents.api import (
@@ -11,6 +12,7 @@ from allthepatents.api import (
     api_page_params,
     json_safe_response,
 )
+from allthepatents.ratelimit import rate_limit_check
 from patents.models import LedgerEntry
 from patents.selectors import ledger_entries_page
 from patents.serializers import ledger_entry_serialize, patent_serialize
@@ -31,6 +33,20 @@ def api_ledger(request):
         after, limit = api_page_params(request, maximum=LEDGER_PAGE_MAX)
     except ApiParamError as exc:
         return api_error(str(exc), 400)
+    # Counted by the entries asked for: a page of 1,000 is a thousand small ones' work.
+    wait = rate_limit_check(
+        request,
+        scope="ledger",
+        limit=settings.LEDGER_API_ENTRIES_PER_MINUTE,
+        window=60,
+        cost=limit,
+    )
+    if wait:
+        return api_error(
+            f"more than {settings.LEDGER_API_ENTRIES_PER_MINUTE} entries a minute; slow down",
+            429,
+            Retry_After=str(wait),
+        )
     entries, inventions, following = ledger_entries_page(after=after, limit=limit)
     rows = []
     for entry in entries:

@@ -51,6 +51,12 @@ PATHS = {
                     },
                 },
                 "400": {"description": "after or limit out of range", "content": _ERROR},
+                "429": {
+                    "description": "more entries asked for this minute than "
+                    "LEDGER_API_ENTRIES_PER_MINUTE (each request counts its limit); see "
+                    "Retry-After",
+                    "content": _ERROR,
+                },
             },
         }
     },

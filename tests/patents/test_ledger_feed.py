@@ -6,6 +6,7 @@ at ten million)."""
 
 import gzip
 import json
+import secrets
 
 import pytest
 from django.db import connection
@@ -96,6 +97,21 @@ def test_the_feed_past_the_head_is_empty_and_its_text_never_reads_as_html(client
     assert b"<script>" not in response.content and b"\\u003cscript" in response.content
     assert response.json()["entries"][0]["invention"]["title"].startswith("<script>")
     assert client.post("/api/ledger").status_code == 405
+
+
+@pytest.mark.django_db
+def test_a_client_asking_for_too_many_entries_a_minute_is_told_to_wait(client, settings):
+    """Each request counts the entries it asks for (a page of 1,000 costs a web process
+    about 0.2 s): past LEDGER_API_ENTRIES_PER_MINUTE, a 429 with Retry-After; another
+    client is not held back."""
+    settings.LEDGER_API_ENTRIES_PER_MINUTE = 5
+    patent_published(n=1)
+    mirror = f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250)}"
+    assert client.get("/api/ledger?limit=5", REMOTE_ADDR=mirror).status_code == 200
+    refused = client.get("/api/ledger?limit=1", REMOTE_ADDR=mirror)
+    assert refused.status_code == 429 and refused.json()["status"] == 429
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert client.get("/api/ledger?limit=1", REMOTE_ADDR="192.0.2.1").status_code == 200
 
 
 def _since_dump(tmp_path):
