@@ -259,7 +259,7 @@ def coverage_areas(*, days: int = 90, limit: int = 40) -> list[dict]:
 
     from django.db.models import Sum
 
-    from patents.models import Patent
+    from patents.selectors import reference_areas_kept
     from search.models import SearchTally
 
     since = dt.date.today() - dt.timedelta(days=days)
@@ -273,17 +273,16 @@ def coverage_areas(*, days: int = 90, limit: int = 40) -> list[dict]:
     for job in GenerationJob.objects.filter(aim__kind="cpc").only("aim", "published_count"):
         area = str(job.aim.get("value") or "")[:4].upper()
         aimed[area] = aimed.get(area, 0) + job.published_count
+    rows = list(rows)
+    references = reference_areas_kept([row["cpc"] for row in rows])
     out = []
     for row in rows:
-        references = Patent.objects.filter(
-            origin=Patent.Origin.REFERENCE, cpc_codes__icontains=row["cpc"]
-        ).count()
         generated = aimed.get(row["cpc"], 0)
         out.append(
             {
                 "cpc": row["cpc"],
                 "searches": row["searches"],
-                "references": references,
+                "references": references[row["cpc"]],
                 "generated": generated,
                 "gap": round(row["searches"] / (generated + 1), 2),
             }

@@ -7,6 +7,7 @@ import json
 import time
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,8 +20,13 @@ from patents.minhash import patent_text, texts_bands
 from patents.models import Claim, MinHashBand, Patent
 from patents.nearcopy import bands_insert
 from patents.records import ImportReport, RecordError, reference_record_parse
-from patents.services import patent_ids_unused, patent_tally_add, publish_hooks_run
-from patents.text import content_hash, cpc_codes_text
+from patents.services import (
+    patent_ids_unused,
+    patent_tally_add,
+    publish_hooks_run,
+    reference_area_tally_add,
+)
+from patents.text import content_hash, cpc_codes_text, cpc_subclasses
 
 
 def _number(claim: dict) -> int:
@@ -92,6 +98,9 @@ def _reference_batch_write(
         )
         new_ids = list(pk_by_source.values())
         patent_tally_add(origin=Patent.Origin.REFERENCE, n=len(new_ids))
+        reference_area_tally_add(
+            counts=Counter(area for p in patents for area in cpc_subclasses(p.cpc_codes))
+        )
         bands_insert(
             bands={pk_by_source[p["source_id"]]: b for p, b in zip(fresh, fresh_bands, strict=True)}
         )

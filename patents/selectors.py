@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 import secrets
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -11,7 +12,8 @@ from django.db import connection
 from django.db.models import Count, F, Prefetch, QuerySet, Sum
 from django.utils import timezone
 
-from patents.models import Claim, LedgerEntry, Patent, PatentTally
+from patents.models import Claim, LedgerEntry, Patent, PatentTally, ReferenceAreaTally
+from patents.text import cpc_subclasses
 
 
 def patents_visible() -> QuerySet[Patent]:
@@ -254,6 +256,27 @@ def patent_tallies_counted() -> list[dict]:
     )
 
 
+def reference_areas_counted() -> dict[str, int]:
+    """The published reference patents by CPC subclass, counted from the patents (a scan
+    of every reference): what ``ReferenceAreaTally`` keeps."""
+    counts: Counter[str] = Counter()
+    rows = (
+        patents_visible()
+        .filter(origin=Patent.Origin.REFERENCE)
+        .exclude(cpc_codes="")
+        .values_list("cpc_codes", flat=True)
+    )
+    for codes in rows.iterator(chunk_size=5000):
+        counts.update(cpc_subclasses(codes))
+    return dict(sorted(counts.items()))
+
+
+def reference_areas_kept(areas: list[str]) -> dict[str, int]:
+    """The published reference patents in each of ``areas`` (CPC subclasses), as kept."""
+    kept = dict(ReferenceAreaTally.objects.filter(cpc__in=areas).values_list("cpc", "count"))
+    return {area: max(0, kept.get(area, 0)) for area in areas}
+
+
 def patent_tallies_problems() -> list[str]:
     """Where the kept tallies differ from a count of the patents, one line each (empty:
     they agree)."""
@@ -270,6 +293,16 @@ def patent_tallies_problems() -> list[str]:
         "published"
         for origin, model, mode in sorted(counted.keys() | kept.keys())
         if kept.get((origin, model, mode), 0) != counted.get((origin, model, mode), 0)
+    ] + _reference_area_problems()
+
+
+def _reference_area_problems() -> list[str]:
+    counted = reference_areas_counted()
+    kept = dict(ReferenceAreaTally.objects.exclude(count=0).values_list("cpc", "count"))
+    return [
+        f"reference patents in {area}: {kept.get(area, 0)} kept, {counted.get(area, 0)} published"
+        for area in sorted(counted.keys() | kept.keys())
+        if kept.get(area, 0) != counted.get(area, 0)
     ]
 
 

@@ -11,10 +11,10 @@ from django.db import connection, transaction
 
 from allthepatents.clock import db_now
 from patents.ledger import ledger_append
-from patents.models import Claim, LedgerEntry, Patent, PatentTally
+from patents.models import Claim, LedgerEntry, Patent, PatentTally, ReferenceAreaTally
 from patents.nearcopy import bands_store
 from patents.records import claims_normalise, record_limits_check
-from patents.text import content_hash
+from patents.text import content_hash, cpc_subclasses
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,8 @@ def patent_withdraw(*, patent: Patent, reason: str) -> Patent:
         patent_tally_add(
             origin=patent.origin, generator_model=patent.generator_model, mode=patent.mode, n=-1
         )
+        if patent.origin == Patent.Origin.REFERENCE:
+            reference_area_tally_add(counts=dict.fromkeys(cpc_subclasses(patent.cpc_codes), -1))
     ids = [patent.pk]
     transaction.on_commit(lambda: _run_hooks(_withdraw_hooks, ids))
     return patent
@@ -153,14 +155,36 @@ def patent_tally_add(*, origin: str, generator_model: str = "", mode: str = "", 
         )
 
 
+def reference_area_tally_add(*, counts: dict[str, int]) -> None:
+    """Adds each count (negative: takes away) to the reference patents of its CPC subclass,
+    in the caller's transaction: one upsert a subclass, in a fixed order so that two
+    imports meeting at the same areas wait for each other instead of deadlocking."""
+    rows = [(cpc, n) for cpc, n in sorted(counts.items()) if n]
+    if not rows:
+        return
+    table = connection.ops.quote_name(ReferenceAreaTally._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {table} (cpc, count) VALUES (%s, %s) "  # noqa: S608 (the model's table name, values bound)
+            f"ON CONFLICT (cpc) DO UPDATE SET count = {table}.count + excluded.count",
+            rows,
+        )
+
+
 @transaction.atomic
 def patent_tallies_rebuild() -> int:
-    """Counts the published patents again into the tallies (a scan of every patent); returns
-    how many tallies there are. For ``manage.py patent_tallies rebuild`` after rows were
-    written around the services (a bulk load, a restored backup)."""
-    from patents.selectors import patent_tallies_counted
+    """Counts the published patents again into the tallies, and the references by CPC
+    subclass (a scan of every patent); returns how many tallies there are. For ``manage.py
+    patent_tallies rebuild`` after rows were written around the services (a bulk load, a
+    restored backup)."""
+    from patents.selectors import patent_tallies_counted, reference_areas_counted
 
     rows = patent_tallies_counted()
     PatentTally.objects.all().delete()
     PatentTally.objects.bulk_create(PatentTally(**r) for r in rows)
-    return len(rows)
+    areas = reference_areas_counted()
+    ReferenceAreaTally.objects.all().delete()
+    ReferenceAreaTally.objects.bulk_create(
+        ReferenceAreaTally(cpc=cpc, count=n) for cpc, n in areas.items()
+    )
+    return len(rows) + len(areas)

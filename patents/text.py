@@ -102,6 +102,12 @@ def cpc_codes_text(codes) -> str:
     return f" {' '.join(seen)} " if seen else ""
 
 
+def cpc_subclasses(cpc_codes: str) -> set[str]:
+    """The CPC subclasses ("H04M") of a patent's stored codes (Patent.cpc_codes): the areas
+    examiners' searches are counted in, and the reference patents too."""
+    return {code[:4].upper() for code in cpc_codes.split() if len(code) >= 4}
+
+
 # C0 control characters other than tab, line feed and carriage return: PostgreSQL refuses
 # NUL in text, XML (the Atom feed, dumps read by XML tools) refuses them all, and no patent
 # text needs one. Model output and imported records pass through here before storage.

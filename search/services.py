@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from allthepatents.bulk import rows_insert
 from patents.models import Claim, Patent
+from patents.text import cpc_subclasses
 from search.fulltext import (
     KeywordUnavailable,
     fulltext_enabled,
@@ -764,7 +765,7 @@ def search_tally_record(*, result, filters=None) -> None:
     try:
         areas = set()
         for hit in result.hits[:TALLY_RESULTS]:
-            areas.update(code[:4].upper() for code in hit.patent.cpc_codes.split() if code)
+            areas.update(cpc_subclasses(hit.patent.cpc_codes))
         for prefix in getattr(filters, "cpc", ()) or ():
             areas.add(prefix[:4].upper())
         today = dt.date.today()
