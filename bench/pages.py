@@ -10,8 +10,9 @@ Without ``DATABASE_URL`` both work on ``--site``'s SQLite file (a DATA_DIR).
 a publish entry in the ledger and its sample), ``--rejected`` rejected samples per published
 one (the gate passes about one sample in four), spread over ``--jobs`` jobs (every other
 one's samples from ``--contributors`` volunteers), and ``--references`` reference patents
-dated from 1976 on as the importer dates them; then each job's counters, as its workers
-keep them. The rows are bulk inserted, not published one by one through
+dated from 1976 on as the importer dates them, each with one to six CPC codes; then each
+job's counters, as its workers keep them, and 90 days of examiners' searches in 40 CPC
+areas (what /coverage/ lists). The rows are bulk inserted, not published one by one through
 ``patent_publish``: a million publications through the ledger's chain take hours, and what
 the pages cost depends on how many rows there are and how they are indexed, not on their
 text or on the chain's hashes being right (``ledger verify`` would reject this site's
@@ -61,6 +62,10 @@ def _django(site: Path):
     django.setup()
 
 
+# CPC subclasses: a section letter, a class of two digits, a subclass letter.
+AREAS = [f"{s}{n:02d}{c}" for s in "ABCDEFGH" for n in range(1, 99, 4) for c in "BFKLMN"]
+
+
 def cpu_line() -> str:
     from allthepatents.cpu import cpu_flags, cpu_model_name
 
@@ -82,6 +87,8 @@ def fill(
     from patents.ledger import ledger_days_rebuild
     from patents.models import Claim, LedgerEntry, Patent
     from patents.services import patent_tallies_rebuild
+    from patents.text import cpc_codes_text
+    from search.models import SearchTally
 
     call_command("migrate", "--noinput", verbosity=0)
     rng = random.Random(seed)
@@ -217,6 +224,11 @@ def fill(
                 published_at=dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC) if day else end,
                 source_id=f"US{first + i:08d}",
                 source_date=day,
+                # One to six codes in about 600 subclasses, as a grant has them.
+                cpc_codes=cpc_codes_text(
+                    f"{rng.choice(AREAS)}{rng.randint(1, 99)}/{rng.randint(0, 99):02d}"
+                    for _ in range(rng.randint(1, 6))
+                ),
             )
             for i, day in enumerate(days)
         )
@@ -231,6 +243,13 @@ def fill(
             done = min(first + batch, total)
             print(f"  {name}: {done:,} / {total:,} ({time.time() - started:.0f} s)", flush=True)
     counters_refresh(job_rows)
+    # Examiners' searches over the last 90 days in 40 areas (what /coverage/ lists).
+    today = dt.date.today()
+    SearchTally.objects.bulk_create(
+        SearchTally(day=today - dt.timedelta(days=d), cpc=area, searches=1 + rng.randrange(20))
+        for area in AREAS[:: len(AREAS) // 40][:40]
+        for d in range(0, 90, 3)
+    )
     ledger_days_rebuild()  # the days the appends keep, for entries written in bulk
     patent_tallies_rebuild()  # the counts the writes keep, likewise
     if connection.vendor == "postgresql":
@@ -306,6 +325,7 @@ def staff_pages() -> list[tuple[str, str]]:
         ("admin: rejected samples", "/admin/generation/sample/?verdict=rejected"),
         ("admin: ledger", "/admin/patents/ledgerentry/"),
         ("admin: jobs", "/admin/generation/generationjob/"),
+        ("coverage (40 areas)", "/coverage/"),
     ]
 
 
