@@ -137,38 +137,38 @@ def patent_withdraw(*, patent: Patent, reason: str) -> Patent:
 # --- tallies -------------------------------------------------------------------------------
 
 
+def _counts_add(model, key: tuple[str, ...], rows: list[tuple]) -> None:
+    """Adds each row's last value to the count of the row's key (the rest), creating the
+    row where there is none: one upsert a row, so that two writers meeting at a new key
+    neither lose a count nor fail (SQLite 3.24+ and PostgreSQL both take it)."""
+    if not rows:
+        return
+    table = connection.ops.quote_name(model._meta.db_table)
+    marks = ", ".join(["%s"] * (len(key) + 1))
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {table} ({', '.join(key)}, count) VALUES ({marks}) "  # noqa: S608 (the model's table and columns, values bound)
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET count = {table}.count + excluded.count",
+            rows,
+        )
+
+
 def patent_tally_add(*, origin: str, generator_model: str = "", mode: str = "", n: int = 1) -> None:
     """Adds ``n`` (negative: takes away) to the published patents of that origin, model and
-    mode, in the caller's transaction: the write that publishes or withdraws them. One
-    statement either way, so that two workers meeting at a new key neither lose a count nor
-    fail (SQLite 3.24+ and PostgreSQL both take this upsert). Publishing already waits its
-    turn at the ledger, which it appends to first: the tally's row lock adds no waiting."""
-    if not n:
-        return
-    table = connection.ops.quote_name(PatentTally._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (origin, generator_model, mode, count) VALUES (%s, %s, %s, %s) "  # noqa: S608 (the model's table name, values bound)
-            "ON CONFLICT (origin, generator_model, mode) "
-            f"DO UPDATE SET count = {table}.count + excluded.count",
-            [origin, generator_model, mode, n],
+    mode, in the caller's transaction: the write that publishes or withdraws them. Publishing
+    already waits its turn at the ledger, which it appends to first: the tally's row lock
+    adds no waiting."""
+    if n:
+        _counts_add(
+            PatentTally, ("origin", "generator_model", "mode"), [(origin, generator_model, mode, n)]
         )
 
 
 def reference_area_tally_add(*, counts: dict[str, int]) -> None:
     """Adds each count (negative: takes away) to the reference patents of its CPC subclass,
-    in the caller's transaction: one upsert a subclass, in a fixed order so that two
-    imports meeting at the same areas wait for each other instead of deadlocking."""
-    rows = [(cpc, n) for cpc, n in sorted(counts.items()) if n]
-    if not rows:
-        return
-    table = connection.ops.quote_name(ReferenceAreaTally._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            f"INSERT INTO {table} (cpc, count) VALUES (%s, %s) "  # noqa: S608 (the model's table name, values bound)
-            f"ON CONFLICT (cpc) DO UPDATE SET count = {table}.count + excluded.count",
-            rows,
-        )
+    in the caller's transaction, in a fixed order so that two imports meeting at the same
+    areas wait for each other instead of deadlocking."""
+    _counts_add(ReferenceAreaTally, ("cpc",), [(cpc, n) for cpc, n in sorted(counts.items()) if n])
 
 
 @transaction.atomic
