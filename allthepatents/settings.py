@@ -376,10 +376,11 @@ SEARCH_MAX_QUERY_CHARS = env_int("SEARCH_MAX_QUERY_CHARS", 20_000, minimum=100)
 SEARCH_MAX_K = 100
 SEARCH_RATE_LIMIT = env_int("SEARCH_RATE_LIMIT", 120, minimum=0)  # requests/minute/client
 SEARCH_RATE_WINDOW = env_int("SEARCH_RATE_WINDOW", 60, minimum=1)
-# /api/ledger: entries a client may ask for a minute (0: no limit). A page of 1,000 with
+# /api/ledger: entries a client may ask for in a window (0: no limit). A page of 1,000 with
 # their inventions costs a web process about 0.2 s, so the default keeps one client to a
 # fifth of one process; a mirror starts from a dump and asks for the day's entries.
-LEDGER_API_ENTRIES_PER_MINUTE = env_int("LEDGER_API_ENTRIES_PER_MINUTE", 60_000, minimum=0)
+LEDGER_API_RATE_LIMIT = env_int("LEDGER_API_RATE_LIMIT", 60_000, minimum=0)
+LEDGER_API_RATE_WINDOW = env_int("LEDGER_API_RATE_WINDOW", 60, minimum=1)
 # Queries too long for a URL are stored under a short id (/search/?qid=...): at most this
 # many stored per client and hour, this many in all (the oldest go first), and none kept
 # longer than this many days after its last use.

@@ -34,16 +34,11 @@ def api_ledger(request):
     except ApiParamError as exc:
         return api_error(str(exc), 400)
     # Counted by the entries asked for: a page of 1,000 is a thousand small ones' work.
-    wait = rate_limit_check(
-        request,
-        scope="ledger",
-        limit=settings.LEDGER_API_ENTRIES_PER_MINUTE,
-        window=60,
-        cost=limit,
-    )
+    limited, window = settings.LEDGER_API_RATE_LIMIT, settings.LEDGER_API_RATE_WINDOW
+    wait = rate_limit_check(request, scope="ledger", limit=limited, window=window, cost=limit)
     if wait:
         return api_error(
-            f"more than {settings.LEDGER_API_ENTRIES_PER_MINUTE} entries a minute; slow down",
+            f"more than {limited} entries asked for in {window} s; slow down",
             429,
             Retry_After=str(wait),
         )

@@ -52,9 +52,8 @@ PATHS = {
                 },
                 "400": {"description": "after or limit out of range", "content": _ERROR},
                 "429": {
-                    "description": "more entries asked for this minute than "
-                    "LEDGER_API_ENTRIES_PER_MINUTE (each request counts its limit); see "
-                    "Retry-After",
+                    "description": "more entries asked for in the window than "
+                    "LEDGER_API_RATE_LIMIT (each request counts its limit); see Retry-After",
                     "content": _ERROR,
                 },
             },

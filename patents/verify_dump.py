@@ -31,7 +31,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unicodedata
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -310,14 +312,30 @@ def verify(
     return True
 
 
+# A site that asks a client to slow down (429, or 503 while busy) says for how long; the
+# waits are bounded, and so is their number, so a site cannot stall the check for ever.
+WAIT_MAX_SECONDS = 300
+WAITS_MAX = 100
+
+
 def _get_json(url):
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise Failed(f"{url}: not an http(s) address")
     request = urllib.request.Request(  # noqa: S310 (the scheme is checked above)
         url, headers={"Accept": "application/json", "User-Agent": "verify_dump.py"}
     )
-    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
-        return json.load(response)
+    for _ in range(WAITS_MAX):
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+                return json.load(response)
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (429, 503):
+                raise
+            after = (exc.headers.get("Retry-After") or "").strip()
+            wait = min(int(after) if after.isdigit() else 5, WAIT_MAX_SECONDS)
+            print(f"the site asks to wait {wait} s ({exc.code})", file=sys.stderr)
+            time.sleep(max(wait, 1))
+    raise Failed(f"{url}: the site kept asking to wait")
 
 
 def follow(site, manifest, ledger, digests, out=print, positions=(), limit=1000):

@@ -7,6 +7,7 @@ at ten million)."""
 import gzip
 import json
 import secrets
+import time
 
 import pytest
 from django.db import connection
@@ -102,9 +103,9 @@ def test_the_feed_past_the_head_is_empty_and_its_text_never_reads_as_html(client
 @pytest.mark.django_db
 def test_a_client_asking_for_too_many_entries_a_minute_is_told_to_wait(client, settings):
     """Each request counts the entries it asks for (a page of 1,000 costs a web process
-    about 0.2 s): past LEDGER_API_ENTRIES_PER_MINUTE, a 429 with Retry-After; another
+    about 0.2 s): past LEDGER_API_RATE_LIMIT, a 429 with Retry-After; another
     client is not held back."""
-    settings.LEDGER_API_ENTRIES_PER_MINUTE = 5
+    settings.LEDGER_API_RATE_LIMIT = 5
     patent_published(n=1)
     mirror = f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250)}"
     assert client.get("/api/ledger?limit=5", REMOTE_ADDR=mirror).status_code == 200
@@ -163,6 +164,20 @@ def test_heads_saved_after_the_dump_are_checked_on_the_site_followed(live_server
     saved.write_text(json.dumps(document))
     forged = _verifier(*args, "--follow", live_server.url)
     assert forged.returncode == 1 and f"position {newest} is not in this chain" in forged.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_verifier_waits_when_the_site_asks_it_to(live_server, tmp_path, client, settings):
+    """A mirror that follows from an old dump asks for more entries than a window allows:
+    the site answers 429 with Retry-After, and the verifier waits that long and goes on."""
+    manifest_path, _, _ = _since_dump(tmp_path)
+    settings.LEDGER_API_RATE_LIMIT, settings.LEDGER_API_RATE_WINDOW = 1000, 4
+    while time.time() % 4 > 0.5:  # early in a window, so that the next request shares it
+        time.sleep(0.05)
+    assert client.get("/api/ledger?limit=1000").status_code == 200  # the window's allowance
+    result = _verifier(manifest_path.parent, manifest_path.name, "--follow", live_server.url)
+    assert result.returncode == 0, result.stderr
+    assert "the site asks to wait" in result.stderr and "site: 6 entries" in result.stdout
 
 
 @pytest.mark.django_db(transaction=True)

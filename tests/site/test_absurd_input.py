@@ -98,7 +98,7 @@ def _paths(invention):
 @pytest.mark.django_db
 def test_no_absurd_parameter_gets_a_server_error(client, settings, site):
     settings.SEARCH_RATE_LIMIT = 0  # every request is searched, none turned away
-    settings.LEDGER_API_ENTRIES_PER_MINUTE = 0
+    settings.LEDGER_API_RATE_LIMIT = 0
     client.raise_request_exception = False  # every failure counted, not the first raised
     failures = []
     for path in _paths(site[0]):
