@@ -217,8 +217,9 @@ class MinHashBand(models.Model):
 class ReferenceAreaTally(models.Model):
     """How many published reference patents have a CPC code in a subclass ("H04M"). Kept by
     the imports that add them and the withdrawals of any, so that /coverage/ reads a row
-    an area where it counted with a LIKE over every reference (40 areas at a million: 23 s);
-    ``manage.py patent_tallies`` checks them with the others."""
+    an area where it counted with a LIKE over every reference (at a million references,
+    past the 25 s request deadline); ``manage.py patent_tallies`` checks them with the
+    others."""
 
     cpc = models.CharField(max_length=4, primary_key=True)
     count = models.BigIntegerField(default=0)  # signed, as PatentTally's
