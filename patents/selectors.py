@@ -144,20 +144,10 @@ def patents_in_ledger_order(
         )
         if not entries:
             return
-        patents = Patent.objects.filter(pk__in=[patent_id for _, patent_id in entries])
-        if fields:
-            patents = patents.only("origin", "status", *fields)
-        if claims:
-            patents = patents.prefetch_related("claims")
-        by_id = {p.pk: p for p in patents}
-        for _, patent_id in entries:
-            patent = by_id.get(patent_id)
-            if (
-                patent is not None
-                and patent.origin == Patent.Origin.GENERATED
-                and patent.status == Patent.Status.PUBLISHED
-            ):
-                yield patent
+        by_id = _inventions_published(
+            [patent_id for _, patent_id in entries], claims=claims, fields=fields
+        )
+        yield from (by_id[p] for _, p in entries if p in by_id)
         if len(entries) < chunk:
             return
         after = entries[-1][0]
@@ -172,12 +162,24 @@ def ledger_entries_page(*, after: int, limit: int) -> tuple[list[LedgerEntry], d
     following = entries[limit - 1].pk if len(entries) > limit else None
     entries = entries[:limit]
     published = [e.patent_id for e in entries if e.kind == LedgerEntry.Kind.PUBLISH]
-    inventions = {
-        patent.pk: patent
-        for patent in Patent.objects.filter(pk__in=published).prefetch_related("claims")
-        if patent.origin == Patent.Origin.GENERATED and patent.status == Patent.Status.PUBLISHED
+    return entries, _inventions_published(published, claims=True), following
+
+
+def _inventions_published(
+    patent_ids: list[int], *, claims: bool = False, fields: tuple[str, ...] = ()
+) -> dict[int, Patent]:
+    """Those of ``patent_ids`` that are generated inventions still published, by key: read
+    by key alone (the origin and status are checked here, not asked of the database)."""
+    patents = Patent.objects.filter(pk__in=patent_ids)
+    if fields:
+        patents = patents.only("origin", "status", *fields)
+    if claims:
+        patents = patents.prefetch_related("claims")
+    return {
+        p.pk: p
+        for p in patents
+        if p.origin == Patent.Origin.GENERATED and p.status == Patent.Status.PUBLISHED
     }
-    return entries, inventions, following
 
 
 def ledger_id_span() -> tuple[int, int]:
@@ -282,27 +284,21 @@ def patent_tallies_problems() -> list[str]:
     they agree)."""
     key = ("origin", "generator_model", "mode")
     counted = {tuple(r[k] for k in key): r["count"] for r in patent_tallies_counted()}
-    kept = {
-        tuple(r[k] for k in key): r["count"]
-        for r in PatentTally.objects.values(*key, "count")
-        if r["count"]
-    }
-    return [
-        f"{origin} {model or '(no model)'} {mode or '(no mode)'}: "
-        f"{kept.get((origin, model, mode), 0)} kept, {counted.get((origin, model, mode), 0)} "
-        "published"
-        for origin, model, mode in sorted(counted.keys() | kept.keys())
-        if kept.get((origin, model, mode), 0) != counted.get((origin, model, mode), 0)
-    ] + _reference_area_problems()
+    kept = {tuple(r[k] for k in key): r["count"] for r in PatentTally.objects.values(*key, "count")}
+    areas = dict(ReferenceAreaTally.objects.values_list("cpc", "count"))
+    return _differences(
+        kept,
+        counted,
+        lambda k: f"{k[0]} {k[1] or '(no model)'} {k[2] or '(no mode)'}",
+    ) + _differences(areas, reference_areas_counted(), lambda area: f"reference patents in {area}")
 
 
-def _reference_area_problems() -> list[str]:
-    counted = reference_areas_counted()
-    kept = dict(ReferenceAreaTally.objects.exclude(count=0).values_list("cpc", "count"))
+def _differences(kept: dict, counted: dict, name) -> list[str]:
+    """A line for each key whose kept count is not the counted one (absent: 0)."""
     return [
-        f"reference patents in {area}: {kept.get(area, 0)} kept, {counted.get(area, 0)} published"
-        for area in sorted(counted.keys() | kept.keys())
-        if kept.get(area, 0) != counted.get(area, 0)
+        f"{name(k)}: {kept.get(k, 0)} kept, {counted.get(k, 0)} published"
+        for k in sorted(counted.keys() | kept.keys())
+        if kept.get(k, 0) != counted.get(k, 0)
     ]
 
 

@@ -195,3 +195,16 @@ def http_serve(handler, *, path: str = "/"):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}{path}"
+
+
+def api_pages(client, url: str, key: str) -> tuple[list, int]:
+    """Every item under ``key`` a keyset-paged API endpoint gives from ``url`` on,
+    following each page's ``next``; and how many pages that took."""
+    items, pages = [], 0
+    while url:
+        response = client.get(url)
+        assert response.status_code == 200, response.content
+        page = response.json()
+        items += page[key]
+        url, pages = page["next"], pages + 1
+    return items, pages

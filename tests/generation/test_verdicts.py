@@ -18,6 +18,7 @@ from generation.verdicts import (
     wilson_interval,
 )
 from tests.factories import patent_published
+from tests.helpers import api_pages
 
 
 @pytest.fixture
@@ -133,13 +134,7 @@ def test_the_verdicts_api_pages_through_them_all_in_the_order_given(client, revi
     for n, patent in enumerate(patents):
         verdict_set(patent=patent, reviewer=reviewer, verdict="relevant", note=f"note {n}")
     verdict_set(patent=patents[0], reviewer=reviewer, verdict="nonsense", note="changed")
-    seen, url, pages = [], "/api/verdicts?limit=3", 0
-    while url:
-        answer = client.get(url)
-        assert answer.status_code == 200, answer.content
-        body = answer.json()
-        seen += body["verdicts"]
-        url, pages = body["next"], pages + 1
+    seen, pages = api_pages(client, "/api/verdicts?limit=3", "verdicts")
     assert pages == 3
     assert [v["public_id"] for v in seen] == [p.public_id for p in patents]
     assert (seen[0]["verdict"], seen[0]["note"]) == ("nonsense", "changed")  # in its place

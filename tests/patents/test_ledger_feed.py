@@ -18,19 +18,13 @@ from patents.models import LedgerEntry, Patent
 from patents.services import patent_withdraw
 from patents.verify_dump import content_hash, entry_hash
 from tests.factories import patent_published
+from tests.helpers import api_pages
 from tests.patents.test_ledger import _dump, _verifier
 
 
 def _feed(client, url):
     """Every entry the feed gives from ``url`` on, following ``next``; and the pages."""
-    entries, pages = [], 0
-    while url:
-        response = client.get(url)
-        assert response.status_code == 200, response.content
-        page = response.json()
-        entries += page["entries"]
-        url, pages = page["next"], pages + 1
-    return entries, pages
+    return api_pages(client, url, "entries")
 
 
 @pytest.mark.django_db
